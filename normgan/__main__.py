@@ -1,0 +1,5 @@
+import sys
+
+from normgan.cli import main
+
+sys.exit(main())

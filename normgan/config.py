@@ -1,0 +1,240 @@
+"""The configuration schema: typed dataclasses, YAML files and dotted overrides.
+
+    cfg = load_config("configs/mnist.yaml", overrides=["train.steps=500", "optim.g.lr=1e-4"])
+
+OmegaConf structured configs give merging, ``a.b.c=value`` overrides and type checks; this module
+turns their exceptions into one-line :class:`~normgan.errors.ConfigError` messages and adds the
+semantic checks (ranges, known names) so that everything is validated before the first step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from normgan.errors import ConfigError
+
+RESOLUTIONS = (28, 32, 64, 128)
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist5k"  # built-in name, "folder" or "idx"
+    root: Optional[str] = None  # folder of images or IDX file, for name=folder|idx
+    resolution: int = 32
+    channels: Optional[int] = None  # None: as the source; 1 or 3 converts
+    batch_size: int = 64
+    holdout: float = 0.1  # fraction kept out of training, as the evaluation reference
+    strict: bool = False  # unreadable image files are an error instead of a warning
+
+
+@dataclass
+class GeneratorConfig:
+    name: str = "dcgan"
+    z_dim: int = 64
+    width: int = 32
+    norm: str = "batch"  # batch | instance | layer | none
+    dropout: float = 0.0
+
+
+@dataclass
+class DiscriminatorConfig:
+    name: str = "dcgan"
+    width: int = 32
+    norm: str = "none"
+    dropout: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+
+
+@dataclass
+class AdamConfig:
+    lr: float = 2.0e-4
+    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
+
+
+@dataclass
+class OptimConfig:
+    g: AdamConfig = field(default_factory=AdamConfig)
+    d: AdamConfig = field(default_factory=AdamConfig)
+    d_steps: int = 1  # discriminator steps per generator step
+    ema: float = 0.999  # decay of the EMA copy of G (0 disables averaging)
+    ema_rampup: bool = True  # decay_t = min(ema, (1 + t) / (10 + t)): early samples are not stuck at init
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000  # generator steps
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    num_samples: int = 64  # images in each fixed-noise grid
+    tensorboard: bool = True
+    threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: str = "bce"
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    regularizers: Dict[str, Any] = field(default_factory=dict)
+    constraints: Dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def packaged_config_dir() -> Path:
+    """The folder of ready configs that ships inside the package."""
+    return Path(str(resources.files("normgan") / "configs"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config path as given, else the packaged config of the same file name (``configs/mnist.yaml``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    for candidate in (packaged_config_dir() / p.name, packaged_config_dir() / f"{p.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(sorted(q.name for q in packaged_config_dir().glob("*.yaml")))
+    raise ConfigError(f"config file '{path}' does not exist; give a YAML path or a shipped config ({shipped})")
+
+
+def _one_line(exc: OmegaConfBaseException) -> str:
+    """OmegaConf's message without its multi-line 'full_key/object_type' trailer."""
+    msg = str(exc).splitlines()[0].strip()
+    key = getattr(exc, "full_key", None)
+    if key and key not in msg:
+        msg = f"{key}: {msg}"
+    return msg
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file '{path}': {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}; fix its syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys (data:, model:, …), not {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, *, overrides: List[str] | None = None, base: Dict[str, Any] | None = None) -> Config:
+    """Defaults ← ``base`` (a saved run's config) ← the YAML file ← dotted overrides; validated.
+
+    Raises :class:`ConfigError` with one line naming the key for unknown keys, wrong types and bad values.
+    """
+    schema = OmegaConf.structured(Config)
+    layers = []
+    if base is not None:
+        layers.append(base)
+    if path is not None:
+        layers.append(_read_yaml(resolve_config_path(path)))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. train.steps=500)")
+        key = item.split("=", 1)[0].lstrip("+")
+        if not key:
+            raise ConfigError(f"override '{item}' has no key; write key=value")
+    try:
+        merged = schema
+        for layer in layers:
+            merged = OmegaConf.merge(merged, OmegaConf.create(layer))
+        if overrides:
+            dotlist = [o.lstrip("+") for o in overrides]
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(dotlist))
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_explain(e)) from None
+    # regularizers/constraints come through as DictConfig-free plain containers
+    validate(cfg)
+    return cfg
+
+
+def _explain(e: OmegaConfBaseException) -> str:
+    msg = _one_line(e)
+    name = type(e).__name__
+    if name in ("ConfigKeyError", "ConfigAttributeError"):
+        key = getattr(e, "full_key", None) or ""
+        return f"unknown config key '{key}'" + (f" ({msg})" if key not in msg else "") + "; check the spelling (normgan train --dry-run prints every key)"
+    if name == "ValidationError":
+        key = getattr(e, "full_key", None) or "?"
+        return f"{key}: {msg}"
+    return msg
+
+
+def to_dict(cfg: Config) -> Dict[str, Any]:
+    """The resolved config as plain YAML-able containers (every default written out)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: bad value {value!r}; {allowed}")
+
+
+def validate(cfg: Config) -> None:
+    """Semantic checks beyond types. Component names are checked against their registries."""
+    d, g, dd, o, t = cfg.data, cfg.model.generator, cfg.model.discriminator, cfg.optim, cfg.train
+    _check(d.resolution in RESOLUTIONS, "data.resolution", d.resolution, f"supported resolutions are {', '.join(map(str, RESOLUTIONS))}")
+    _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
+    _check(d.channels in (None, 1, 3), "data.channels", d.channels, "use 1 (grey), 3 (RGB) or null (as the source)")
+    _check(0.0 <= d.holdout < 1.0, "data.holdout", d.holdout, "must be in [0, 1)")
+    if d.name in ("folder", "idx"):
+        _check(bool(d.root), "data.root", d.root, f"data.name={d.name} needs data.root (a {'folder' if d.name == 'folder' else 'IDX file'})")
+    _check(g.z_dim >= 1, "model.generator.z_dim", g.z_dim, "must be >= 1")
+    for key, net in (("model.generator", g), ("model.discriminator", dd)):
+        _check(net.width >= 1, f"{key}.width", net.width, "must be >= 1")
+        _check(0.0 <= net.dropout < 1.0, f"{key}.dropout", net.dropout, "must be in [0, 1)")
+    for key, adam in (("optim.g", o.g), ("optim.d", o.d)):
+        _check(adam.lr > 0, f"{key}.lr", adam.lr, "must be > 0")
+        _check(len(adam.betas) == 2 and all(0.0 <= b < 1.0 for b in adam.betas), f"{key}.betas", adam.betas, "two numbers in [0, 1)")
+    _check(o.d_steps >= 1, "optim.d_steps", o.d_steps, "must be >= 1")
+    _check(0.0 <= o.ema < 1.0, "optim.ema", o.ema, "must be in [0, 1)")
+    _check(t.steps >= 1, "train.steps", t.steps, "must be a positive number of generator steps")
+    for key in ("log_every", "sample_every", "checkpoint_every", "num_samples"):
+        _check(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), "must be >= 1")
+    _check(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0 keeps torch's default)")
+    _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device, "use auto, cpu, cuda or cuda:N")
+
+    # names against registries (imported here: they import config-free modules only)
+    from normgan.functional.losses import LOSSES
+    from normgan.models import DISCRIMINATORS, GENERATORS, NORM_LAYERS
+
+    LOSSES.get(cfg.loss, key="loss")
+    GENERATORS.get(g.name, key="model.generator.name")
+    DISCRIMINATORS.get(dd.name, key="model.discriminator.name")
+    NORM_LAYERS.get(g.norm, key="model.generator.norm")
+    NORM_LAYERS.get(dd.norm, key="model.discriminator.norm")
+    from normgan.data import DATASETS
+
+    DATASETS.get(d.name, key="data.name")
+    from normgan.regularizers import validate_regularizers
+
+    validate_regularizers(cfg)

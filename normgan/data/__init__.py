@@ -1,0 +1,24 @@
+"""Image datasets for normgan: built-ins, folders of images and IDX files.
+
+    from normgan.data import load_dataset, batch_to_float
+    data = load_dataset(name="mnist5k", resolution=32, split="train")
+    data.images        # uint8 (N, 1, 32, 32)
+    batch_to_float(data.images[:64])   # float32 in [-1, 1]
+
+``DATASETS`` maps ``data.name`` to its loader; importing this package
+registers ``mnist5k``, ``digits``, ``faces``, ``textures``, ``folder`` and ``idx``.
+"""
+
+from normgan.data.dataset import DATASETS, ImageData, Source, load_dataset
+from normgan.data.transforms import batch_to_float, center_crop_resize, convert_channels
+from normgan.data import builtin, folder, idx  # noqa: F401  (register loaders)
+
+__all__ = [
+    "DATASETS",
+    "ImageData",
+    "Source",
+    "batch_to_float",
+    "center_crop_resize",
+    "convert_channels",
+    "load_dataset",
+]

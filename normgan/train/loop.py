@@ -1,0 +1,354 @@
+"""The training loop. It owns the schedule: D steps per G step, lazy regularization intervals with
+their gain and Adam correction, EMA, logging, samples, checkpoints, interrupts and NaN stops.
+
+    from normgan import load_config, Trainer
+    run_dir = Trainer(load_config(overrides=["train.steps=200"])).fit()
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+from torchvision.utils import make_grid, save_image
+from tqdm.auto import tqdm
+
+import normgan
+from normgan.config import Config, to_dict, to_yaml
+from normgan.data import load_dataset
+from normgan.errors import TrainingDiverged, UserError
+from normgan.functional.losses import LOSSES, d_accuracy
+from normgan.models import build_discriminator, build_generator
+from normgan.regularizers import Regularizer, TermContext, build_regularizers
+from normgan.train.batches import EpochBatches
+from normgan.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from normgan.train.ema import ema_decay, make_ema, update_ema
+from normgan.train.logger import MetricsLogger, truncate_metrics
+from normgan.train.run_dir import new_run_dir
+
+CHECKPOINT_FORMAT = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; an unavailable CUDA device is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' is not available (no CUDA GPU found); use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device '{name}' is not a valid device; use auto, cpu, cuda or cuda:N") from None
+
+
+def lazy_adam_correction(lr: float, betas, every: int) -> tuple[float, tuple[float, float]]:
+    """StyleGAN2's correction for a lazy phase every k steps: c = k/(k+1), lr·c, β^c (k = 1: none)."""
+    if every <= 1:
+        return lr, tuple(betas)
+    c = every / (every + 1)
+    return lr * c, (betas[0] ** c, betas[1] ** c)
+
+
+def grad_norm(params) -> float:
+    """Global L2 norm of the gradients of ``params`` (those that have one)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+class Trainer:
+    """Builds data, models, optimizers and terms from a config and trains them.
+
+    Args:
+        cfg: a validated :class:`~normgan.config.Config`.
+        runs_dir, name: where the run folder goes (``runs_dir/name``, or a numbered name).
+        run_dir: an existing run folder (used by :meth:`resume`).
+        device: overrides ``cfg.train.device``.
+        progress: show a tqdm progress bar.
+    """
+
+    def __init__(self, cfg: Config, *, runs_dir: str | Path = "runs", name: Optional[str] = None, run_dir: Optional[Path] = None,
+                 device: Optional[str] = None, progress: bool = True, label: Optional[str] = None) -> None:
+        self.cfg = cfg
+        t = cfg.train
+        self.device = resolve_device(device or t.device)
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        torch.manual_seed(t.seed)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed_all(t.seed)
+        d = cfg.data
+        self.data = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
+                                 holdout=d.holdout, strict=d.strict, seed=t.seed)
+        self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=self.device)
+        res, ch = self.data.resolution, self.data.channels
+        self.G = build_generator(cfg.model.generator, resolution=res, channels=ch).to(self.device)
+        self.D = build_discriminator(cfg.model.discriminator, resolution=res, channels=ch).to(self.device)
+        self.G_ema = make_ema(self.G)
+        self.loss = LOSSES.get(cfg.loss, key="loss")
+        self.regs: List[Regularizer] = build_regularizers(cfg.regularizers)
+        for r in self.regs:
+            r.to(self.device)
+        self.lazy_every = {net: max([r.every for r in self.regs if r.net == net], default=1) for net in ("G", "D")}
+        self.opt_g = self._adam(self.G, cfg.optim.g, self.lazy_every["G"])
+        self.opt_d = self._adam(self.D, cfg.optim.d, self.lazy_every["D"])
+        self.fixed_z = torch.randn(t.num_samples, cfg.model.generator.z_dim, generator=torch.Generator().manual_seed(t.seed + 12345)).to(self.device)
+        self.step = 0
+        self.progress = progress
+        self._stop_requested = False
+        self._reg_log: Dict[str, Tensor] = {}
+        self._grad_log: Dict[str, float] = {}
+        if run_dir is None:
+            run_dir = new_run_dir(runs_dir, label=label or f"{d.name}-{cfg.loss}", name=name)
+        self.run_dir = Path(run_dir)
+        self.last_checkpoint: Optional[Path] = None
+        self.last_checkpoint_step: Optional[int] = None
+
+    # ------------------------------------------------------------------ construction helpers
+    def _adam(self, net: nn.Module, ocfg, every: int) -> torch.optim.Adam:
+        lr, betas = lazy_adam_correction(ocfg.lr, ocfg.betas, every)
+        return torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, *, overrides: Optional[List[str]] = None, device: Optional[str] = None, progress: bool = True) -> "Trainer":
+        """Continue a run from ``run_dir/checkpoints/last.pt``; overrides may change e.g. ``train.steps``."""
+        import yaml
+
+        from normgan.config import load_config
+
+        run_dir = Path(run_dir)
+        ckpt_path = find_checkpoint(run_dir)
+        state = load_checkpoint(ckpt_path)
+        saved = state.get("config")
+        if not isinstance(saved, dict):
+            cfg_file = run_dir / "config.yaml"
+            saved = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else None
+        if saved is None:
+            raise UserError(f"run folder '{run_dir}' has no config; it was not made by normgan train")
+        cfg = load_config(base=saved, overrides=overrides)
+        trainer = cls(cfg, run_dir=run_dir, device=device, progress=progress)
+        trainer.load_state_dict(state)
+        trainer.last_checkpoint, trainer.last_checkpoint_step = ckpt_path, trainer.step
+        return trainer
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "batches": self.batches.state_dict()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "generator": self.G.state_dict(),
+            "discriminator": self.D.state_dict(),
+            "generator_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "regularizers": {r.name: {"term": r.term.state_dict(), "weight": r.weight.state_dict()} for r in self.regs},
+            "rng": rng,
+            "image_shape": [self.data.channels, self.data.resolution, self.data.resolution],
+            "config": to_dict(self.cfg),
+            "versions": {"normgan": normgan.__version__, "torch": torch.__version__},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            self.G.load_state_dict(state["generator"])
+            self.D.load_state_dict(state["discriminator"])
+            self.G_ema.load_state_dict(state["generator_ema"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            for r in self.regs:
+                saved = state.get("regularizers", {}).get(r.name)
+                if saved is not None:
+                    r.term.load_state_dict(saved["term"])
+                    r.weight.load_state_dict(saved["weight"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"checkpoint does not match the config's models ({first}); resume without changing model options") from None
+        self.step = int(state["step"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.batches.load_state_dict(rng["batches"])
+
+    def save(self, name: str = "last.pt") -> Path:
+        path = save_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / name)
+        if name == "last.pt":
+            self.last_checkpoint, self.last_checkpoint_step = path, self.step
+        return path
+
+    # ------------------------------------------------------------------ one step
+    def _terms(self, net: str, ctx: TermContext, step: int, *, lazy: bool) -> Optional[Tensor]:
+        """Σ gain·λ_t·raw over the terms of ``net`` due at ``step`` (lazy phase or main step)."""
+        total = None
+        for r in self.regs:
+            if r.net != net or (r.every > 1) != lazy or step % r.every:
+                continue
+            raw = r.term(ctx)
+            w = r.weight.value(step)
+            gain = r.every
+            weighted = raw * w
+            total = weighted * gain if total is None else total + weighted * gain
+            self._reg_log[f"reg/{r.name}/raw"] = raw.detach()
+            self._reg_log[f"reg/{r.name}/weight"] = torch.tensor(float(w))
+            self._reg_log[f"reg/{r.name}/loss"] = weighted.detach()
+        return total
+
+    def train_step(self, step: int, *, log: bool = False) -> Dict[str, Tensor]:
+        """One generator step preceded by ``d_steps`` discriminator steps, plus due lazy phases."""
+        cfg, G, D = self.cfg, self.G, self.D
+        B, zdim = cfg.data.batch_size, cfg.model.generator.z_dim
+        for i in range(cfg.optim.d_steps):
+            real = self.batches.next()
+            z = torch.randn(B, zdim, device=self.device)
+            last = i == cfg.optim.d_steps - 1
+            if last:
+                fake = G(z)  # kept with its graph for the G step (one G forward per step)
+            else:
+                with torch.no_grad():
+                    fake = G(z)
+            d_real, d_fake = D(real), D(fake.detach())
+            loss_d = self.loss.d(d_real, d_fake)
+            extra = self._terms("D", TermContext(G=G, D=D, real=real, fake=fake.detach(), z=z, d_real=d_real, d_fake=d_fake), step, lazy=False)
+            total_d = loss_d if extra is None else loss_d + extra
+            self.opt_d.zero_grad(set_to_none=True)
+            total_d.backward()
+            if log:
+                self._grad_log["grad_norm/D"] = grad_norm(D.parameters())
+            self.opt_d.step()
+        if step % self.lazy_every["D"] == 0 and self.lazy_every["D"] > 1:
+            lazy = self._terms("D", TermContext(G=G, D=D, real=real, fake=fake.detach(), z=z), step, lazy=True)
+            self.opt_d.zero_grad(set_to_none=True)
+            lazy.backward()
+            self.opt_d.step()
+
+        D.requires_grad_(False)  # the G step needs gradients through D, not for D's weights
+        d_fake_g = D(fake)
+        loss_g = self.loss.g(d_fake_g)
+        extra = self._terms("G", TermContext(G=G, D=D, real=real, fake=fake, z=z, d_fake=d_fake_g), step, lazy=False)
+        total_g = loss_g if extra is None else loss_g + extra
+        self.opt_g.zero_grad(set_to_none=True)
+        total_g.backward()
+        if log:
+            self._grad_log["grad_norm/G"] = grad_norm(G.parameters())
+        if not torch.isfinite(loss_d.detach() + loss_g.detach()):
+            D.requires_grad_(True)
+            which = "D loss" if not torch.isfinite(loss_d) else "G loss"
+            raise TrainingDiverged(which)
+        self.opt_g.step()
+        if step % self.lazy_every["G"] == 0 and self.lazy_every["G"] > 1:
+            z2 = torch.randn(B, zdim, device=self.device)
+            lazy = self._terms("G", TermContext(G=G, D=D, real=real, z=z2), step, lazy=True)
+            self.opt_g.zero_grad(set_to_none=True)
+            lazy.backward()
+            self.opt_g.step()
+        D.requires_grad_(True)
+        update_ema(self.G_ema, G, beta=ema_decay(step, decay=cfg.optim.ema, rampup=cfg.optim.ema_rampup))
+        return {"loss/D": loss_d.detach(), "loss/G": loss_g.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()}
+
+    # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def sample_grid(self) -> Tensor:
+        """Images of the EMA generator for the fixed noise, as one grid in [0, 1]."""
+        imgs = self.G_ema(self.fixed_z).float().cpu()
+        nrow = max(1, int(math.sqrt(imgs.shape[0])))
+        return make_grid(imgs, nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
+
+    def write_samples(self, logger: MetricsLogger) -> Path:
+        grid = self.sample_grid()
+        path = self.run_dir / "samples" / f"step-{self.step:06d}.png"
+        save_image(grid, path)
+        logger.image("samples/ema", grid, self.step)
+        return path
+
+    def _request_stop(self, signum, frame) -> None:
+        if self._stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> Path:
+        """Train until ``cfg.train.steps`` generator steps; returns the run folder."""
+        cfg, t = self.cfg, self.cfg.train
+        header = f"# normgan {normgan.__version__}, torch {torch.__version__}, python {platform.python_version()}\n"
+        (self.run_dir / "config.yaml").write_text(header + to_yaml(cfg))
+        truncate_metrics(self.run_dir / "metrics.jsonl", after_step=self.step)
+        logger = MetricsLogger(self.run_dir, tensorboard=t.tensorboard)
+        main_thread = threading.current_thread() is threading.main_thread()
+        old_handler = signal.signal(signal.SIGINT, self._request_stop) if main_thread else None
+        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True, desc="train", unit="step")
+        sums: Dict[str, Tensor] = {}
+        count, t0, images = 0, time.perf_counter(), 0
+        interrupted = False
+        try:
+            if self.step == 0:
+                self.write_samples(logger)
+            while self.step < t.steps:
+                if self._stop_requested:
+                    interrupted = True
+                    break
+                is_log = (self.step + 1) % t.log_every == 0 or self.step + 1 == t.steps
+                try:
+                    out = self.train_step(self.step, log=is_log)
+                except TrainingDiverged as e:
+                    raise self._diverged(str(e)) from None
+                self.step += 1
+                count += 1
+                images += cfg.data.batch_size * cfg.optim.d_steps
+                for k in ("loss/D", "loss/G"):
+                    sums[k] = sums[k] + out[k] if k in sums else out[k]
+                bar.update(1)
+                if is_log:
+                    elapsed = time.perf_counter() - t0
+                    row = {k: float(v) / count for k, v in sums.items()}
+                    acc_r, acc_f = d_accuracy(out["d_real"], out["d_fake"])
+                    row.update({"d/real_acc": float(acc_r), "d/fake_acc": float(acc_f), "d/real_logit": float(out["d_real"].mean()),
+                                "d/fake_logit": float(out["d_fake"].mean()), "images_per_s": images / elapsed})
+                    row.update({k: float(v) for k, v in self._reg_log.items()})
+                    row.update(self._grad_log)
+                    logger.log(self.step, row)
+                    bar.set_postfix({"D": f"{row['loss/D']:.3f}", "G": f"{row['loss/G']:.3f}", "img/s": f"{row['images_per_s']:.0f}"}, refresh=False)
+                    sums, count, images, t0 = {}, 0, 0, time.perf_counter()
+                if self.step % t.sample_every == 0 and self.step < t.steps:
+                    self.write_samples(logger)
+                if self.step % t.checkpoint_every == 0 and self.step < t.steps:
+                    self.save()
+            self.write_samples(logger)
+            self.save()
+        finally:
+            bar.close()
+            logger.close()
+            if main_thread:
+                signal.signal(signal.SIGINT, old_handler)
+        if interrupted:
+            raise Interrupted(self.run_dir, self.step)
+        return self.run_dir
+
+    def _diverged(self, which: str) -> UserError:
+        if self.last_checkpoint is not None:
+            last = f"last good checkpoint: {self.last_checkpoint} (step {self.last_checkpoint_step})"
+        else:
+            last = "no checkpoint was written yet"
+        err = UserError(f"{which} became NaN/inf at step {self.step}; stopped without saving, {last}; lower the learning rates or add a gradient penalty")
+        err.exit_code = 3
+        return err
+
+
+class Interrupted(Exception):
+    """Ctrl-C: a checkpoint was saved at ``step``; resume with ``normgan train --resume run_dir``."""
+
+    exit_code = 130
+
+    def __init__(self, run_dir: Path, step: int) -> None:
+        super().__init__(f"interrupted at step {step}; checkpoint saved, continue with: normgan train --resume {run_dir}")
+        self.run_dir, self.step = run_dir, step
