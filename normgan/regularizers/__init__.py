@@ -12,7 +12,8 @@ compute a raw value from a :class:`TermContext` and never count steps.
 """
 
 from normgan.regularizers.base import Regularizer, Term, TermContext, TERMS, build_regularizers, validate_regularizers
-from normgan.regularizers.weights import WEIGHTS, build_weight
+from normgan.regularizers.weights import WEIGHTS, ConstantWeight, Weight, WeightContext, build_weight
+from normgan.regularizers.constraints import CONSTRAINTS, build_constraints
 from normgan.regularizers import terms  # noqa: F401  (registers the terms)
 
-__all__ = ["Regularizer", "Term", "TermContext", "TERMS", "WEIGHTS", "build_regularizers", "build_weight", "validate_regularizers"]
+__all__ = ["Regularizer", "Term", "TermContext", "TERMS", "WEIGHTS", "Weight", "WeightContext", "ConstantWeight", "build_regularizers", "build_weight", "validate_regularizers", "CONSTRAINTS", "build_constraints"]

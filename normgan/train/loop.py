@@ -26,7 +26,7 @@ from normgan.data import load_dataset
 from normgan.errors import TrainingDiverged, UserError
 from normgan.functional.losses import LOSSES, d_accuracy
 from normgan.models import build_discriminator, build_generator
-from normgan.regularizers import Regularizer, TermContext, build_regularizers
+from normgan.regularizers import Regularizer, TermContext, WeightContext, build_regularizers, build_constraints
 from normgan.train.batches import EpochBatches
 from normgan.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from normgan.train.ema import ema_decay, make_ema, update_ema
@@ -90,16 +90,18 @@ class Trainer:
                                  holdout=d.holdout, strict=d.strict, seed=t.seed)
         self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=self.device)
         res, ch = self.data.resolution, self.data.channels
-        self.G = build_generator(cfg.model.generator, resolution=res, channels=ch).to(self.device)
+        self.regs: List[Regularizer] = build_regularizers(cfg.regularizers)
+        gates = any(getattr(r.term, "needs_gates", False) for r in self.regs)
+        self.G = build_generator(cfg.model.generator, resolution=res, channels=ch, gates=gates).to(self.device)
         self.D = build_discriminator(cfg.model.discriminator, resolution=res, channels=ch).to(self.device)
+        self.constraints = build_constraints(cfg.constraints, G=self.G, D=self.D)  # spectral norm wraps layers here
         self.G_ema = make_ema(self.G)
         self.loss = LOSSES.get(cfg.loss, key="loss")
-        self.regs: List[Regularizer] = build_regularizers(cfg.regularizers)
         for r in self.regs:
             r.to(self.device)
         self.lazy_every = {net: max([r.every for r in self.regs if r.net == net], default=1) for net in ("G", "D")}
-        self.opt_g = self._adam(self.G, cfg.optim.g, self.lazy_every["G"])
-        self.opt_d = self._adam(self.D, cfg.optim.d, self.lazy_every["D"])
+        self.opt_g = self._adam("G", self.G, cfg.optim.g)
+        self.opt_d = self._adam("D", self.D, cfg.optim.d)
         self.fixed_z = torch.randn(t.num_samples, cfg.model.generator.z_dim, generator=torch.Generator().manual_seed(t.seed + 12345)).to(self.device)
         self.step = 0
         self.progress = progress
@@ -113,9 +115,11 @@ class Trainer:
         self.last_checkpoint_step: Optional[int] = None
 
     # ------------------------------------------------------------------ construction helpers
-    def _adam(self, net: nn.Module, ocfg, every: int) -> torch.optim.Adam:
-        lr, betas = lazy_adam_correction(ocfg.lr, ocfg.betas, every)
-        return torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
+    def _adam(self, which: str, net: nn.Module, ocfg) -> torch.optim.Adam:
+        """Adam over the network's parameters and those of its terms' learned weights (if any)."""
+        lr, betas = lazy_adam_correction(ocfg.lr, ocfg.betas, self.lazy_every[which])
+        params = list(net.parameters()) + [p for r in self.regs if r.net == which for p in r.weight.parameters()]
+        return torch.optim.Adam(params, lr=lr, betas=betas)
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, overrides: Optional[List[str]] = None, device: Optional[str] = None, progress: bool = True) -> "Trainer":
@@ -152,11 +156,11 @@ class Trainer:
             "generator_ema": self.G_ema.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
-            "regularizers": {r.name: {"term": r.term.state_dict(), "weight": r.weight.state_dict()} for r in self.regs},
+            "regularizers": {r.name: r.state_dict() for r in self.regs},
             "rng": rng,
             "image_shape": [self.data.channels, self.data.resolution, self.data.resolution],
             "config": to_dict(self.cfg),
-            "versions": {"normgan": normgan.__version__, "torch": torch.__version__},
+            "versions": {"normgan": normgan.__version__, "torch": str(torch.__version__)},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -169,8 +173,7 @@ class Trainer:
             for r in self.regs:
                 saved = state.get("regularizers", {}).get(r.name)
                 if saved is not None:
-                    r.term.load_state_dict(saved["term"])
-                    r.weight.load_state_dict(saved["weight"])
+                    r.load_state_dict(saved)
         except (RuntimeError, KeyError, ValueError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"checkpoint does not match the config's models ({first}); resume without changing model options") from None
@@ -188,19 +191,21 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ one step
-    def _terms(self, net: str, ctx: TermContext, step: int, *, lazy: bool) -> Optional[Tensor]:
-        """Σ gain·λ_t·raw over the terms of ``net`` due at ``step`` (lazy phase or main step)."""
+    def _terms(self, net: str, ctx: TermContext, step: int, *, lazy: bool, adv_loss: Optional[Tensor] = None) -> Optional[Tensor]:
+        """Σ gain·λ_t·raw over the terms of ``net`` due at ``step`` (lazy phase or main step).
+
+        The gain is the term's interval k (a lazy term runs every k-th step with k times the weight).
+        """
         total = None
+        module = self.G if net == "G" else self.D
         for r in self.regs:
             if r.net != net or (r.every > 1) != lazy or step % r.every:
                 continue
             raw = r.term(ctx)
-            w = r.weight.value(step)
-            gain = r.every
-            weighted = raw * w
-            total = weighted * gain if total is None else total + weighted * gain
+            weighted, w = r.weight.apply(raw, WeightContext(step=step, module=module, adv_loss=adv_loss, d_real=ctx.d_real))
+            total = weighted * r.every if total is None else total + weighted * r.every
             self._reg_log[f"reg/{r.name}/raw"] = raw.detach()
-            self._reg_log[f"reg/{r.name}/weight"] = torch.tensor(float(w))
+            self._reg_log[f"reg/{r.name}/weight"] = torch.tensor(w)
             self._reg_log[f"reg/{r.name}/loss"] = weighted.detach()
         return total
 
@@ -219,23 +224,25 @@ class Trainer:
                     fake = G(z)
             d_real, d_fake = D(real), D(fake.detach())
             loss_d = self.loss.d(d_real, d_fake)
-            extra = self._terms("D", TermContext(G=G, D=D, real=real, fake=fake.detach(), z=z, d_real=d_real, d_fake=d_fake), step, lazy=False)
+            extra = self._terms("D", TermContext(G=G, D=D, real=real, fake=fake.detach(), z=z, d_real=d_real, d_fake=d_fake), step, lazy=False, adv_loss=loss_d)
             total_d = loss_d if extra is None else loss_d + extra
             self.opt_d.zero_grad(set_to_none=True)
             total_d.backward()
             if log:
                 self._grad_log["grad_norm/D"] = grad_norm(D.parameters())
             self.opt_d.step()
+            self._project("D")
         if step % self.lazy_every["D"] == 0 and self.lazy_every["D"] > 1:
             lazy = self._terms("D", TermContext(G=G, D=D, real=real, fake=fake.detach(), z=z), step, lazy=True)
             self.opt_d.zero_grad(set_to_none=True)
             lazy.backward()
             self.opt_d.step()
+            self._project("D")
 
         D.requires_grad_(False)  # the G step needs gradients through D, not for D's weights
         d_fake_g = D(fake)
         loss_g = self.loss.g(d_fake_g)
-        extra = self._terms("G", TermContext(G=G, D=D, real=real, fake=fake, z=z, d_fake=d_fake_g), step, lazy=False)
+        extra = self._terms("G", TermContext(G=G, D=D, real=real, fake=fake, z=z, d_fake=d_fake_g), step, lazy=False, adv_loss=loss_g)
         total_g = loss_g if extra is None else loss_g + extra
         self.opt_g.zero_grad(set_to_none=True)
         total_g.backward()
@@ -246,15 +253,23 @@ class Trainer:
             which = "D loss" if not torch.isfinite(loss_d) else "G loss"
             raise TrainingDiverged(which)
         self.opt_g.step()
+        self._project("G")
         if step % self.lazy_every["G"] == 0 and self.lazy_every["G"] > 1:
             z2 = torch.randn(B, zdim, device=self.device)
             lazy = self._terms("G", TermContext(G=G, D=D, real=real, z=z2), step, lazy=True)
             self.opt_g.zero_grad(set_to_none=True)
             lazy.backward()
             self.opt_g.step()
+            self._project("G")
         D.requires_grad_(True)
         update_ema(self.G_ema, G, beta=ema_decay(step, decay=cfg.optim.ema, rampup=cfg.optim.ema_rampup))
         return {"loss/D": loss_d.detach(), "loss/G": loss_g.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()}
+
+    def _project(self, net: str) -> None:
+        """Apply the projection constraints (max-norm, clipping) of ``net`` after its optimizer step."""
+        for c in self.constraints:
+            if c.net == net:
+                c.project(self.G if net == "G" else self.D)
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()
