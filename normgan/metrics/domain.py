@@ -44,6 +44,7 @@ __all__ = ["DomainClassifier", "train_domain_classifier", "load_or_train", "doma
 
 ARCH_VERSION = 1
 DEFAULT_EPOCHS = 6
+DEFAULT_WIDTH = 16
 
 
 def _to_float(images: Tensor) -> Tensor:
@@ -63,11 +64,11 @@ class DomainClassifier(nn.Module):
 
     name = "domain"
 
-    def __init__(self, *, channels: int, num_classes: int, resolution: int, width: int = 32,
+    def __init__(self, *, channels: int, num_classes: int, resolution: int, width: int = DEFAULT_WIDTH,
                  num_features: int = 128, dropout: float = 0.3) -> None:
         super().__init__()
         self.channels, self.num_classes, self.resolution = int(channels), int(num_classes), int(resolution)
-        self.num_features = int(num_features)
+        self.num_features, self.width = int(num_features), int(width)
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
@@ -137,8 +138,8 @@ def _check_labels(data, what: str) -> None:
         )
 
 
-def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS, batch_size: int = 128,
-                            lr: float = 3e-3, seed: int = 0, device="cpu") -> DomainClassifier:
+def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS, batch_size: int = 64,
+                            lr: float = 3e-3, width: int = DEFAULT_WIDTH, seed: int = 0, device="cpu") -> DomainClassifier:
     """Train a :class:`DomainClassifier` on ``train`` (an ``ImageData`` with labels).
 
     ``heldout`` (normally the TEST split) gives ``heldout_accuracy``; without it the attribute is
@@ -154,7 +155,8 @@ def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        model = DomainClassifier(channels=train.channels, num_classes=num_classes, resolution=train.resolution).to(device)
+        model = DomainClassifier(channels=train.channels, num_classes=num_classes, resolution=train.resolution,
+                                 width=width).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         steps_per_epoch = math.ceil(len(train) / batch_size)
         total = max(1, epochs * steps_per_epoch)
@@ -185,7 +187,7 @@ def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS
 
 def cache_path(cache_dir, fingerprint: str) -> Path:
     """``cache_dir/domain-<fingerprint>.pt``."""
-    return Path(cache_dir) / f"domain-{fingerprint}.pt"
+    return Path(cache_dir).expanduser() / f"domain-{fingerprint}.pt"
 
 
 def _save(model: DomainClassifier, path: Path) -> None:
@@ -195,6 +197,7 @@ def _save(model: DomainClassifier, path: Path) -> None:
         "channels": model.channels,
         "resolution": model.resolution,
         "num_features": model.num_features,
+        "width": model.width,
         "heldout_accuracy": -1.0 if model.heldout_accuracy is None else float(model.heldout_accuracy),
         "fingerprint": model.fingerprint or "",
         "train_seconds": float(model.train_seconds or 0.0),
@@ -222,7 +225,7 @@ def _load(path: Path, *, fingerprint: str, channels: int, resolution: int, devic
         if meta.get(key) != value:
             raise ValueError(f"cache {key} is {meta.get(key)!r}, expected {value!r}")
     model = DomainClassifier(channels=meta["channels"], num_classes=meta["num_classes"], resolution=meta["resolution"],
-                             num_features=meta["num_features"])
+                             num_features=meta["num_features"], width=meta["width"])
     model.load_state_dict(blob["state_dict"])
     acc = float(meta["heldout_accuracy"])
     model.heldout_accuracy = None if acc < 0 else acc
@@ -237,7 +240,8 @@ def load_or_train(train, *, heldout=None, cache_dir=None, epochs: int = DEFAULT_
                   device="cpu") -> DomainClassifier:
     """Return the cached classifier for ``train.fingerprint`` or train (and cache) a new one.
 
-    ``cache_dir=None`` disables caching.  An unreadable or mismatching cache file triggers a
+    ``heldout`` may be an ``ImageData``, ``None``, or a no-argument callable returning either
+    (called only when training is needed).  ``cache_dir=None`` disables caching.  An unreadable or mismatching cache file triggers a
     warning and retraining; the new classifier overwrites it atomically.
     """
     _check_labels(train, "train split")
@@ -246,8 +250,11 @@ def load_or_train(train, *, heldout=None, cache_dir=None, epochs: int = DEFAULT_
         try:
             return _load(path, fingerprint=train.fingerprint, channels=train.channels, resolution=train.resolution, device=device)
         except Exception as exc:  # corrupted, truncated, or from another version: retrain
-            warnings.warn(f"domain classifier cache {path} is unusable ({type(exc).__name__}: {exc}); retraining",
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            warnings.warn(f"domain classifier cache {path} is unusable ({type(exc).__name__}: {reason}); retraining",
                           RuntimeWarning, stacklevel=2)
+    if callable(heldout):
+        heldout = heldout()
     model = train_domain_classifier(train, heldout=heldout, epochs=epochs, seed=seed, device=device)
     if path is not None:
         _save(model, path)
