@@ -57,6 +57,18 @@ def input_gradient(D: Callable, x: Tensor, *, create_graph: bool = True) -> Tens
     return grad
 
 
+def r1_from_logits(logits: Tensor, x: Tensor, *, half: bool = True) -> Tensor:
+    """R1 from a forward pass D already made: ``scale · mean_b Σ (∂ Σ logits / ∂x_b)²``.
+
+    ``x`` must have had ``requires_grad`` set before ``logits = D(x)`` was computed; the penalty then
+    shares that forward pass with the adversarial loss (one D forward less than :func:`r1_penalty`).
+    ``scale`` is ½ with ``half`` (StyleGAN2), 1 without (Mescheder's code). Equal to
+    ``r1_penalty(D, x, half=half)`` for a D without batch statistics.
+    """
+    (grad,) = torch.autograd.grad(_logits(logits).sum(), x, create_graph=True)
+    return (0.5 if half else 1.0) * grad.pow(2).flatten(1).sum(1).mean()
+
+
 def grad_penalty(
     D: Callable,
     x: Tensor,
@@ -455,6 +467,7 @@ def weight_orthogonal(params: Iterable[Tensor]) -> Tensor:
 
 
 __all__ = [
+    "r1_from_logits",
     "input_gradient",
     "grad_penalty",
     "r1_penalty",

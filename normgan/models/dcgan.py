@@ -2,7 +2,8 @@
 
 Generator: z (B, z_dim) → ConvTranspose(k=s, stride 1) to an s×s map (s = 7 for 28 px, else 4), then
 stride-2 ConvTranspose(k=4) blocks [norm, ReLU, dropout] doubling the size and halving the channels
-down to ``width``, and a last stride-2 ConvTranspose to ``channels`` with tanh. Discriminator: the
+down to ``width``, and a last stride-2 ConvTranspose to ``channels`` with tanh. With ``gates=True`` each
+hidden block ends with a hard-concrete L0 gate per channel (see :mod:`normgan.models.prune`). Discriminator: the
 mirror image with stride-2 Conv(k=4) blocks [norm (not on the first), LeakyReLU(0.2), dropout] and a
 final Conv(k=s) to one logit per image.
 """
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from normgan.errors import ConfigError
+from normgan.functional.gates import HardConcreteGate
 from normgan.models.layers import dcgan_init, make_norm
 from normgan.models.registry import DISCRIMINATORS, GENERATORS
 
@@ -31,24 +33,27 @@ def _geometry(resolution: int) -> tuple[int, int]:
 class DCGANGenerator(nn.Module):
     """z ↦ image in [-1, 1] of shape (B, channels, resolution, resolution)."""
 
-    def __init__(self, *, resolution: int, channels: int, z_dim: int = 64, width: int = 32, norm: str = "batch", dropout: float = 0.0) -> None:
+    def __init__(self, *, resolution: int, channels: int, z_dim: int = 64, width: int = 32, norm: str = "batch", dropout: float = 0.0,
+                 gates: bool = False) -> None:
         super().__init__()
         base, stages = _geometry(resolution)
         self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
         c = width * 2 ** (stages - 1)
-        blocks: list[nn.Module] = [nn.Unflatten(1, (z_dim, 1, 1)), *self._block(nn.ConvTranspose2d(z_dim, c, base, 1, 0, bias=norm == "none"), c, norm, dropout)]
+        blocks: list[nn.Module] = [nn.Unflatten(1, (z_dim, 1, 1)), *self._block(nn.ConvTranspose2d(z_dim, c, base, 1, 0, bias=norm == "none"), c, norm, dropout, gates)]
         for _ in range(stages - 1):
-            blocks += self._block(nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=norm == "none"), c // 2, norm, dropout)
+            blocks += self._block(nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=norm == "none"), c // 2, norm, dropout, gates)
             c //= 2
         self.body = nn.Sequential(*blocks)
         self.to_image = nn.ConvTranspose2d(c, channels, 4, 2, 1)
         dcgan_init(self)
 
     @staticmethod
-    def _block(conv: nn.Module, c: int, norm: str, dropout: float) -> list[nn.Module]:
+    def _block(conv: nn.Module, c: int, norm: str, dropout: float, gates: bool = False) -> list[nn.Module]:
         layers = [conv, make_norm(norm, c), nn.ReLU(inplace=True)]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
+        if gates:  # hard-concrete L0 gate per channel (sampled in training, deterministic in eval)
+            layers.append(HardConcreteGate(c))
         return layers
 
     @property

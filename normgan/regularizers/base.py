@@ -96,6 +96,9 @@ def build_regularizers(specs: Dict[str, Any], *, paired: bool = False) -> list[R
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ConfigError(f"{key}.every: bad value {every!r}; must be a positive integer interval")
         weight = build_weight(spec.get("weight", 1.0), key=f"{key}.weight")
+        weight_nets = getattr(weight, "nets", ("G", "D"))
+        if net not in weight_nets:
+            raise ConfigError(f"{key}.weight: this adaptive weight works on {' and '.join(weight_nets)} only, not on {net}")
         params = {k: v for k, v in spec.items() if k not in COMMON_KEYS}
         allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "net")]
         unknown = sorted(set(params) - set(allowed))
@@ -119,5 +122,8 @@ def build_regularizers(specs: Dict[str, Any], *, paired: bool = False) -> list[R
 
 
 def validate_regularizers(cfg) -> None:
-    """Build the terms once to validate them before training starts."""
+    """Build the terms once, and check the constraints, to validate them before training starts."""
+    from normgan.regularizers.constraints import validate_constraints
+
     build_regularizers(cfg.regularizers, paired=getattr(cfg, "paired", False))
+    validate_constraints(getattr(cfg, "constraints", None))

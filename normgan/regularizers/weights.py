@@ -51,8 +51,10 @@ class Weight(nn.Module):
 
     Rules are modules so their state (buffers) and learned parameters (uncertainty weighting) are
     checkpointed with ``state_dict``; the loop adds their parameters to the regularized network's
-    optimizer.
+    optimizer. ``nets``: the networks a rule can weight (build_regularizers checks it).
     """
+
+    nets: tuple[str, ...] = ("G", "D")
 
     def value(self, ctx: WeightContext) -> float:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -100,6 +100,7 @@ class Trainer:
         for r in self.regs:
             r.to(self.device)
         self.lazy_every = {net: max([r.every for r in self.regs if r.net == net], default=1) for net in ("G", "D")}
+        self.share_real_forward = any(getattr(r.term, "shares_real_forward", False) for r in self.regs if r.net == "D" and r.every == 1)
         self.opt_g = self._adam("G", self.G, cfg.optim.g)
         self.opt_d = self._adam("D", self.D, cfg.optim.d)
         self.fixed_z = torch.randn(t.num_samples, cfg.model.generator.z_dim, generator=torch.Generator().manual_seed(t.seed + 12345)).to(self.device)
@@ -191,10 +192,12 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ one step
-    def _terms(self, net: str, ctx: TermContext, step: int, *, lazy: bool, adv_loss: Optional[Tensor] = None) -> Optional[Tensor]:
+    def _terms(self, net: str, ctx: TermContext, step: int, *, lazy: bool, adv_loss: Optional[Tensor] = None,
+               d_real: Optional[Tensor] = None) -> Optional[Tensor]:
         """Σ gain·λ_t·raw over the terms of ``net`` due at ``step`` (lazy phase or main step).
 
         The gain is the term's interval k (a lazy term runs every k-th step with k times the weight).
+        ``d_real`` gives weight rules D's real logits in lazy phases, where the term's context has none.
         """
         total = None
         module = self.G if net == "G" else self.D
@@ -202,7 +205,8 @@ class Trainer:
             if r.net != net or (r.every > 1) != lazy or step % r.every:
                 continue
             raw = r.term(ctx)
-            weighted, w = r.weight.apply(raw, WeightContext(step=step, module=module, adv_loss=adv_loss, d_real=ctx.d_real))
+            rule_ctx = WeightContext(step=step, module=module, adv_loss=adv_loss, d_real=ctx.d_real if ctx.d_real is not None else d_real)
+            weighted, w = r.weight.apply(raw, rule_ctx)
             total = weighted * r.every if total is None else total + weighted * r.every
             self._reg_log[f"reg/{r.name}/raw"] = raw.detach()
             self._reg_log[f"reg/{r.name}/weight"] = torch.tensor(w)
@@ -215,6 +219,8 @@ class Trainer:
         B, zdim = cfg.data.batch_size, cfg.model.generator.z_dim
         for i in range(cfg.optim.d_steps):
             real = self.batches.next()
+            if self.share_real_forward:
+                real.requires_grad_(True)  # R1 reuses this forward: ∇ₓD(x) from d_real
             z = torch.randn(B, zdim, device=self.device)
             last = i == cfg.optim.d_steps - 1
             if last:
@@ -233,7 +239,7 @@ class Trainer:
             self.opt_d.step()
             self._project("D")
         if step % self.lazy_every["D"] == 0 and self.lazy_every["D"] > 1:
-            lazy = self._terms("D", TermContext(G=G, D=D, real=real, fake=fake.detach(), z=z), step, lazy=True)
+            lazy = self._terms("D", TermContext(G=G, D=D, real=real.detach(), fake=fake.detach(), z=z), step, lazy=True, d_real=d_real.detach())
             self.opt_d.zero_grad(set_to_none=True)
             lazy.backward()
             self.opt_d.step()
@@ -242,7 +248,7 @@ class Trainer:
         D.requires_grad_(False)  # the G step needs gradients through D, not for D's weights
         d_fake_g = D(fake)
         loss_g = self.loss.g(d_fake_g)
-        extra = self._terms("G", TermContext(G=G, D=D, real=real, fake=fake, z=z, d_fake=d_fake_g), step, lazy=False, adv_loss=loss_g)
+        extra = self._terms("G", TermContext(G=G, D=D, real=real.detach(), fake=fake, z=z, d_fake=d_fake_g), step, lazy=False, adv_loss=loss_g)
         total_g = loss_g if extra is None else loss_g + extra
         self.opt_g.zero_grad(set_to_none=True)
         total_g.backward()
@@ -256,7 +262,7 @@ class Trainer:
         self._project("G")
         if step % self.lazy_every["G"] == 0 and self.lazy_every["G"] > 1:
             z2 = torch.randn(B, zdim, device=self.device)
-            lazy = self._terms("G", TermContext(G=G, D=D, real=real, z=z2), step, lazy=True)
+            lazy = self._terms("G", TermContext(G=G, D=D, real=real.detach(), z=z2), step, lazy=True)
             self.opt_g.zero_grad(set_to_none=True)
             lazy.backward()
             self.opt_g.step()

@@ -335,3 +335,21 @@ def test_weight_orthogonal_gradient_is_twice_biggan_update():
     wd = w.detach()
     biggan = 2 * ((wd @ wd.T) * (1 - torch.eye(3, dtype=DT))) @ wd  # BigGAN adds β·this
     torch.testing.assert_close(w.grad, 2 * biggan)  # so BigGAN's β equals weight β/2 here
+
+
+def test_r1_from_logits_equals_r1_penalty():
+    """Sharing D's forward with the adversarial loss gives the same R1 and the same D gradient."""
+    from normgan.functional.penalties import r1_from_logits
+
+    torch.manual_seed(0)
+    D = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 1)).double()
+    x = torch.randn(4, 1, 6, 6, dtype=torch.float64)
+    expected = P.r1_penalty(D, x)
+    weights = [p for p in D.parameters() if p.ndim > 1]  # R1 does not depend on the biases
+    g_expected = torch.autograd.grad(expected, weights)
+    xr = x.clone().requires_grad_(True)
+    got = r1_from_logits(D(xr).flatten(), xr)
+    g_got = torch.autograd.grad(got, weights)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g_got, g_expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -1,0 +1,84 @@
+"""Speed of the default model with each kind of regularization, as images/s and as a ratio to "no term".
+
+    python benchmarks/bench_regularizers.py [--steps 160] [--warmup 20] [--chunk 16] [--threads 0]
+
+The default model is normgan/configs/mnist.yaml without its wd_g term (regularizers = {}). Every
+configuration is built in this one process and timed with ``Trainer.train_step`` directly (no file
+I/O), interleaved in chunks of ``--chunk`` steps (16, so each chunk holds exactly one lazy R1/16
+phase) to spread machine noise over all of them. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+
+import torch
+
+import normgan
+from normgan.config import packaged_config_dir, validate
+
+CONFIGS = {
+    "none": ({}, {}),
+    "r1_every_1": ({"r1": {"term": "grad", "net": "D", "at": "real", "weight": 1.0}}, {}),
+    "r1_every_16": ({"r1": {"term": "grad", "net": "D", "at": "real", "weight": 1.0, "every": 16}}, {}),
+    "wgan_gp": ({"gp": {"term": "grad", "net": "D", "at": "interpolates", "center": 1, "weight": 10.0}}, {}),
+    "spectral_d": ({}, {"sn": {"kind": "spectral", "net": "D"}}),
+    "l0_gates": ({"l0": {"term": "weights", "net": "G", "norm": "l0", "weight": 1.0e-3}}, {}),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=160, help="timed steps per configuration")
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--chunk", type=int, default=16, help="steps per configuration before switching to the next")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    overrides = ["train.tensorboard=false", f"train.threads={args.threads}", "train.device=cpu"]
+    trainers, steps, elapsed = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (regs, cons) in CONFIGS.items():
+            cfg = normgan.load_config(packaged_config_dir() / "mnist.yaml", overrides=overrides)
+            cfg.regularizers, cfg.constraints = regs, cons
+            validate(cfg)
+            tr = normgan.Trainer(cfg, runs_dir=tmp, progress=False)
+            for s in range(args.warmup):
+                tr.train_step(s)
+            trainers[name], steps[name], elapsed[name] = tr, args.warmup, 0.0
+        # start the timed steps of every configuration at a multiple of the chunk (lazy phases at step % 16 == 0)
+        start = -(-args.warmup // args.chunk) * args.chunk
+        for name in trainers:
+            steps[name] = start
+        done = 0
+        while done < args.steps:
+            n = min(args.chunk, args.steps - done)
+            for name, tr in trainers.items():
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    tr.train_step(steps[name])
+                    steps[name] += 1
+                elapsed[name] += time.perf_counter() - t0
+            done += n
+        images = {name: tr.cfg.data.batch_size * tr.cfg.optim.d_steps * args.steps for name, tr in trainers.items()}
+    ips = {name: images[name] / elapsed[name] for name in trainers}
+    out = {
+        "benchmark": "regularizers",
+        "model": "configs/mnist.yaml, regularizers={}",
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "images_per_s": {k: round(v, 1) for k, v in ips.items()},
+        "ratio_to_none": {k: round(v / ips["none"], 3) for k, v in ips.items()},
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

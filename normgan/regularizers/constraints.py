@@ -1,0 +1,155 @@
+"""Constraints: projections, not penalties (spectral normalization, max-norm, weight clipping).
+
+A config's ``constraints:`` mapping, e.g. ``sn: {kind: spectral, net: D}``, is built into objects
+with ``net`` and ``project(module)``; the loop calls ``project`` after each optimizer step of that
+network. Spectral normalization is a parametrization applied once at build time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Dict
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+from normgan.errors import ConfigError
+from normgan.registry import Registry
+
+CONSTRAINTS = Registry("constraint")
+
+
+_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _positive(option: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{option}: bad value {v!r}; must be a number > 0")
+    return float(v)
+
+
+def _layers(module: nn.Module):
+    return [m for m in module.modules() if isinstance(m, _LAYERS)]
+
+
+def _weight(m: nn.Module) -> torch.Tensor:
+    """The stored (trainable) weight: the original under a parametrization such as spectral norm."""
+    return m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
+
+
+class Constraint:
+    """Base: ``setup(module)`` once at build time (parametrizations); ``project(module)`` after each
+    optimizer step of ``net`` (projections). Both default to doing nothing."""
+
+    def __init__(self, *, net: str) -> None:
+        self.net = net
+
+    def setup(self, module: nn.Module) -> None:
+        pass
+
+    @torch.no_grad()
+    def project(self, module: nn.Module) -> None:
+        pass
+
+
+@CONSTRAINTS.register("spectral")
+class SpectralConstraint(Constraint):
+    """Spectral normalization (Miyato 2018): W/σ(W) on every Conv/ConvTranspose/Linear layer.
+
+    ``torch.nn.utils.parametrizations.spectral_norm`` (dim 1 for ConvTranspose), ``n_power_iterations``
+    power iterations per training-mode weight access (u kept across steps; none in eval mode).
+    State dict keys become ``...parametrizations.weight.original`` (+ ``_u``/``_v``).
+    Config: ``sn: {kind: spectral, net: D}``.
+    """
+
+    def __init__(self, *, net: str, n_power_iterations: int = 1, eps: float = 1e-12) -> None:
+        super().__init__(net=net)
+        if isinstance(n_power_iterations, bool) or not isinstance(n_power_iterations, int) or n_power_iterations < 1:
+            raise ConfigError(f"n_power_iterations: bad value {n_power_iterations!r}; must be a positive integer")
+        self.n_power_iterations, self.eps = n_power_iterations, _positive("eps", eps)
+
+    def setup(self, module: nn.Module) -> None:
+        for m in _layers(module):
+            if not parametrize.is_parametrized(m, "weight"):
+                spectral_norm(m, n_power_iterations=self.n_power_iterations, eps=self.eps, dim=1 if isinstance(m, _TRANSPOSED) else 0)
+
+
+@CONSTRAINTS.register("max_norm")
+class MaxNormConstraint(Constraint):
+    """Max-norm: after each step, each output unit's incoming weights are rescaled to ‖w‖₂ ≤ c (c = 3).
+
+    Applied to every Conv/ConvTranspose/Linear weight (ConvTranspose output units are dim 1).
+    Config: ``mn: {kind: max_norm, net: G, c: 3.0}``.
+    """
+
+    def __init__(self, *, net: str, c: float = 3.0) -> None:
+        super().__init__(net=net)
+        self.c = _positive("c", c)
+
+    @torch.no_grad()
+    def project(self, module: nn.Module) -> None:
+        for m in _layers(module):
+            w = _weight(m)
+            dim = 1 if isinstance(m, _TRANSPOSED) else 0
+            w.copy_(torch.renorm(w, p=2, dim=dim, maxnorm=self.c))
+
+
+@CONSTRAINTS.register("clip")
+class ClipConstraint(Constraint):
+    """Weight clipping (WGAN): after each step every parameter of the net is clamped to [−c, c] (c = 0.01).
+
+    Config: ``clip: {kind: clip, net: D, c: 0.01}``.
+    """
+
+    def __init__(self, *, net: str, c: float = 0.01) -> None:
+        super().__init__(net=net)
+        self.c = _positive("c", c)
+
+    @torch.no_grad()
+    def project(self, module: nn.Module) -> None:
+        for p in module.parameters():
+            p.clamp_(-self.c, self.c)
+
+
+def _make(name: str, spec: Any) -> Constraint:
+    """A constraint object from one config entry (no network needed); ConfigError naming the key."""
+    key = f"constraints.{name}"
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise ConfigError(f"{key}: expected a mapping with 'kind'; choose one of: {', '.join(CONSTRAINTS.names())}")
+    cls = CONSTRAINTS.get(spec["kind"], key=f"{key}.kind")
+    net = spec.get("net", "D")
+    if net not in ("G", "D"):
+        raise ConfigError(f"{key}.net: bad value {net!r}; use G or D")
+    params = {k: v for k, v in spec.items() if k not in ("kind", "net")}
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "net")]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{key}: unknown option '{unknown[0]}' for constraint '{spec['kind']}'; allowed: kind, net{''.join(', ' + a for a in allowed)}")
+    try:
+        return cls(net=net, **params)
+    except ConfigError as e:
+        raise ConfigError(f"{key}.{e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def validate_constraints(specs: Dict[str, Any] | None) -> None:
+    """Check the ``constraints`` section (kinds, nets, options) without networks."""
+    if specs is not None and not isinstance(specs, dict):
+        raise ConfigError(f"constraints: expected a mapping of named constraints, got {specs!r}")
+    for name, spec in (specs or {}).items():
+        _make(name, spec)
+
+
+def build_constraints(specs: Dict[str, Any], *, G: nn.Module, D: nn.Module) -> list:
+    """Constraint objects from the config; applies build-time parametrizations to G/D."""
+    out = []
+    for name, spec in (specs or {}).items():
+        c = _make(name, spec)
+        c.setup(G if c.net == "G" else D)
+        out.append(c)
+    return out
