@@ -2,6 +2,9 @@
 
     normgan train [CONFIG] [key=value ...] [--dry-run] [--runs-dir DIR] [--name NAME] [--resume RUN]
     normgan sample RUN --n 1000 --out DIR [--seed S]
+    normgan eval RUN [--n 5000] [--features domain|inception|pkg.mod:Class]
+    normgan compare RUN [RUN ...] [--out DIR]
+    normgan diagnose RUN
 
 User errors print one line ``normgan: error: ...`` and exit with code 2 (3 for a diverged run,
 130 after Ctrl-C, which saves a checkpoint first).
@@ -87,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA copy")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_sample)
+
+    from normgan.cli_eval import add_eval_parsers
+
+    add_eval_parsers(sub)
     return parser
 
 

@@ -48,7 +48,7 @@ class GeneratorConfig:
 class DiscriminatorConfig:
     name: str = "dcgan"
     width: int = 32
-    norm: str = "none"
+    norm: str = "batch"  # use "none" with per-sample gradient penalties (R1, WGAN-GP)
     dropout: float = 0.0
 
 
@@ -71,6 +71,7 @@ class OptimConfig:
     d_steps: int = 1  # discriminator steps per generator step
     ema: float = 0.999  # decay of the EMA copy of G (0 disables averaging)
     ema_rampup: bool = True  # decay_t = min(ema, (1 + t) / (10 + t)): early samples are not stuck at init
+    gate_lr: float = 1.0e-2  # learning rate of hard-concrete gate parameters (log α), which must travel far
 
 
 @dataclass
@@ -87,6 +88,18 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    every: int = 0  # evaluate the EMA generator every N steps and at the end; 0: off
+    n: int = 2000  # generated samples per evaluation (FIDs compare only at equal N)
+    features: str = "domain"  # domain | inception | pkg.module:Class
+    metrics: List[str] = field(default_factory=lambda: ["fid", "kid", "pr"])
+    reference: str = "test"  # the held-out split; "train" only when asked for
+    seed: int = 0
+    best_metric: str = "fid"  # best.pt keeps the checkpoint with the best value of this metric
+    cache_dir: Optional[str] = None  # domain classifier cache (default $NORMGAN_CACHE or ~/.cache/normgan)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -95,6 +108,11 @@ class Config:
     regularizers: Dict[str, Any] = field(default_factory=dict)
     constraints: Dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+#: metrics for which a larger value is better (best.pt); the others are lower-is-better
+HIGHER_IS_BETTER = ("precision", "recall", "is_mean", "class_coverage", "diversity")
 
 
 def packaged_config_dir() -> Path:
@@ -215,6 +233,7 @@ def validate(cfg: Config) -> None:
     for key, adam in (("optim.g", o.g), ("optim.d", o.d)):
         _check(adam.lr > 0, f"{key}.lr", adam.lr, "must be > 0")
         _check(len(adam.betas) == 2 and all(0.0 <= b < 1.0 for b in adam.betas), f"{key}.betas", adam.betas, "two numbers in [0, 1)")
+    _check(o.gate_lr > 0, "optim.gate_lr", o.gate_lr, "must be > 0")
     _check(o.d_steps >= 1, "optim.d_steps", o.d_steps, "must be >= 1")
     _check(0.0 <= o.ema < 1.0, "optim.ema", o.ema, "must be in [0, 1)")
     _check(t.steps >= 1, "train.steps", t.steps, "must be a positive number of generator steps")
@@ -222,6 +241,15 @@ def validate(cfg: Config) -> None:
         _check(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), "must be >= 1")
     _check(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0 keeps torch's default)")
     _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device, "use auto, cpu, cuda or cuda:N")
+
+    e = cfg.eval
+    _check(e.every >= 0, "eval.every", e.every, "must be >= 0 (0 turns periodic evaluation off)")
+    if e.every:
+        from normgan.evaluation import check_eval_args
+
+        check_eval_args(n=e.n, features=e.features, metrics=e.metrics, reference=e.reference)
+        allowed = ("fid", "kid_mean", "precision", "recall", "is_mean", "class_coverage", "diversity")
+        _check(e.best_metric in allowed, "eval.best_metric", e.best_metric, f"choose one of: {', '.join(allowed)}")
 
     # names against registries (imported here: they import config-free modules only)
     from normgan.functional.losses import LOSSES

@@ -11,7 +11,7 @@ from torchvision.utils import make_grid, save_image
 
 from normgan.config import load_config
 from normgan.errors import UserError
-from normgan.models import build_generator
+from normgan.train.build import build_generator_for
 from normgan.train.checkpoint import find_checkpoint, load_checkpoint
 from normgan.train.loop import resolve_device
 
@@ -21,7 +21,7 @@ def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", ch
     state = load_checkpoint(find_checkpoint(run, checkpoint), map_location="cpu")
     cfg = load_config(base=state["config"])
     channels, resolution, _ = state["image_shape"]
-    G = build_generator(cfg.model.generator, resolution=int(resolution), channels=int(channels))
+    G = build_generator_for(cfg, resolution=int(resolution), channels=int(channels))
     G.load_state_dict(state["generator_ema" if ema else "generator"])
     return G.to(resolve_device(device)).eval(), cfg
 

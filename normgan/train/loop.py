@@ -25,8 +25,8 @@ from normgan.config import Config, to_dict, to_yaml
 from normgan.data import load_dataset
 from normgan.errors import TrainingDiverged, UserError
 from normgan.functional.losses import LOSSES, d_accuracy
-from normgan.models import build_discriminator, build_generator
-from normgan.regularizers import Regularizer, TermContext, WeightContext, build_regularizers, build_constraints
+from normgan.regularizers import Regularizer, TermContext, WeightContext
+from normgan.train.build import build_networks
 from normgan.train.batches import EpochBatches
 from normgan.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from normgan.train.ema import ema_decay, make_ema, update_ema
@@ -90,11 +90,9 @@ class Trainer:
                                  holdout=d.holdout, strict=d.strict, seed=t.seed)
         self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=self.device)
         res, ch = self.data.resolution, self.data.channels
-        self.regs: List[Regularizer] = build_regularizers(cfg.regularizers)
-        gates = any(getattr(r.term, "needs_gates", False) for r in self.regs)
-        self.G = build_generator(cfg.model.generator, resolution=res, channels=ch, gates=gates).to(self.device)
-        self.D = build_discriminator(cfg.model.discriminator, resolution=res, channels=ch).to(self.device)
-        self.constraints = build_constraints(cfg.constraints, G=self.G, D=self.D)  # spectral norm wraps layers here
+        self.regs: List[Regularizer]
+        G, D, self.regs, self.constraints = build_networks(cfg, resolution=res, channels=ch)
+        self.G, self.D = G.to(self.device), D.to(self.device)
         self.G_ema = make_ema(self.G)
         self.loss = LOSSES.get(cfg.loss, key="loss")
         for r in self.regs:
@@ -114,13 +112,20 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.last_checkpoint: Optional[Path] = None
         self.last_checkpoint_step: Optional[int] = None
+        self.evaluator = None  # built at the first evaluation (the domain classifier may need training)
+        self.best_score: Optional[float] = None
+        self.best_step: Optional[int] = None
 
     # ------------------------------------------------------------------ construction helpers
     def _adam(self, which: str, net: nn.Module, ocfg) -> torch.optim.Adam:
-        """Adam over the network's parameters and those of its terms' learned weights (if any)."""
+        """Adam over the network's parameters and its terms' learned weights; gates (log α) get ``optim.gate_lr``."""
         lr, betas = lazy_adam_correction(ocfg.lr, ocfg.betas, self.lazy_every[which])
-        params = list(net.parameters()) + [p for r in self.regs if r.net == which for p in r.weight.parameters()]
-        return torch.optim.Adam(params, lr=lr, betas=betas)
+        gate_lr, _ = lazy_adam_correction(self.cfg.optim.gate_lr, ocfg.betas, self.lazy_every[which])
+        gates = [p for n, p in net.named_parameters() if n.endswith("log_alpha")]
+        params = [p for n, p in net.named_parameters() if not n.endswith("log_alpha")]
+        params += [p for r in self.regs if r.net == which for p in r.weight.parameters()]
+        groups = [{"params": params}] + ([{"params": gates, "lr": gate_lr}] if gates else [])
+        return torch.optim.Adam(groups, lr=lr, betas=betas)
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, overrides: Optional[List[str]] = None, device: Optional[str] = None, progress: bool = True) -> "Trainer":
@@ -160,6 +165,7 @@ class Trainer:
             "regularizers": {r.name: r.state_dict() for r in self.regs},
             "rng": rng,
             "image_shape": [self.data.channels, self.data.resolution, self.data.resolution],
+            "best": {"score": self.best_score, "step": self.best_step},
             "config": to_dict(self.cfg),
             "versions": {"normgan": normgan.__version__, "torch": str(torch.__version__)},
         }
@@ -184,6 +190,8 @@ class Trainer:
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.batches.load_state_dict(rng["batches"])
+        best = state.get("best") or {}
+        self.best_score, self.best_step = best.get("score"), best.get("step")
 
     def save(self, name: str = "last.pt") -> Path:
         path = save_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / name)
@@ -292,6 +300,26 @@ class Trainer:
         logger.image("samples/ema", grid, self.step)
         return path
 
+    def evaluate(self, logger: MetricsLogger) -> Dict[str, float]:
+        """Evaluate the EMA generator (cfg.eval), log ``eval/<metric>`` and keep best.pt by the main metric."""
+        from normgan.config import HIGHER_IS_BETTER
+        from normgan.evaluation import make_periodic_evaluator
+
+        e = self.cfg.eval
+        if self.evaluator is None:
+            self.evaluator = make_periodic_evaluator(self.cfg, device=self.device, cache_dir=e.cache_dir, n=e.n, features=e.features,
+                                                     metrics=tuple(e.metrics), reference=e.reference, seed=e.seed)
+        res = self.evaluator(self.G_ema)
+        values = {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        logger.log(self.step, values)
+        score = res.get(e.best_metric)
+        if isinstance(score, (int, float)):
+            better = self.best_score is None or (score > self.best_score if e.best_metric in HIGHER_IS_BETTER else score < self.best_score)
+            if better:
+                self.best_score, self.best_step = float(score), self.step
+                self.save("best.pt")
+        return values
+
     def _request_stop(self, signum, frame) -> None:
         if self._stop_requested:  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
@@ -342,9 +370,13 @@ class Trainer:
                     sums, count, images, t0 = {}, 0, 0, time.perf_counter()
                 if self.step % t.sample_every == 0 and self.step < t.steps:
                     self.write_samples(logger)
+                if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < t.steps:
+                    self.evaluate(logger)
                 if self.step % t.checkpoint_every == 0 and self.step < t.steps:
                     self.save()
             self.write_samples(logger)
+            if cfg.eval.every and not interrupted:
+                self.evaluate(logger)
             self.save()
         finally:
             bar.close()

@@ -1,0 +1,126 @@
+"""``normgan eval``, ``normgan compare`` and ``normgan diagnose``.
+
+``normgan.cli.build_parser`` registers them with ``add_eval_parsers(sub)``; each ``cmd_*`` takes
+the parsed ``argparse.Namespace``, prints its report and returns the exit code.  Bad inputs raise
+one-line :class:`~normgan.errors.UserError` messages (exit code 2 in ``normgan.cli.main``).
+
+    normgan eval RUN [--n 5000] [--features domain|inception|pkg.mod:Class] [--metrics fid,kid,pr,is]
+                     [--reference test|train] [--seed 0] [--device cpu] [--checkpoint last.pt] [--no-ema] [--json]
+    normgan compare RUN [RUN ...] [--n 5000] [--features domain] [--out DIR] [...]
+    normgan diagnose RUN [--window 10] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from normgan.errors import UserError
+
+__all__ = ["cmd_eval", "cmd_compare", "cmd_diagnose", "add_eval_parsers", "format_eval"]
+
+
+def _fmt(v, fmt: str = ".4g") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def format_eval(res: dict) -> str:
+    """The readable summary ``normgan eval`` prints."""
+    lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} "
+             f"({'EMA' if res.get('ema', True) else 'raw'} generator), reference: {res.get('reference')} split "
+             f"({res.get('n_reference', '?')} images)"]
+    feats, n = res.get("features"), res.get("n")
+    if "fid" in res:
+        lines.append(f"FID {_fmt(res['fid'], '.1f' if res['fid'] >= 10 else '.3g')} (N={n}, features={feats}, "
+                     f"real-vs-real floor {_fmt(res['fid_floor'], '.1f' if res['fid_floor'] >= 10 else '.2g')} "
+                     f"at N={res['fid_floor_n']})")
+    if "kid_mean" in res:
+        lines.append(f"KID {_fmt(res['kid_mean'])} ± {_fmt(res['kid_std'], '.2g')}")
+    if "precision" in res:
+        lines.append(f"precision {_fmt(res['precision'], '.3f')}, recall {_fmt(res['recall'], '.3f')} (k=3)")
+    if "is_mean" in res:
+        lines.append(f"IS {_fmt(res['is_mean'], '.3f')} ± {_fmt(res['is_std'], '.2g')}")
+    extra = []
+    if res.get("class_coverage") is not None:
+        extra.append(f"class coverage {_fmt(res['class_coverage'], '.2f')}")
+    if res.get("diversity") is not None:
+        extra.append(f"diversity {_fmt(res['diversity'], '.2f')} (generated/real mean pairwise feature distance)")
+    if extra:
+        lines.append(", ".join(extra))
+    if feats == "domain":
+        lines.append(f"domain classifier held-out accuracy {_fmt(res.get('domain_heldout_accuracy'), '.4f')} "
+                     "(domain FID is comparable only with domain FID of the same dataset)")
+    if res.get("path"):
+        lines.append(f"written to {res['path']}" + (" (reused)" if res.get("reused") else ""))
+    return "\n".join(lines)
+
+
+def cmd_eval(args) -> int:
+    from normgan.evaluation import check_eval_args, evaluate_run
+
+    metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics, reference=args.reference)
+    res = evaluate_run(args.run, n=args.n, features=args.features, metrics=metrics, reference=args.reference,
+                       checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
+                       device=args.device or "cpu", seed=args.seed, cache_dir=getattr(args, "cache_dir", None))
+    print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False) else format_eval(res))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from normgan.compare import compare_runs, format_table
+    from normgan.evaluation import check_eval_args
+
+    metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics, reference=args.reference)
+    table = compare_runs(args.runs, n=args.n, features=args.features, metrics=metrics, reference=args.reference,
+                         checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
+                         device=args.device or "cpu", seed=args.seed, cache_dir=getattr(args, "cache_dir", None),
+                         out=args.out)
+    print(f"N={table['n']} samples per run, features={table['features']}, reference={table['reference']} split; "
+          "mean ± std (ddof=1) over seeds")
+    print(format_table(table["groups"]))
+    if table.get("out"):
+        print(f"written to {table['out']}/compare.md and compare.json")
+    return 0
+
+
+def cmd_diagnose(args) -> int:
+    from normgan.diagnostics import format_summary, summarize_run
+
+    if getattr(args, "window", 10) < 2:
+        raise UserError(f"--window: {args.window} is too small; use at least 2 logged rows")
+    s = summarize_run(args.run, window=getattr(args, "window", 10))
+    print(json.dumps(s, indent=2, sort_keys=True) if getattr(args, "json", False) else format_summary(s))
+    return 0
+
+
+def _common(p, *, n_default: int) -> None:
+    p.add_argument("--n", type=int, default=n_default, help=f"generated samples per run (default {n_default}; compare runs at equal N)")
+    p.add_argument("--features", default="domain", help="domain (offline classifier, default), inception, or package.module:ClassName")
+    p.add_argument("--metrics", default="fid,kid,pr,is", help="comma-separated subset of fid,kid,pr,is (default all)")
+    p.add_argument("--reference", default="test", help="test (the held-out split, default) or train")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the reference subset (default 0)")
+    p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    p.add_argument("--checkpoint", default="last.pt", help="checkpoint file name in RUN/checkpoints (default last.pt)")
+    p.add_argument("--no-ema", action="store_true", help="evaluate the raw generator instead of its EMA copy")
+    p.add_argument("--cache-dir", default=None, help="domain classifier cache (default $NORMGAN_CACHE or ~/.cache/normgan)")
+
+
+def add_eval_parsers(subparsers) -> None:
+    """Register ``eval``, ``compare`` and ``diagnose`` on an ``argparse`` subparsers object."""
+    p = subparsers.add_parser("eval", help="FID/KID/precision-recall/IS of a run against its held-out split")
+    p.add_argument("run", help="run folder")
+    _common(p, n_default=5000)
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("compare", help="evaluate runs at the same N and aggregate over seeds")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    _common(p, n_default=5000)
+    p.add_argument("--out", default=None, help="folder for compare.md and compare.json")
+    p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser("diagnose", help="training-stability diagnostics from a run's metrics.jsonl")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--window", type=int, default=10, help="rolling window of logged rows for the loss variance (default 10)")
+    p.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
+    p.set_defaults(func=cmd_diagnose)

@@ -1,0 +1,248 @@
+"""Training-stability diagnostics computed from a run's ``metrics.jsonl`` (``normgan diagnose RUN``).
+
+Every function is pure: it takes the list of logged rows (dicts with ``step`` and scalar keys, as
+written by the training loop; non-finite values logged as the strings ``"nan"``/``"inf"`` are read
+as floats and skipped) and returns plain numbers.  Definitions (also in docs/evaluation.md):
+
+* **loss variance** — population variance (``ddof = 0``) of ``loss/D`` and ``loss/G`` over each
+  rolling window of ``window = 10`` consecutive logged rows; reported as the mean and max over
+  windows (None with fewer than ``window`` values).
+* **oscillation** — drop zero first differences of ``loss/G``; the percentage of consecutive
+  first-difference pairs with opposite signs.  0 = monotone, ≈ 66.7 = white noise, 100 = the loss
+  alternates up/down at every logged row.
+* **D saturation** — fraction of rows with ``d/real_acc >= 0.99`` AND ``d/fake_acc >= 0.99``
+  (the discriminator separates everything: vanishing generator gradients).
+* **gradient-norm spikes** — rows where ``grad_norm/G`` (resp. ``/D``) exceeds
+  ``median + 5 · MAD`` (MAD = median absolute deviation from the median, unscaled).
+* **convergence step** — for the main metric (``eval/fid``), the first eval step from which every
+  later eval value stays within 10% of the final value (``|v - final| <= 0.1 · |final|``); None
+  when no row carries the metric.
+* **mode collapse** — from ``eval/class_coverage`` and ``eval/diversity`` rows (or the run's
+  ``eval/*.json`` files): last and minimum values; ``suspected`` when the last class coverage is
+  below 0.8 or the last diversity below 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from normgan.errors import UserError
+
+__all__ = [
+    "series",
+    "window_variance",
+    "loss_variance",
+    "oscillation",
+    "d_saturation",
+    "grad_spikes",
+    "convergence_step",
+    "mode_collapse",
+    "summarize_rows",
+    "summarize_run",
+    "format_summary",
+]
+
+SATURATION = 0.99
+SPIKE_K = 5.0
+CONVERGENCE_TOL = 0.1
+COVERAGE_ALARM = 0.8
+DIVERSITY_ALARM = 0.5
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def series(rows: Iterable[dict], key: str) -> tuple[list[int], list[float]]:
+    """``(steps, values)`` of the rows that carry a finite ``key``."""
+    steps, values = [], []
+    for r in rows:
+        if key in r:
+            v = _num(r[key])
+            if math.isfinite(v):
+                steps.append(int(r.get("step", len(steps))))
+                values.append(v)
+    return steps, values
+
+
+def window_variance(values: Sequence[float], window: int = 10) -> list[float]:
+    """Population variance of every run of ``window`` consecutive values (``len - window + 1`` windows)."""
+    x = np.asarray(values, dtype=float)
+    if window < 1 or len(x) < window:
+        return []
+    w = np.lib.stride_tricks.sliding_window_view(x, window)
+    return [float(v) for v in w.var(axis=1)]
+
+
+def loss_variance(rows: Sequence[dict], key: str, *, window: int = 10) -> Optional[dict]:
+    """``{"mean", "max", "windows"}`` of :func:`window_variance` of ``key``; None if too few rows."""
+    var = window_variance(series(rows, key)[1], window)
+    if not var:
+        return None
+    return {"mean": float(np.mean(var)), "max": float(np.max(var)), "windows": len(var), "window": window}
+
+
+def oscillation(rows: Sequence[dict], key: str = "loss/G") -> Optional[float]:
+    """Percentage of consecutive non-zero first differences of ``key`` that change sign; None if < 2."""
+    d = np.diff(np.asarray(series(rows, key)[1], dtype=float))
+    s = np.sign(d[d != 0])
+    if len(s) < 2:
+        return None
+    return float(100.0 * np.count_nonzero(s[1:] != s[:-1]) / (len(s) - 1))
+
+
+def d_saturation(rows: Sequence[dict], *, threshold: float = SATURATION) -> Optional[float]:
+    """Fraction of rows (having both accuracies) where d/real_acc and d/fake_acc are both >= threshold."""
+    both = [(_num(r["d/real_acc"]), _num(r["d/fake_acc"])) for r in rows if "d/real_acc" in r and "d/fake_acc" in r]
+    if not both:
+        return None
+    return sum(1 for a, b in both if a >= threshold and b >= threshold) / len(both)
+
+
+def grad_spikes(rows: Sequence[dict], key: str, *, k: float = SPIKE_K) -> Optional[dict]:
+    """Rows where ``key`` > median + k·MAD: ``{"count", "fraction", "threshold", "median", "mad", "steps"}``."""
+    steps, values = series(rows, key)
+    if not values:
+        return None
+    x = np.asarray(values)
+    med = float(np.median(x))
+    mad = float(np.median(np.abs(x - med)))
+    thr = med + k * mad
+    hit = [s for s, v in zip(steps, values) if v > thr]
+    return {"count": len(hit), "fraction": len(hit) / len(values), "threshold": thr, "median": med, "mad": mad, "steps": hit}
+
+
+def convergence_step(rows: Sequence[dict], key: str = "eval/fid", *, tol: float = CONVERGENCE_TOL) -> Optional[dict]:
+    """First step from which ``key`` stays within ``tol·|final|`` of its final value:
+    ``{"metric", "step", "final", "first_step", "last_step"}``, or None without such rows."""
+    steps, values = series(rows, key)
+    if not values:
+        return None
+    final = values[-1]
+    band = tol * abs(final)
+    at = steps[-1]
+    for s, v in zip(reversed(steps), reversed(values)):
+        if abs(v - final) > band:
+            break
+        at = s
+    return {"metric": key, "step": at, "final": final, "first_step": steps[0], "last_step": steps[-1]}
+
+
+def mode_collapse(rows: Sequence[dict], *, coverage_key: str = "eval/class_coverage",
+                  diversity_key: str = "eval/diversity") -> Optional[dict]:
+    """Last/min class coverage and diversity from eval rows; ``suspected`` if the last coverage
+    < 0.8 or the last diversity < 0.5.  None when no row carries either."""
+    _, cov = series(rows, coverage_key)
+    _, div = series(rows, diversity_key)
+    if not cov and not div:
+        return None
+    out: dict = {}
+    if cov:
+        out.update(class_coverage_last=cov[-1], class_coverage_min=min(cov))
+    if div:
+        out.update(diversity_last=div[-1], diversity_min=min(div))
+    out["suspected"] = bool((cov and cov[-1] < COVERAGE_ALARM) or (div and div[-1] < DIVERSITY_ALARM))
+    return out
+
+
+def summarize_rows(rows: Sequence[dict], *, window: int = 10, eval_key: str = "eval/fid") -> dict:
+    """Every diagnostic over ``rows`` (see the module docstring)."""
+    steps = [int(r["step"]) for r in rows if "step" in r]
+    nonfinite = sum(1 for r in rows for k, v in r.items() if k != "step" and not math.isfinite(_num(v)))
+    return {
+        "rows": len(rows),
+        "first_step": min(steps) if steps else None,
+        "last_step": max(steps) if steps else None,
+        "nonfinite_values": nonfinite,
+        "loss_variance": {k: loss_variance(rows, k, window=window) for k in ("loss/D", "loss/G")},
+        "oscillation": {"loss/G": oscillation(rows, "loss/G"), "loss/D": oscillation(rows, "loss/D")},
+        "d_saturation": d_saturation(rows),
+        "grad_spikes": {k: grad_spikes(rows, k) for k in ("grad_norm/G", "grad_norm/D")},
+        "convergence": convergence_step(rows, eval_key),
+        "mode_collapse": mode_collapse(rows),
+    }
+
+
+def _eval_file_rows(run: Path) -> list[dict]:
+    """Rows ``{"step", "eval/<key>": ...}`` from ``run/eval/*.json`` (first file per step)."""
+    rows: dict = {}
+    for p in sorted((run / "eval").glob("eval-step*.json")):
+        try:
+            res = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        step = res.get("step")
+        if not isinstance(step, int) or step in rows:
+            continue
+        rows[step] = {"step": step, **{f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}}
+    return [rows[s] for s in sorted(rows)]
+
+
+def summarize_run(run, *, window: int = 10) -> dict:
+    """:func:`summarize_rows` over ``run/metrics.jsonl``.  When the log has no ``eval/*`` rows, the
+    run's ``eval/*.json`` files (from ``normgan eval``) stand in for convergence and mode collapse."""
+    from normgan.train.logger import read_metrics
+
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"run folder '{run}' does not exist; give a folder made by 'normgan train'")
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"run folder '{run}' has no metrics.jsonl; give a folder made by 'normgan train'")
+    rows = read_metrics(path)
+    if not any(k.startswith("eval/") for r in rows for k in r):
+        extra = _eval_file_rows(run)
+        eval_source = "eval/*.json" if extra else None
+    else:
+        extra, eval_source = [], "metrics.jsonl"
+    out = summarize_rows(rows, window=window)
+    if extra:
+        out["convergence"] = convergence_step(extra)
+        out["mode_collapse"] = mode_collapse(extra)
+    out["eval_source"] = eval_source
+    out["run"] = str(run)
+    return out
+
+
+def _f(v, fmt: str = ".4g") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def format_summary(s: dict) -> str:
+    """A readable multi-line report of :func:`summarize_run`'s dict."""
+    lines = [f"run {s.get('run', '?')}: {s['rows']} logged rows, steps {s['first_step']}..{s['last_step']}"
+             + (f", {s['nonfinite_values']} non-finite values" if s["nonfinite_values"] else "")]
+    for k, lv in s["loss_variance"].items():
+        lines.append(f"  {k} variance (window {lv['window']}): mean {_f(lv['mean'])}, max {_f(lv['max'])}" if lv
+                     else f"  {k} variance: n/a (fewer rows than the window)")
+    osc = s["oscillation"]
+    lines.append(f"  oscillation (sign changes of the first difference, %): loss/G {_f(osc['loss/G'], '.1f')}, "
+                 f"loss/D {_f(osc['loss/D'], '.1f')}  (0 monotone, ~67 noise, 100 alternating)")
+    sat = s["d_saturation"]
+    lines.append(f"  D saturation (real and fake accuracy >= 0.99): {'n/a' if sat is None else f'{100 * sat:.1f}% of rows'}")
+    for k, g in s["grad_spikes"].items():
+        lines.append(f"  {k} spikes (> median + 5 MAD = {_f(g['threshold'])}): {g['count']}"
+                     + (f" at steps {', '.join(map(str, g['steps'][:10]))}{' ...' if g['count'] > 10 else ''}" if g["count"] else "")
+                     if g else f"  {k} spikes: n/a (not logged)")
+    c = s["convergence"]
+    lines.append(f"  convergence: {c['metric']} within 10% of its final {_f(c['final'])} from step {c['step']}" if c
+                 else "  convergence: n/a (no eval/fid rows; run normgan eval or enable periodic evaluation)")
+    m = s["mode_collapse"]
+    if m:
+        parts = []
+        if "class_coverage_last" in m:
+            parts.append(f"class coverage {_f(m['class_coverage_last'], '.2f')} (min {_f(m['class_coverage_min'], '.2f')})")
+        if "diversity_last" in m:
+            parts.append(f"diversity {_f(m['diversity_last'], '.2f')} (min {_f(m['diversity_min'], '.2f')})")
+        lines.append(f"  mode collapse: {'SUSPECTED' if m['suspected'] else 'not detected'}; " + ", ".join(parts))
+    else:
+        lines.append("  mode collapse: n/a (no class_coverage/diversity eval rows)")
+    return "\n".join(lines)

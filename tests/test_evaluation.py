@@ -1,0 +1,259 @@
+"""normgan.evaluation: evaluate_run (JSON, held-out reference), evaluate_generator on known
+generators, the periodic evaluator, input errors, and the eval CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import normgan
+from normgan.data import ImageData, batch_to_float, load_dataset
+from normgan.errors import UserError
+from normgan.evaluation import (check_eval_args, class_coverage, default_cache_dir, eval_path, evaluate_generator,
+                                evaluate_run, make_periodic_evaluator, mean_pairwise_distance, reference_dataset)
+from normgan.metrics import domain
+
+TINY_RUN = ["train.steps=30", "data.batch_size=16", "model.generator.width=8", "model.discriminator.width=8",
+            "train.tensorboard=false", "regularizers={}", "train.log_every=5", "train.sample_every=1000",
+            "train.checkpoint_every=1000", "train.num_samples=4"]
+CLASSIFIER_IMAGES, CLASSIFIER_EPOCHS = 1500, 2  # a small, quick classifier: enough to rank obvious cases
+_ENV: dict = {}
+
+
+def shared_env(tmp_path_factory) -> dict:
+    """A domain classifier cache and a tiny trained run, made once per session and shared by the
+    evaluation and compare tests (memoised in-process and on disk under the session's basetemp)."""
+    base = tmp_path_factory.getbasetemp() / "normgan-eval-env"
+    if str(base) in _ENV:
+        return _ENV[str(base)]
+    cache, runs = base / "cache", base / "runs"
+    train = load_dataset(name="mnist5k", split="train")
+    test = load_dataset(name="mnist5k", split="test")
+    if not domain.cache_path(cache, train.fingerprint).exists():
+        # trained on a subset but cached under the full train split's fingerprint, so evaluate_run
+        # (which looks the classifier up by that fingerprint) reuses it instead of training its own
+        small = ImageData(images=train.images[:CLASSIFIER_IMAGES], labels=train.labels[:CLASSIFIER_IMAGES],
+                          name=train.name, fingerprint=train.fingerprint)
+        t0 = time.perf_counter()
+        model = domain.load_or_train(small, heldout=test, cache_dir=cache, epochs=CLASSIFIER_EPOCHS, seed=0)
+        print(f"domain classifier {time.perf_counter() - t0:.1f}s, held-out accuracy {model.heldout_accuracy:.3f}")
+    run = runs / "r"
+    if not (run / "checkpoints" / "last.pt").exists():
+        normgan.Trainer(normgan.load_config(overrides=TINY_RUN), runs_dir=runs, name="r", progress=False).fit()
+    env = {"cache": cache, "runs": runs, "run": run, "train": train, "test": test}
+    _ENV[str(base)] = env
+    return env
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    return shared_env(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def extractor(env):
+    return domain.load_or_train(env["train"], cache_dir=env["cache"])
+
+
+class ImageBank(nn.Module):
+    """A stand-in generator that returns stored images, each once in turn (no repeats), or one image."""
+
+    def __init__(self, images: torch.Tensor, *, collapsed: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("images", batch_to_float(images))
+        self.z_dim, self.collapsed = 4, collapsed
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.next = 0
+
+    def forward(self, z):
+        if self.collapsed:
+            return self.images[:1].expand(z.shape[0], -1, -1, -1)
+        idx = torch.arange(self.next, self.next + z.shape[0]) % len(self.images)
+        self.next += z.shape[0]
+        return self.images[idx]
+
+
+def _one_line(exc_info):
+    assert "\n" not in str(exc_info.value)
+
+
+# ------------------------------------------------------------------------------------------ evaluate_run
+def test_evaluate_run_writes_json_against_heldout(env):
+    res = evaluate_run(env["run"], n=100, cache_dir=env["cache"])
+    path = env["run"] / "eval" / "eval-step000030-domain-n100.json"
+    assert res["path"] == str(path) and path.is_file()
+    saved = json.loads(path.read_text())
+    for key in ("n", "features", "fid", "fid_floor", "fid_floor_n", "kid_mean", "kid_std", "precision", "recall",
+                "is_mean", "is_std", "reference", "step", "domain_heldout_accuracy", "class_coverage", "diversity"):
+        assert key in saved, key
+    assert saved["n"] == 100 and saved["features"] == "domain" and saved["step"] == 30
+    assert saved["reference"] == "test" and saved["fid_floor_n"] == 100  # 500 held-out images >= 2n
+    # the reference is the held-out split, not the training images
+    assert saved["reference_fingerprint"] == env["test"].fingerprint != env["train"].fingerprint
+    assert saved["n_reference"] == len(env["test"])
+    assert saved["domain_heldout_accuracy"] == pytest.approx(
+        domain.load_or_train(env["train"], cache_dir=env["cache"]).heldout_accuracy)
+    assert 0.0 < saved["class_coverage"] <= 1.0 and saved["diversity"] > 0
+    for key in ("fid", "fid_floor", "kid_mean", "precision", "recall", "is_mean"):
+        assert math.isfinite(saved[key]), key
+
+
+def test_reference_split_is_disjoint_from_training(env):
+    cfg = normgan.load_config(overrides=TINY_RUN)
+    ref, train = reference_dataset(cfg, "test"), reference_dataset(cfg, "train")
+    assert ref.fingerprint == env["test"].fingerprint and len(ref) == 500
+    seen = {bytes(img.numpy()) for img in train.images}
+    assert not any(bytes(img.numpy()) in seen for img in ref.images)
+    with pytest.raises(UserError, match="--reference train") as info:
+        reference_dataset(normgan.load_config(overrides=["data.holdout=0"]), "test")
+    _one_line(info)
+
+
+def test_reference_train_and_seed_get_their_own_file(env):
+    res = evaluate_run(env["run"], n=50, metrics=("fid",), reference="train", seed=1, cache_dir=env["cache"])
+    assert res["reference"] == "train" and res["reference_fingerprint"] == env["train"].fingerprint
+    assert Path(res["path"]).name == "eval-step000030-domain-n50-ref_train-seed1.json"
+    assert set(res) >= {"fid", "fid_floor"} and "kid_mean" not in res
+
+
+def test_reuse_returns_the_saved_result(env, monkeypatch):
+    first = evaluate_run(env["run"], n=40, metrics=("fid",), cache_dir=env["cache"])
+    import normgan.evaluation as ev
+
+    monkeypatch.setattr(ev, "evaluate_generator", lambda *a, **k: pytest.fail("recomputed despite a saved result"))
+    again = evaluate_run(env["run"], n=40, metrics=("fid",), cache_dir=env["cache"], reuse=True)
+    assert again["reused"] and again["fid"] == first["fid"]
+
+
+# ------------------------------------------------------------------------------------------ known generators
+def test_real_heldout_images_score_near_floor_and_collapse_far_worse(env, extractor):
+    cfg = normgan.load_config(overrides=TINY_RUN)
+    real_gen = ImageBank(env["test"].images)
+    good = evaluate_generator(real_gen, cfg, n=200, metrics=("fid", "pr", "is"), extractor=extractor)
+    bad = evaluate_generator(ImageBank(env["test"].images, collapsed=True), cfg, n=200, metrics=("fid", "pr", "is"),
+                             extractor=extractor)
+    assert good["fid_floor_n"] == 200 and good["reference"] == "test"
+    assert good["fid"] < 3 * good["fid_floor"] + 1e-3
+    assert bad["fid"] > 10 * good["fid"] and bad["fid"] > 10 * bad["fid_floor"]
+    assert good["recall"] > 0.5 and bad["recall"] < 0.1
+    assert good["class_coverage"] == 1.0 and bad["class_coverage"] == pytest.approx(0.1)  # 1 of 10 digits
+    assert 0.8 < good["diversity"] < 1.2 and bad["diversity"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_class_coverage_and_pairwise_distance_definitions():
+    logits = torch.zeros(40, 4)
+    logits[:30, 0] = 1  # 30 of class 0
+    logits[30:39, 1] = 1  # 9 of class 1
+    logits[39:, 2] = 1  # 1 of class 2: below 40/(4*4) = 2.5 samples
+    assert class_coverage(logits) == pytest.approx(0.5)  # classes 0 and 1 of 4
+    x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 4.0]])  # pair distances 5, 4, 3
+    assert mean_pairwise_distance(x) == pytest.approx(4.0)
+    assert math.isnan(mean_pairwise_distance(x[:1]))
+
+
+# ------------------------------------------------------------------------------------------ periodic evaluator
+def test_periodic_evaluator_matches_evaluate_and_keeps_rng(env, extractor):
+    from normgan.sample import load_generator
+
+    G, cfg = load_generator(env["run"])
+    ev = make_periodic_evaluator(cfg, device="cpu", cache_dir=env["cache"], n=60, metrics=("fid", "kid", "pr", "is"))
+    G.train()
+    state = torch.get_rng_state()
+    t0 = time.perf_counter()
+    got = ev(G)
+    assert time.perf_counter() - t0 < 60
+    torch.testing.assert_close(torch.get_rng_state(), state)  # the training RNG stream is untouched
+    assert G.training  # mode restored
+    G.eval()
+    ref = evaluate_generator(G, cfg, n=60, metrics=("fid", "kid", "pr", "is"), extractor=extractor)
+    for key in ("fid", "fid_floor", "kid_mean", "precision", "recall", "is_mean", "class_coverage", "diversity"):
+        assert got[key] == pytest.approx(ref[key], rel=1e-6, abs=1e-9), key
+    assert got["fid_floor_n"] == ref["fid_floor_n"] and got["n"] == 60
+    assert ev(G)["fid"] == pytest.approx(got["fid"])  # deterministic given its seed
+
+
+# ------------------------------------------------------------------------------------------ errors
+def test_bad_inputs_are_one_line_user_errors(env, tmp_path, monkeypatch):
+    cases = [
+        (dict(n=1), "--n"),
+        (dict(features="nope"), "unknown feature extractor 'nope'"),
+        (dict(metrics=("fid", "fjd")), "unknown metric 'fjd'"),
+        (dict(reference="val"), "--reference"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(UserError, match=re.escape(match)) as info:
+            evaluate_run(env["run"], **{"n": 10, **kw})
+        _one_line(info)
+    with pytest.raises(UserError, match="does not exist") as info:
+        evaluate_run(tmp_path / "missing", n=10)
+    _one_line(info)
+    assert check_eval_args(metrics="fid, kid") == ("fid", "kid")
+    monkeypatch.setenv("NORMGAN_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("NORMGAN_CACHE")
+    assert default_cache_dir() == Path("~/.cache/normgan").expanduser()
+    assert eval_path("r", step=7, features="pkg.mod:Cls", n=3, ema=False).name == "eval-step000007-pkg.mod_Cls-n3-noema.json"
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def _parser():
+    from normgan.cli_eval import add_eval_parsers
+
+    parser = argparse.ArgumentParser(prog="normgan")
+    add_eval_parsers(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+FID_LINE = re.compile(r"FID [0-9.e+-]+ \(N=30, features=domain, real-vs-real floor [0-9.e+-]+ at N=30\)")
+
+
+def test_cmd_eval_in_process(env, capsys):
+    args = _parser().parse_args(["eval", str(env["run"]), "--n", "30", "--metrics", "fid,pr",
+                                 "--cache-dir", str(env["cache"])])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert FID_LINE.search(out), out
+    assert "precision" in out and "class coverage" in out and "eval-step000030-domain-n30.json" in out
+    for argv, match in ([["eval", str(env["run"]), "--n", "1"], "--n"],
+                        [["eval", str(env["run"]), "--features", "bogus"], "bogus"],
+                        [["eval", str(env["run"]), "--metrics", "fid,xyz"], "xyz"],
+                        [["eval", str(env["run"]) + "-missing"], "does not exist"]):
+        args = _parser().parse_args(argv)
+        with pytest.raises(UserError, match=match) as info:
+            args.func(args)
+        _one_line(info)
+
+
+def _cli_wired() -> bool:
+    from normgan.cli import build_parser
+
+    try:
+        build_parser().parse_args(["eval", "x"])
+        return True
+    except SystemExit:
+        return False
+
+
+needs_cli = pytest.mark.skipif(not _cli_wired(), reason="normgan.cli does not register the eval commands yet (add_eval_parsers)")
+
+
+@needs_cli
+def test_cli_eval_subprocess(env):
+    from conftest import run_cli
+
+    p = run_cli("eval", env["run"], "--n", "30", "--metrics", "fid", "--cache-dir", env["cache"])
+    assert p.returncode == 0, p.stderr
+    assert FID_LINE.search(p.stdout), p.stdout
+    for args in (["--n", "1"], ["--features", "bogus"], ["--metrics", "fid,xyz"]):
+        p = run_cli("eval", env["run"], *args, "--cache-dir", env["cache"])
+        assert p.returncode == 2 and p.stderr.startswith("normgan: error: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    p = run_cli("eval", Path(env["run"]).parent / "missing")
+    assert p.returncode == 2 and "does not exist" in p.stderr
