@@ -97,6 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=2000, help="generated samples per FID")
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--runs-dir", default=None, help="keep normgan's run folder here (default: a temporary folder)")
     args = parser.parse_args()
     torch.manual_seed(0)
     cfg = load_config()
@@ -107,11 +108,11 @@ def main() -> None:
     clf = load_or_train(train, heldout=test, cache_dir=cache)
     clf_time = time.perf_counter() - t0
 
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        trainer = Trainer(cfg, runs_dir=tmp, name="default", progress=False)
-        trainer.fit()
-        wall = time.perf_counter() - start
+    runs_dir = args.runs_dir or tempfile.mkdtemp()
+    start = time.perf_counter()
+    trainer = Trainer(cfg, runs_dir=runs_dir, progress=False)
+    trainer.fit()
+    wall = time.perf_counter() - start
     G_ours = trainer.G_ema.eval()
 
     torch.manual_seed(0)
@@ -143,6 +144,7 @@ def main() -> None:
     out = {
         "benchmark": "default_quality",
         "wall_time_s": round(wall, 1),
+        "normgan_run": str(trainer.run_dir),
         "steps": {"normgan_default": cfg.train.steps, "pytorch_example": ex_steps, "plain_same_arch": pl_steps},
         "classifier_heldout_accuracy": round(float(getattr(clf, "heldout_accuracy", float("nan"))), 4),
         "classifier_train_s": round(clf_time, 1),

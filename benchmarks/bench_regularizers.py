@@ -2,7 +2,8 @@
 
     python benchmarks/bench_regularizers.py [--steps 160] [--warmup 20] [--chunk 16] [--threads 0]
 
-The default model is normgan/configs/mnist.yaml without its wd_g term (regularizers = {}). Every
+The default model is normgan/configs/mnist.yaml without its wd_g term (regularizers = {}) and with
+D's normalization off (as in every config that uses a gradient penalty). Every
 configuration is built in this one process and timed with ``Trainer.train_step`` directly (no file
 I/O), interleaved in chunks of ``--chunk`` steps (16, so each chunk holds exactly one lazy R1/16
 phase) to spread machine noise over all of them. Prints one JSON object.
@@ -38,7 +39,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=16, help="steps per configuration before switching to the next")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
-    overrides = ["train.tensorboard=false", f"train.threads={args.threads}", "train.device=cpu"]
+    # D without BatchNorm in every configuration: per-sample gradient penalties need it (docs/decisions.md)
+    overrides = ["train.tensorboard=false", f"train.threads={args.threads}", "train.device=cpu", "model.discriminator.norm=none"]
     trainers, steps, elapsed = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (regs, cons) in CONFIGS.items():
