@@ -5,7 +5,7 @@
    - `pytorch_example`: the PyTorch DCGAN example (64 px, nz=100, ngf=ndf=64, BatchNorm in G and D,
      batch 128, Adam 2e-4 (0.5, 0.999)), images resized to 64 px;
    - `plain_same_arch`: a bare loop with normgan's default architecture, batch and loss, no EMA.
-3. Scores all with the domain-classifier FID (normgan.metrics, classifier trained on the training
+3. Scores all, and a randomly initialised generator, with the domain-classifier FID (normgan.metrics, classifier trained on the training
    split only) against the held-out split, at the same N, with the real-vs-real floor.
 
 Prints JSON. Takes about 3 × T plus the classifier (~15 minutes on 2 CPU cores).
@@ -135,8 +135,11 @@ def main() -> None:
             return F.interpolate(x, size=32, mode="bilinear", antialias=True, align_corners=False) if down else x
         return fn
 
+    torch.manual_seed(1)
+    G_random = build_generator(cfg.model.generator, resolution=32, channels=1).eval()
     results = {}
-    for name, fn in [("normgan_default", sampler(G_ours, cfg.model.generator.z_dim)),
+    for name, fn in [("random_init_generator", sampler(G_random, cfg.model.generator.z_dim)),
+                     ("normgan_default", sampler(G_ours, cfg.model.generator.z_dim)),
                      ("pytorch_example", sampler(ex_G, 100, down=True)),
                      ("plain_same_arch", sampler(pl_G, cfg.model.generator.z_dim))]:
         m = evaluate(sample_fn=fn, reference=test, extractor=clf, n=args.n, metrics=("fid", "kid", "pr"), seed=0)
