@@ -16,7 +16,7 @@ import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
+from plain_gan import plain_gan_step
 
 from normgan import Trainer, load_config
 from normgan.data import batch_to_float, load_dataset
@@ -40,15 +40,7 @@ def bare_loop(cfg, steps: int) -> float:
             perm, pos = torch.randperm(len(images)), 0
         real = batch_to_float(images[perm[pos : pos + B]])
         pos += B
-        fake = G(torch.randn(B, zdim))
-        loss_d = F.softplus(-D(real)).mean() + F.softplus(D(fake.detach())).mean()
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
-        loss_g = F.softplus(-D(fake)).mean()
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
+        plain_gan_step(G, D, opt_g, opt_d, real, torch.randn(B, zdim))
     return steps * B / (time.perf_counter() - start)
 
 

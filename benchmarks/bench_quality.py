@@ -19,6 +19,7 @@ import tempfile
 import time
 
 import torch
+from plain_gan import plain_gan_step
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -80,15 +81,7 @@ def plain_loop(G, D, images, *, batch, seconds, zdim):
             perm, pos = torch.randperm(len(images)), 0
         real = images[perm[pos : pos + batch]]
         pos += batch
-        fake = G(torch.randn(batch, zdim))
-        loss_d = F.softplus(-D(real)).mean() + F.softplus(D(fake.detach())).mean()
-        opt_d.zero_grad()
-        loss_d.backward()
-        opt_d.step()
-        loss_g = F.softplus(-D(fake)).mean()
-        opt_g.zero_grad()
-        loss_g.backward()
-        opt_g.step()
+        plain_gan_step(G, D, opt_g, opt_d, real, torch.randn(batch, zdim))
         steps += 1
     return steps
 

@@ -9,7 +9,6 @@ semantic checks (ranges, known names) so that everything is validated before the
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path

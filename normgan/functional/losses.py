@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

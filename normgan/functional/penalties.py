@@ -17,7 +17,7 @@ Note: ``torch.compile`` does not support the double backward — run penalties e
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor
