@@ -125,7 +125,8 @@ class Trainer:
         params = [p for n, p in net.named_parameters() if not n.endswith("log_alpha")]
         params += [p for r in self.regs if r.net == which for p in r.weight.parameters()]
         groups = [{"params": params}] + ([{"params": gates, "lr": gate_lr}] if gates else [])
-        return torch.optim.Adam(groups, lr=lr, betas=betas)
+        # the fused kernel (one op for all tensors) is the fastest Adam on CPU and CUDA
+        return torch.optim.Adam(groups, lr=lr, betas=betas, fused=self.device.type in ("cpu", "cuda"))
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, overrides: Optional[List[str]] = None, device: Optional[str] = None, progress: bool = True) -> "Trainer":
