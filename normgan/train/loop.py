@@ -90,8 +90,8 @@ class Trainer:
                                  holdout=d.holdout, strict=d.strict, seed=t.seed)
         self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=self.device)
         res, ch = self.data.resolution, self.data.channels
-        self.regs: List[Regularizer]
-        G, D, self.regs, self.constraints = build_networks(cfg, resolution=res, channels=ch)
+        G, D, regs, self.constraints = build_networks(cfg, resolution=res, channels=ch)
+        self.regs: List[Regularizer] = regs
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.G_ema = make_ema(self.G)
         self.loss = LOSSES.get(cfg.loss, key="loss")
