@@ -257,3 +257,21 @@ def test_cli_eval_subprocess(env):
         assert p.returncode == 2 and p.stderr.startswith("normgan: error: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
     p = run_cli("eval", Path(env["run"]).parent / "missing")
     assert p.returncode == 2 and "does not exist" in p.stderr
+
+
+def test_periodic_evaluation_in_training_keeps_best_checkpoint(env, tmp_path):
+    """eval.every: eval/<metric> rows at the evaluation steps, best.pt at the best FID, survives resume."""
+    over = [*TINY_RUN, "train.steps=12", "eval.every=4", "eval.n=100", "eval.metrics=[fid,pr]", f"eval.cache_dir={env['cache']}"]
+    trainer = normgan.Trainer(normgan.load_config(overrides=over), runs_dir=tmp_path, name="ev", progress=False)
+    run = trainer.fit()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/fid" in r]
+    assert [r["step"] for r in evals] == [4, 8, 12]
+    for r in evals:
+        assert r["eval/n"] == 100 and r["eval/fid_floor"] < r["eval/fid"]
+    best = min(evals, key=lambda r: r["eval/fid"])
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert state["step"] == best["step"]
+    assert state["best"]["score"] == pytest.approx(best["eval/fid"], rel=1e-9)
+    resumed = normgan.Trainer.resume(run, progress=False)
+    assert resumed.best_score == pytest.approx(best["eval/fid"], rel=1e-9) and resumed.best_step == best["step"]

@@ -21,16 +21,35 @@ def tiny_cfg(*extra):
     return load_config(overrides=[*TINY, *extra])
 
 
-def test_resume_is_exact(tmp_path):
+STATEFUL_TERMS = {
+    # a lazy penalty (gain and Adam correction), EMA anchors, a controller weight, a learned weight, gates
+    "r1": {"term": "grad", "net": "D", "at": "real", "weight": 1.0, "every": 2},
+    "lecam": {"term": "lecam", "net": "D", "weight": {"adaptive": "target", "base": 0.1}},
+    "tv": {"term": "tv", "net": "G", "weight": {"adaptive": "uncertainty"}},
+    "l0": {"term": "weights", "net": "G", "norm": "l0", "weight": 1.0e-2},
+}
+
+
+def stateful_cfg(*extra):
+    from normgan.config import validate
+
+    cfg = tiny_cfg("model.discriminator.norm=none", *extra)
+    cfg.regularizers = {k: dict(v) for k, v in STATEFUL_TERMS.items()}
+    validate(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("make_cfg", [tiny_cfg, stateful_cfg], ids=["plain", "stateful-terms"])
+def test_resume_is_exact(tmp_path, make_cfg):
     n = 5
-    full = Trainer(tiny_cfg(f"train.steps={2 * n}", "train.checkpoint_every=100"), runs_dir=tmp_path, name="full", progress=False)
+    full = Trainer(make_cfg(f"train.steps={2 * n}", "train.checkpoint_every=100"), runs_dir=tmp_path, name="full", progress=False)
     full.fit()
-    first = Trainer(tiny_cfg(f"train.steps={n}"), runs_dir=tmp_path, name="split", progress=False)
+    first = Trainer(make_cfg(f"train.steps={n}"), runs_dir=tmp_path, name="split", progress=False)
     first.fit()
     resumed = Trainer.resume(tmp_path / "split", overrides=[f"train.steps={2 * n}"], progress=False)
     assert resumed.step == n
     resumed.fit()
-    for a, b in [(full.G, resumed.G), (full.G_ema, resumed.G_ema), (full.D, resumed.D)]:
+    for a, b in [(full.G, resumed.G), (full.G_ema, resumed.G_ema), (full.D, resumed.D), *zip(full.regs, resumed.regs)]:
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys()
         for k in sa:
