@@ -97,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"normgan: warning: {message}\n"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    warnings.formatwarning = _one_line_warning  # user-facing warnings are one line, without source lines
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

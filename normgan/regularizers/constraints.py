@@ -36,7 +36,7 @@ def _layers(module: nn.Module):
     return [m for m in module.modules() if isinstance(m, _LAYERS)]
 
 
-def _weight(m: nn.Module) -> torch.Tensor:
+def raw_weight(m: nn.Module) -> torch.Tensor:
     """The stored (trainable) weight: the original under a parametrization such as spectral norm."""
     return m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
 
@@ -93,7 +93,7 @@ class MaxNormConstraint(Constraint):
     @torch.no_grad()
     def project(self, module: nn.Module) -> None:
         for m in _layers(module):
-            w = _weight(m)
+            w = raw_weight(m)
             dim = 1 if isinstance(m, _TRANSPOSED) else 0
             w.copy_(torch.renorm(w, p=2, dim=dim, maxnorm=self.c))
 

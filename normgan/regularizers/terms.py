@@ -14,7 +14,6 @@ from typing import Any, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from normgan.errors import ConfigError, UserError
 from normgan.functional.gates import HardConcreteGate
@@ -41,14 +40,7 @@ from normgan.functional.penalties import (
     weight_orthogonal,
 )
 from normgan.regularizers.base import TERMS, Term, TermContext
-
-
-
-def raw_weight(m: nn.Module) -> Tensor:
-    """The trainable weight tensor of a layer (the original under a parametrization such as spectral norm)."""
-    if parametrize.is_parametrized(m, "weight"):
-        return m.parametrizations.weight.original
-    return m.weight
+from normgan.regularizers.constraints import raw_weight
 
 
 def _fake(ctx: TermContext) -> Tensor:
