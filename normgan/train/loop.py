@@ -101,6 +101,8 @@ class Trainer:
         self.share_real_forward = any(getattr(r.term, "shares_real_forward", False) for r in self.regs if r.net == "D" and r.every == 1)
         self.opt_g = self._adam("G", self.G, cfg.optim.g)
         self.opt_d = self._adam("D", self.D, cfg.optim.d)
+        # backward passes stop at these: no gradients into real images, z or interpolates (penalty leaves)
+        self._params = {net: [p for g in opt.param_groups for p in g["params"]] for net, opt in (("G", self.opt_g), ("D", self.opt_d))}
         self.fixed_z = torch.randn(t.num_samples, cfg.model.generator.z_dim, generator=torch.Generator().manual_seed(t.seed + 12345)).to(self.device)
         self.step = 0
         self.progress = progress
@@ -242,7 +244,7 @@ class Trainer:
             extra = self._terms("D", TermContext(G=G, D=D, real=real, fake=fake.detach(), z=z, d_real=d_real, d_fake=d_fake), step, lazy=False, adv_loss=loss_d)
             total_d = loss_d if extra is None else loss_d + extra
             self.opt_d.zero_grad(set_to_none=True)
-            total_d.backward()
+            total_d.backward(inputs=self._params["D"])
             if log:
                 self._grad_log["grad_norm/D"] = grad_norm(D.parameters())
             self.opt_d.step()
@@ -250,7 +252,7 @@ class Trainer:
         if step % self.lazy_every["D"] == 0 and self.lazy_every["D"] > 1:
             lazy = self._terms("D", TermContext(G=G, D=D, real=real.detach(), fake=fake.detach(), z=z), step, lazy=True, d_real=d_real.detach())
             self.opt_d.zero_grad(set_to_none=True)
-            lazy.backward()
+            lazy.backward(inputs=self._params["D"])
             self.opt_d.step()
             self._project("D")
 
@@ -260,7 +262,7 @@ class Trainer:
         extra = self._terms("G", TermContext(G=G, D=D, real=real.detach(), fake=fake, z=z, d_fake=d_fake_g), step, lazy=False, adv_loss=loss_g)
         total_g = loss_g if extra is None else loss_g + extra
         self.opt_g.zero_grad(set_to_none=True)
-        total_g.backward()
+        total_g.backward(inputs=self._params["G"])
         if log:
             self._grad_log["grad_norm/G"] = grad_norm(G.parameters())
         if not torch.isfinite(loss_d.detach() + loss_g.detach()):
@@ -273,7 +275,7 @@ class Trainer:
             z2 = torch.randn(B, zdim, device=self.device)
             lazy = self._terms("G", TermContext(G=G, D=D, real=real.detach(), z=z2), step, lazy=True)
             self.opt_g.zero_grad(set_to_none=True)
-            lazy.backward()
+            lazy.backward(inputs=self._params["G"])
             self.opt_g.step()
             self._project("G")
         D.requires_grad_(True)
