@@ -1,12 +1,13 @@
 """Speed of the default model with each kind of regularization, as images/s and as a ratio to "no term".
 
-    python benchmarks/bench_regularizers.py [--steps 160] [--warmup 20] [--chunk 16] [--threads 0]
+    python benchmarks/bench_regularizers.py [--steps 320] [--warmup 20] [--chunk 16] [--threads 0]
 
 The default model is normgan/configs/mnist.yaml without its wd_g term (regularizers = {}) and with
 D's normalization off (as in every config that uses a gradient penalty). Every
 configuration is built in this one process and timed with ``Trainer.train_step`` directly (no file
 I/O), interleaved in chunks of ``--chunk`` steps (16, so each chunk holds exactly one lazy R1/16
-phase) to spread machine noise over all of them. Prints one JSON object.
+phase) to spread machine noise over all of them. Prints one JSON object with the ratio of total
+throughputs and the median over rounds of the per-round ratios (robust to noise bursts).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import tempfile
 import time
 
@@ -34,7 +36,7 @@ CONFIGS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=160, help="timed steps per configuration")
+    ap.add_argument("--steps", type=int, default=320, help="timed steps per configuration")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--chunk", type=int, default=16, help="steps per configuration before switching to the next")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -55,15 +57,18 @@ def main() -> None:
         start = -(-args.warmup // args.chunk) * args.chunk
         for name in trainers:
             steps[name] = start
-        done = 0
+        done, rounds = 0, []
         while done < args.steps:
             n = min(args.chunk, args.steps - done)
+            times = {}
             for name, tr in trainers.items():
                 t0 = time.perf_counter()
                 for _ in range(n):
                     tr.train_step(steps[name])
                     steps[name] += 1
-                elapsed[name] += time.perf_counter() - t0
+                times[name] = time.perf_counter() - t0
+                elapsed[name] += times[name]
+            rounds.append(times)
             done += n
         images = {name: tr.cfg.data.batch_size * tr.cfg.optim.d_steps * args.steps for name, tr in trainers.items()}
     ips = {name: images[name] / elapsed[name] for name in trainers}
@@ -78,6 +83,10 @@ def main() -> None:
         "python": platform.python_version(),
         "images_per_s": {k: round(v, 1) for k, v in ips.items()},
         "ratio_to_none": {k: round(v / ips["none"], 3) for k, v in ips.items()},
+        # per round, every configuration ran the same steps back to back: the median of the per-round
+        # ratios is robust to bursts of machine noise (CPU steal) that hit one configuration's chunk
+        "median_round_ratio_to_none": {k: round(statistics.median(r["none"] / r[k] for r in rounds), 3) for k in trainers},
+        "rounds": len(rounds),
     }
     print(json.dumps(out, indent=2))
 

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
@@ -239,9 +240,13 @@ class Trainer:
             else:
                 with torch.no_grad():
                     fake = G(z)
-            d_real, d_fake = D(real), D(fake.detach())
-            loss_d = self.loss.d(d_real, d_fake)
-            extra = self._terms("D", TermContext(G=G, D=D, real=real, fake=fake.detach(), z=z, d_real=d_real, d_fake=d_fake), step, lazy=False, adv_loss=loss_d)
+            # parametrized weights (spectral norm) are computed once per D step: one power iteration
+            # per update, and the same normalized weights for real, fake and penalty forwards
+            with parametrize.cached():
+                d_real, d_fake = D(real), D(fake.detach())
+                loss_d = self.loss.d(d_real, d_fake)
+                ctx = TermContext(G=G, D=D, real=real, fake=fake.detach(), z=z, d_real=d_real, d_fake=d_fake)
+                extra = self._terms("D", ctx, step, lazy=False, adv_loss=loss_d)
             total_d = loss_d if extra is None else loss_d + extra
             self.opt_d.zero_grad(set_to_none=True)
             total_d.backward(inputs=self._params["D"])
