@@ -61,9 +61,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from normgan.sample import write_samples
+    from normgan.sample import write_sample_files
 
-    out = write_samples(args.run, n=args.n, out=args.out, seed=args.seed, ema=not args.no_ema, device=args.device or "cpu")
+    out = write_sample_files(args.run, n=args.n, out=args.out, seed=args.seed, ema=not args.no_ema, device=args.device or "cpu")
     print(out)
     return 0
 

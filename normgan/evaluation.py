@@ -60,8 +60,10 @@ DIVERSITY_SAMPLES = 2000
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def default_cache_dir() -> Path:
-    """``$NORMGAN_CACHE`` when set, else ``~/.cache/normgan``."""
+def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    """``cache_dir`` when given, else ``$NORMGAN_CACHE`` when set, else ``~/.cache/normgan``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
     env = os.environ.get("NORMGAN_CACHE")
     return Path(env).expanduser() if env else Path("~/.cache/normgan").expanduser()
 
@@ -262,10 +264,6 @@ def _build_extractor(features: str, cfg, *, device, cache_dir, heldout=None, tra
     return build_feature_extractor(features, data=train, cache_dir=cache_dir, device=device)
 
 
-def _resolve_cache(cache_dir):
-    return default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
-
-
 # ---------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate_generator(G: nn.Module, cfg, *, n: int = 5000, features: str = "domain",
@@ -284,7 +282,7 @@ def evaluate_generator(G: nn.Module, cfg, *, n: int = 5000, features: str = "dom
     ref = reference_dataset(cfg, reference)
     if extractor is None:
         heldout = ref if reference == "test" else None
-        extractor = _build_extractor(features, cfg, device=device, cache_dir=_resolve_cache(cache_dir), heldout=heldout)
+        extractor = _build_extractor(features, cfg, device=device, cache_dir=default_cache_dir(cache_dir), heldout=heldout)
     was_training = G.training
     G.eval()
     rec = _Recorder(extractor).to(device).eval()
@@ -381,7 +379,7 @@ class PeriodicEvaluator:
         if len(ref) < 4:
             raise UserError(f"the {reference} split has {len(ref)} images; the evaluation needs at least 4 (raise data.holdout)")
         if extractor is None:
-            extractor = _build_extractor(features, cfg, device=device, cache_dir=_resolve_cache(cache_dir),
+            extractor = _build_extractor(features, cfg, device=device, cache_dir=default_cache_dir(cache_dir),
                                          heldout=ref if reference == "test" else None)
         self.extractor = extractor.to(self.device).eval()
         self.features = str(getattr(extractor, "name", features))

@@ -39,7 +39,7 @@ def sample_images(G, *, n: int, seed: int = 0, batch_size: int = 500, device: Op
     return torch.cat(out)
 
 
-def write_samples(run: str | Path, *, n: int, out: str | Path, seed: int = 0, ema: bool = True, device: str = "cpu") -> Path:
+def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 0, ema: bool = True, device: str = "cpu") -> Path:
     """Write ``n`` PNG files (``000000.png`` …) at the dataset's resolution plus ``grid.png``."""
     if n < 1:
         raise UserError(f"--n: bad value {n}; give a positive number of images")

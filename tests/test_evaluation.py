@@ -167,9 +167,7 @@ def test_periodic_evaluator_matches_evaluate_and_keeps_rng(env, extractor):
     ev = make_periodic_evaluator(cfg, device="cpu", cache_dir=env["cache"], n=60, metrics=("fid", "kid", "pr", "is"))
     G.train()
     state = torch.get_rng_state()
-    t0 = time.perf_counter()
     got = ev(G)
-    assert time.perf_counter() - t0 < 60
     torch.testing.assert_close(torch.get_rng_state(), state)  # the training RNG stream is untouched
     assert G.training  # mode restored
     G.eval()

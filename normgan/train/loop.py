@@ -108,7 +108,7 @@ class Trainer:
         self.step = 0
         self.progress = progress
         self._stop_requested = False
-        self._reg_log: Dict[str, Tensor] = {}
+        self._reg_log: Dict[str, Tensor | float] = {}  # last raw/weight/loss of each term, read at log steps
         self._grad_log: Dict[str, float] = {}
         if run_dir is None:
             run_dir = new_run_dir(runs_dir, label=label or f"{d.name}-{cfg.loss}", name=name)
@@ -221,7 +221,7 @@ class Trainer:
             weighted, w = r.weight.apply(raw, rule_ctx)
             total = weighted * r.every if total is None else total + weighted * r.every
             self._reg_log[f"reg/{r.name}/raw"] = raw.detach()
-            self._reg_log[f"reg/{r.name}/weight"] = torch.tensor(w)
+            self._reg_log[f"reg/{r.name}/weight"] = w
             self._reg_log[f"reg/{r.name}/loss"] = weighted.detach()
         return total
 
