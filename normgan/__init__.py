@@ -5,7 +5,7 @@
     run_dir = Trainer(cfg).fit()
 """
 
-__version__ = "0.1.0"
+from normgan._version import __version__  # noqa: E402
 
 from normgan.config import Config, load_config  # noqa: E402
 from normgan.train import Trainer  # noqa: E402

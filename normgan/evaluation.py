@@ -334,7 +334,7 @@ def evaluate_run(run, *, n: int = 5000, features: str = "domain", metrics: Seque
         ``domain_heldout_accuracy`` (domain only), ``run``, ``path`` (the JSON written).
     """
     from normgan.sample import load_generator
-    from normgan.train.loop import resolve_device
+    from normgan.device import resolve_device
 
     metrics = check_eval_args(n=n, features=features, metrics=metrics, reference=reference)
     step = checkpoint_step(run, checkpoint)

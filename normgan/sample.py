@@ -13,7 +13,7 @@ from normgan.config import load_config
 from normgan.errors import UserError
 from normgan.train.build import build_generator_for
 from normgan.train.checkpoint import find_checkpoint, load_checkpoint
-from normgan.train.loop import resolve_device
+from normgan.device import resolve_device
 
 
 def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str = "last.pt"):

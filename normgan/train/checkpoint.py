@@ -49,6 +49,49 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     return state
 
 
+def state_mismatch(module: torch.nn.Module, state: Dict[str, Any]) -> str | None:
+    """The first difference between ``module``'s state dict and ``state``, in words, or None.
+
+    Names the first missing or unexpected key, or the first key whose shapes differ (both shapes).
+    """
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__} instead of a state dict"
+    own = module.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            return f"key '{key}' is missing from the checkpoint"
+        saved = state[key]
+        if isinstance(value, torch.Tensor):
+            if not isinstance(saved, torch.Tensor):
+                return f"key '{key}' holds a {type(saved).__name__}, not a tensor"
+            if tuple(saved.shape) != tuple(value.shape):
+                return f"key '{key}' has shape {tuple(saved.shape)} in the checkpoint and {tuple(value.shape)} in the model"
+    for key in state:
+        if key not in own:
+            return f"key '{key}' in the checkpoint is not in the model"
+    return None
+
+
+def load_module_state(module: torch.nn.Module, state: Any, *, what: str, path: str | Path, fix: str) -> None:
+    """``module.load_state_dict(state)``, or a one-line UserError naming ``what`` (e.g. "generator"),
+    the checkpoint ``path``, the first mismatching key with both shapes, and ``fix``."""
+    problem = state_mismatch(module, state)
+    if problem is None:
+        try:
+            module.load_state_dict(state)
+            return
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            problem = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()
+    raise UserError(f"checkpoint '{path}' does not match the config's {what}: {problem}; {fix}")
+
+
+def require_keys(state: Dict[str, Any], keys, *, path: str | Path) -> None:
+    """A one-line UserError naming the first of ``keys`` missing from the checkpoint ``state``."""
+    for key in keys:
+        if key not in state:
+            raise UserError(f"checkpoint '{path}' has no '{key}' entry; it is damaged or not a normgan training checkpoint")
+
+
 def find_checkpoint(run: str | Path, name: str = "last.pt") -> Path:
     """The checkpoint file of a run folder (or the file itself when a .pt path is given)."""
     run = Path(run)

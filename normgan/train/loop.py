@@ -21,8 +21,9 @@ from torch.nn.utils import parametrize
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
-import normgan
+from normgan._version import __version__
 from normgan.config import Config, to_dict, to_yaml
+from normgan.device import resolve_device
 from normgan.data import load_dataset
 from normgan.errors import TrainingDiverged, UserError
 from normgan.functional.losses import LOSSES, d_accuracy
@@ -35,18 +36,6 @@ from normgan.train.logger import MetricsLogger, truncate_metrics
 from normgan.train.run_dir import new_run_dir
 
 CHECKPOINT_FORMAT = 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; an unavailable CUDA device is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' is not available (no CUDA GPU found); use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device '{name}' is not a valid device; use auto, cpu, cuda or cuda:N") from None
 
 
 def lazy_adam_correction(lr: float, betas, every: int) -> tuple[float, tuple[float, float]]:
@@ -171,7 +160,7 @@ class Trainer:
             "image_shape": [self.data.channels, self.data.resolution, self.data.resolution],
             "best": {"score": self.best_score, "step": self.best_step},
             "config": to_dict(self.cfg),
-            "versions": {"normgan": normgan.__version__, "torch": str(torch.__version__)},
+            "versions": {"normgan": __version__, "torch": str(torch.__version__)},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -337,7 +326,7 @@ class Trainer:
     def fit(self) -> Path:
         """Train until ``cfg.train.steps`` generator steps; returns the run folder."""
         cfg, t = self.cfg, self.cfg.train
-        header = f"# normgan {normgan.__version__}, torch {torch.__version__}, python {platform.python_version()}\n"
+        header = f"# normgan {__version__}, torch {torch.__version__}, python {platform.python_version()}\n"
         (self.run_dir / "config.yaml").write_text(header + to_yaml(cfg))
         truncate_metrics(self.run_dir / "metrics.jsonl", after_step=self.step)
         logger = MetricsLogger(self.run_dir, tensorboard=t.tensorboard)
