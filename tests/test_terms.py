@@ -222,3 +222,44 @@ def test_bad_regularizer_config_via_cli_exits_2_without_traceback(overrides, pat
     assert "Traceback" not in proc.stderr
     key = pattern.lstrip("^").split(":")[0].replace("\\", "")
     assert key in proc.stderr
+
+
+def test_lecam_anchors_are_bias_corrected_running_means():
+    """After t updates each anchor equals Σ_i d^{t−i}(1−d)·m_i / (1 − d^t), computed here in numpy:
+    the first anchor is the first batch mean (no start at 0)."""
+    import numpy as np
+
+    decay = 0.9
+    reg = build_regularizers({"lc": {"term": "lecam", "weight": 1.0, "decay": decay}})[0]
+    g = torch.Generator().manual_seed(1)
+    means_r, means_f = [], []
+    for t in range(1, 8):
+        d_real = torch.randn(16, 1, generator=g, dtype=torch.float64) + 3.0
+        d_fake = torch.randn(16, 1, generator=g, dtype=torch.float64) - 2.0
+        means_r.append(float(d_real.mean()))
+        means_f.append(float(d_fake.mean()))
+        reg.term(TermContext(G=None, D=None, d_real=d_real, d_fake=d_fake))
+        w = np.array([decay ** (t - 1 - i) * (1 - decay) for i in range(t)])
+        assert float(reg.term.anchor_real) == pytest.approx(float(w @ np.array(means_r)) / (1 - decay ** t), rel=1e-6, abs=1e-9)
+        assert float(reg.term.anchor_fake) == pytest.approx(float(w @ np.array(means_f)) / (1 - decay ** t), rel=1e-6, abs=1e-9)
+        if t == 1:
+            assert float(reg.term.anchor_real) == pytest.approx(means_r[0], rel=1e-6)
+
+
+def test_path_length_penalty_uses_the_updated_target():
+    """StyleGAN2 order: a ← a + decay·(mean length − a), then penalty mean (length − a)². For a linear
+    G(z) = z Aᵀ with a fixed y the lengths are ‖A y_b‖ per sample, computed here directly."""
+    torch.manual_seed(0)
+    A = torch.randn(6, 4, dtype=torch.float64)
+    G = lambda z: z @ A.T  # noqa: E731
+    reg = build_regularizers({"pl": {"term": "jacobian", "weight": 1.0, "decay": 0.5, "batch_fraction": 1.0}})[0]
+    reg.term.target.fill_(0.3)
+    z = torch.randn(8, 4, dtype=torch.float64)
+    torch.manual_seed(5)
+    pen = reg.term(TermContext(G=G, D=None, z=z))
+    torch.manual_seed(5)
+    y = torch.randn(8, 6, dtype=torch.float64)  # (B, D) output: y is not rescaled
+    lengths = torch.linalg.vector_norm(y @ A, dim=1)  # J_zᵀ y = Aᵀ y
+    a_new = 0.3 + 0.5 * (float(lengths.mean()) - 0.3)
+    assert float(reg.term.target) == pytest.approx(a_new, rel=1e-6)
+    assert float(pen) == pytest.approx(float(((lengths - a_new) ** 2).mean()), rel=1e-5)

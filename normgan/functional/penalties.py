@@ -194,6 +194,35 @@ def dragan_penalty(
 # ----------------------------------------------------------------------------- path length
 
 
+def path_lengths(
+    G: Callable,
+    z: Tensor,
+    *,
+    y: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    create_graph: bool = True,
+) -> Tensor:
+    """StyleGAN2's per-sample path lengths ``‖J_zᵀ y‖₂`` of shape (B,), differentiable w.r.t. G.
+
+    ``out = G(z)``; ``y ~ N(0, I)/sqrt(H·W)`` with H·W the product of ``out.shape[2:]`` (1 for a
+    (B, D) output); ``J_zᵀ y = ∇_z Σ(out · y)``.  A ``y`` passed explicitly is used AS IS (not
+    rescaled).  The per-sample length is the L2 norm over all non-batch dims of the gradient
+    (StyleGAN2 takes it w.r.t. w of shape (B, num_ws, w_dim) and averages over num_ws inside the
+    root; pass z = w to get its gradient).  If ``z`` already requires grad it is used as is (so a
+    mapping network upstream stays in the graph); otherwise a detached copy is made a leaf.
+    """
+    with torch.enable_grad():
+        if not z.requires_grad:
+            z = z.detach().requires_grad_(True)
+        out = G(z)
+        if y is None:
+            spatial = math.prod(out.shape[2:]) if out.dim() > 2 else 1
+            y = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=out.device)
+            y = y / math.sqrt(spatial)
+        (grad,) = torch.autograd.grad((out * y).sum(), z, create_graph=create_graph)
+    return torch.linalg.vector_norm(grad.flatten(1), ord=2, dim=1)
+
+
 def path_length_penalty(
     G: Callable,
     z: Tensor,
@@ -205,25 +234,12 @@ def path_length_penalty(
 ) -> tuple[Tensor, Tensor]:
     """StyleGAN2 path length: returns ``(mean_b (‖J_zᵀ y‖₂ − a)², mean_b ‖J_zᵀ y‖₂ detached)``.
 
-    ``out = G(z)``; ``y ~ N(0, I)/sqrt(H·W)`` with H·W the product of ``out.shape[2:]`` (1 for a
-    (B, D) output); ``J_zᵀ y = ∇_z Σ(out · y)``.  A ``y`` passed explicitly is used AS IS (not
-    rescaled).  The per-sample length is the L2 norm over all non-batch dims of the gradient
-    (StyleGAN2 takes it w.r.t. w of shape (B, num_ws, w_dim) and averages over num_ws inside the
-    root; pass z = w to get its gradient).  If ``z`` already requires grad it is used as is (so a
-    mapping network upstream stays in the graph); otherwise a detached copy is made a leaf.
-    ``a = target`` is a constant (update it with :func:`path_length_target_update`).
+    Lengths as in :func:`path_lengths`; ``a = target`` is a constant here.  StyleGAN2 penalizes
+    against the target AFTER updating it with this batch's mean length (the ``jacobian`` term does
+    that: :func:`path_lengths`, then :func:`path_length_target_update`, then the penalty).
     The weight (2, every 4 steps on half the batch in StyleGAN2) is applied by the caller.
     """
-    with torch.enable_grad():
-        if not z.requires_grad:
-            z = z.detach().requires_grad_(True)
-        out = G(z)
-        if y is None:
-            spatial = math.prod(out.shape[2:]) if out.dim() > 2 else 1
-            y = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=out.device)
-            y = y / math.sqrt(spatial)
-        (grad,) = torch.autograd.grad((out * y).sum(), z, create_graph=create_graph)
-    lengths = torch.linalg.vector_norm(grad.flatten(1), ord=2, dim=1)
+    lengths = path_lengths(G, z, y=y, generator=generator, create_graph=create_graph)
     if isinstance(target, Tensor):
         target = target.detach()
     penalty = (lengths - target).square().mean()
@@ -372,17 +388,35 @@ def lecam_penalty(
     return a.square().mean() + b.square().mean()
 
 
-def lecam_anchor_update(anchor: Tensor | float, logits: Tensor, *, decay: float = 0.99):
-    """EMA anchor update: ``α ← decay·α + (1 − decay)·mean(logits)`` (detached).
+def lecam_anchor_update(anchor: Tensor | float, logits: Tensor, *, decay: float = 0.99, count: int | None = None):
+    """EMA anchor update from the batch mean ``m = mean(logits)`` (detached).
+
+    ``count=None``: the plain EMA ``α ← decay·α + (1 − decay)·m``.
+    ``count=t`` (the number of earlier updates): the bias-corrected EMA that the reference
+    implementations use, so the anchor starts at the running mean rather than at 0.  ``anchor`` is
+    then the corrected value α̂_t = e_t / (1 − decay^t) of the raw EMA e_t (e_0 = 0), and the result is
+    α̂_{t+1} = (decay·α̂_t·(1 − decay^t) + (1 − decay)·m) / (1 − decay^{t+1}):
+    after one update it is the batch mean, after t updates Σ_i decay^{t−i}(1 − decay)·m_i / (1 − decay^t).
+    With ``decay = 1`` the corrected anchor is the first batch mean forever.
 
     Returns a float if ``anchor`` is a float, else a detached tensor.
     """
     if not 0.0 <= decay <= 1.0:
         raise ConfigError(f"LeCam decay must be in [0, 1], got {decay!r}")
     m = logits.detach().mean()
+    a = anchor.detach() if isinstance(anchor, Tensor) else anchor
+    if count is None:
+        new = decay * a + (1.0 - decay) * m
+    elif count < 0:
+        raise ConfigError(f"LeCam anchor count must be >= 0, got {count!r}")
+    elif decay == 1.0:
+        new = m if count == 0 else a + 0.0 * m
+    else:
+        raw = decay * a * (1.0 - decay ** count) + (1.0 - decay) * m
+        new = raw / (1.0 - decay ** (count + 1))
     if isinstance(anchor, Tensor):
-        return (decay * anchor.detach() + (1.0 - decay) * m).detach()
-    return float(decay * anchor + (1.0 - decay) * float(m))
+        return new.detach()
+    return float(new)
 
 
 # ----------------------------------------------------------------------------- reconstruction

@@ -25,7 +25,7 @@ from normgan.functional.penalties import (
     grad_penalty,
     lecam_anchor_update,
     lecam_penalty,
-    path_length_penalty,
+    path_lengths,
     path_length_target_update,
     r1_from_logits,
     r1_penalty,
@@ -181,6 +181,8 @@ class JacobianTerm(Term):
     Runs its own G forward on the first ``batch_fraction`` of ``ctx.z`` (StyleGAN2: half the
     batch) and a double backward (~2-3× a G step). The target a is an EMA of the mean length,
     a ← a + decay·(mean − a), kept in the buffer ``target`` (checkpointed; starts at 0, decay 0.01).
+    As in StyleGAN2's ``loss.py``, the target is updated with this batch's mean length first and the
+    penalty is taken against the UPDATED target.
     Reduction: per-sample L2 norm of the gradient over z's dims, batch mean. G only.
     """
 
@@ -198,9 +200,9 @@ class JacobianTerm(Term):
     def forward(self, ctx: TermContext) -> Tensor:
         z = ctx.z.detach()
         z = z[: max(1, int(round(z.shape[0] * self.batch_fraction)))]
-        penalty, mean_length = path_length_penalty(ctx.G, z, target=self.target)
-        self.target.copy_(path_length_target_update(self.target, mean_length, decay=self.decay))
-        return penalty
+        lengths = path_lengths(ctx.G, z)
+        self.target.copy_(path_length_target_update(self.target, lengths.mean().detach(), decay=self.decay))
+        return (lengths - self.target).square().mean()
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -283,10 +285,12 @@ class LeCamTerm(Term):
     """LeCam (Tseng 2021): mean relu(D(x) − α_F)² + mean relu(α_R − D(G(z)))² (``one_sided``, the
     reference code) or the two-sided squares. On D.
 
-    α_R, α_F are EMAs of D's mean logit on real/fake (α ← decay·α + (1 − decay)·mean), updated from
-    the step's logits at each call BEFORE the penalty (as the reference code does) and kept in the
-    buffers ``anchor_real``/``anchor_fake`` (checkpointed, start at 0). Uses the phase's logits; in a
-    lazy phase it runs D on the real and fake batches itself. Reduction: mean over logits.
+    α_R, α_F are bias-corrected EMAs of D's mean logit on real/fake (e ← decay·e + (1 − decay)·mean,
+    α = e/(1 − decay^t) after t updates, so the first anchor is the first batch mean, as in the
+    reference implementations), updated from the step's logits at each call BEFORE the penalty and
+    kept in the buffers ``anchor_real``/``anchor_fake`` with the update count ``updates``
+    (checkpointed). Uses the phase's logits; in a lazy phase it runs D on the real and fake batches
+    itself. Reduction: mean over logits.
     """
 
     nets = ("D",)
@@ -298,12 +302,15 @@ class LeCamTerm(Term):
         self.decay, self.one_sided = float(decay), bool(one_sided)
         self.register_buffer("anchor_real", torch.tensor(0.0))
         self.register_buffer("anchor_fake", torch.tensor(0.0))
+        self.register_buffer("updates", torch.tensor(0, dtype=torch.long))
 
     def forward(self, ctx: TermContext) -> Tensor:
         d_real = ctx.d_real if ctx.d_real is not None else ctx.D(ctx.real)
         d_fake = ctx.d_fake if ctx.d_fake is not None else ctx.D(ctx.fake.detach())
-        self.anchor_real.copy_(lecam_anchor_update(self.anchor_real, d_real, decay=self.decay))
-        self.anchor_fake.copy_(lecam_anchor_update(self.anchor_fake, d_fake, decay=self.decay))
+        t = int(self.updates)
+        self.anchor_real.copy_(lecam_anchor_update(self.anchor_real, d_real, decay=self.decay, count=t))
+        self.anchor_fake.copy_(lecam_anchor_update(self.anchor_fake, d_fake, decay=self.decay, count=t))
+        self.updates += 1
         return lecam_penalty(d_real, d_fake, anchor_real=self.anchor_real, anchor_fake=self.anchor_fake, one_sided=self.one_sided)
 
 
