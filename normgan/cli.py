@@ -13,11 +13,18 @@ User errors print one line ``normgan: error: ...`` and exit with code 2 (3 for a
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import warnings
 from typing import List, Optional
 
-from normgan.errors import UserError
+from normgan.errors import Interrupted, SignalExit, UserError
+
+
+def expand_path(path: Optional[str]) -> Optional[str]:
+    """``~`` and ``$VAR``/``${VAR}`` expanded, as a shell would (None stays None)."""
+    return None if path is None else os.path.expanduser(os.path.expandvars(str(path)))
 
 
 def _split_config_and_overrides(items: List[str]) -> tuple[Optional[str], List[str]]:
@@ -40,21 +47,19 @@ def cmd_train(args) -> int:
     if args.resume:
         if config is not None:
             raise UserError("--resume takes its config from the run folder; give only key=value overrides (e.g. train.steps=6000)")
-        trainer = Trainer.resume(args.resume, overrides=overrides, device=args.device, progress=not args.no_progress)
+        if args.name is not None:
+            raise UserError("--resume continues the run in its own folder; drop --name")
+        trainer = Trainer.resume(expand_path(args.resume), overrides=overrides, device=args.device, progress=not args.no_progress)
         if args.dry_run:
             print(to_yaml(trainer.cfg), end="")
             return 0
     else:
-        cfg = load_config(config, overrides=overrides)
+        cfg = load_config(expand_path(config), overrides=overrides)
         if args.dry_run:
             print(to_yaml(cfg), end="")
             return 0
-        label = None
-        if config is not None:
-            from pathlib import Path
-
-            label = f"{Path(config).stem}-{cfg.loss}"
-        trainer = Trainer(cfg, runs_dir=args.runs_dir, name=args.name, device=args.device, progress=not args.no_progress, label=label)
+        # one naming rule for the CLI and the Python API: runs/NNNNN-<dataset>-<loss> unless --name
+        trainer = Trainer(cfg, runs_dir=expand_path(args.runs_dir), name=args.name, device=args.device, progress=not args.no_progress)
     run_dir = trainer.fit()
     print(run_dir)
     return 0
@@ -63,7 +68,7 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     from normgan.sample import write_sample_files
 
-    out = write_sample_files(args.run, n=args.n, out=args.out, seed=args.seed, ema=not args.no_ema, device=args.device or "cpu")
+    out = write_sample_files(expand_path(args.run), n=args.n, out=expand_path(args.out), seed=args.seed, ema=not args.no_ema, device=args.device or "cpu")
     print(out)
     return 0
 
@@ -101,24 +106,52 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"normgan: warning: {message}\n"
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
+    """``parse_args``, except that ``train`` takes its config and key=value overrides anywhere on the
+    line (``normgan train --name x train.steps=300``), not only before the options."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if getattr(args, "command", None) == "train" and not any(e.startswith("-") for e in extra):
+            args.args = list(args.args) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _raise_on_sigterm(signum, frame) -> None:
+    raise SignalExit(signum, "stopped by SIGTERM before training started; nothing was written")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; returns its exit code (2 bad input, 3 diverged, 130/143 after Ctrl-C/SIGTERM)."""
     warnings.formatwarning = _one_line_warning  # user-facing warnings are one line, without source lines
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    old_term = signal.signal(signal.SIGTERM, _raise_on_sigterm) if _main_thread() else None
     try:
+        args = parse_args(build_parser(), argv)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return args.func(args)
     except UserError as e:
         print(f"normgan: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
-    except Exception as e:
-        from normgan.train.loop import Interrupted
+    except Interrupted as e:
+        print(f"normgan: {e}", file=sys.stderr)
+        return e.exit_code
+    except SignalExit as e:
+        print(f"normgan: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("normgan: interrupted (Ctrl-C) before training started; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
-        if isinstance(e, Interrupted):
-            print(f"normgan: {e}", file=sys.stderr)
-            return e.exit_code
-        raise
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,16 @@ def make_bad_inputs(tmp_path):
     (bad_ckpt / "checkpoints" / "last.pt").write_bytes(b"garbage, not a checkpoint")
     bad_idx = tmp_path / "train-images-idx3-ubyte.gz"
     bad_idx.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x05"))
+    reg_list = tmp_path / "reglist.yaml"
+    reg_list.write_text("regularizers:\n  - {term: weights, net: G}\n")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
     return {
+        "regularizers as a list": (["train", str(reg_list), "--dry-run"], "regularizers"),
+        "regularizers override as a list": (["train", "regularizers=[1,2]", "--dry-run"], "regularizers"),
+        "binary config file": (["train", str(binary), "--dry-run"], "binary.yaml"),
+        "gradient penalty on a BatchNorm D": (["train", "configs/dcgan-r1.yaml", "model.discriminator.norm=batch", "--dry-run"],
+                                              "model.discriminator.norm=none"),
         "unknown key": (["train", "train.stepz=5", "--dry-run"], "train.stepz"),
         "unknown section": (["train", "trainer.steps=5", "--dry-run"], "trainer"),
         "wrong type": (["train", "train.steps=many", "--dry-run"], "train.steps"),
@@ -51,6 +60,7 @@ def make_bad_inputs(tmp_path):
 
 
 CASES = [
+    "regularizers as a list", "regularizers override as a list", "binary config file", "gradient penalty on a BatchNorm D",
     "unknown key", "unknown section", "wrong type", "negative steps", "zero batch", "bad lr", "missing folder", "empty folder",
     "corrupt png strict", "only corrupt png", "unknown dataset", "unknown model", "unknown loss", "unknown norm layer",
     "unsupported resolution", "missing config file", "bad yaml", "yaml not a mapping", "override without value",

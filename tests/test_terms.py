@@ -18,7 +18,7 @@ from normgan.functional.norms import residual_norm
 from normgan.functional.penalties import r1_penalty
 from normgan.regularizers import TERMS, TermContext, build_regularizers
 
-TINY = ["train.steps=20", "data.batch_size=16", "model.generator.width=8", "model.discriminator.width=8",
+TINY = ["train.steps=20", "data.batch_size=16", "model.generator.width=8", "model.discriminator.width=8", "model.discriminator.norm=none",
         "train.tensorboard=false", "train.threads=1", "train.log_every=5", "train.num_samples=4"]
 
 #: extra option sets beyond each term's defaults, so every quantity/variant trains once

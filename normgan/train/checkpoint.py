@@ -7,32 +7,97 @@ fsynced, then ``os.replace``: a crash never leaves a half-written ``last.pt``.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 
 from normgan.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def nonfinite_entries(state: Any, prefix: str = "") -> List[str]:
+    """Keys (dotted paths) of the floating-point tensors in ``state`` that hold NaN or inf."""
+    bad: List[str] = []
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() or state.is_complex():
+            if not bool(torch.isfinite(state).all()):
+                bad.append(prefix or "<tensor>")
+    elif isinstance(state, dict):
+        for k, v in state.items():
+            bad += nonfinite_entries(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            bad += nonfinite_entries(v, f"{prefix}.{i}" if prefix else str(i))
+    return bad
+
+
 def save_checkpoint(state: Dict[str, Any], path: str | Path) -> Path:
-    """Atomically write ``state`` to ``path`` (torch.save to a temp file, fsync, os.replace)."""
+    """Atomically write ``state`` to ``path`` (torch.save to a temp file, fsync, os.replace).
+
+    The file gets the permissions of any file the process creates (0666 minus the umask). A full
+    disk (or any other OS error) raises a one-line UserError naming the folder and its free space;
+    the previous file at ``path`` is untouched, as it is after a crash at any point.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+    except (OSError, RuntimeError) as e:
+        # torch.save reports a failed write (a full disk) as a RuntimeError from its zip writer
+        free = _free_space(path.parent)
+        if isinstance(e, RuntimeError) or e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"cannot write checkpoint '{path}': no space left ({free} free in '{path.parent}'); "
+                            "free some space and resume, the previous checkpoint is intact") from None
+        raise UserError(f"cannot write checkpoint '{path}': {e.strerror or e}; the previous checkpoint is intact") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown space"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if free < 1024 or unit == "TiB":
+            return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
+        free /= 1024
+    return f"{free:.1f} TiB"
+
+
+def remove_stale_temporaries(folder: str | Path) -> List[Path]:
+    """Delete ``.NAME.pt.*.tmp`` files left in ``folder`` by processes killed while writing a checkpoint.
+
+    Call it only while holding the run's lock (a live writer's temporary file must not vanish).
+    """
+    removed = []
+    for p in Path(folder).glob(".*.pt.*.tmp"):
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Dict[str, Any]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import platform
+import shutil
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -25,17 +27,47 @@ from normgan._version import __version__
 from normgan.config import Config, to_dict, to_yaml
 from normgan.device import resolve_device
 from normgan.data import load_dataset
-from normgan.errors import TrainingDiverged, UserError
+from normgan.errors import ConfigError, Interrupted, SignalExit, TrainingDiverged, UserError
 from normgan.functional.losses import LOSSES, d_accuracy
 from normgan.regularizers import Regularizer, TermContext, WeightContext
 from normgan.train.build import build_networks
 from normgan.train.batches import EpochBatches
-from normgan.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from normgan.train.checkpoint import (find_checkpoint, load_checkpoint, load_module_state, nonfinite_entries,
+                                      remove_stale_temporaries, require_keys, save_checkpoint)
 from normgan.train.ema import ema_decay, make_ema, update_ema
-from normgan.train.logger import MetricsLogger, truncate_metrics
-from normgan.train.run_dir import new_run_dir
+from normgan.train.logger import MetricsLogger, read_metrics, truncate_metrics
+from normgan.train.run_dir import RunLock, new_run_dir
 
 CHECKPOINT_FORMAT = 1
+
+#: config keys that ``--resume`` may change (a prefix ending in "." covers a section); optimizer
+#: settings are applied to the restored Adam state. Everything else must match the saved run.
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
+                  "train.device", "train.threads", "train.num_samples", "eval.", "optim.g.lr", "optim.d.lr",
+                  "optim.g.betas", "optim.d.betas", "optim.gate_lr")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and not (prefix == "" and k in ("regularizers", "constraints")):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_overrides(saved, new) -> None:
+    """A one-line ConfigError naming the first key that differs between the saved run's config and
+    the resumed one, unless ``RESUMABLE_KEYS`` allows it."""
+    a, b = _flat(to_dict(saved)), _flat(to_dict(new))
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key) or any(key == r or (r.endswith(".") and key.startswith(r)) for r in RESUMABLE_KEYS):
+            continue
+        raise ConfigError(f"--resume cannot change {key} (the run has {a.get(key)!r}, the override gives {b.get(key)!r}); "
+                          "only train.steps, the log/sample/checkpoint intervals, device, threads, eval.* and optim lr/betas "
+                          "may change on resume; start a new run for anything else")
 
 
 def lazy_adam_correction(lr: float, betas, every: int) -> tuple[float, tuple[float, float]]:
@@ -107,6 +139,8 @@ class Trainer:
         self.evaluator = None  # built at the first evaluation (the domain classifier may need training)
         self.best_score: Optional[float] = None
         self.best_step: Optional[int] = None
+        self.resumed = False
+        self.diverged: Optional[dict] = None  # the divergence found in the log at the end of fit()
 
     # ------------------------------------------------------------------ construction helpers
     def _adam(self, which: str, net: nn.Module, ocfg) -> torch.optim.Adam:
@@ -122,24 +156,45 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, overrides: Optional[List[str]] = None, device: Optional[str] = None, progress: bool = True) -> "Trainer":
-        """Continue a run from ``run_dir/checkpoints/last.pt``; overrides may change e.g. ``train.steps``."""
+        """Continue a run from ``run_dir/checkpoints/last.pt``.
+
+        Overrides may change the keys in :data:`RESUMABLE_KEYS` (``train.steps``, intervals, device,
+        ``eval.*``, optimizer lr/betas, which are applied to the restored optimizers); any other
+        change is refused. A run stopped before its first checkpoint (config.yaml but no last.pt)
+        starts again from step 0 with its saved config.
+        """
         import yaml
 
         from normgan.config import load_config
 
         run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise UserError(f"run folder '{run_dir}' does not exist; give a folder made by 'normgan train' (see --runs-dir)")
+        cfg_file = run_dir / "config.yaml"
+        if not (run_dir / "checkpoints" / "last.pt").is_file() and cfg_file.is_file():
+            try:
+                saved = yaml.safe_load(cfg_file.read_text())
+            except (yaml.YAMLError, UnicodeDecodeError):
+                saved = None
+            if not isinstance(saved, dict):
+                raise UserError(f"run folder '{run_dir}' has no checkpoint and an unreadable config.yaml; start a new run")
+            check_resume_overrides(load_config(base=saved), load_config(base=saved, overrides=overrides))
+            warnings.warn(f"run folder '{run_dir}' stopped before its first checkpoint; training it again from step 0")
+            return cls(load_config(base=saved, overrides=overrides), run_dir=run_dir, device=device, progress=progress)
         ckpt_path = find_checkpoint(run_dir)
         state = load_checkpoint(ckpt_path)
+        require_keys(state, ("step", "generator", "discriminator", "generator_ema", "opt_g", "opt_d", "rng"), path=ckpt_path)
         saved = state.get("config")
         if not isinstance(saved, dict):
-            cfg_file = run_dir / "config.yaml"
             saved = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else None
-        if saved is None:
+        if not isinstance(saved, dict):
             raise UserError(f"run folder '{run_dir}' has no config; it was not made by normgan train")
         cfg = load_config(base=saved, overrides=overrides)
+        check_resume_overrides(load_config(base=saved), cfg)
         trainer = cls(cfg, run_dir=run_dir, device=device, progress=progress)
-        trainer.load_state_dict(state)
+        trainer.load_state_dict(state, path=ckpt_path)
         trainer.last_checkpoint, trainer.last_checkpoint_step = ckpt_path, trainer.step
+        trainer.resumed = True
         return trainer
 
     # ------------------------------------------------------------------ state
@@ -163,20 +218,22 @@ class Trainer:
             "versions": {"normgan": __version__, "torch": str(torch.__version__)},
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, *, path: str | Path = "checkpoint") -> None:
+        fix = "resume with the run's own model and regularizer options"
+        load_module_state(self.G, state["generator"], what="generator", path=path, fix=fix)
+        load_module_state(self.D, state["discriminator"], what="discriminator", path=path, fix=fix)
+        load_module_state(self.G_ema, state["generator_ema"], what="EMA generator", path=path, fix=fix)
+        for r in self.regs:
+            saved = (state.get("regularizers") or {}).get(r.name)
+            if saved is not None:
+                load_module_state(r, saved, what=f"regularizer '{r.name}'", path=path, fix=fix)
         try:
-            self.G.load_state_dict(state["generator"])
-            self.D.load_state_dict(state["discriminator"])
-            self.G_ema.load_state_dict(state["generator_ema"])
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_d.load_state_dict(state["opt_d"])
-            for r in self.regs:
-                saved = state.get("regularizers", {}).get(r.name)
-                if saved is not None:
-                    r.load_state_dict(saved)
-        except (RuntimeError, KeyError, ValueError) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"checkpoint does not match the config's models ({first}); resume without changing model options") from None
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"checkpoint '{path}' does not match the config's optimizers ({first}); {fix}") from None
+        self._apply_optim_settings()
         self.step = int(state["step"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -186,8 +243,26 @@ class Trainer:
         best = state.get("best") or {}
         self.best_score, self.best_step = best.get("score"), best.get("step")
 
+    def _apply_optim_settings(self) -> None:
+        """Set lr and betas of the (restored) optimizers from the config, with the lazy correction."""
+        o = self.cfg.optim
+        for which, opt, ocfg in (("G", self.opt_g, o.g), ("D", self.opt_d, o.d)):
+            lr, betas = lazy_adam_correction(ocfg.lr, ocfg.betas, self.lazy_every[which])
+            gate_lr, _ = lazy_adam_correction(o.gate_lr, ocfg.betas, self.lazy_every[which])
+            for i, group in enumerate(opt.param_groups):
+                group["lr"], group["betas"] = (lr if i == 0 else gate_lr), betas
+
     def save(self, name: str = "last.pt") -> Path:
-        path = save_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / name)
+        """Write ``checkpoints/<name>`` atomically, only when every tensor in it is finite.
+
+        A state with NaN/inf (a divergence in the last step) raises TrainingDiverged and leaves the
+        previous checkpoint in place, so "last good checkpoint" is always true.
+        """
+        state = self.state_dict()
+        bad = nonfinite_entries(state)
+        if bad:
+            raise TrainingDiverged(f"{len(bad)} tensors of the training state (first: {bad[0]})")
+        path = save_checkpoint(state, self.run_dir / "checkpoints" / name)
         if name == "last.pt":
             self.last_checkpoint, self.last_checkpoint_step = path, self.step
         return path
@@ -243,12 +318,14 @@ class Trainer:
                 self._grad_log["grad_norm/D"] = grad_norm(D.parameters())
             self.opt_d.step()
             self._project("D")
+        check = total_d.detach()
         if step % self.lazy_every["D"] == 0 and self.lazy_every["D"] > 1:
             lazy = self._terms("D", TermContext(G=G, D=D, real=real.detach(), fake=fake.detach(), z=z), step, lazy=True, d_real=d_real.detach())
             self.opt_d.zero_grad(set_to_none=True)
             lazy.backward(inputs=self._params["D"])
             self.opt_d.step()
             self._project("D")
+            check = check + lazy.detach()
 
         D.requires_grad_(False)  # the G step needs gradients through D, not for D's weights
         d_fake_g = D(fake)
@@ -259,15 +336,18 @@ class Trainer:
         total_g.backward(inputs=self._params["G"])
         if log:
             self._grad_log["grad_norm/G"] = grad_norm(G.parameters())
-        if not torch.isfinite(loss_d.detach() + loss_g.detach()):
+        # one host sync per step: the TOTAL losses (adversarial + every term) of D and G are finite
+        if not torch.isfinite(check + total_g.detach()):
             D.requires_grad_(True)
-            which = "D loss" if not torch.isfinite(loss_d) else "G loss"
-            raise TrainingDiverged(which)
+            raise TrainingDiverged(self._nonfinite_part(loss_d, loss_g))
         self.opt_g.step()
         self._project("G")
         if step % self.lazy_every["G"] == 0 and self.lazy_every["G"] > 1:
             z2 = torch.randn(B, zdim, device=self.device)
             lazy = self._terms("G", TermContext(G=G, D=D, real=real.detach(), z=z2), step, lazy=True)
+            if not torch.isfinite(lazy.detach()):
+                D.requires_grad_(True)
+                raise TrainingDiverged(self._nonfinite_part(loss_d, loss_g))
             self.opt_g.zero_grad(set_to_none=True)
             lazy.backward(inputs=self._params["G"])
             self.opt_g.step()
@@ -275,6 +355,17 @@ class Trainer:
         D.requires_grad_(True)
         update_ema(self.G_ema, G, beta=ema_decay(step, decay=cfg.optim.ema, rampup=cfg.optim.ema_rampup))
         return {"loss/D": loss_d.detach(), "loss/G": loss_g.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()}
+
+    def _nonfinite_part(self, loss_d: Tensor, loss_g: Tensor) -> str:
+        """Which part of the losses is NaN/inf, in words: the D or G loss, else the first term."""
+        if not torch.isfinite(loss_d.detach()):
+            return "D loss"
+        if not torch.isfinite(loss_g.detach()):
+            return "G loss"
+        for key, v in self._reg_log.items():
+            if key.endswith("/loss") and not math.isfinite(float(v)):
+                return f"regularization term '{key.split('/')[1]}'"
+        return "a regularization term"
 
     def _project(self, net: str) -> None:
         """Apply the projection constraints (max-norm, clipping) of ``net`` after its optimizer step."""
@@ -293,6 +384,7 @@ class Trainer:
     def write_samples(self, logger: MetricsLogger) -> Path:
         grid = self.sample_grid()
         path = self.run_dir / "samples" / f"step-{self.step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)  # the folder may have been deleted during the run
         save_image(grid, path)
         logger.image("samples/ema", grid, self.step)
         return path
@@ -318,36 +410,58 @@ class Trainer:
         return values
 
     def _request_stop(self, signum, frame) -> None:
-        if self._stop_requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self._stop_requested = True
+        """First Ctrl-C/SIGTERM: finish the step, checkpoint, exit. A second one: stop at once."""
+        if self._stop_requested:
+            last = (f"last checkpoint: {self.last_checkpoint} (step {self.last_checkpoint_step})" if self.last_checkpoint
+                    else "no checkpoint was written")
+            raise SignalExit(signum, f"stopped at once by a second {signal.Signals(signum).name} at step {self.step}; {last}")
+        self._stop_requested = signum
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Path:
-        """Train until ``cfg.train.steps`` generator steps; returns the run folder."""
+        """Train until ``cfg.train.steps`` generator steps; returns the run folder.
+
+        Holds the run folder's lock for its whole life. Ctrl-C or SIGTERM finishes the step, saves a
+        checkpoint and raises :class:`Interrupted` (exit 130 or 143); a second signal stops at once.
+        """
+        t = self.cfg.train
+        main_thread = threading.current_thread() is threading.main_thread()
+        old_handlers = {sig: signal.signal(sig, self._request_stop) for sig in STOP_SIGNALS} if main_thread else {}
+        try:
+            with RunLock(self.run_dir):
+                if self.resumed and self.step >= t.steps:
+                    warnings.warn(f"run '{self.run_dir}' is already at step {self.step} (train.steps={t.steps}); "
+                                  f"nothing to train: raise train.steps above {self.step} to continue")
+                    return self.run_dir
+                remove_stale_temporaries(self.run_dir / "checkpoints")
+                try:
+                    self._fit()
+                except OSError as e:
+                    raise UserError(f"cannot write to run folder '{self.run_dir}': {e.strerror or e}; "
+                                    "free some space or fix its permissions, then resume") from None
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+        self._summarize()
+        return self.run_dir
+
+    def _fit(self) -> None:
         cfg, t = self.cfg, self.cfg.train
         header = f"# normgan {__version__}, torch {torch.__version__}, python {platform.python_version()}\n"
+        if self.step == 0:  # a fresh start (or a run stopped before its first checkpoint): no stale outputs
+            shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
         (self.run_dir / "config.yaml").write_text(header + to_yaml(cfg))
         truncate_metrics(self.run_dir / "metrics.jsonl", after_step=self.step)
         logger = MetricsLogger(self.run_dir, tensorboard=t.tensorboard)
-        main_thread = threading.current_thread() is threading.main_thread()
-        old_handler = signal.signal(signal.SIGINT, self._request_stop) if main_thread else None
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True, desc="train", unit="step")
         sums: Dict[str, Tensor] = {}
         count, t0, images = 0, time.perf_counter(), 0
-        interrupted = False
         try:
             if self.step == 0:
                 self.write_samples(logger)
-            while self.step < t.steps:
-                if self._stop_requested:
-                    interrupted = True
-                    break
+            while self.step < t.steps and not self._stop_requested:
                 is_log = (self.step + 1) % t.log_every == 0 or self.step + 1 == t.steps
-                try:
-                    out = self.train_step(self.step, log=is_log)
-                except TrainingDiverged as e:
-                    raise self._diverged(str(e)) from None
+                out = self.train_step(self.step, log=is_log)
                 self.step += 1
                 count += 1
                 images += cfg.data.batch_size * cfg.optim.d_steps
@@ -363,7 +477,7 @@ class Trainer:
                     row.update({k: float(v) for k, v in self._reg_log.items()})
                     row.update(self._grad_log)
                     logger.log(self.step, row)
-                    bar.set_postfix({"D": f"{row['loss/D']:.3f}", "G": f"{row['loss/G']:.3f}", "img/s": f"{row['images_per_s']:.0f}"}, refresh=False)
+                    bar.set_postfix({"D": f"{row['loss/D']:.3g}", "G": f"{row['loss/G']:.3g}", "img/s": f"{row['images_per_s']:.0f}"}, refresh=False)
                     sums, count, images, t0 = {}, 0, 0, time.perf_counter()
                 if self.step % t.sample_every == 0 and self.step < t.steps:
                     self.write_samples(logger)
@@ -371,18 +485,29 @@ class Trainer:
                     self.evaluate(logger)
                 if self.step % t.checkpoint_every == 0 and self.step < t.steps:
                     self.save()
+            interrupted = self._stop_requested
             self.write_samples(logger)
             if cfg.eval.every and not interrupted:
                 self.evaluate(logger)
             self.save()
+        except TrainingDiverged as e:
+            raise self._diverged(str(e)) from None
         finally:
             bar.close()
             logger.close()
-            if main_thread:
-                signal.signal(signal.SIGINT, old_handler)
         if interrupted:
-            raise Interrupted(self.run_dir, self.step)
-        return self.run_dir
+            raise Interrupted(self.run_dir, self.step, signum=int(interrupted))
+
+    def _summarize(self) -> None:
+        """Warn (one line) when the logged losses show a divergence that stayed finite (e.g. lr = 1e6)."""
+        import normgan.diagnostics as diagnostics
+
+        divergence = getattr(diagnostics, "divergence", None)  # TODO(wire): helper adds it
+        found = divergence(read_metrics(self.run_dir / "metrics.jsonl")) if divergence else None
+        if found and found.get("detected"):
+            self.diverged = found
+            warnings.warn(f"the run diverged: {found['reason']}; its samples are not meaningful, "
+                          "lower the learning rates or add a gradient penalty (normgan diagnose shows details)")
 
     def _diverged(self, which: str) -> UserError:
         if self.last_checkpoint is not None:
@@ -392,13 +517,3 @@ class Trainer:
         err = UserError(f"{which} became NaN/inf at step {self.step}; stopped without saving, {last}; lower the learning rates or add a gradient penalty")
         err.exit_code = 3
         return err
-
-
-class Interrupted(Exception):
-    """Ctrl-C: a checkpoint was saved at ``step``; resume with ``normgan train --resume run_dir``."""
-
-    exit_code = 130
-
-    def __init__(self, run_dir: Path, step: int) -> None:
-        super().__init__(f"interrupted at step {step}; checkpoint saved, continue with: normgan train --resume {run_dir}")
-        self.run_dir, self.step = run_dir, step
