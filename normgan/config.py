@@ -18,7 +18,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from normgan.errors import ConfigError
+from normgan.errors import ConfigError, UserError
 
 RESOLUTIONS = (28, 32, 64, 128)
 
@@ -108,10 +108,6 @@ class Config:
     constraints: Dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-#: metrics for which a larger value is better (best.pt); the others are lower-is-better
-HIGHER_IS_BETTER = ("precision", "recall", "is_mean", "class_coverage", "diversity")
 
 
 def packaged_config_dir() -> Path:
@@ -281,11 +277,13 @@ def validate(cfg: Config) -> None:
     e = cfg.eval
     _check(e.every >= 0, "eval.every", e.every, "must be >= 0 (0 turns periodic evaluation off)")
     if e.every:
-        from normgan.evaluation import check_eval_args
+        from normgan.metric_info import check_best_metric, check_eval_args
 
-        check_eval_args(n=e.n, features=e.features, metrics=e.metrics, reference=e.reference)
-        allowed = ("fid", "kid_mean", "precision", "recall", "is_mean", "class_coverage", "diversity")
-        _check(e.best_metric in allowed, "eval.best_metric", e.best_metric, f"choose one of: {', '.join(allowed)}")
+        try:
+            check_eval_args(n=e.n, features=e.features, metrics=e.metrics, reference=e.reference)
+            check_best_metric(best_metric=e.best_metric, metrics=e.metrics)
+        except UserError as err:  # the CLI option names (--n) become config keys (eval.n)
+            raise ConfigError(str(err).replace("--", "eval.", 1) if str(err).startswith("--") else str(err)) from None
 
     # names against registries (imported here: they import config-free modules only)
     from normgan.functional.losses import LOSSES

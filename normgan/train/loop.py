@@ -391,8 +391,8 @@ class Trainer:
 
     def evaluate(self, logger: MetricsLogger) -> Dict[str, float]:
         """Evaluate the EMA generator (cfg.eval), log ``eval/<metric>`` and keep best.pt by the main metric."""
-        from normgan.config import HIGHER_IS_BETTER
         from normgan.evaluation import make_periodic_evaluator
+        from normgan.metric_info import is_better
 
         e = self.cfg.eval
         if self.evaluator is None:
@@ -403,8 +403,7 @@ class Trainer:
         logger.log(self.step, values)
         score = res.get(e.best_metric)
         if isinstance(score, (int, float)):
-            better = self.best_score is None or (score > self.best_score if e.best_metric in HIGHER_IS_BETTER else score < self.best_score)
-            if better:
+            if is_better(metric=e.best_metric, value=float(score), best=self.best_score):
                 self.best_score, self.best_step = float(score), self.step
                 self.save("best.pt")
         return values
