@@ -86,3 +86,20 @@ def test_l0_term_builds_a_gated_generator_that_trains_and_prunes(tmp_path):
     G = tr.G.eval()
     with torch.no_grad():
         torch.testing.assert_close(prune_generator(G)(tr.fixed_z[:4]), G(tr.fixed_z[:4]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_pruned_norm_layers_keep_the_models_dtype_and_device(norm):
+    """The rebuilt norm layers are created where the model lives (a CUDA model stays on CUDA): checked
+    here through the dtype, which takes the same path, in float64 against the float64 gated model."""
+    G = _gated(norm).double()
+    with torch.no_grad():
+        for g in _gates(G):
+            g.log_alpha[::2] = -20.0
+    G.eval()
+    P = prune_generator(G)
+    assert {p.dtype for p in P.parameters()} == {torch.float64}
+    assert {b.dtype for b in P.buffers() if b.is_floating_point()} <= {torch.float64}
+    z = torch.randn(5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(P(z), G(z), rtol=1e-10, atol=1e-12)

@@ -499,10 +499,9 @@ class Trainer:
 
     def _summarize(self) -> None:
         """Warn (one line) when the logged losses show a divergence that stayed finite (e.g. lr = 1e6)."""
-        import normgan.diagnostics as diagnostics
+        from normgan.diagnostics import divergence
 
-        divergence = getattr(diagnostics, "divergence", None)  # TODO(wire): helper adds it
-        found = divergence(read_metrics(self.run_dir / "metrics.jsonl")) if divergence else None
+        found = divergence(read_metrics(self.run_dir / "metrics.jsonl"))
         if found and found.get("detected"):
             self.diverged = found
             warnings.warn(f"the run diverged: {found['reason']}; its samples are not meaningful, "
