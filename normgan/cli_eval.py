@@ -14,14 +14,44 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 from normgan.errors import UserError
 
 __all__ = ["cmd_eval", "cmd_compare", "cmd_diagnose", "add_eval_parsers", "format_eval"]
 
 
+def _path(p):
+    """``~`` and ``$VAR``/``${VAR}`` expanded as a shell would (None stays None)."""
+    return None if p is None else os.path.expanduser(os.path.expandvars(str(p)))
+
+
 def _fmt(v, fmt: str = ".4g") -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def _split_name(res: dict) -> str:
+    return "held-out split" if res.get("reference", "test") == "test" else f"{res.get('reference')} split"
+
+
+def _sizes(res: dict) -> str:
+    n, n_real = res.get("n"), res.get("n_real")
+    if n_real is None or n_real == n:
+        return f"N={n}"
+    return f"N={n} generated vs all {n_real} images of the {_split_name(res)}"
+
+
+def floor_text(res: dict) -> str:
+    """``real-vs-real floor F at N=M`` plus, when ``M`` differs from the generated N, why: the
+    reference split is too small for two disjoint real sets of N images, so the floor compares its
+    two halves (FID is biased by N: a floor at a smaller N is higher than it would be at N)."""
+    floor, fn, n = res.get("fid_floor"), res.get("fid_floor_n"), res.get("n")
+    text = f"real-vs-real floor {_fmt(floor, '.1f' if floor is not None and floor >= 10 else '.2g')} at N={fn}"
+    if fn is not None and fn != n:
+        total = res.get("n_reference")
+        has = f"has {total} images" if total is not None else "is too small"
+        text += f": the {_split_name(res)} {has}, too few for two disjoint sets of {n} (a floor at N={n} would be lower)"
+    return text
 
 
 def format_eval(res: dict) -> str:
@@ -31,9 +61,8 @@ def format_eval(res: dict) -> str:
              f"({res.get('n_reference', '?')} images)"]
     feats, n = res.get("features"), res.get("n")
     if "fid" in res:
-        lines.append(f"FID {_fmt(res['fid'], '.1f' if res['fid'] >= 10 else '.3g')} (N={n}, features={feats}, "
-                     f"real-vs-real floor {_fmt(res['fid_floor'], '.1f' if res['fid_floor'] >= 10 else '.2g')} "
-                     f"at N={res['fid_floor_n']})")
+        lines.append(f"FID {_fmt(res['fid'], '.1f' if res['fid'] >= 10 else '.3g')} ({_sizes(res)}, features={feats}, "
+                     f"{floor_text(res)})")
     if "kid_mean" in res:
         lines.append(f"KID {_fmt(res['kid_mean'])} ± {_fmt(res['kid_std'], '.2g')}")
     if "precision" in res:
@@ -59,9 +88,9 @@ def cmd_eval(args) -> int:
     from normgan.evaluation import check_eval_args, evaluate_run
 
     metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics, reference=args.reference)
-    res = evaluate_run(args.run, n=args.n, features=args.features, metrics=metrics, reference=args.reference,
+    res = evaluate_run(_path(args.run), n=args.n, features=args.features, metrics=metrics, reference=args.reference,
                        checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
-                       device=args.device or "cpu", seed=args.seed, cache_dir=getattr(args, "cache_dir", None))
+                       device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)))
     print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False) else format_eval(res))
     return 0
 
@@ -71,12 +100,19 @@ def cmd_compare(args) -> int:
     from normgan.evaluation import check_eval_args
 
     metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics, reference=args.reference)
-    table = compare_runs(args.runs, n=args.n, features=args.features, metrics=metrics, reference=args.reference,
-                         checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
-                         device=args.device or "cpu", seed=args.seed, cache_dir=getattr(args, "cache_dir", None),
-                         out=args.out)
+    table = compare_runs([_path(r) for r in args.runs], n=args.n, features=args.features, metrics=metrics,
+                         reference=args.reference, checkpoint=getattr(args, "checkpoint", "last.pt"),
+                         ema=not getattr(args, "no_ema", False), device=args.device or "cpu", seed=args.seed,
+                         cache_dir=_path(getattr(args, "cache_dir", None)), out=_path(args.out))
     print(f"N={table['n']} samples per run, features={table['features']}, reference={table['reference']} split; "
-          "mean ± std (ddof=1) over seeds")
+          "mean ± std (ddof=1) over the seeds of each group (one config, one checkpoint step, distinct seeds)")
+    floors = {(r.get("fid_floor_n"), r.get("n_reference"), r.get("reference")) for r in table["runs"].values()
+              if r.get("fid_floor_n") is not None}
+    if len(floors) == 1:
+        fn, total, ref = floors.pop()
+        if fn != table["n"]:
+            print(f"FID floor at N={fn}: the {'held-out' if ref == 'test' else ref} split has {total} images, "
+                  f"too few for two disjoint sets of {table['n']}")
     print(format_table(table["groups"]))
     if table.get("out"):
         print(f"written to {table['out']}/compare.md and compare.json")
@@ -88,7 +124,7 @@ def cmd_diagnose(args) -> int:
 
     if getattr(args, "window", 10) < 2:
         raise UserError(f"--window: {args.window} is too small; use at least 2 logged rows")
-    s = summarize_run(args.run, window=getattr(args, "window", 10))
+    s = summarize_run(_path(args.run), window=getattr(args, "window", 10))
     print(json.dumps(s, indent=2, sort_keys=True) if getattr(args, "json", False) else format_summary(s))
     return 0
 

@@ -6,9 +6,13 @@
 
 Every run is evaluated with :func:`normgan.evaluation.evaluate_run` at the same ``n``, features,
 reference split and seed (an existing ``run/eval/*.json`` for the same checkpoint step and
-options is reused).  Runs whose ``config.yaml`` is identical except ``train.seed`` form a group;
-each group reports mean ± std over its runs (std with ``ddof = 1``, the sample std across seeds;
-None for a single run).  Groups are named by the config keys in which they differ.
+options is reused).  A group is a set of runs that differ only by their seed: the same
+``config.yaml`` apart from ``train.seed`` and the keys that do not change the model
+(:data:`IGNORED_KEYS`: logging/sampling/checkpoint intervals, tensorboard, device, threads,
+num_samples, ``eval.*``), evaluated at the same checkpoint step, with distinct seeds (a run that
+repeats a seed, or was evaluated at another step, starts its own group).  Each group reports
+mean ± std over its runs (std with ``ddof = 1``, the sample std across seeds; None for a single
+run).  Groups are labelled by what tells them apart (:func:`group_labels`).
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ import numpy as np
 import yaml
 
 from normgan.errors import UserError
-from normgan.evaluation import METRIC_NAMES, check_eval_args, evaluate_run
+from normgan.evaluation import METRIC_NAMES, check_eval_args, checkpoint_step, evaluate_run
 
-__all__ = ["compare_runs", "group_runs", "aggregate", "format_table", "format_markdown", "COLUMNS"]
+__all__ = ["compare_runs", "group_runs", "group_labels", "aggregate", "format_table", "format_markdown", "COLUMNS"]
 
 #: (result key, column title) in table order; keys missing from every run are left out.
 COLUMNS = (
@@ -37,18 +41,31 @@ COLUMNS = (
     ("class_coverage", "coverage"),
     ("diversity", "diversity"),
 )
-IGNORED_KEYS = ("train.seed",)
+#: config keys (exact, or prefixes ending in ".") that do not change the trained model: ignored when grouping
+IGNORED_KEYS = ("train.seed", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
+                "train.device", "train.threads", "train.num_samples", "eval.")
+#: config sections whose second key names a term (``regularizers.r1.weight`` belongs to term ``r1``)
+TERM_SECTIONS = ("regularizers", "constraints")
+#: longest value shown in a group label; longer ones are cut with "…"
+LABEL_VALUE_CHARS = 30
+_MISSING = object()
 
 
 def _flatten(d, prefix: str = "") -> dict:
+    """Dotted keys of the leaves of a nested mapping; empty mappings are dropped (``regularizers: {}``
+    and no ``regularizers`` key are the same config)."""
     out = {}
     for k, v in (d or {}).items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict):
             out.update(_flatten(v, key + "."))
         else:
             out[key] = v
     return out
+
+
+def _ignored(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in IGNORED_KEYS)
 
 
 def _read_config(run: Path) -> dict:
@@ -56,33 +73,97 @@ def _read_config(run: Path) -> dict:
     if not path.is_file():
         raise UserError(f"run folder '{run}' has no config.yaml; give folders made by 'normgan train'")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        cfg = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError:
         raise UserError(f"'{path}' is not valid YAML; restore the run's config.yaml") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"'{path}' is not a mapping of config keys; restore the run's config.yaml")
+    return cfg
 
 
-def group_runs(runs: Sequence) -> list[dict]:
-    """Group runs whose config.yaml is identical except ``train.seed``, in first-appearance order.
+def _show(v) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
+    return text if len(text) <= LABEL_VALUE_CHARS else text[: LABEL_VALUE_CHARS - 1] + "…"
 
-    Returns ``[{"name", "runs": [paths], "seeds": [...], "config": flat config without the seed}]``;
-    ``name`` lists the keys whose values differ between groups (``"all"`` for a single group).
+
+def _term(key: str) -> Optional[str]:
+    parts = key.split(".")
+    return parts[1] if len(parts) >= 2 and parts[0] in TERM_SECTIONS else None
+
+
+def _enc(v) -> str:
+    return "\0missing" if v is _MISSING else json.dumps(v, sort_keys=True, default=str)
+
+
+def group_labels(groups: Sequence[dict]) -> list[str]:
+    """Short labels of groups (dicts with ``config``, a flat config, and ``step``).
+
+    ``"all"`` for a single group.  Otherwise, in this order: ``+term`` / ``-term`` for each
+    regularizer or constraint that some groups have and others lack; ``key=value`` for each config
+    key whose value differs between groups (values cut to :data:`LABEL_VALUE_CHARS` characters;
+    the keys of a term that only some groups have are shown only where they differ among those
+    groups); ``step=S`` when the groups were evaluated at different steps.  An empty label is
+    ``base``; a label seen before gets `` #2``, `` #3``… (groups split only by a repeated seed).
+    """
+    if len(groups) == 1:
+        return ["all"]
+    configs = [g["config"] for g in groups]
+    keys = sorted({k for c in configs for k in c})
+    differing = [k for k in keys if len({_enc(c.get(k, _MISSING)) for c in configs}) > 1]
+    terms = {_term(k) for k in keys if _term(k)}
+    has = [{t for t in terms if any(_term(k) == t for k in c)} for c in configs]
+    partial = sorted(t for t in terms if not all(t in h for h in has))
+    steps_differ = len({g["step"] for g in groups}) > 1
+    labels = []
+    for g, c, h in zip(groups, configs, has):
+        parts = [("+" if t in h else "-") + t for t in partial]
+        for k in differing:
+            t = _term(k)
+            if t in partial:
+                if t not in h:
+                    continue
+                if len({_enc(o.get(k, _MISSING)) for o, oh in zip(configs, has) if t in oh}) == 1:
+                    continue  # the same wherever the term exists: its +term says it all
+            parts.append(f"{k}={_show(c[k])}" if k in c else f"{k}=unset")
+        if steps_differ:
+            parts.append(f"step={g['step']}")
+        labels.append(", ".join(parts) or "base")
+    seen: dict = {}
+    for i, lab in enumerate(labels):
+        seen[lab] = seen.get(lab, 0) + 1
+        if seen[lab] > 1:
+            labels[i] = f"{lab} #{seen[lab]}"
+    return labels
+
+
+def group_runs(runs: Sequence, *, steps: Optional[dict] = None, checkpoint: str = "last.pt") -> list[dict]:
+    """Group runs that differ only by seed, in first-appearance order.
+
+    A run joins the first group with the same flattened ``config.yaml`` (without ``train.seed``
+    and the :data:`IGNORED_KEYS`), the same checkpoint step and no run of the same seed;
+    otherwise it starts a new group.  ``steps`` maps run paths (``str``) to their step; the others
+    are read from ``RUN/checkpoints/<checkpoint>``.
+
+    Returns ``[{"name", "runs": [paths], "seeds": [...], "step", "config": the flat config used
+    for grouping}]`` with ``name`` from :func:`group_labels` (``optim.g.lr=0.0001``, ``+r1``,
+    ``regularizers.r1.weight=10``, ``step=500``...).
     """
     groups: list[dict] = []
+    steps = dict(steps or {})
     for run in runs:
         flat = _flatten(_read_config(Path(run)))
         seed = flat.get("train.seed")
-        key = {k: v for k, v in flat.items() if k not in IGNORED_KEYS}
+        step = steps[str(run)] if str(run) in steps else checkpoint_step(run, checkpoint)
+        key = {k: v for k, v in flat.items() if not _ignored(k)}
         for g in groups:
-            if g["config"] == key:
+            if g["config"] == key and g["step"] == step and seed not in g["seeds"]:
                 g["runs"].append(str(run))
                 g["seeds"].append(seed)
                 break
         else:
-            groups.append({"runs": [str(run)], "seeds": [seed], "config": key})
-    keys = sorted({k for g in groups for k in g["config"]})
-    differing = [k for k in keys if len({json.dumps(g["config"].get(k), sort_keys=True) for g in groups}) > 1]
-    for g in groups:
-        g["name"] = ", ".join(f"{k}={json.dumps(g['config'].get(k))}" for k in differing) or "all"
+            groups.append({"runs": [str(run)], "seeds": [seed], "step": step, "config": key})
+    for g, name in zip(groups, group_labels(groups)):
+        g["name"] = name
     return groups
 
 
@@ -100,7 +181,7 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
     """Evaluate every run at the same ``n`` and aggregate by seed group.
 
     Returns ``{"groups": rows, "runs": per-run results, "n", "features", "reference"}`` where each
-    row is ``{"group", "runs", "seeds", "n_runs", "steps", "<key>_mean", "<key>_std", "values":
+    row is ``{"group", "runs", "seeds", "n_runs", "step", "steps", "<key>_mean", "<key>_std", "values":
     {key: [per-run]}}`` for the keys of :data:`COLUMNS`.  With ``out``, writes ``out/compare.md``
     and ``out/compare.json``.
     """
@@ -110,7 +191,7 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
     for r in runs:
         if not Path(r).is_dir():
             raise UserError(f"run folder '{r}' does not exist; give folders made by 'normgan train'")
-    groups = group_runs(runs)  # fail on bad configs before any evaluation
+    groups = group_runs(runs, checkpoint=checkpoint)  # fail on bad configs/checkpoints before any evaluation
     per_run = {}
     for r in runs:
         res = evaluate_run(r, n=n, features=features, metrics=metrics, reference=reference, checkpoint=checkpoint,
@@ -119,7 +200,7 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
     rows = []
     for g in groups:
         results = [per_run[r] for r in g["runs"]]
-        row = {"group": g["name"], "runs": g["runs"], "seeds": g["seeds"], "n_runs": len(g["runs"]),
+        row = {"group": g["name"], "runs": g["runs"], "seeds": g["seeds"], "n_runs": len(g["runs"]), "step": g["step"],
                "steps": [res.get("step") for res in results], "values": {}}
         for key, _ in COLUMNS:
             vals = [res.get(key) for res in results]
@@ -138,7 +219,8 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
             raise UserError(f"cannot create output folder '{out}': {e.strerror}; choose another --out") from None
         (out / "compare.json").write_text(json.dumps(table, indent=2, sort_keys=True, default=str) + "\n")
         header = (f"# normgan compare\n\nN={n} generated samples per run, features={features}, "
-                  f"reference={reference} split, seed={seed}; mean ± std (ddof=1) over the runs of each group.\n\n")
+                  f"reference={reference} split, seed={seed}; mean ± std (ddof=1) over the seeds of each group "
+                  "(runs of one config at one checkpoint step, distinct seeds).\n\n")
         (out / "compare.md").write_text(header + format_markdown(rows) + "\n")
         table["out"] = str(out)
     return table

@@ -20,6 +20,19 @@ as floats and skipped) and returns plain numbers.  Definitions (also in docs/eva
 * **mode collapse** — from ``eval/class_coverage`` and ``eval/diversity`` rows (or the run's
   ``eval/*.json`` files): last and minimum values; ``suspected`` when the last class coverage is
   below 0.8 or the last diversity below 0.5.
+* **pixel diversity** (needs the run's checkpoint, not eval rows; :func:`pixel_diversity`) —
+  mean pairwise Euclidean pixel distance among 256 images of the EMA generator (noise seed 0)
+  divided by the same among 256 training images (a permutation with seed 0); ``suspected``
+  collapse below 0.5.  Identical outputs give 0, a generator as varied as the data ≈ 1.
+* **divergence** (:func:`divergence`, also used by the training loop's end-of-run summary) —
+  detected at the first row where a training value (any key except ``step`` and ``eval/*``) is
+  NaN/inf, or when a loss exploded: with ``m_first``/``m_last`` the medians of ``|loss|`` over
+  the first and last ``w = max(1, min(10, rows // 3))`` logged rows of ``loss/G`` (resp.
+  ``loss/D``), the threshold is ``T = max(1e6, 1e3 · clamp(m_first, 1, 1e6))`` (so ``T`` lies
+  in [1e6, 1e9]: a 1000-fold growth of an O(1) loss is not yet an explosion, a loss that starts
+  near 1e5 may grow to 1e8) and the loss exploded when ``m_last > T``; the step reported is the
+  first logged step with ``|loss| > T``.  (GAN losses are O(1)–O(100); lr = 1e6 gives
+  ``loss/G`` ≈ 1e14 from the first logged row, caught by the cap on ``m_first``.)
 """
 
 from __future__ import annotations
@@ -42,6 +55,8 @@ __all__ = [
     "grad_spikes",
     "convergence_step",
     "mode_collapse",
+    "divergence",
+    "pixel_diversity",
     "summarize_rows",
     "summarize_run",
     "format_summary",
@@ -52,6 +67,11 @@ SPIKE_K = 5.0
 CONVERGENCE_TOL = 0.1
 COVERAGE_ALARM = 0.8
 DIVERSITY_ALARM = 0.5
+PIXEL_DIVERSITY_ALARM = 0.5
+PIXEL_SAMPLES = 256
+EXPLOSION_FACTOR = 1e3
+EXPLOSION_FLOOR = 1e6
+EXPLOSION_CAP = 1e6  # m_first is clamped to [1, EXPLOSION_CAP]: T <= 1e9
 
 
 def _num(v) -> float:
@@ -153,6 +173,86 @@ def mode_collapse(rows: Sequence[dict], *, coverage_key: str = "eval/class_cover
     return out
 
 
+def _explosion(rows: Sequence[dict], key: str, *, window: int) -> Optional[dict]:
+    steps, values = series(rows, key)
+    if not values:
+        return None
+    x = np.abs(np.asarray(values, dtype=float))
+    w = max(1, min(window, len(x) // 3))
+    m_first, m_last = float(np.median(x[:w])), float(np.median(x[-w:]))
+    thr = max(EXPLOSION_FLOOR, EXPLOSION_FACTOR * min(max(m_first, 1.0), EXPLOSION_CAP))
+    out = {"key": key, "first_median": m_first, "last_median": m_last, "threshold": thr, "window": w, "exploded": m_last > thr}
+    if out["exploded"]:
+        i = int(np.argmax(x > thr))
+        out.update(step=steps[i], value=values[i])
+    return out
+
+
+def divergence(rows: Sequence[dict], *, keys: Sequence[str] = ("loss/G", "loss/D"), window: int = 10) -> dict:
+    """Did training diverge?  A pure function of the logged rows (see the module docstring).
+
+    Returns ``{"detected": bool, "step", "key", "kind": "nonfinite" | "explosion" | None,
+    "reason": str | None, "losses": {key: {"first_median", "last_median", "threshold", "window",
+    "exploded"}}}``; when both kinds occur, the earlier step wins.  ``reason`` is a short phrase
+    such as ``"|loss/G| reached 7.9e+13 at step 2 (median of the last 1 logged rows 1.9e+14 >
+    threshold 1e+09)"`` or ``"loss/D is nan at step 40"``.
+    """
+    found: list = []
+    for r in rows:
+        for k, v in r.items():
+            if k == "step" or k.startswith("eval/") or isinstance(v, bool):
+                continue
+            if isinstance(v, (int, float)) or (isinstance(v, str) and v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")):
+                x = _num(v)
+                if not math.isfinite(x):
+                    step = int(r.get("step", 0))
+                    found.append((step, 0, k, "nonfinite", f"{k} is {x} at step {step}"))
+                    break
+        if found:
+            break
+    losses = {}
+    for k in keys:
+        e = _explosion(rows, k, window=window)
+        if e is None:
+            continue
+        losses[k] = {n: e[n] for n in ("first_median", "last_median", "threshold", "window", "exploded")}
+        if e["exploded"]:
+            found.append((e["step"], 1, k, "explosion",
+                          f"|{k}| reached {abs(e['value']):.3g} at step {e['step']} (median of the last {e['window']} "
+                          f"logged rows {e['last_median']:.3g} > threshold {e['threshold']:.3g})"))
+    if not found:
+        return {"detected": False, "step": None, "key": None, "kind": None, "reason": None, "losses": losses}
+    step, _, key, kind, reason = min(found, key=lambda f: (f[0], f[1]))
+    return {"detected": True, "step": step, "key": key, "kind": kind, "reason": reason, "losses": losses}
+
+
+def pixel_diversity(run, *, n: int = PIXEL_SAMPLES, seed: int = 0, checkpoint: str = "last.pt", device: str = "cpu") -> dict:
+    """Mean pairwise pixel distance of ``n`` EMA-generator images over that of ``n`` training images.
+
+    Generated: :func:`normgan.sample.sample_images` with noise seed ``seed``; real: the first ``n``
+    of a permutation (``torch.Generator`` seeded with ``seed``) of the run's training split, both
+    as float images in [-1, 1] compared by :func:`normgan.metrics.functional.mean_pairwise_distance`
+    over flattened pixels.  Returns ``{"ratio", "generated", "real", "n", "suspected"}`` with
+    ``suspected = ratio < 0.5``; a checkpoint or dataset that cannot be used raises ``UserError``.
+    """
+    import torch
+
+    from normgan.data import batch_to_float
+    from normgan.evaluation import reference_dataset
+    from normgan.metrics.functional import mean_pairwise_distance
+    from normgan.sample import load_generator, sample_images
+
+    G, cfg = load_generator(run, ema=True, device=device, checkpoint=checkpoint)
+    fake = sample_images(G, n=n, seed=seed)
+    train = reference_dataset(cfg, "train")
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+    real = batch_to_float(train.images[idx])
+    d_fake, d_real = mean_pairwise_distance(fake, max_samples=n), mean_pairwise_distance(real, max_samples=n)
+    ratio = d_fake / d_real if d_real > 0 else float("nan")
+    return {"ratio": ratio, "generated": d_fake, "real": d_real, "n": int(min(n, len(fake), len(real))),
+            "suspected": bool(ratio < PIXEL_DIVERSITY_ALARM)}
+
+
 def summarize_rows(rows: Sequence[dict], *, window: int = 10, eval_key: str = "eval/fid") -> dict:
     """Every diagnostic over ``rows`` (see the module docstring)."""
     steps = [int(r["step"]) for r in rows if "step" in r]
@@ -168,6 +268,7 @@ def summarize_rows(rows: Sequence[dict], *, window: int = 10, eval_key: str = "e
         "grad_spikes": {k: grad_spikes(rows, k) for k in ("grad_norm/G", "grad_norm/D")},
         "convergence": convergence_step(rows, eval_key),
         "mode_collapse": mode_collapse(rows),
+        "divergence": divergence(rows),
     }
 
 
@@ -186,9 +287,12 @@ def _eval_file_rows(run: Path) -> list[dict]:
     return [rows[s] for s in sorted(rows)]
 
 
-def summarize_run(run, *, window: int = 10) -> dict:
+def summarize_run(run, *, window: int = 10, pixels: bool = True) -> dict:
     """:func:`summarize_rows` over ``run/metrics.jsonl``.  When the log has no ``eval/*`` rows, the
-    run's ``eval/*.json`` files (from ``normgan eval``) stand in for convergence and mode collapse."""
+    run's ``eval/*.json`` files (from ``normgan eval``) stand in for convergence and mode collapse.
+    With ``pixels`` and a ``checkpoints/last.pt``, :func:`pixel_diversity` is added
+    (``pixel_diversity``) and joins the mode-collapse verdict (``mode_collapse.suspected`` is
+    true when either the eval indicators or the pixel diversity ratio raise it)."""
     from normgan.train.logger import read_metrics
 
     run = Path(run)
@@ -207,6 +311,18 @@ def summarize_run(run, *, window: int = 10) -> dict:
     if extra:
         out["convergence"] = convergence_step(extra)
         out["mode_collapse"] = mode_collapse(extra)
+    out["pixel_diversity"] = None
+    if pixels and (run / "checkpoints" / "last.pt").is_file():
+        try:
+            pix = pixel_diversity(run)
+        except UserError as e:  # a damaged checkpoint or a moved dataset: report, do not fail the diagnosis
+            pix = {"error": str(e)}
+        out["pixel_diversity"] = pix
+        if "ratio" in pix:
+            mc = dict(out["mode_collapse"] or {})
+            mc["pixel_diversity_ratio"] = pix["ratio"]
+            mc["suspected"] = bool(mc.get("suspected", False) or pix["suspected"])
+            out["mode_collapse"] = mc
     out["eval_source"] = eval_source
     out["run"] = str(run)
     return out
@@ -236,13 +352,24 @@ def format_summary(s: dict) -> str:
     lines.append(f"  convergence: {c['metric']} within 10% of its final {_f(c['final'])} from step {c['step']}" if c
                  else "  convergence: n/a (no eval/fid rows; run normgan eval or enable periodic evaluation)")
     m = s["mode_collapse"]
+    pix = s.get("pixel_diversity") or {}
     if m:
         parts = []
         if "class_coverage_last" in m:
             parts.append(f"class coverage {_f(m['class_coverage_last'], '.2f')} (min {_f(m['class_coverage_min'], '.2f')})")
         if "diversity_last" in m:
             parts.append(f"diversity {_f(m['diversity_last'], '.2f')} (min {_f(m['diversity_min'], '.2f')})")
-        lines.append(f"  mode collapse: {'SUSPECTED' if m['suspected'] else 'not detected'}; " + ", ".join(parts))
+        if "pixel_diversity_ratio" in m:
+            k = pix.get("n", PIXEL_SAMPLES)
+            parts.append(f"pixel diversity ratio {_f(m['pixel_diversity_ratio'], '.2f')}: {k} EMA samples vs {k} training "
+                         f"images, suspect below {PIXEL_DIVERSITY_ALARM}")
+        lines.append(f"  mode collapse: {'SUSPECTED' if m['suspected'] else 'not detected'} (" + "; ".join(parts) + ")")
+    elif "error" in pix:
+        lines.append(f"  mode collapse: n/a (no eval rows, and the pixel check failed: {pix['error']})")
     else:
-        lines.append("  mode collapse: n/a (no class_coverage/diversity eval rows)")
+        lines.append("  mode collapse: n/a (no class_coverage/diversity eval rows and no checkpoints/last.pt)")
+    d = s.get("divergence")
+    if d is not None:
+        lines.append(f"  divergence: DETECTED at step {d['step']}: {d['reason']}" if d["detected"] else
+                     "  divergence: none (all logged values finite, no loss above its explosion threshold)")
     return "\n".join(lines)

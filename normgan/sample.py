@@ -12,17 +12,38 @@ from torchvision.utils import make_grid, save_image
 from normgan.config import load_config
 from normgan.errors import UserError
 from normgan.train.build import build_generator_for
-from normgan.train.checkpoint import find_checkpoint, load_checkpoint
+from normgan.train.checkpoint import find_checkpoint, load_checkpoint, load_module_state, require_keys
 from normgan.device import resolve_device
 
 
 def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str = "last.pt"):
-    """The (EMA by default) generator of a run, in eval mode, and the run's config."""
-    state = load_checkpoint(find_checkpoint(run, checkpoint), map_location="cpu")
+    """The (EMA by default) generator of a run, in eval mode, and the run's config.
+
+    The checkpoint must hold ``config``, ``image_shape`` ``[C, H, W]`` and ``generator_ema``
+    (``generator`` with ``ema=False``) whose shapes match the generator built from that config;
+    otherwise a one-line :class:`UserError` names the missing entry or the first mismatching key
+    with both shapes.
+    """
+    path = find_checkpoint(run, checkpoint)
+    state = load_checkpoint(path, map_location="cpu")
+    key = "generator_ema" if ema else "generator"
+    require_keys(state, ("config", "image_shape", key), path=path)
+    if not isinstance(state["config"], dict):
+        raise UserError(f"checkpoint '{path}' has a damaged 'config' entry ({type(state['config']).__name__}, "
+                        "not a mapping); it is not a normgan training checkpoint")
     cfg = load_config(base=state["config"])
-    channels, resolution, _ = state["image_shape"]
-    G = build_generator_for(cfg, resolution=int(resolution), channels=int(channels))
-    G.load_state_dict(state["generator_ema" if ema else "generator"])
+    shape = state["image_shape"]
+    try:
+        channels, resolution, width = (int(v) for v in shape)
+        if channels < 1 or resolution < 1 or width != resolution:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UserError(f"checkpoint '{path}' has a damaged 'image_shape' entry {shape!r}; "
+                        "expected [channels, resolution, resolution]") from None
+    G = build_generator_for(cfg, resolution=resolution, channels=channels)
+    fix = ("the weights were not written with the checkpoint's own config; use a checkpoint written by "
+           "'normgan train' (or --no-ema / --checkpoint for another file)")
+    load_module_state(G, state[key], what="EMA generator" if ema else "generator", path=path, fix=fix)
     return G.to(resolve_device(device)).eval(), cfg
 
 

@@ -150,3 +150,110 @@ def test_cmd_diagnose_in_process(tmp_path, capsys):
     args = parser.parse_args(["diagnose", str(run)])
     assert args.func(args) == 0
     assert "loss/G variance (window 10)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ divergence
+def test_divergence_rule_by_hand():
+    healthy = rows_of("loss/G", [0.7, 0.9, 1.2, 0.8, 1.1, 0.6])
+    d = dg.divergence(healthy)
+    assert d["detected"] is False and d["step"] is None and d["reason"] is None
+    # 6 rows: window 2; first median 0.8 -> threshold max(1e6, 1e3 * max(0.8, 1)) = 1e6
+    assert d["losses"]["loss/G"] == {"first_median": pytest.approx(0.8), "last_median": pytest.approx(0.85),
+                                     "threshold": 1e6, "window": 2, "exploded": False}
+    # lr = 1e6: exploded from the first logged row; m_first is clamped to 1e6, so T = 1e9
+    lr_1e6 = [{"step": 2 * (i + 1), "loss/G": g, "loss/D": dd} for i, (g, dd) in
+              enumerate([(7.9e13, 1.9e13), (1.1e14, 1.9e14), (1.9e14, 0.0)])]
+    d = dg.divergence(lr_1e6)
+    assert d["detected"] and d["kind"] == "explosion" and d["key"] == "loss/G" and d["step"] == 2
+    assert d["losses"]["loss/G"]["threshold"] == 1e9 and d["losses"]["loss/G"]["window"] == 1
+    assert d["losses"]["loss/D"]["exploded"] is False  # last |loss/D| 0
+    assert d["reason"].startswith("|loss/G| reached 7.9e+13 at step 2")
+    # a loss that starts large: the threshold is relative, 1e3 x the first-window median
+    big = [2e4] * 6 + [5e6] * 3  # window 3: first median 2e4 -> T = 2e7
+    assert not dg.divergence(rows_of("loss/D", big))["detected"]
+    d = dg.divergence(rows_of("loss/D", [2e4] * 6 + [3e7] * 3))
+    assert d["detected"] and d["step"] == 70 and d["losses"]["loss/D"]["threshold"] == pytest.approx(2e7)
+    assert dg.divergence([])["detected"] is False
+
+
+def test_divergence_flags_nonfinite_training_values_only():
+    rows = rows_of("loss/G", [1.0, 1.1, 0.9, 1.0])
+    rows[1]["eval/diversity"] = float("nan")  # an undefined eval number is not a divergence
+    assert not dg.divergence(rows)["detected"]
+    rows[2]["grad_norm/D"] = "inf"
+    rows[3]["loss/D"] = "nan"
+    d = dg.divergence(rows)
+    assert d["detected"] and d["kind"] == "nonfinite" and d["step"] == 30 and d["key"] == "grad_norm/D"
+    assert d["reason"] == "grad_norm/D is inf at step 30"
+    # both kinds: the earlier step wins
+    rows = rows_of("loss/G", [1.0] * 6 + [1e12] * 3)
+    rows[8]["loss/D"] = float("nan")
+    d = dg.divergence(rows)
+    assert d["kind"] == "explosion" and d["step"] == 70
+    text = dg.format_summary({**dg.summarize_rows(rows), "run": "r"})
+    assert "divergence: DETECTED at step 70: |loss/G| reached 1e+12 at step 70" in text
+    assert "divergence: none" in dg.format_summary({**dg.summarize_rows(rows[:6]), "run": "r"})
+
+
+# ------------------------------------------------------------------------------------------ runs made to fail
+TINY_FAST = ["train.steps=6", "data.batch_size=8", "model.generator.width=8", "model.discriminator.width=8",
+             "train.log_every=2", "train.sample_every=1000", "train.checkpoint_every=1000", "train.num_samples=4",
+             "train.tensorboard=false", "regularizers={}"]
+
+
+def test_diagnose_a_run_made_to_diverge(tmp_path):
+    from conftest import run_cli
+
+    p = run_cli("train", *TINY_FAST, "optim.g.lr=1e6", "optim.d.lr=1e6", "--runs-dir", tmp_path, "--name", "div",
+                "--no-progress")
+    assert p.returncode in (0, 3), p.stderr  # 3: stopped on NaN; otherwise it stays finite but explodes
+    rows = [json.loads(line) for line in (tmp_path / "div" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and dg.divergence(rows)["detected"]
+    p = run_cli("diagnose", tmp_path / "div")
+    assert p.returncode == 0, p.stderr
+    line = next((line for line in p.stdout.splitlines() if "divergence:" in line), "")
+    assert line.strip().startswith("divergence: DETECTED at step "), p.stdout
+    assert "loss/" in line or "nan" in line or "inf" in line
+
+
+def test_diagnose_a_run_made_to_collapse(tmp_path):
+    """A generator whose last layer outputs a constant (64 identical grey tiles) and no eval rows."""
+    import numpy as np
+    import torch
+    from scipy.spatial.distance import pdist
+
+    import normgan
+    from conftest import run_cli
+    from normgan.data import batch_to_float, load_dataset
+    from normgan.sample import load_generator, sample_images
+
+    run = normgan.Trainer(normgan.load_config(overrides=TINY_FAST), runs_dir=tmp_path, name="ok", progress=False).fit()
+    # the pixel diversity ratio of the intact run, recomputed with scipy
+    got = dg.pixel_diversity(run)
+    G, _ = load_generator(run)
+    fake = sample_images(G, n=256, seed=0).flatten(1).numpy()
+    train = load_dataset(name="mnist5k", split="train")
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:256]
+    real = batch_to_float(train.images[idx]).flatten(1).numpy()
+    assert got["ratio"] == pytest.approx(pdist(fake).mean() / pdist(real).mean(), rel=1e-6)
+    assert got["n"] == 256 and got["ratio"] > 0
+
+    ckpt = run / "checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["generator_ema"]["to_image.weight"].zero_()
+    if "to_image.bias" in state["generator_ema"]:
+        state["generator_ema"]["to_image.bias"].fill_(0.0)
+    torch.save(state, ckpt)
+    G, _ = load_generator(run)
+    tiles = sample_images(G, n=64, seed=0)
+    assert torch.equal(tiles, tiles[:1].expand_as(tiles))  # 64 identical tiles
+    assert not any("eval/" in k for r in (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()) for k in r)
+
+    p = run_cli("diagnose", run)
+    assert p.returncode == 0, p.stderr
+    m = next((line for line in p.stdout.splitlines() if "mode collapse:" in line), "")
+    assert m.strip().startswith("mode collapse: SUSPECTED (pixel diversity ratio 0.00"), p.stdout
+    p = run_cli("diagnose", run, "--json")
+    s = json.loads(p.stdout)
+    assert s["pixel_diversity"]["ratio"] == pytest.approx(0.0, abs=1e-9) and s["mode_collapse"]["suspected"] is True
+    assert np.isfinite(s["pixel_diversity"]["real"]) and s["pixel_diversity"]["real"] > 1.0

@@ -138,3 +138,27 @@ def test_evaluate_real_sampler(trained, splits):
     assert bad["fid"] > 10 * bad["fid_floor"]
     assert bad["recall"] < 0.1 and bad["is_mean"] < 1.5
     assert "kid_mean" not in bad and bad["fid_floor_n"] == 200
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_training_works_inside_no_grad_and_inference_mode(splits, context):
+    """Issue 7: an evaluation (run under no_grad) that finds no cached classifier trains one; the
+    training must switch autograd back on itself and give the same weights as outside."""
+    train, _ = splits
+    small = ImageData(images=train.images[:96], labels=train.labels[:96], name=train.name, fingerprint=train.fingerprint)
+    outside = domain.train_domain_classifier(small, epochs=1, batch_size=32, seed=3)
+    with context():
+        inside = domain.train_domain_classifier(small, epochs=1, batch_size=32, seed=3)
+    for (k, a), b in zip(outside.state_dict().items(), inside.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=k)
+    init = domain.DomainClassifier(channels=1, num_classes=10, resolution=32)
+    assert not torch.equal(init.head.weight, inside.head.weight)  # it did train
+
+
+def test_load_or_train_under_no_grad_from_an_empty_cache(splits, tmp_path):
+    train, test = splits
+    small = ImageData(images=train.images[:64], labels=train.labels[:64], name=train.name, fingerprint=train.fingerprint)
+    with torch.no_grad():
+        model = domain.load_or_train(small, heldout=test, cache_dir=tmp_path / "empty", epochs=1, seed=0)
+    assert not model.from_cache and domain.cache_path(tmp_path / "empty", train.fingerprint).is_file()
+    assert 0.0 <= model.heldout_accuracy <= 1.0

@@ -273,3 +273,140 @@ def test_periodic_evaluation_in_training_keeps_best_checkpoint(env, tmp_path):
     assert state["best"]["score"] == pytest.approx(best["eval/fid"], rel=1e-9)
     resumed = normgan.Trainer.resume(run, progress=False)
     assert resumed.best_score == pytest.approx(best["eval/fid"], rel=1e-9) and resumed.best_step == best["step"]
+
+
+# ------------------------------------------------------------------------------------------ metric_info
+def test_metric_info_is_a_leaf_module():
+    import ast
+    import sys
+
+    import normgan.metric_info as mi
+
+    tree = ast.parse(Path(mi.__file__).read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module for n in top if isinstance(n, ast.ImportFrom)]
+    assert all(m == "normgan.errors" or m.split(".")[0] in sys.stdlib_module_names or m == "__future__" for m in names), names
+    from normgan import evaluation
+
+    assert evaluation.check_eval_args is mi.check_eval_args  # re-exported, one implementation
+
+
+def test_minimum_n_follows_the_requested_metrics():
+    from normgan.metric_info import check_eval_args as check
+
+    for n, metrics in ((2, "fid"), (2, "fid,kid,is"), (4, "pr"), (4, "fid,kid,pr,is")):
+        assert check(n=n, metrics=metrics) == tuple(metrics.split(","))
+    for n, metrics in ((3, "pr"), (2, "fid,pr"), (3, None), (1, "fid")):
+        with pytest.raises(UserError, match=r"--n: \d is too small.*use at least") as info:
+            check(n=n, metrics=metrics)
+        _one_line(info)
+        if metrics != "fid":
+            assert "k+1 = 4" in str(info.value) and "at least 4" in str(info.value)
+
+
+def test_best_metric_must_be_produced_by_the_metrics():
+    from normgan.metric_info import BEST_METRIC_CHOICES, HIGHER_IS_BETTER, LOWER_IS_BETTER, check_best_metric, is_better
+
+    assert check_best_metric(best_metric="fid", metrics=["fid"]) == "fid"
+    assert check_best_metric(best_metric="precision", metrics=["fid", "pr"]) == "precision"
+    assert check_best_metric(best_metric="diversity", metrics=["kid"]) == "diversity"  # every evaluation has it
+    with pytest.raises(UserError, match=r"'precision' is not produced by eval.metrics \[fid\].*add pr") as info:
+        check_best_metric(best_metric="precision", metrics=["fid"])
+    _one_line(info)
+    with pytest.raises(UserError, match="add kid"):
+        check_best_metric(best_metric="kid_mean", metrics="fid,pr")
+    with pytest.raises(UserError, match="unknown score 'fid_floor'"):
+        check_best_metric(best_metric="fid_floor", metrics=["fid"])
+    # every choice has a direction, and exactly one
+    assert all((c in HIGHER_IS_BETTER) != (c in LOWER_IS_BETTER) for c in BEST_METRIC_CHOICES)
+    assert {"psnr", "ssim"} <= set(HIGHER_IS_BETTER) and "lpips" in LOWER_IS_BETTER
+    assert is_better(metric="fid", value=1.0, best=2.0) and not is_better(metric="fid", value=3.0, best=2.0)
+    assert is_better(metric="recall", value=0.9, best=0.5) and is_better(metric="recall", value=0.1, best=None)
+
+
+def test_produced_keys_match_a_real_evaluation(env, extractor):
+    from normgan.metric_info import RESULT_KEYS, produced_keys
+
+    cfg = normgan.load_config(overrides=TINY_RUN)
+    for metrics in (("fid",), ("kid", "pr"), ("is",)):
+        res = evaluate_generator(ImageBank(env["test"].images), cfg, n=20, metrics=metrics, extractor=extractor)
+        groups = {k for m in RESULT_KEYS for k in RESULT_KEYS[m]}
+        assert {k for k in res if k in groups or k in ("class_coverage", "diversity")} == set(produced_keys(metrics))
+
+
+# ------------------------------------------------------------------------------------------ the floor's N
+def test_floor_line_states_its_n_and_why(env, capsys):
+    """N=300 > 500/2: the floor is computed between the two halves of the held-out split (N=250)."""
+    args = _parser().parse_args(["eval", str(env["run"]), "--n", "300", "--metrics", "fid",
+                                 "--cache-dir", str(env["cache"])])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("FID "))
+    assert re.search(r"\(N=300, features=domain, real-vs-real floor [0-9.e+-]+ at N=250: the held-out split has 500 "
+                     r"images, too few for two disjoint sets of 300", line), line
+    saved = json.loads((env["run"] / "eval" / "eval-step000030-domain-n300.json").read_text())
+    assert saved["fid_floor_n"] == 250 == saved["n_reference"] // 2 and saved["n_real"] == 300
+    # the floor is the FID between the two halves of the permuted held-out split, recomputed here
+    from normgan.metrics import fid_from_features, real_features
+
+    ext = domain.load_or_train(env["train"], cache_dir=env["cache"])
+    perm = torch.randperm(500, generator=torch.Generator().manual_seed(0))
+    feats = real_features(ext, env["test"], indices=perm)
+    assert saved["fid_floor"] == pytest.approx(fid_from_features(feats[:250], feats[250:500]), rel=1e-9)
+    from normgan.cli_eval import format_eval
+
+    same = format_eval({**saved, "n": 100, "fid_floor_n": 100})
+    assert "at N=100)" in same and "too few" not in same  # no explanation when the floor is at N
+
+
+def test_n_too_small_for_precision_recall_is_one_line_cli_error(env):
+    from conftest import run_cli
+
+    p = run_cli("eval", env["run"], "--n", "2", "--cache-dir", env["cache"])
+    assert p.returncode == 2 and p.stderr.startswith("normgan: error: --n: 2 is too small"), p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "at least 4" in p.stderr
+    p = run_cli("eval", env["run"], "--n", "2", "--metrics", "fid", "--cache-dir", env["cache"], "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["n"] == 2
+
+
+# ------------------------------------------------------------------------------------------ damaged checkpoints
+def _crafted(root: Path, name: str, state: dict) -> Path:
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save(state, run / "checkpoints" / "last.pt")
+    return run
+
+
+def test_sample_and_eval_on_mismatching_or_incomplete_checkpoints(env, tmp_path):
+    """Another config's weights, or a missing config / image_shape / generator entry: one line, exit 2."""
+    from conftest import run_cli
+
+    good = torch.load(env["run"] / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    wider = json.loads(json.dumps(good["config"]))
+    wider["model"]["generator"]["width"] = 16  # the weights are width 8
+    cases = {
+        "mismatch": ({**good, "config": wider}, r"does not match the config's EMA generator: key '[\w.]+' has shape "
+                                                r"\([\d, ]+\) in the checkpoint and \([\d, ]+\) in the model"),
+        "noconfig": ({k: v for k, v in good.items() if k != "config"}, "has no 'config' entry"),
+        "noshape": ({k: v for k, v in good.items() if k != "image_shape"}, "has no 'image_shape' entry"),
+        "noema": ({k: v for k, v in good.items() if k != "generator_ema"}, "has no 'generator_ema' entry"),
+        "badshape": ({**good, "image_shape": [1, 32]}, "damaged 'image_shape' entry"),
+    }
+    for name, (state, match) in cases.items():
+        run = _crafted(tmp_path, name, state)
+        commands = [("sample", run, "--n", "2", "--out", tmp_path / f"out-{name}")]
+        if name in ("mismatch", "noshape"):
+            commands.append(("eval", run, "--n", "10", "--cache-dir", env["cache"]))
+        for cmd in commands:
+            p = run_cli(*cmd)
+            assert p.returncode == 2, (name, cmd[0], p.stderr)
+            assert p.stderr.startswith("normgan: error: checkpoint ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
+            assert re.search(match, p.stderr), (name, p.stderr)
+        assert not (run / "eval").exists()
+    # the RNG state is not needed to generate: a checkpoint without it still samples
+    run = _crafted(tmp_path, "norng", {k: v for k, v in good.items() if k != "rng"})
+    p = run_cli("sample", run, "--n", "2", "--out", tmp_path / "out-norng")
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in (tmp_path / "out-norng").iterdir()) == ["000000.png", "000001.png", "grid.png"]

@@ -263,3 +263,62 @@ def test_import_path_extractors(monkeypatch):
 def test_unknown_name_lists_choices():
     with pytest.raises(ConfigError, match="domain, inception.*package.module:ClassName"):
         build_feature_extractor("vgg", data=None)
+
+
+# ---------------------------------------------------------------------------------------- minimum N
+def test_min_samples_agree_with_the_metric_functions():
+    """metric_info.MIN_SAMPLES is the smallest N each metric function accepts (one below fails)."""
+    from normgan.metric_info import MIN_SAMPLES, PR_K, min_samples
+
+    x = torch.from_numpy(_feats(10, 4, 0))
+    calls = {
+        "fid": lambda m: fid_from_features(x[:m], x[:m] + 1),
+        "kid": lambda m: kid_from_features(x[:m], x[:m] + 1, subsets=2),
+        "pr": lambda m: precision_recall(x[:m], x[:m] + 1, k=PR_K),
+    }
+    for name, call in calls.items():
+        m = MIN_SAMPLES[name]
+        assert all(math.isfinite(v) for v in call(m)) if isinstance(call(m), tuple) else math.isfinite(call(m))
+        with pytest.raises(ValueError):
+            call(m - 1)
+    assert MIN_SAMPLES["pr"] == PR_K + 1 == 4
+    assert min_samples(("fid", "kid")) == 2 and min_samples(("fid", "pr")) == 4 and min_samples("fid,is") == 2
+
+
+def test_evaluate_rejects_n_below_the_metrics_minimum():
+    from normgan.metrics import evaluate
+
+    class Flat(nn.Module):
+        name, num_features = "flat", 4
+
+        def forward(self, x):
+            return x.flatten(1)[:, :4]
+
+    images = torch.randint(0, 255, (20, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ref = type("Ref", (), {"images": images, "__len__": lambda self: 20})()  # the ImageData interface used
+    sample = lambda b: torch.rand(b, 1, 4, 4) * 2 - 1  # noqa: E731
+    with pytest.raises(ConfigError, match="use at least 4") as info:
+        evaluate(sample_fn=sample, reference=ref, extractor=Flat(), n=3, metrics=("fid", "pr"))
+    assert "\n" not in str(info.value)
+    res = evaluate(sample_fn=sample, reference=ref, extractor=Flat(), n=4, metrics=("fid", "pr"))
+    assert res["n"] == 4 and 0.0 <= res["precision"] <= 1.0
+    assert evaluate(sample_fn=sample, reference=ref, extractor=Flat(), n=3, metrics=("fid", "kid"))["n"] == 3
+
+
+def test_class_coverage_and_pairwise_distance_against_scipy():
+    from scipy.spatial.distance import pdist
+
+    from normgan.metrics.functional import class_coverage, mean_pairwise_distance
+
+    x = _feats(37, 5, 9)
+    assert mean_pairwise_distance(torch.from_numpy(x)) == pytest.approx(pdist(x).mean(), rel=1e-8)
+    assert mean_pairwise_distance(torch.from_numpy(x), max_samples=10) == pytest.approx(pdist(x[:10]).mean(), rel=1e-8)
+    imgs = torch.from_numpy(x[:, :4].reshape(37, 1, 2, 2))  # images are flattened
+    assert mean_pairwise_distance(imgs) == pytest.approx(pdist(x[:, :4]).mean(), rel=1e-8)
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, size=200)
+    labels[:3] = 3  # class 3: 3 of 200 < 200/(4*4) = 12.5
+    logits = torch.from_numpy(np.eye(5)[labels])  # class 4 never predicted
+    share = np.bincount(labels, minlength=5) / 200
+    assert class_coverage(logits) == pytest.approx(np.mean(share >= 1 / 20))
+    assert class_coverage(logits) == pytest.approx(3 / 5)

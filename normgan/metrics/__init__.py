@@ -17,10 +17,11 @@ Layers: :mod:`~normgan.metrics.functional` (pure functions of feature arrays),
 from normgan.metrics.functional import fid_from_features, inception_score, kid_from_features, precision_recall
 from normgan.metrics.features import FEATURES, build_feature_extractor, inception_weights_path
 from normgan.metrics.domain import DomainClassifier, domain_classifier, load_or_train, train_domain_classifier
-from normgan.metrics.evaluate import evaluate, generated_features, real_features
+from normgan.metrics.evaluate import ReferenceScorer, evaluate, generated_features, real_features
 
 __all__ = [
     "FEATURES",
+    "ReferenceScorer",
     "DomainClassifier",
     "build_feature_extractor",
     "domain_classifier",

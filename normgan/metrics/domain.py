@@ -144,7 +144,9 @@ def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS
 
     ``heldout`` (normally the TEST split) gives ``heldout_accuracy``; without it the attribute is
     ``None``.  Adam (lr ``lr``, cosine decay to 0 over all steps), batch ``batch_size``, random
-    2-px shifts.  Deterministic given ``seed`` on a fixed device and thread count.
+    2-px shifts.  Deterministic given ``seed`` on a fixed device and thread count.  Gradients
+    are enabled inside (``torch.enable_grad``, ``inference_mode(False)``), so it works when
+    called under ``torch.no_grad()`` or ``torch.inference_mode()``.
     """
     _check_labels(train, "train split")
     if len(train) < 2:
@@ -152,7 +154,9 @@ def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS
     labels = train.labels.long()
     num_classes = int(labels.max()) + 1
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    # training needs autograd even when the caller runs under torch.no_grad() or inference_mode()
+    # (e.g. an evaluation that finds no cached classifier): switch both back on here
+    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         model = DomainClassifier(channels=train.channels, num_classes=num_classes, resolution=train.resolution,

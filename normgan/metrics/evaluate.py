@@ -7,19 +7,25 @@ precision/recall and Inception Score in one call.
 ``sample_fn(batch_size)`` must return float images in ``[-1, 1]`` of shape ``(B, C, H, W)``; the
 caller wraps the generator (EMA weights, eval mode, conditioning...).  Features are gathered in
 float64 under ``torch.inference_mode``.
+
+:class:`ReferenceScorer` is the one implementation of the reference sampling and scoring: it
+prepares the reference features once and scores any number of generated sets against them.
+:func:`evaluate` is one scorer called once; ``normgan.evaluation`` (``normgan eval``, the periodic
+evaluator of the training loop) builds one per evaluation target and adds its extra numbers.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch import Tensor, nn
 
 from normgan.errors import ConfigError
+from normgan.metric_info import PR_K, min_samples
 from normgan.metrics.functional import fid_from_features, inception_score, kid_from_features, precision_recall
 
-__all__ = ["evaluate", "real_features", "generated_features", "METRICS"]
+__all__ = ["evaluate", "real_features", "generated_features", "ReferenceScorer", "METRICS"]
 
 METRICS = ("fid", "kid", "pr", "is")
 
@@ -87,67 +93,112 @@ def generated_features(extractor: nn.Module, sample_fn: Callable[[int], Tensor],
     return (out, _cat(lgs)) if logits else out
 
 
+class ReferenceScorer:
+    """Reference features computed once; generated sets scored against them.
+
+    Reference sampling: a permutation of the reference drawn with a ``torch.Generator`` seeded
+    with ``seed``.  ``n_real = min(n, len(reference))``.  If the reference has at least ``2n``
+    images, set A = its first ``n`` and B = the next ``n`` (disjoint); otherwise A and B are two
+    disjoint halves of ``fid_floor_n = len(reference) // 2`` images each.  ``fid`` compares the
+    first ``n_real`` permuted reference images with the ``n`` generated ones; ``fid_floor`` is
+    FID(A, B), the value a perfect generator would get at ``fid_floor_n`` samples per side (FID
+    is biased by N; compare at equal N).  KID and precision/recall use the same ``n_real`` real
+    images as ``fid``; KID's subsets continue the permutation's generator stream (restored at
+    every :meth:`score`, so equal inputs give equal numbers).  :meth:`generate` runs under a
+    forked RNG seeded with ``seed``: the caller's global RNG is untouched and results are
+    reproducible.
+
+    Attributes: ``real`` (the ``(n_real, d)`` float64 features), ``n_real``, ``fid_floor``,
+    ``fid_floor_n``, ``has_logits`` (the extractor has ``logits``), ``want_is``.
+    """
+
+    def __init__(self, *, reference, extractor: nn.Module, n: int, metrics: Iterable[str] = METRICS,
+                 batch_size: int = 500, device="cpu", seed: int = 0, kid_subsets: int = 100,
+                 kid_subset_size: int = 1000, pr_k: int = PR_K, is_splits: int = 10) -> None:
+        metrics = tuple(metrics)
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise ConfigError(f"metrics: unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
+        n = int(n)
+        need = max(min_samples(metrics), pr_k + 1 if "pr" in metrics else 2)
+        if n < need:
+            raise ConfigError(f"eval n: {n} is too small for metrics {','.join(metrics)}; use at least {need} "
+                              "(10000 or more for reportable FID)")
+        if len(reference) < max(4, need):
+            raise ConfigError(f"the reference set has {len(reference)} images; it needs at least {max(4, need)}")
+        self.metrics, self.n, self.seed = metrics, n, int(seed)
+        self.batch_size, self.device = int(batch_size), torch.device(device)
+        self.kid_subsets, self.kid_subset_size, self.pr_k, self.is_splits = kid_subsets, kid_subset_size, pr_k, is_splits
+        self.extractor = extractor
+        self.features = str(getattr(extractor, "name", type(extractor).__name__))
+        self.has_logits = callable(getattr(extractor, "logits", None))
+        self.want_is = "is" in metrics and self.has_logits
+
+        gen = torch.Generator().manual_seed(self.seed)
+        perm = torch.randperm(len(reference), generator=gen)
+        self._kid_state = gen.get_state()  # KID subsets continue this stream
+        self.n_real = min(n, len(reference))
+        self.fid_floor_n = n if len(reference) >= 2 * n else len(reference) // 2
+        count = max(self.n_real, 2 * self.fid_floor_n) if "fid" in metrics else self.n_real
+        real = real_features(extractor, reference, indices=perm[:count], batch_size=self.batch_size, device=self.device)
+        self.real = real[: self.n_real]
+        self.fid_floor = (fid_from_features(real[: self.fid_floor_n], real[self.fid_floor_n : 2 * self.fid_floor_n])
+                          if "fid" in metrics else None)
+
+    def generate(self, sample_fn: Callable[[int], Tensor], *, logits: Optional[bool] = None):
+        """``(features, logits or None)`` of ``n`` images of ``sample_fn``, drawn under a forked RNG
+        seeded with ``seed``; logits when ``logits`` (default: only when IS is wanted)."""
+        logits = self.want_is if logits is None else bool(logits and self.has_logits)
+        dev = self.device
+        cuda_ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_ids):
+            torch.manual_seed(self.seed)
+            out = generated_features(self.extractor, sample_fn, n=self.n, batch_size=self.batch_size, device=dev,
+                                     logits=logits)
+        return out if logits else (out, None)
+
+    def score(self, fake: Tensor, fake_logits: Optional[Tensor] = None) -> dict:
+        """The metrics of ``fake`` (``(n, d)`` features; logits for IS) against the reference."""
+        result: dict = {"n": int(fake.shape[0]), "n_real": self.n_real, "features": self.features}
+        if "fid" in self.metrics:
+            result["fid"] = fid_from_features(self.real, fake)
+            result["fid_floor"] = self.fid_floor
+            result["fid_floor_n"] = self.fid_floor_n
+        if "kid" in self.metrics:
+            gen = torch.Generator()
+            gen.set_state(self._kid_state)
+            result["kid_mean"], result["kid_std"] = kid_from_features(
+                self.real, fake, subsets=self.kid_subsets, subset_size=self.kid_subset_size, generator=gen
+            )
+        if "pr" in self.metrics:
+            result["precision"], result["recall"] = precision_recall(self.real, fake, k=self.pr_k)
+        if self.want_is and fake_logits is not None:
+            result["is_mean"], result["is_std"] = inception_score(fake_logits, splits=min(self.is_splits, int(fake.shape[0])),
+                                                                  kind="logits")
+        return result
+
+    def __call__(self, sample_fn: Callable[[int], Tensor]) -> dict:
+        return self.score(*self.generate(sample_fn))
+
+
 def evaluate(*, sample_fn: Callable[[int], Tensor], reference, extractor: nn.Module, n: int,
              metrics: Iterable[str] = METRICS, batch_size: int = 500, device="cpu", seed: int = 0,
-             kid_subsets: int = 100, kid_subset_size: int = 1000, pr_k: int = 3, is_splits: int = 10) -> dict:
-    """Score ``n`` generated images against the ``reference`` ImageData.
-
-    Reference sampling: a permutation of the reference drawn with ``seed``.  If the reference has
-    at least ``2n`` images, set A = its first ``n`` and B = the next ``n`` (disjoint); otherwise
-    A and B are two disjoint halves of ``m = len(reference) // 2`` images each.  ``fid`` compares
-    ``min(n, len(reference))`` reference images (A, then B) with the ``n`` generated ones;
-    ``fid_floor`` is FID(A, B), the value a perfect generator would get at ``fid_floor_n``
-    samples (FID is biased by N; compare at equal N).  KID and precision/recall use the same real
-    set as ``fid``.  Generation runs under a forked RNG seeded with ``seed``, so the caller's
-    global RNG is untouched and results are reproducible.
+             kid_subsets: int = 100, kid_subset_size: int = 1000, pr_k: int = PR_K, is_splits: int = 10) -> dict:
+    """Score ``n`` generated images against the ``reference`` ImageData: one
+    :class:`ReferenceScorer` (whose docstring defines the reference sampling) called once.
 
     Args:
         metrics: any of ``"fid"`` (adds ``fid``, ``fid_floor``, ``fid_floor_n``), ``"kid"``
             (``kid_mean``, ``kid_std``; ``kid_subsets`` × ``kid_subset_size``), ``"pr"``
             (``precision``, ``recall``; ``pr_k``-NN), ``"is"`` (``is_mean``, ``is_std`` over
-            ``is_splits``; only when the extractor has ``logits``).
+            ``is_splits``; only when the extractor has ``logits``).  ``n`` must be at least
+            :func:`normgan.metric_info.min_samples` of them (``pr_k + 1`` for ``pr``).
 
     Returns:
         A flat dict of floats plus ``n`` (generated count), ``n_real`` and ``features``
         (the extractor's name).
     """
-    metrics = tuple(metrics)
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ConfigError(f"metrics: unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
-    n = int(n)
-    if n < 2:
-        raise ConfigError(f"eval n: {n} is too small; use at least 2 (10000 or more for reportable FID)")
-    if len(reference) < 4:
-        raise ConfigError(f"the reference set has {len(reference)} images; it needs at least 4")
-    want_is = "is" in metrics and callable(getattr(extractor, "logits", None))
-
-    gen = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(reference), generator=gen)
-    n_real = min(n, len(reference))
-    floor_n = n if len(reference) >= 2 * n else len(reference) // 2
-    need = max(n_real, 2 * floor_n) if "fid" in metrics else n_real
-    real = real_features(extractor, reference, indices=perm[:need], batch_size=batch_size, device=device)
-    real_main = real[:n_real]
-
-    dev = torch.device(device)
-    cuda_ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_ids):
-        torch.manual_seed(seed)
-        out = generated_features(extractor, sample_fn, n=n, batch_size=batch_size, device=device, logits=want_is)
-    fake, fake_logits = out if want_is else (out, None)
-
-    result: dict = {"n": n, "n_real": n_real, "features": str(getattr(extractor, "name", type(extractor).__name__))}
-    if "fid" in metrics:
-        result["fid"] = fid_from_features(real_main, fake)
-        result["fid_floor"] = fid_from_features(real[:floor_n], real[floor_n : 2 * floor_n])
-        result["fid_floor_n"] = floor_n
-    if "kid" in metrics:
-        result["kid_mean"], result["kid_std"] = kid_from_features(
-            real_main, fake, subsets=kid_subsets, subset_size=kid_subset_size, generator=gen
-        )
-    if "pr" in metrics:
-        result["precision"], result["recall"] = precision_recall(real_main, fake, k=pr_k)
-    if want_is:
-        result["is_mean"], result["is_std"] = inception_score(fake_logits, splits=min(is_splits, n), kind="logits")
-    return result
+    scorer = ReferenceScorer(reference=reference, extractor=extractor, n=n, metrics=metrics, batch_size=batch_size,
+                             device=device, seed=seed, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+                             pr_k=pr_k, is_splits=is_splits)
+    return scorer(sample_fn)

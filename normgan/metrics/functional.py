@@ -23,7 +23,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["fid_from_features", "kid_from_features", "precision_recall", "inception_score"]
+__all__ = ["fid_from_features", "kid_from_features", "precision_recall", "inception_score", "class_coverage",
+           "mean_pairwise_distance", "DIVERSITY_SAMPLES"]
+
+#: Samples used on each side of the ``diversity`` ratio (all pairs among them).
+DIVERSITY_SAMPLES = 2000
 
 
 def _as_features(x: Tensor, what: str) -> Tensor:
@@ -213,3 +217,30 @@ def inception_score(
         scores.append(kl.exp())
     s = torch.stack(scores)
     return float(s.mean()), float(s.std(unbiased=False))
+
+
+def class_coverage(logits: Tensor, num_classes: int | None = None) -> float:
+    """Fraction of the ``K`` classes (``num_classes``, default the logits' width) that are the
+    argmax of at least ``N / (4K)`` of the ``N`` rows of ``logits``: a quarter of the uniform share.
+    1.0 when every class is represented, ``1/K`` for a single mode."""
+    logits = torch.as_tensor(logits)
+    k = int(num_classes or logits.shape[1])
+    counts = torch.bincount(logits.argmax(1), minlength=k).double()
+    share = counts / max(1, logits.shape[0])
+    return float((share >= 1.0 / (4 * k)).double().mean())
+
+
+def mean_pairwise_distance(x: Tensor, *, max_samples: int = DIVERSITY_SAMPLES) -> float:
+    r"""Mean Euclidean distance over all pairs ``i < j`` among the first ``m = min(N, max_samples)``
+    rows of ``x`` (rows flattened): :math:`\frac{2}{m(m-1)}\sum_{i<j}\lVert x_i - x_j\rVert_2`,
+    in float64; NaN when ``m < 2``."""
+    x = torch.as_tensor(x)
+    x = x[:max_samples].double()
+    x = x.flatten(1) if x.ndim > 2 else x
+    m = x.shape[0]
+    if m < 2:
+        return float("nan")
+    total = 0.0
+    for s in range(0, m, 500):  # chunked: m x m distances without an m x m x d tensor
+        total += float(torch.cdist(x[s : s + 500], x).sum())
+    return total / (m * (m - 1))  # the diagonal is 0; each pair counted twice over m(m-1) ordered pairs

@@ -1,0 +1,146 @@
+"""What the evaluation metrics are called, what they produce and which way is better.
+
+A leaf module: at import time it needs only the standard library and :mod:`normgan.errors`, so
+``normgan.config``, the training loop and the evaluation code can all import it without cycles
+(the ``features`` check of :func:`check_eval_args` imports the extractor registry lazily).
+
+* :data:`METRIC_NAMES` — the metric groups of ``--metrics`` / ``eval.metrics``.
+* :data:`RESULT_KEYS` — the result keys each group adds; :data:`ALWAYS_KEYS` are added by every
+  evaluation (``class_coverage`` only with an extractor that has logits).
+* :data:`MIN_SAMPLES` — the smallest N each group can be computed at: FID/KID need 2 samples per
+  set (a covariance / an unbiased MMD² over pairs), precision/recall with ``k = 3`` nearest
+  neighbours needs ``k + 1 = 4`` (each sample's radius is the distance to its 3rd neighbour
+  excluding itself), IS needs 2 (one split per sample at most).
+* :data:`HIGHER_IS_BETTER` / :data:`LOWER_IS_BETTER` — the direction of every score that can
+  select ``best.pt`` (``eval.best_metric``); :func:`is_better` compares two values.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from normgan.errors import UserError
+
+__all__ = [
+    "METRIC_NAMES",
+    "REFERENCES",
+    "RESULT_KEYS",
+    "ALWAYS_KEYS",
+    "PR_K",
+    "MIN_SAMPLES",
+    "HIGHER_IS_BETTER",
+    "LOWER_IS_BETTER",
+    "BEST_METRIC_CHOICES",
+    "min_samples",
+    "produced_keys",
+    "is_better",
+    "check_eval_args",
+    "check_best_metric",
+]
+
+#: metric groups accepted by ``--metrics`` / ``eval.metrics``
+METRIC_NAMES = ("fid", "kid", "pr", "is")
+#: reference splits accepted by ``--reference`` / ``eval.reference``
+REFERENCES = ("test", "train")
+#: neighbours of the precision/recall k-NN manifolds
+PR_K = 3
+#: result keys of each metric group
+RESULT_KEYS = {
+    "fid": ("fid", "fid_floor", "fid_floor_n"),
+    "kid": ("kid_mean", "kid_std"),
+    "pr": ("precision", "recall"),
+    "is": ("is_mean", "is_std"),
+}
+#: keys every evaluation adds whatever the groups (``class_coverage``: extractors with logits only)
+ALWAYS_KEYS = ("class_coverage", "diversity")
+#: the smallest number of generated (and real) samples each group is defined for
+MIN_SAMPLES = {"fid": 2, "kid": 2, "pr": PR_K + 1, "is": 2}
+#: scores for which a larger value is better (``best.pt``); psnr/ssim are for paired synthesis
+HIGHER_IS_BETTER = ("precision", "recall", "is_mean", "class_coverage", "diversity", "psnr", "ssim")
+#: scores for which a smaller value is better
+LOWER_IS_BETTER = ("fid", "kid_mean", "lpips")
+#: the scores the unconditional evaluation can produce and ``eval.best_metric`` may name
+BEST_METRIC_CHOICES = ("fid", "kid_mean", "precision", "recall", "is_mean", "class_coverage", "diversity")
+
+_WHY = {"fid": "a covariance needs 2", "kid": "the unbiased MMD² needs 2",
+        "pr": f"precision/recall with k={PR_K} needs k+1 = {PR_K + 1}", "is": "the Inception Score needs 2"}
+
+
+def _metric_tuple(metrics) -> tuple:
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    return tuple(metrics)
+
+
+def min_samples(metrics: Iterable[str] = METRIC_NAMES) -> int:
+    """The smallest N valid for every group in ``metrics``: ``max(MIN_SAMPLES[m])`` (2 when empty)."""
+    return max([2] + [MIN_SAMPLES[m] for m in _metric_tuple(metrics) if m in MIN_SAMPLES])
+
+
+def produced_keys(metrics: Iterable[str]) -> tuple:
+    """The result keys an evaluation with these metric groups produces (``ALWAYS_KEYS`` included)."""
+    keys = [k for m in _metric_tuple(metrics) for k in RESULT_KEYS.get(m, ())]
+    return tuple(keys) + ALWAYS_KEYS
+
+
+def is_better(*, metric: str, value: float, best: Optional[float]) -> bool:
+    """True when ``value`` improves on ``best`` (None: anything is better): ``value > best`` for
+    :data:`HIGHER_IS_BETTER` metrics, ``value < best`` otherwise."""
+    if best is None:
+        return True
+    return value > best if metric in HIGHER_IS_BETTER else value < best
+
+
+def check_eval_args(*, n=None, features=None, metrics=None, reference=None) -> Optional[tuple]:
+    """Validate user-facing evaluation options; returns ``metrics`` as a tuple (None when not given).
+
+    Raises a one-line :class:`UserError` for an ``n`` below :func:`min_samples` of the requested
+    metrics (all of :data:`METRIC_NAMES` when ``metrics`` is not given), an unknown feature name
+    (not a registered name and not an import path ``pkg.mod:Class``), an unknown or empty metric
+    list, or an unknown reference split.
+    """
+    if metrics is not None:
+        metrics = _metric_tuple(metrics)
+        if not metrics:
+            raise UserError(f"--metrics: empty list; give a comma-separated subset of {','.join(METRIC_NAMES)}")
+        for m in metrics:
+            if m not in METRIC_NAMES:
+                raise UserError(f"--metrics: unknown metric {m!r}; choose from {','.join(METRIC_NAMES)}")
+    if n is not None:
+        wanted = metrics if metrics is not None else METRIC_NAMES
+        need = min_samples(wanted)
+        if isinstance(n, bool) or not isinstance(n, int) or n < need:
+            limiting = max(wanted, key=lambda m: MIN_SAMPLES[m])
+            why = f" ({_WHY[limiting]} samples)" if need > 2 else ""
+            raise UserError(f"--n: {n!r} is too small{why}; use at least {need} samples "
+                            f"(5000-10000 for reportable FID)")
+    if features is not None:
+        if not isinstance(features, str) or not features:
+            raise UserError(f"--features: bad value {features!r}; use domain, inception or package.module:ClassName")
+        if ":" not in features:
+            from normgan.metrics.features import FEATURES  # lazy: the registry imports torch
+
+            if features not in FEATURES:
+                raise UserError(f"--features: unknown feature extractor {features!r}; choose one of: "
+                                f"{', '.join(FEATURES.names())}, or an import path package.module:ClassName")
+    if reference is not None and reference not in REFERENCES:
+        raise UserError(f"--reference: unknown split {reference!r}; use test (held-out, the default) or train")
+    return metrics
+
+
+def check_best_metric(*, best_metric: str, metrics) -> str:
+    """Raise a one-line :class:`UserError` unless an evaluation with ``metrics`` produces
+    ``best_metric`` (one of :data:`BEST_METRIC_CHOICES`); returns ``best_metric``.
+
+    E.g. ``best_metric="precision"`` needs ``pr`` in ``metrics``; ``class_coverage`` and
+    ``diversity`` are produced by every evaluation.
+    """
+    metrics = _metric_tuple(metrics)
+    if best_metric not in BEST_METRIC_CHOICES:
+        raise UserError(f"eval.best_metric: unknown score {best_metric!r}; choose one of: {', '.join(BEST_METRIC_CHOICES)}")
+    if best_metric in produced_keys(metrics):
+        return best_metric
+    group = next(m for m, keys in RESULT_KEYS.items() if best_metric in keys)
+    available = [k for k in produced_keys(metrics) if k in BEST_METRIC_CHOICES]
+    raise UserError(f"eval.best_metric: {best_metric!r} is not produced by eval.metrics [{', '.join(metrics)}], so best.pt "
+                    f"would never be written; add {group} to eval.metrics or choose one of: {', '.join(available)}")
