@@ -1,154 +1,323 @@
-"""Default-run quality: normgan's default `normgan train` vs plain PyTorch DCGAN loops, same wall time.
+"""Default-run quality: normgan's default `normgan train` vs a bare PyTorch loop, equal wall time, several seeds.
 
-1. Trains normgan's default config (normgan/configs/mnist.yaml) and measures its wall time T.
-2. Trains, each for the same wall time T on the same mnist5k training split:
-   - `pytorch_example`: the PyTorch DCGAN example (64 px, nz=100, ngf=ndf=64, BatchNorm in G and D,
-     batch 128, Adam 2e-4 (0.5, 0.999)), images resized to 64 px;
-   - `plain_same_arch`: a bare loop with normgan's default architecture, batch and loss, no EMA.
-3. Scores all, and a randomly initialised generator, with the domain-classifier FID (normgan.metrics, classifier trained on the training
-   split only) against the held-out split, at the same N, with the real-vs-real floor.
+1. Speed, interleaved: short alternating bursts of normgan's training step (``Trainer.train_step``)
+   and of the bare loop's step (``plain_gan.plain_gan_step``), same thread count; the median
+   per-round ratio r = t_normgan_step / t_bare_step fixes the bare loop's step count,
+   ``round(steps × r)``, so both sides get the same compute time even on a shared machine (one
+   wall-clock measurement per run would not be reliable there).  Both throughputs are reported.
+2. For each seed: normgan's default config (``load_config()`` plus ``--set`` overrides) trained
+   with ``train.seed=<seed>``; then bare non-saturating loops with the same architecture,
+   resolution, data pixels, batch, loss and seed, without EMA or regularizers, for
+   ``max(steps, round(steps × r))`` steps (never fewer than normgan's); all wall times are reported:
+   - ``plain_same_arch``: ``torch.optim.Adam(lr=2e-4, betas=(0.5, 0.999))``, the PyTorch DCGAN
+     example's optimizer (the bare loop of the earlier benchmark);
+   - ``plain_same_arch_same_adam`` (when normgan's Adam settings differ from those): normgan's
+     ``optim.g`` / ``optim.d`` learning rates and betas — the control that shows how much of the
+     difference is the optimizer setting alone.
+3. Scores: normgan's EMA generator and the bare loop's generator (eval mode) with two feature
+   extractors, each against the held-out split at the same N, with its real-vs-real floor:
+   - ``domain``: normgan's domain classifier (normgan.metrics.domain), trained on the training
+     split at the training resolution (what ``normgan eval`` uses);
+   - ``lenet28``: an independent judge — a LeNet-style CNN (5×5 convs, max-pooling, a 128-unit
+     fully connected penultimate layer; no BatchNorm, no augmentation) trained here, with its own
+     seed, on the training split at the digits' native 28 px; features = the 128-d penultimate
+     layer.  Generated images are scored at 28 px: centre-cropped when the data are zero-padded to
+     32 px (exact), resized (bilinear, antialiased) when the data were resized (reported as such).
+   It also scores the training images themselves, as the model sees them, with the judge: the
+   cost of the data handling alone (``data_handling``).
+4. mean ± std (sample std, ddof 1) over the seeds, and the per-seed ratios bare / normgan.
 
-Prints JSON. Takes about 3 × T plus the classifier (~15 minutes on 2 CPU cores).
+Prints JSON (and writes it to ``--out``).  3 seeds × (normgan + two bare loops) × 3,000 steps at
+one thread each took 49 minutes on a 2-core machine shared with other jobs (one thread per side:
+with two threads, a competing process made every step up to 12× slower).
+
+    python benchmarks/bench_quality.py --seeds 0 1 2 --threads 1 --out quality.json \
+        --set optim.g.lr=5e-4 optim.d.lr=5e-4 optim.ema=0.99   # until these are config.py defaults
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
-from plain_gan import plain_gan_step
 import torch.nn as nn
 import torch.nn.functional as F
 
-from normgan import Trainer, load_config
-from normgan.data import batch_to_float, load_dataset
-from normgan.metrics.domain import load_or_train
-from normgan.metrics.evaluate import evaluate
-from normgan.models import build_discriminator, build_generator
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain_gan import plain_gan_step  # noqa: E402
+
+from normgan import Trainer, load_config  # noqa: E402
+from normgan.config import to_dict  # noqa: E402
+from normgan.data import batch_to_float, center_crop, load_dataset  # noqa: E402
+from normgan.data.builtin import NATIVE_SIZE, fit_mode  # noqa: E402
+from normgan.metrics.domain import load_or_train  # noqa: E402
+from normgan.metrics.evaluate import evaluate  # noqa: E402
+from normgan.models import build_discriminator, build_generator  # noqa: E402
 
 
-class ExampleG(nn.Module):
-    """The generator of the PyTorch DCGAN example (64 px)."""
+# ----------------------------------------------------------------------------- the independent judge
+class LeNetJudge(nn.Module):
+    """conv5×5(32)-ReLU-pool, conv5×5(64)-ReLU-pool, FC 1024→128-ReLU (features), FC 128→10 (head); 28-px input."""
 
-    def __init__(self, nz=100, ngf=64, nc=1):
+    name = "lenet28"
+
+    def __init__(self, channels: int = 1, num_classes: int = 10):
         super().__init__()
-        self.nz = nz
-        self.main = nn.Sequential(
-            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
-
-    def forward(self, z):
-        return self.main(z.view(z.shape[0], -1, 1, 1))
-
-
-class ExampleD(nn.Module):
-    """The discriminator of the PyTorch DCGAN example (64 px), returning logits."""
-
-    def __init__(self, ndf=64, nc=1):
-        super().__init__()
-        self.main = nn.Sequential(
-            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False))
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU())
+        self.head = nn.Linear(128, num_classes)
 
     def forward(self, x):
-        return self.main(x).flatten()
+        if x.shape[-1] != 28:
+            raise ValueError(f"the judge scores 28-px images, got {tuple(x.shape)}")
+        return self.body(x)
 
 
-def init_weights(m):
-    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(m.weight, 0.0, 0.02)
-    elif isinstance(m, nn.BatchNorm2d):
-        nn.init.normal_(m.weight, 1.0, 0.02)
-        nn.init.zeros_(m.bias)
+def train_judge(train28, test28, *, seed: int = 1, epochs: int = 8) -> LeNetJudge:
+    """Adam 1e-3, batch 64, ``epochs`` epochs on the 28-px training split; records held-out accuracy."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        judge = LeNetJudge(channels=train28.channels, num_classes=int(train28.labels.max()) + 1)
+        opt = torch.optim.Adam(judge.parameters(), lr=1e-3)
+        x, y = batch_to_float(train28.images), train28.labels
+        for _ in range(epochs):
+            perm = torch.randperm(len(x))
+            for s in range(0, len(x), 64):
+                i = perm[s : s + 64]
+                loss = F.cross_entropy(judge.head(judge(x[i])), y[i])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    judge.eval()
+    with torch.no_grad():
+        judge.heldout_accuracy = float((judge.head(judge(batch_to_float(test28.images))).argmax(1) == test28.labels).float().mean())
+    return judge
 
 
-def plain_loop(G, D, images, *, batch, seconds, zdim):
-    """Bare non-saturating GAN loop for a fixed wall time; returns the number of steps done."""
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    perm, pos, steps, start = torch.randperm(len(images)), 0, 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        if pos + batch > len(perm):
-            perm, pos = torch.randperm(len(images)), 0
-        real = images[perm[pos : pos + batch]]
-        pos += batch
-        plain_gan_step(G, D, opt_g, opt_d, real, torch.randn(batch, zdim))
-        steps += 1
-    return steps
+# ----------------------------------------------------------------------------- the bare loop
+#: The PyTorch DCGAN example's optimizer: Adam(lr=2e-4, betas=(0.5, 0.999)) for G and D.
+EXAMPLE_ADAM = {"lr": 2.0e-4, "betas": (0.5, 0.999)}
+
+
+def bare_setup(cfg, data, seed: int, adam: dict | None = None):
+    """Same architecture, batch, loss and pixels as normgan's config; ``torch.optim.Adam`` (as a user would write it).
+
+    ``adam``: {"lr", "betas"} for both networks; None takes normgan's ``optim.g`` / ``optim.d`` settings.
+    """
+    torch.manual_seed(seed)
+    G = build_generator(cfg.model.generator, resolution=data.resolution, channels=data.channels)
+    D = build_discriminator(cfg.model.discriminator, resolution=data.resolution, channels=data.channels)
+    ag = adam or {"lr": cfg.optim.g.lr, "betas": cfg.optim.g.betas}
+    ad = adam or {"lr": cfg.optim.d.lr, "betas": cfg.optim.d.betas}
+    opt_g = torch.optim.Adam(G.parameters(), lr=ag["lr"], betas=tuple(ag["betas"]))
+    opt_d = torch.optim.Adam(D.parameters(), lr=ad["lr"], betas=tuple(ad["betas"]))
+    images = batch_to_float(data.images)
+    state = {"perm": torch.randperm(len(images)), "pos": 0}
+
+    def step():
+        B = cfg.data.batch_size
+        if state["pos"] + B > len(state["perm"]):
+            state["perm"], state["pos"] = torch.randperm(len(images)), 0
+        real = images[state["perm"][state["pos"] : state["pos"] + B]]
+        state["pos"] += B
+        plain_gan_step(G, D, opt_g, opt_d, real, torch.randn(B, cfg.model.generator.z_dim))
+
+    return G, D, step
+
+
+def interleaved_step_times(cfg, data, *, rounds: int, burst: int, runs_dir: str) -> dict:
+    """Median seconds per step of normgan's train_step and of the bare step, from alternating bursts."""
+    trainer = Trainer(cfg, runs_dir=runs_dir, name="timing", progress=False)
+    _, _, bare_step = bare_setup(cfg, data, seed=cfg.train.seed)
+    t_ng, t_bare, ratios, step = [], [], [], 0
+    for r in range(rounds + 1):  # round 0 warms up both
+        t0 = time.perf_counter()
+        for _ in range(burst):
+            trainer.train_step(step)
+            step += 1
+        a = (time.perf_counter() - t0) / burst
+        t0 = time.perf_counter()
+        for _ in range(burst):
+            bare_step()
+        b = (time.perf_counter() - t0) / burst
+        if r:
+            t_ng.append(a)
+            t_bare.append(b)
+            ratios.append(a / b)
+    B = cfg.data.batch_size
+    return {
+        "rounds": rounds, "burst_steps": burst,
+        "normgan_step_s": statistics.median(t_ng), "bare_step_s": statistics.median(t_bare),
+        "ratio_normgan_over_bare": statistics.median(ratios),
+        "ratio_range": [min(ratios), max(ratios)],
+        "normgan_images_per_s": B / statistics.median(t_ng), "bare_images_per_s": B / statistics.median(t_bare),
+    }
+
+
+# ----------------------------------------------------------------------------- scoring
+def mean_std(values):
+    values = [float(v) for v in values]
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+
+
+def rounded(obj, nd=4):
+    if isinstance(obj, float):
+        return round(obj, nd) if math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: rounded(v, nd) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [rounded(v, nd) for v in obj]
+    return obj
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--n", type=int, default=2000, help="generated samples per FID")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for both sides")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds")
+    parser.add_argument("--burst", type=int, default=40, help="steps per timing burst")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the default config (both sides)")
     parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--runs-dir", default=None, help="keep normgan's run folder here (default: a temporary folder)")
+    parser.add_argument("--runs-dir", default=None, help="keep normgan's run folders here (default: a temporary folder)")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    cfg = load_config()
-    train = load_dataset(name="mnist5k", resolution=32, split="train")
-    test = load_dataset(name="mnist5k", resolution=32, split="test")
+    torch.set_num_threads(args.threads)
+
+    base = [f"train.threads={args.threads}", *args.set]
+    cfg = load_config(overrides=base)
+    d = cfg.data
+    load = dict(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, holdout=d.holdout)
+    train, test = load_dataset(**load, split="train"), load_dataset(**load, split="test")
+    native = NATIVE_SIZE[d.name]
+    mode = fit_mode(d.name, d.resolution)
+    train28 = load_dataset(**dict(load, resolution=native), split="train")
+    test28 = load_dataset(**dict(load, resolution=native), split="test")
+
+    def to_native(x):
+        if x.shape[-1] == native:
+            return x
+        if mode == "pad":
+            return center_crop(x, native)
+        return F.interpolate(x, size=native, mode="bilinear", antialias=True, align_corners=False)
+
     cache = args.cache_dir or tempfile.mkdtemp()
+    runs_dir = args.runs_dir or tempfile.mkdtemp()
     t0 = time.perf_counter()
     clf = load_or_train(train, heldout=test, cache_dir=cache)
-    clf_time = time.perf_counter() - t0
+    judge = train_judge(train28, test28)
+    setup_s = time.perf_counter() - t0
 
-    runs_dir = args.runs_dir or tempfile.mkdtemp()
-    start = time.perf_counter()
-    trainer = Trainer(cfg, runs_dir=runs_dir, progress=False)
-    trainer.fit()
-    wall = time.perf_counter() - start
-    G_ours = trainer.G_ema.eval()
+    def score(sample_fn):
+        """domain and judge FID (+ floors) of ``sample_fn`` at N = args.n against the held-out split."""
+        with torch.no_grad():
+            dom = evaluate(sample_fn=sample_fn, reference=test, extractor=clf, n=args.n, metrics=("fid",), seed=0)
+            jdg = evaluate(sample_fn=lambda b: to_native(sample_fn(b)), reference=test28, extractor=judge, n=args.n,
+                           metrics=("fid",), seed=0)
+        return {"domain_fid": dom["fid"], "domain_floor": dom["fid_floor"], "judge_fid": jdg["fid"], "judge_floor": jdg["fid_floor"]}
 
-    torch.manual_seed(0)
-    ex_G, ex_D = ExampleG(), ExampleD()
-    ex_G.apply(init_weights)
-    ex_D.apply(init_weights)
-    imgs64 = F.interpolate(batch_to_float(train.images), size=64, mode="bilinear", antialias=True, align_corners=False)
-    ex_steps = plain_loop(ex_G, ex_D, imgs64, batch=128, seconds=wall, zdim=100)
-    ex_G.eval()
+    def score_judge_only(sample_fn):
+        with torch.no_grad():
+            jdg = evaluate(sample_fn=sample_fn, reference=test28, extractor=judge, n=args.n, metrics=("fid",), seed=0)
+        return {"judge_fid": jdg["fid"], "judge_floor": jdg["fid_floor"]}
 
-    torch.manual_seed(0)
-    pl_G = build_generator(cfg.model.generator, resolution=32, channels=1)
-    pl_D = build_discriminator(cfg.model.discriminator, resolution=32, channels=1)
-    pl_steps = plain_loop(pl_G, pl_D, batch_to_float(train.images), batch=cfg.data.batch_size, seconds=wall, zdim=cfg.model.generator.z_dim)
-    pl_G.eval()
+    def gen_sampler(G):
+        return lambda b: G(torch.randn(b, cfg.model.generator.z_dim))
 
-    def sampler(G, zdim, down=False):
-        def fn(b):
-            x = G(torch.randn(b, zdim))
-            return F.interpolate(x, size=32, mode="bilinear", antialias=True, align_corners=False) if down else x
-        return fn
+    def real_sampler(images):
+        g = torch.Generator().manual_seed(0)
+        return lambda b: batch_to_float(images[torch.randint(0, len(images), (b,), generator=g)])
 
-    torch.manual_seed(1)
-    G_random = build_generator(cfg.model.generator, resolution=32, channels=1).eval()
-    results = {}
-    for name, fn in [("random_init_generator", sampler(G_random, cfg.model.generator.z_dim)),
-                     ("normgan_default", sampler(G_ours, cfg.model.generator.z_dim)),
-                     ("pytorch_example", sampler(ex_G, 100, down=True)),
-                     ("plain_same_arch", sampler(pl_G, cfg.model.generator.z_dim))]:
-        m = evaluate(sample_fn=fn, reference=test, extractor=clf, n=args.n, metrics=("fid", "kid", "pr"), seed=0)
-        results[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
+    # what the data handling alone costs: the training images as the model sees them, judged at 28 px
+    data_handling = {"mode": mode, "resolution": d.resolution, "native": native,
+                     "train_images_as_trained": score(real_sampler(train.images))}
+    # the earlier handling, for comparison: bilinear 28 -> 32 px resize (uint8), judged after resizing back to 28 px
+    resized32 = F.interpolate(train28.images.float(), size=32, mode="bilinear", antialias=True,
+                              align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+    data_handling["train_images_resized_to_32_and_back"] = score_judge_only(
+        lambda b: F.interpolate(real_sampler(resized32)(b), size=native, mode="bilinear", antialias=True, align_corners=False))
+    data_handling["train_images_native"] = score_judge_only(real_sampler(train28.images))
+
+    timing = interleaved_step_times(cfg, train, rounds=args.rounds, burst=args.burst, runs_dir=runs_dir)
+    # equal compute time; never fewer steps than normgan (if normgan's step is the faster one, the bare loop
+    # still gets as many steps, i.e. at least equal wall time)
+    equal_time_steps = round(cfg.train.steps * timing["ratio_normgan_over_bare"])
+    bare_steps = max(cfg.train.steps, equal_time_steps)
+    torch.manual_seed(12345)
+    G_random = build_generator(cfg.model.generator, resolution=train.resolution, channels=train.channels).eval()
+    random_init = score(gen_sampler(G_random))
+
+    # plain_same_arch: the bare loop with the PyTorch DCGAN example's Adam (what the earlier benchmark ran);
+    # plain_same_arch_same_adam: also normgan's Adam settings (the control: what the defaults' optimizer alone gives)
+    same_adam = all(abs(o.lr - EXAMPLE_ADAM["lr"]) < 1e-12 and tuple(o.betas) == EXAMPLE_ADAM["betas"] for o in (cfg.optim.g, cfg.optim.d))
+    BARE_SIDES = [("plain_same_arch", EXAMPLE_ADAM)] + ([] if same_adam else [("plain_same_arch_same_adam", None)])
+    per_seed = []
+    for seed in args.seeds:
+        scfg = load_config(overrides=base + [f"train.seed={seed}"])
+        t0 = time.perf_counter()
+        trainer = Trainer(scfg, runs_dir=runs_dir, progress=False)
+        trainer.fit()
+        ng_wall = time.perf_counter() - t0
+        row = {"seed": seed, "normgan_run": str(trainer.run_dir), "normgan_wall_s": ng_wall,
+               "normgan_images_per_s": scfg.train.steps * scfg.data.batch_size / ng_wall,
+               "normgan_default": score(gen_sampler(trainer.G_ema.eval()))}
+        for side, adam in BARE_SIDES:
+            G_bare, _, bare_step = bare_setup(scfg, train, seed=seed, adam=adam)
+            t0 = time.perf_counter()
+            for _ in range(bare_steps):
+                bare_step()
+            bare_wall = time.perf_counter() - t0
+            row[side] = score(gen_sampler(G_bare.eval()))
+            row[side]["wall_s"] = bare_wall
+            row[side]["images_per_s"] = bare_steps * scfg.data.batch_size / bare_wall
+        row["ratio_bare_over_normgan"] = {side: {k: row[side][k] / row["normgan_default"][k] for k in ("domain_fid", "judge_fid")}
+                                          for side, _ in BARE_SIDES}
+        per_seed.append(row)
+        print(json.dumps(rounded(row)), file=sys.stderr, flush=True)
+
+    summary = {"normgan_default": {k: mean_std([r["normgan_default"][k] for r in per_seed]) for k in ("domain_fid", "judge_fid")}}
+    summary["normgan_default"]["wall_s"] = mean_std([r["normgan_wall_s"] for r in per_seed])
+    summary["normgan_default"]["images_per_s"] = mean_std([r["normgan_images_per_s"] for r in per_seed])
+    for side, _ in BARE_SIDES:
+        summary[side] = {k: mean_std([r[side][k] for r in per_seed]) for k in ("domain_fid", "judge_fid", "wall_s", "images_per_s")}
+    summary["floors"] = {k: mean_std([r["normgan_default"][k] for r in per_seed]) for k in ("domain_floor", "judge_floor")}
+    summary["ratio_bare_over_normgan"] = {side: {k: mean_std([r["ratio_bare_over_normgan"][side][k] for r in per_seed])
+                                                 for k in ("domain_fid", "judge_fid")} for side, _ in BARE_SIDES}
     out = {
         "benchmark": "default_quality",
-        "wall_time_s": round(wall, 1),
-        "normgan_run": str(trainer.run_dir),
-        "steps": {"normgan_default": cfg.train.steps, "pytorch_example": ex_steps, "plain_same_arch": pl_steps},
-        "classifier_heldout_accuracy": round(float(getattr(clf, "heldout_accuracy", float("nan"))), 4),
-        "classifier_train_s": round(clf_time, 1),
-        "results": results,
-        "fid_ratio_example_over_normgan": round(results["pytorch_example"]["fid"] / results["normgan_default"]["fid"], 2),
-        "fid_ratio_plain_over_normgan": round(results["plain_same_arch"]["fid"] / results["normgan_default"]["fid"], 2),
+        "config_overrides": args.set,
+        "threads": args.threads,
+        "seeds": args.seeds,
+        "n": args.n,
+        "steps": {"normgan_default": cfg.train.steps, "bare_loops": bare_steps, "bare_equal_time": equal_time_steps},
+        "bare_loops": {side: (dict(adam, betas=list(adam["betas"])) if adam else "normgan's optim.g / optim.d") for side, adam in BARE_SIDES},
+        "config": to_dict(cfg),
+        "extractors": {
+            "domain": {"heldout_accuracy": getattr(clf, "heldout_accuracy", None), "resolution": d.resolution},
+            "lenet28": {"heldout_accuracy": judge.heldout_accuracy, "resolution": native,
+                        "generated_images": {"native": "as generated", "pad": "centre-cropped (exact)",
+                                             "resize": "resized to 28 px (bilinear, antialiased)"}[mode]},
+        },
+        "classifiers_train_s": setup_s,
+        "data_handling": data_handling,
+        "timing": timing,
+        "summary": summary,
+        "random_init_generator": random_init,
+        "per_seed": per_seed,
     }
-    print(json.dumps(out, indent=2))
+    text = json.dumps(rounded(out), indent=2, default=str)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

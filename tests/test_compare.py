@@ -36,7 +36,7 @@ def test_group_runs_by_config_except_seed(runs):
     groups = group_runs([a0, a1, b0, a2])
     assert [g["runs"] for g in groups] == [[str(a0), str(a1), str(a2)], [str(b0)]]
     assert groups[0]["seeds"] == [0, 1, 2] and groups[1]["seeds"] == [0]
-    assert groups[0]["name"] == "optim.g.lr=0.0002" and groups[1]["name"] == "optim.g.lr=0.0001"
+    assert groups[0]["name"] == "optim.g.lr=0.0005" and groups[1]["name"] == "optim.g.lr=0.0001"
     assert group_runs([a0, a1])[0]["name"] == "all"
 
 
@@ -108,7 +108,7 @@ def test_cmd_compare_in_process(runs, tmp_path, capsys):
                               "--cache-dir", str(env["cache"]), "--out", str(tmp_path / "o")])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "N=40 samples per run" in out and "optim.g.lr=0.0002" in out and " ± " in out
+    assert "N=40 samples per run" in out and "optim.g.lr=0.0005" in out and " ± " in out
     assert (tmp_path / "o" / "compare.md").is_file()
 
 
@@ -162,11 +162,11 @@ def test_groups_need_distinct_seeds_and_one_step(mixed_runs):
     for g in groups:
         assert len(set(g["seeds"])) == len(g["seeds"]) and all(len(name) < 80 for name in [g["name"]])
     names = [g["name"] for g in groups]
-    assert names == ["-wd, optim.g.lr=0.0002, step=8", "-wd, optim.g.lr=0.0001, step=8",
-                     "-wd, optim.g.lr=0.0002, step=8 #2", "-wd, optim.g.lr=0.0002, step=4",
-                     "+wd, optim.g.lr=0.0002, step=8"], names
+    assert names == ["-wd, optim.g.lr=0.0005, step=8", "-wd, optim.g.lr=0.0001, step=8",
+                     "-wd, optim.g.lr=0.0005, step=8 #2", "-wd, optim.g.lr=0.0005, step=4",
+                     "+wd, optim.g.lr=0.0005, step=8"], names
     # without the odd ones out the labels are just the differing key
-    assert [g["name"] for g in group_runs([r["a0"], r["b0"], r["a3log"]])] == ["optim.g.lr=0.0002", "optim.g.lr=0.0001"]
+    assert [g["name"] for g in group_runs([r["a0"], r["b0"], r["a3log"]])] == ["optim.g.lr=0.0005", "optim.g.lr=0.0001"]
 
 
 def test_group_labels_are_short():

@@ -24,7 +24,7 @@ from normgan.metrics import domain
 TINY_RUN = ["train.steps=30", "data.batch_size=16", "model.generator.width=8", "model.discriminator.width=8",
             "train.tensorboard=false", "regularizers={}", "train.log_every=5", "train.sample_every=1000",
             "train.checkpoint_every=1000", "train.num_samples=4"]
-CLASSIFIER_IMAGES, CLASSIFIER_EPOCHS = 1500, 2  # a small, quick classifier: enough to rank obvious cases
+CLASSIFIER_IMAGES, CLASSIFIER_EPOCHS = 1500, 3  # a small, quick classifier: enough to rank obvious cases
 _ENV: dict = {}
 
 

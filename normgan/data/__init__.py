@@ -10,7 +10,7 @@ registers ``mnist5k``, ``digits``, ``faces``, ``textures``, ``folder`` and ``idx
 """
 
 from normgan.data.dataset import DATASETS, ImageData, Source, load_dataset
-from normgan.data.transforms import batch_to_float, center_crop_resize, convert_channels
+from normgan.data.transforms import batch_to_float, center_crop, center_crop_resize, center_pad, convert_channels, fit_to_resolution
 from normgan.data import builtin, folder, idx  # noqa: F401  (register loaders)
 
 __all__ = [
@@ -18,7 +18,10 @@ __all__ = [
     "ImageData",
     "Source",
     "batch_to_float",
+    "center_crop",
     "center_crop_resize",
+    "center_pad",
     "convert_channels",
+    "fit_to_resolution",
     "load_dataset",
 ]

@@ -11,7 +11,10 @@ textures   64 px random crops of skimage brick,   3000   0 brick, 1 grass, 2 gra
 =========  =====================================  =====  ========================
 
 All are greyscale (1 channel); pixels are scaled to 0..255 and rounded to uint8
-before the shared centre-crop + antialiased resize.  Raw arrays are kept in a
+before the shared centre-crop + antialiased resize, except that ``mnist5k`` is
+lossless at 28 px (native) and 32 px (zero-padded by 2 px on each side, see
+:data:`PAD_UP_TO`): a bilinear 28 -> 32 resize blurs the strokes, and the
+generator would learn the blur.  Raw arrays are kept in a
 small in-process cache so repeated loads (train + test) are fast.
 """
 
@@ -23,11 +26,28 @@ import numpy as np
 import torch
 
 from normgan.data.dataset import DATASETS, Source
-from normgan.data.transforms import center_crop_resize
+from normgan.data.transforms import fit_to_resolution
 
 TEXTURES = ("brick", "grass", "gravel")
 TEXTURE_CROPS = 1000  # crops per texture
 TEXTURE_CROP_SIZE = 64
+#: Largest resolution a built-in is zero-padded to (centred) instead of resized, for sources whose
+#: background is black; at larger resolutions they are resized as usual.
+PAD_UP_TO = {"mnist5k": 32}
+#: Side of each built-in's source images (after the centre square crop).
+NATIVE_SIZE = {"mnist5k": 28, "digits": 8, "faces": 25, "textures": TEXTURE_CROP_SIZE}
+
+
+def fit_mode(name: str, resolution: int) -> str:
+    """How built-in ``name`` reaches ``resolution`` px: ``"native"``, ``"pad"`` or ``"resize"``.
+
+    For ``"pad"``, ``center_crop(x, NATIVE_SIZE[name])`` recovers the source pixels exactly (also
+    from generated images, which is how they are compared with the source at its native size).
+    """
+    s = NATIVE_SIZE[name]
+    if s == resolution:
+        return "native"
+    return "pad" if s < resolution <= PAD_UP_TO.get(name, 0) else "resize"
 
 
 def _to_uint8(values: np.ndarray, scale: float) -> np.ndarray:
@@ -36,10 +56,17 @@ def _to_uint8(values: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _source(name: str, images: np.ndarray, labels: np.ndarray, resolution: int, **identity) -> Source:
-    """Wrap ``(N, H, W)`` uint8 grey images and labels as a resized 1-channel :class:`Source`."""
+    """Wrap ``(N, H, W)`` uint8 grey images and labels as a 1-channel :class:`Source` at ``resolution``.
+
+    Padded sources (:data:`PAD_UP_TO`) record ``fit: pad`` in their identity, so their fingerprint
+    (and every cache keyed by it) differs from the old resized pixels.
+    """
     x = torch.from_numpy(images).unsqueeze(1)
+    out, mode = fit_to_resolution(x, resolution, pad_up_to=PAD_UP_TO.get(name, 0))
+    if mode == "pad":
+        identity = {**identity, "fit": "pad"}
     return Source(
-        images=center_crop_resize(x, resolution),
+        images=out,
         labels=torch.from_numpy(labels.astype(np.int64)),
         name=name,
         identity={"builtin": name, **identity},

@@ -21,7 +21,11 @@ import numpy as np
 import torch
 
 from normgan.data.dataset import DATASETS, Source
-from normgan.data.transforms import center_crop_resize
+from normgan.data.transforms import fit_to_resolution
+
+#: IDX files are the MNIST family (black background, 28 px): up to 32 px they are zero-padded,
+#: centred, instead of resized (lossless); larger resolutions resize.
+IDX_PAD_UP_TO = 32
 from normgan.errors import ConfigError, DataError
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -107,4 +111,7 @@ def load_idx(*, root, resolution: int, **_) -> Source:
         labels = torch.from_numpy(raw.astype(np.int64))
         identity["labels"] = _stat(lpath)
     x = torch.from_numpy(images.copy()).unsqueeze(1)
-    return Source(images=center_crop_resize(x, resolution), labels=labels, name=os.fspath(root), identity=identity)
+    out, mode = fit_to_resolution(x, resolution, pad_up_to=IDX_PAD_UP_TO)
+    if mode == "pad":
+        identity["fit"] = "pad"
+    return Source(images=out, labels=labels, name=os.fspath(root), identity=identity)

@@ -42,6 +42,51 @@ def center_crop_resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return out
 
 
+def center_pad(images: torch.Tensor, resolution: int, value: int = 0) -> torch.Tensor:
+    """Zero-pad (``value``) square ``(N, C, s, s)`` uint8 images, centred, to ``resolution`` px; no resampling.
+
+    The source lands at offset ``o = (resolution - s) // 2`` on both axes, so
+    ``center_crop(center_pad(x, r), s)`` returns exactly ``x``.
+    """
+    n, c, h, w = images.shape
+    if h != w or h > resolution:
+        raise ValueError(f"center_pad needs square images no larger than {resolution}, got {h}x{w}")
+    o = (resolution - h) // 2
+    out = torch.full((n, c, resolution, resolution), value, dtype=images.dtype)
+    out[:, :, o : o + h, o : o + w] = images
+    return out
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The centred ``size`` x ``size`` window of ``(N, C, R, R)`` images: the inverse of :func:`center_pad`.
+
+    Works on any dtype (uint8 data or float generator output); offset ``(R - size) // 2``.
+    """
+    r = images.shape[-1]
+    if images.shape[-2] != r or size > r:
+        raise ValueError(f"center_crop needs square images of at least {size} px, got {tuple(images.shape[-2:])}")
+    o = (r - size) // 2
+    return images[..., o : o + size, o : o + size]
+
+
+def fit_to_resolution(images: torch.Tensor, resolution: int, *, pad_up_to: int = 0) -> tuple[torch.Tensor, str]:
+    """Bring ``(N, C, H, W)`` uint8 images to ``resolution`` px; returns ``(images, mode)``.
+
+    After the centre square crop of side ``s``: ``"native"`` when ``s == resolution``; ``"pad"``
+    (lossless zero-padding, :func:`center_pad`) when ``s < resolution <= pad_up_to``; otherwise
+    ``"resize"`` (:func:`center_crop_resize`).  Loaders of sources with a black background (MNIST
+    digits) pass ``pad_up_to``; the others keep 0 and always resize.
+    """
+    s = min(images.shape[-2:])
+    if s == resolution:
+        return center_crop_resize(images, resolution), "native"
+    if s < resolution <= pad_up_to:
+        h, w = images.shape[-2:]
+        top, left = (h - s) // 2, (w - s) // 2
+        return center_pad(images[:, :, top : top + s, left : left + s], resolution), "pad"
+    return center_crop_resize(images, resolution), "resize"
+
+
 def convert_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
     """Convert ``(N, C, H, W)`` uint8 images with C in {1, 3} to ``channels``.
 
