@@ -13,18 +13,13 @@ User errors print one line ``normgan: error: ...`` and exit with code 2 (3 for a
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import warnings
 from typing import List, Optional
 
 from normgan.errors import Interrupted, SignalExit, UserError
-
-
-def expand_path(path: Optional[str]) -> Optional[str]:
-    """``~`` and ``$VAR``/``${VAR}`` expanded, as a shell would (None stays None)."""
-    return None if path is None else os.path.expanduser(os.path.expandvars(str(path)))
+from normgan.paths import expand_path
 
 
 def _split_config_and_overrides(items: List[str]) -> tuple[Optional[str], List[str]]:

@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 from normgan.errors import UserError
+from normgan.paths import expand_path as _path
 
 __all__ = ["cmd_eval", "cmd_compare", "cmd_diagnose", "add_eval_parsers", "format_eval"]
-
-
-def _path(p):
-    """``~`` and ``$VAR``/``${VAR}`` expanded as a shell would (None stays None)."""
-    return None if p is None else os.path.expanduser(os.path.expandvars(str(p)))
 
 
 def _fmt(v, fmt: str = ".4g") -> str:

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from normgan.errors import ConfigError, UserError
+from normgan.paths import expand_path
 
 RESOLUTIONS = (28, 32, 64, 128)
 
@@ -212,13 +213,6 @@ def _check_sections(layer: Any) -> None:
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of names, got a {type(value).__name__} ({str(value)[:40]}); "
                               f"write it as {example}")
-
-
-def expand_path(path: Optional[str]) -> Optional[str]:
-    """``~`` and environment variables in a path option expanded, as a shell would."""
-    import os
-
-    return None if path is None else os.path.expanduser(os.path.expandvars(str(path)))
 
 
 def _explain(e: OmegaConfBaseException) -> str:

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from normgan.errors import UserError
+from normgan.paths import expand_path
 from normgan.metric_info import METRIC_NAMES, REFERENCES, check_eval_args  # noqa: F401  (re-exported)
 from normgan.metrics.functional import DIVERSITY_SAMPLES, class_coverage, mean_pairwise_distance  # noqa: F401
 
@@ -61,9 +62,9 @@ def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
     """``cache_dir`` when given, else ``$NORMGAN_CACHE`` when set, else ``~/.cache/normgan``
     (``~`` and ``$VAR`` expanded)."""
     if cache_dir is not None:
-        return Path(os.path.expanduser(os.path.expandvars(str(cache_dir))))
+        return Path(expand_path(cache_dir))
     env = os.environ.get("NORMGAN_CACHE")
-    return Path(os.path.expanduser(os.path.expandvars(env))) if env else Path("~/.cache/normgan").expanduser()
+    return Path(expand_path(env)) if env else Path("~/.cache/normgan").expanduser()
 
 
 def _cfg_from_any(cfg):

@@ -14,7 +14,7 @@ ROOT = Path(normgan.__file__).parent
 
 #: lowest first; a module belongs to the layer of the longest matching prefix
 LAYERS = [
-    ["normgan.errors", "normgan._version", "normgan.registry", "normgan.device"],
+    ["normgan.errors", "normgan._version", "normgan.registry", "normgan.device", "normgan.paths"],
     ["normgan.functional", "normgan.models", "normgan.data", "normgan.metrics.functional", "normgan.train.ema",
      "normgan.train.logger", "normgan.train.checkpoint", "normgan.train.run_dir"],
     ["normgan.metrics", "normgan.metric_info"],
