@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 import yaml
 
+from normgan.config import flatten
 from normgan.errors import UserError
 from normgan.evaluation import METRIC_NAMES, check_eval_args, checkpoint_step, evaluate_run
 
@@ -49,19 +50,6 @@ TERM_SECTIONS = ("regularizers", "constraints")
 #: longest value shown in a group label; longer ones are cut with "…"
 LABEL_VALUE_CHARS = 30
 _MISSING = object()
-
-
-def _flatten(d, prefix: str = "") -> dict:
-    """Dotted keys of the leaves of a nested mapping; empty mappings are dropped (``regularizers: {}``
-    and no ``regularizers`` key are the same config)."""
-    out = {}
-    for k, v in (d or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def _ignored(key: str) -> bool:
@@ -151,7 +139,7 @@ def group_runs(runs: Sequence, *, steps: Optional[dict] = None, checkpoint: str 
     groups: list[dict] = []
     steps = dict(steps or {})
     for run in runs:
-        flat = _flatten(_read_config(Path(run)))
+        flat = flatten(_read_config(Path(run)))
         seed = flat.get("train.seed")
         step = steps[str(run)] if str(run) in steps else checkpoint_step(run, checkpoint)
         key = {k: v for k, v in flat.items() if not _ignored(k)}

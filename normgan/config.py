@@ -236,6 +236,18 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+def flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+    """Dotted keys of the leaves of a nested mapping (a resolved config); empty mappings are dropped,
+    so ``regularizers: {}`` and no ``regularizers`` key are the same config."""
+    out: Dict[str, Any] = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
     if not cond:
         raise ConfigError(f"{key}: bad value {value!r}; {allowed}")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from normgan.data.dataset import DATASETS, Source
-from normgan.data.transforms import fit_to_resolution
+from normgan.data.transforms import fit_rule, fit_to_resolution
 
 TEXTURES = ("brick", "grass", "gravel")
 TEXTURE_CROPS = 1000  # crops per texture
@@ -44,10 +44,7 @@ def fit_mode(name: str, resolution: int) -> str:
     For ``"pad"``, ``center_crop(x, NATIVE_SIZE[name])`` recovers the source pixels exactly (also
     from generated images, which is how they are compared with the source at its native size).
     """
-    s = NATIVE_SIZE[name]
-    if s == resolution:
-        return "native"
-    return "pad" if s < resolution <= PAD_UP_TO.get(name, 0) else "resize"
+    return fit_rule(NATIVE_SIZE[name], resolution, pad_up_to=PAD_UP_TO.get(name, 0))
 
 
 def _to_uint8(values: np.ndarray, scale: float) -> np.ndarray:

@@ -48,13 +48,11 @@ def center_pad(images: torch.Tensor, resolution: int, value: int = 0) -> torch.T
     The source lands at offset ``o = (resolution - s) // 2`` on both axes, so
     ``center_crop(center_pad(x, r), s)`` returns exactly ``x``.
     """
-    n, c, h, w = images.shape
+    h, w = images.shape[-2:]
     if h != w or h > resolution:
         raise ValueError(f"center_pad needs square images no larger than {resolution}, got {h}x{w}")
     o = (resolution - h) // 2
-    out = torch.full((n, c, resolution, resolution), value, dtype=images.dtype)
-    out[:, :, o : o + h, o : o + w] = images
-    return out
+    return torch.nn.functional.pad(images, (o, resolution - h - o, o, resolution - h - o), value=value)
 
 
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -69,6 +67,13 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., o : o + size, o : o + size]
 
 
+def fit_rule(size: int, resolution: int, *, pad_up_to: int = 0) -> str:
+    """How a square source of side ``size`` reaches ``resolution``: ``native``, ``pad`` or ``resize``."""
+    if size == resolution:
+        return "native"
+    return "pad" if size < resolution <= pad_up_to else "resize"
+
+
 def fit_to_resolution(images: torch.Tensor, resolution: int, *, pad_up_to: int = 0) -> tuple[torch.Tensor, str]:
     """Bring ``(N, C, H, W)`` uint8 images to ``resolution`` px; returns ``(images, mode)``.
 
@@ -78,13 +83,12 @@ def fit_to_resolution(images: torch.Tensor, resolution: int, *, pad_up_to: int =
     digits) pass ``pad_up_to``; the others keep 0 and always resize.
     """
     s = min(images.shape[-2:])
-    if s == resolution:
-        return center_crop_resize(images, resolution), "native"
-    if s < resolution <= pad_up_to:
+    mode = fit_rule(s, resolution, pad_up_to=pad_up_to)
+    if mode == "pad":
         h, w = images.shape[-2:]
         top, left = (h - s) // 2, (w - s) // 2
-        return center_pad(images[:, :, top : top + s, left : left + s], resolution), "pad"
-    return center_crop_resize(images, resolution), "resize"
+        return center_pad(images[:, :, top : top + s, left : left + s], resolution), mode
+    return center_crop_resize(images, resolution), mode
 
 
 def convert_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:

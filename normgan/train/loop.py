@@ -24,7 +24,7 @@ from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 from normgan._version import __version__
-from normgan.config import Config, to_dict, to_yaml
+from normgan.config import Config, flatten, to_dict, to_yaml
 from normgan.device import resolve_device
 from normgan.data import load_dataset
 from normgan.errors import ConfigError, Interrupted, SignalExit, TrainingDiverged, UserError
@@ -48,20 +48,10 @@ RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.sample_every", "train
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v and not (prefix == "" and k in ("regularizers", "constraints")):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def check_resume_overrides(saved, new) -> None:
     """A one-line ConfigError naming the first key that differs between the saved run's config and
     the resumed one, unless ``RESUMABLE_KEYS`` allows it."""
-    a, b = _flat(to_dict(saved)), _flat(to_dict(new))
+    a, b = flatten(to_dict(saved)), flatten(to_dict(new))
     for key in sorted(set(a) | set(b)):
         if a.get(key) == b.get(key) or any(key == r or (r.endswith(".") and key.startswith(r)) for r in RESUMABLE_KEYS):
             continue
@@ -139,7 +129,6 @@ class Trainer:
         self.evaluator = None  # built at the first evaluation (the domain classifier may need training)
         self.best_score: Optional[float] = None
         self.best_step: Optional[int] = None
-        self.resumed = False
         self.diverged: Optional[dict] = None  # the divergence found in the log at the end of fit()
 
     # ------------------------------------------------------------------ construction helpers
@@ -178,9 +167,10 @@ class Trainer:
                 saved = None
             if not isinstance(saved, dict):
                 raise UserError(f"run folder '{run_dir}' has no checkpoint and an unreadable config.yaml; start a new run")
-            check_resume_overrides(load_config(base=saved), load_config(base=saved, overrides=overrides))
+            cfg = load_config(base=saved, overrides=overrides)
+            check_resume_overrides(load_config(base=saved), cfg)
             warnings.warn(f"run folder '{run_dir}' stopped before its first checkpoint; training it again from step 0")
-            return cls(load_config(base=saved, overrides=overrides), run_dir=run_dir, device=device, progress=progress)
+            return cls(cfg, run_dir=run_dir, device=device, progress=progress)
         ckpt_path = find_checkpoint(run_dir)
         state = load_checkpoint(ckpt_path)
         require_keys(state, ("step", "generator", "discriminator", "generator_ema", "opt_g", "opt_d", "rng"), path=ckpt_path)
@@ -194,7 +184,6 @@ class Trainer:
         trainer = cls(cfg, run_dir=run_dir, device=device, progress=progress)
         trainer.load_state_dict(state, path=ckpt_path)
         trainer.last_checkpoint, trainer.last_checkpoint_step = ckpt_path, trainer.step
-        trainer.resumed = True
         return trainer
 
     # ------------------------------------------------------------------ state
@@ -428,7 +417,7 @@ class Trainer:
         old_handlers = {sig: signal.signal(sig, self._request_stop) for sig in STOP_SIGNALS} if main_thread else {}
         try:
             with RunLock(self.run_dir):
-                if self.resumed and self.step >= t.steps:
+                if self.step >= t.steps:  # only a resumed run can be there (train.steps >= 1)
                     warnings.warn(f"run '{self.run_dir}' is already at step {self.step} (train.steps={t.steps}); "
                                   f"nothing to train: raise train.steps above {self.step} to continue")
                     return self.run_dir
