@@ -87,7 +87,9 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path, delay):
     time.sleep(delay)  # while Python imports torch, the data loads or the models are built
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    # 130, or -2 when CPython ends itself by SIGINT after the handled interrupt (seen once in CI while
+    # torch was loading); a shell reports both as 130. Either way: one line, no traceback.
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err[-2000:])
     assert len(_one_line(err)) == 1, err
 
 
