@@ -2,6 +2,7 @@
 
     normgan train [CONFIG] [key=value ...] [--dry-run] [--runs-dir DIR] [--name NAME] [--resume RUN]
     normgan sample RUN --n 1000 --out DIR [--seed S]
+    normgan translate RUN --input DIR --out DIR [--mode resize|tile]
     normgan eval RUN [--n 5000] [--features domain|inception|pkg.mod:Class]
     normgan compare RUN [RUN ...] [--out DIR]
     normgan diagnose RUN
@@ -68,6 +69,16 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_translate(args) -> int:
+    from normgan.translate import translate_folder
+
+    out, n = translate_folder(expand_path(args.run), input=expand_path(args.input), out=expand_path(args.out), mode=args.mode,
+                              checkpoint=args.checkpoint, ema=not args.no_ema, device=args.device or "cpu", seed=args.seed,
+                              progress=not args.no_progress)
+    print(f"translated {n} image{'s' if n != 1 else ''} into {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="normgan", description="Train GANs with composable norm regularization.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA copy")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("translate", help="apply a paired run's generator to a folder of images (any size, grey or colour)")
+    p.add_argument("run", help="run folder of a paired run (or a checkpoint .pt file)")
+    p.add_argument("--input", required=True, help="folder of images (searched recursively) or one image file")
+    p.add_argument("--out", required=True, help="output folder; relative paths and file names are kept")
+    p.add_argument("--mode", default="resize", help="resize (default: whole image at the training resolution, resized back) "
+                   "or tile (training-resolution tiles, full detail)")
+    p.add_argument("--checkpoint", default="last.pt", help="checkpoint file name in RUN/checkpoints (default last.pt)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA copy")
+    p.add_argument("--seed", type=int, default=0, help="seed of dropout kept on at test time (default 0)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_translate)
 
     from normgan.cli_eval import add_eval_parsers
 

@@ -81,8 +81,17 @@ def format_eval(res: dict) -> str:
 
 def cmd_eval(args) -> int:
     from normgan.evaluation import check_eval_args, evaluate_run
+    from normgan.evaluation_paired import evaluate_paired_run, format_paired, run_config
 
-    metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics, reference=args.reference)
+    if run_config(_path(args.run), getattr(args, "checkpoint", "last.pt")).paired:
+        res = evaluate_paired_run(_path(args.run), split=getattr(args, "split", None) or "test", metrics=args.metrics,
+                                  checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
+                                  device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)))
+        print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False) else format_paired(res))
+        return 0
+    if getattr(args, "split", None):
+        raise UserError("--split is for paired runs (val or test); an unconditional run is scored against --reference test|train")
+    metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics or "fid,kid,pr,is", reference=args.reference)
     res = evaluate_run(_path(args.run), n=args.n, features=args.features, metrics=metrics, reference=args.reference,
                        checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
                        device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)))
@@ -94,7 +103,7 @@ def cmd_compare(args) -> int:
     from normgan.compare import compare_runs, format_table
     from normgan.evaluation import check_eval_args
 
-    metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics, reference=args.reference)
+    metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics or "fid,kid,pr,is", reference=args.reference)
     table = compare_runs([_path(r) for r in args.runs], n=args.n, features=args.features, metrics=metrics,
                          reference=args.reference, checkpoint=getattr(args, "checkpoint", "last.pt"),
                          ema=not getattr(args, "no_ema", False), device=args.device or "cpu", seed=args.seed,
@@ -127,7 +136,8 @@ def cmd_diagnose(args) -> int:
 def _common(p, *, n_default: int) -> None:
     p.add_argument("--n", type=int, default=n_default, help=f"generated samples per run (default {n_default}; compare runs at equal N)")
     p.add_argument("--features", default="domain", help="domain (offline classifier, default), inception, or package.module:ClassName")
-    p.add_argument("--metrics", default="fid,kid,pr,is", help="comma-separated subset of fid,kid,pr,is (default all)")
+    p.add_argument("--metrics", default=None, help="comma-separated subset of fid,kid,pr,is (default all); for a paired run "
+                   "of psnr,ssim,l1,lpips,classifier_score (default all that apply)")
     p.add_argument("--reference", default="test", help="test (the held-out split, default) or train")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the reference subset (default 0)")
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
@@ -138,10 +148,12 @@ def _common(p, *, n_default: int) -> None:
 
 def add_eval_parsers(subparsers) -> None:
     """Register ``eval``, ``compare`` and ``diagnose`` on an ``argparse`` subparsers object."""
-    p = subparsers.add_parser("eval", help="FID/KID/precision-recall/IS of a run against its held-out split")
+    p = subparsers.add_parser("eval", help="FID/KID/precision-recall/IS of a run against its held-out split "
+                              "(paired runs: PSNR/SSIM/L1/LPIPS/classifier score on the test split)")
     p.add_argument("run", help="run folder")
     _common(p, n_default=5000)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--split", default=None, help="paired runs: test (default) or val")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("compare", help="evaluate runs at the same N and aggregate over seeds")

@@ -21,18 +21,24 @@ from omegaconf.errors import OmegaConfBaseException
 from normgan.errors import ConfigError, UserError
 from normgan.paths import expand_path
 
-RESOLUTIONS = (28, 32, 64, 128)
+RESOLUTIONS = (28, 32, 64, 128, 256)
+#: ``task: auto`` becomes ``paired`` for a paired dataset (normgan.data.PAIRED_DATASETS), else ``unconditional``
+TASK_CHOICES = ("auto", "unconditional", "paired")
+DIRECTIONS = ("AtoB", "BtoA")
 
 
 @dataclass
 class DataConfig:
-    name: str = "mnist5k"  # built-in name, "folder" or "idx"
-    root: Optional[str] = None  # folder of images or IDX file, for name=folder|idx
+    name: str = "mnist5k"  # built-in name, "folder", "idx"; paired: gray2color, …, "aligned", "paired_folders"
+    root: Optional[str] = None  # folder of images or IDX file, for name=folder|idx|aligned|paired_folders
     resolution: int = 32
     channels: Optional[int] = None  # None: as the source; 1 or 3 converts
     batch_size: int = 64
     holdout: float = 0.1  # fraction kept out of training, as the evaluation reference
     strict: bool = False  # unreadable image files are an error instead of a warning
+    direction: str = "AtoB"  # paired: AtoB (G maps A to B) or BtoA
+    load_size: Optional[int] = None  # paired jitter (pix2pix: 286 for 256): load at this size, random-crop data.resolution
+    flip: bool = False  # paired: random horizontal flip, the same on both sides of a pair
 
 
 @dataclass
@@ -42,6 +48,7 @@ class GeneratorConfig:
     width: int = 32
     norm: str = "batch"  # batch | instance | layer | none
     dropout: float = 0.0
+    options: Dict[str, Any] = field(default_factory=dict)  # architecture options (unet: depth, test_dropout; resnet: blocks)
 
 
 @dataclass
@@ -50,6 +57,7 @@ class DiscriminatorConfig:
     width: int = 32
     norm: str = "batch"  # use "none" with per-sample gradient penalties (R1, WGAN-GP)
     dropout: float = 0.0
+    options: Dict[str, Any] = field(default_factory=dict)  # architecture options (patchgan: layers)
 
 
 @dataclass
@@ -101,6 +109,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    task: str = "auto"  # auto | unconditional (z -> image) | paired (image x -> image y); auto follows data.name
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: str = "bce"
@@ -109,6 +118,11 @@ class Config:
     constraints: Dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def paired(self) -> bool:
+        """True for an image-to-image run (``task: paired``, resolved by :func:`validate`)."""
+        return self.task == "paired"
 
 
 def packaged_config_dir() -> Path:
@@ -280,14 +294,16 @@ def validate(cfg: Config) -> None:
     _check(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0 keeps torch's default)")
     _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device, "use auto, cpu, cuda or cuda:N")
 
+    _resolve_task(cfg)
     e = cfg.eval
     _check(e.every >= 0, "eval.every", e.every, "must be >= 0 (0 turns periodic evaluation off)")
     if e.every:
         from normgan.metric_info import check_best_metric, check_eval_args
 
         try:
-            check_eval_args(n=e.n, features=e.features, metrics=e.metrics, reference=e.reference)
-            check_best_metric(best_metric=e.best_metric, metrics=e.metrics)
+            check_eval_args(n=e.n, features=None if cfg.paired else e.features, metrics=e.metrics, reference=e.reference,
+                            paired=cfg.paired)
+            check_best_metric(best_metric=e.best_metric, metrics=e.metrics, paired=cfg.paired)
         except UserError as err:  # the CLI option names (--n) become config keys (eval.n)
             raise ConfigError(str(err).replace("--", "eval.", 1) if str(err).startswith("--") else str(err)) from None
 
@@ -300,13 +316,51 @@ def validate(cfg: Config) -> None:
     DISCRIMINATORS.get(dd.name, key="model.discriminator.name")
     NORM_LAYERS.get(g.norm, key="model.generator.norm")
     NORM_LAYERS.get(dd.norm, key="model.discriminator.norm")
-    from normgan.data import DATASETS
-
-    DATASETS.get(d.name, key="data.name")
     from normgan.regularizers import validate_regularizers
 
     validate_regularizers(cfg)
     check_per_sample_penalties(cfg)
+
+
+#: the unconditional evaluation defaults, replaced by the paired ones in a paired run's resolved config
+UNCONDITIONAL_EVAL_DEFAULTS = (["fid", "kid", "pr"], "fid")
+PAIRED_EVAL_DEFAULTS = (["psnr", "ssim", "l1"], "psnr")
+
+
+def _resolve_task(cfg: Config) -> None:
+    """Resolve ``task: auto`` from ``data.name`` and check that data, models and terms fit the task.
+
+    A paired run whose eval section is left at the unconditional defaults gets the paired ones
+    (PSNR/SSIM/L1 on the validation split, best.pt by PSNR), written into the resolved config.
+    """
+    from normgan.data import DATASETS, PAIRED_DATASETS, is_paired
+    from normgan.models.registry import takes_image_input
+
+    d, o, t = cfg.data, cfg.optim, cfg.train
+    _check(cfg.task in TASK_CHOICES, "task", cfg.task, f"choose one of: {', '.join(TASK_CHOICES)}")
+    if d.name not in DATASETS and not is_paired(d.name):
+        names = sorted(DATASETS.names()) + sorted(PAIRED_DATASETS.names())
+        raise ConfigError(f"data.name: unknown dataset {d.name!r}; choose one of: {', '.join(names)}")
+    if cfg.task == "auto":
+        cfg.task = "paired" if is_paired(d.name) else "unconditional"
+    if cfg.paired:
+        _check(is_paired(d.name), "data.name", d.name, f"task=paired needs a paired dataset: {', '.join(sorted(PAIRED_DATASETS.names()))}")
+    else:
+        _check(not is_paired(d.name), "task", cfg.task, f"data.name={d.name} is a paired dataset; use task: paired (or auto)")
+    g_name = cfg.model.generator.name
+    if takes_image_input(g_name) != cfg.paired:
+        what = ("maps noise to images; a paired run needs an image-to-image generator (unet or resnet)" if cfg.paired
+                else "maps an image to an image; an unconditional run needs a noise-to-image generator (dcgan)")
+        raise ConfigError(f"model.generator.name: {g_name} {what}")
+    _check(d.direction in DIRECTIONS, "data.direction", d.direction, "use AtoB or BtoA")
+    if d.load_size is not None:
+        _check(d.load_size >= d.resolution, "data.load_size", d.load_size,
+               f"must be >= data.resolution ({d.resolution}); pix2pix jitter loads at 286 and crops 256")
+    if d.name in ("aligned", "paired_folders"):
+        _check(bool(d.root), "data.root", d.root, f"data.name={d.name} needs data.root (a folder)")
+    e = cfg.eval
+    if cfg.paired and (list(e.metrics), e.best_metric) == UNCONDITIONAL_EVAL_DEFAULTS:
+        e.metrics, e.best_metric = list(PAIRED_EVAL_DEFAULTS[0]), PAIRED_EVAL_DEFAULTS[1]
 
 
 #: D normalization layers that mix the samples of a batch (per-sample input gradients are then wrong)

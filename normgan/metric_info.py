@@ -23,6 +23,7 @@ from normgan.errors import UserError
 
 __all__ = [
     "METRIC_NAMES",
+    "PAIRED_METRIC_NAMES",
     "REFERENCES",
     "RESULT_KEYS",
     "ALWAYS_KEYS",
@@ -40,6 +41,9 @@ __all__ = [
 
 #: metric groups accepted by ``--metrics`` / ``eval.metrics``
 METRIC_NAMES = ("fid", "kid", "pr", "is")
+#: the metrics of a paired (image-to-image) run, on its validation (training) or test (``normgan eval``)
+#: split; ``sharpness_ratio`` is always added, ``classifier_score`` needs a labelled task (digits)
+PAIRED_METRIC_NAMES = ("psnr", "ssim", "l1", "lpips", "classifier_score")
 #: reference splits accepted by ``--reference`` / ``eval.reference``
 REFERENCES = ("test", "train")
 #: neighbours of the precision/recall k-NN manifolds
@@ -56,9 +60,9 @@ ALWAYS_KEYS = ("class_coverage", "diversity")
 #: the smallest number of generated (and real) samples each group is defined for
 MIN_SAMPLES = {"fid": 2, "kid": 2, "pr": PR_K + 1, "is": 2}
 #: scores for which a larger value is better (``best.pt``); psnr/ssim are for paired synthesis
-HIGHER_IS_BETTER = ("precision", "recall", "is_mean", "class_coverage", "diversity", "psnr", "ssim")
+HIGHER_IS_BETTER = ("precision", "recall", "is_mean", "class_coverage", "diversity", "psnr", "ssim", "classifier_score")
 #: scores for which a smaller value is better
-LOWER_IS_BETTER = ("fid", "kid_mean", "lpips")
+LOWER_IS_BETTER = ("fid", "kid_mean", "lpips", "l1")
 #: the scores the unconditional evaluation can produce and ``eval.best_metric`` may name
 BEST_METRIC_CHOICES = ("fid", "kid_mean", "precision", "recall", "is_mean", "class_coverage", "diversity")
 
@@ -91,14 +95,23 @@ def is_better(*, metric: str, value: float, best: Optional[float]) -> bool:
     return value > best if metric in HIGHER_IS_BETTER else value < best
 
 
-def check_eval_args(*, n=None, features=None, metrics=None, reference=None) -> Optional[tuple]:
+def check_eval_args(*, n=None, features=None, metrics=None, reference=None, paired: bool = False) -> Optional[tuple]:
     """Validate user-facing evaluation options; returns ``metrics`` as a tuple (None when not given).
 
     Raises a one-line :class:`UserError` for an ``n`` below :func:`min_samples` of the requested
     metrics (all of :data:`METRIC_NAMES` when ``metrics`` is not given), an unknown feature name
     (not a registered name and not an import path ``pkg.mod:Class``), an unknown or empty metric
-    list, or an unknown reference split.
+    list, or an unknown reference split. ``paired``: the metrics are :data:`PAIRED_METRIC_NAMES`
+    (computed on every image of the split; ``n`` is not checked).
     """
+    if paired:
+        metrics = _metric_tuple(metrics) if metrics is not None else None
+        for m in metrics or ():
+            if m not in PAIRED_METRIC_NAMES:
+                raise UserError(f"--metrics: unknown metric {m!r} for a paired run; choose from {','.join(PAIRED_METRIC_NAMES)}")
+        if metrics is not None and not metrics:
+            raise UserError(f"--metrics: empty list; give a comma-separated subset of {','.join(PAIRED_METRIC_NAMES)}")
+        return metrics
     if metrics is not None:
         metrics = _metric_tuple(metrics)
         if not metrics:
@@ -128,7 +141,7 @@ def check_eval_args(*, n=None, features=None, metrics=None, reference=None) -> O
     return metrics
 
 
-def check_best_metric(*, best_metric: str, metrics) -> str:
+def check_best_metric(*, best_metric: str, metrics, paired: bool = False) -> str:
     """Raise a one-line :class:`UserError` unless an evaluation with ``metrics`` produces
     ``best_metric`` (one of :data:`BEST_METRIC_CHOICES`); returns ``best_metric``.
 
@@ -136,6 +149,11 @@ def check_best_metric(*, best_metric: str, metrics) -> str:
     ``diversity`` are produced by every evaluation.
     """
     metrics = _metric_tuple(metrics)
+    if paired:
+        if best_metric not in metrics:
+            raise UserError(f"eval.best_metric: {best_metric!r} is not among eval.metrics [{', '.join(metrics)}] of this paired run, "
+                            f"so best.pt would never be written; choose one of: {', '.join(metrics)}")
+        return best_metric
     if best_metric not in BEST_METRIC_CHOICES:
         raise UserError(f"eval.best_metric: unknown score {best_metric!r}; choose one of: {', '.join(BEST_METRIC_CHOICES)}")
     if best_metric in produced_keys(metrics):

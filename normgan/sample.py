@@ -40,7 +40,14 @@ def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", ch
     except (TypeError, ValueError):
         raise UserError(f"checkpoint '{path}' has a damaged 'image_shape' entry {shape!r}; "
                         "expected [channels, resolution, resolution]") from None
-    G = build_generator_for(cfg, resolution=resolution, channels=channels)
+    in_channels = None
+    if cfg.paired:
+        try:
+            in_channels = int(state["input_shape"][0])
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise UserError(f"checkpoint '{path}' of a paired run has no valid 'input_shape' entry; "
+                            "it was not written by 'normgan train'") from None
+    G = build_generator_for(cfg, resolution=resolution, channels=channels, in_channels=in_channels)
     fix = ("the weights were not written with the checkpoint's own config; use a checkpoint written by "
            "'normgan train' (or --no-ema / --checkpoint for another file)")
     load_module_state(G, state[key], what="EMA generator" if ema else "generator", path=path, fix=fix)
@@ -60,17 +67,52 @@ def sample_images(G, *, n: int, seed: int = 0, batch_size: int = 500, device: Op
     return torch.cat(out)
 
 
-def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 0, ema: bool = True, device: str = "cpu") -> Path:
-    """Write ``n`` PNG files (``000000.png`` …) at the dataset's resolution plus ``grid.png``."""
-    if n < 1:
-        raise UserError(f"--n: bad value {n}; give a positive number of images")
-    G, _ = load_generator(run, ema=ema, device=device)
-    imgs = sample_images(G, n=n, seed=seed)
-    out = Path(out)
+def _make_dir(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output folder '{out}': {e.strerror}") from None
+    return out
+
+
+def paired_triplets(G, cfg, *, n: int, seed: int = 0, split: str = "test") -> torch.Tensor:
+    """(n, 3, C, H, W) [-1, 1] triplets input | output | target for the first ``n`` pairs of ``split``
+    (grey shown as 3 channels when the two sides differ); G's dropout RNG is seeded by ``seed``."""
+    from normgan.data import batch_to_float, load_paired
+    from normgan.tasks import to_channels
+
+    d = cfg.data
+    data = load_paired(name=d.name, root=d.root, resolution=d.resolution, split=split, direction=d.direction,
+                       strict=d.strict, seed=cfg.train.seed)
+    x, y = batch_to_float(data.inputs[:n]), batch_to_float(data.targets[:n])
+    device = next(G.parameters()).device
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        out = torch.cat([G(x[i : i + 64].to(device)).float().cpu() for i in range(0, x.shape[0], 64)])
+    c = max(x.shape[1], y.shape[1])
+    return torch.stack([to_channels(v, c) for v in (x, out, y)], dim=1)
+
+
+def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 0, ema: bool = True, device: str = "cpu") -> Path:
+    """Write ``n`` PNG files (``000000.png`` …) at the dataset's resolution plus ``grid.png``.
+
+    A paired run writes input | output | target triplets (one file each, side by side) for the
+    first ``n`` pairs of its test split, and a grid of the first 16 (one triplet per row).
+    """
+    if n < 1:
+        raise UserError(f"--n: bad value {n}; give a positive number of images")
+    G, cfg = load_generator(run, ema=ema, device=device)
+    out = Path(out)
+    if cfg.paired:
+        trip = (paired_triplets(G, cfg, n=n, seed=seed) + 1) / 2
+        _make_dir(out)
+        for i, t in enumerate(trip):
+            save_image(t, out / f"{i:06d}.png", nrow=3, padding=0)
+        k = min(trip.shape[0], 16)
+        save_image(make_grid(trip[:k].flatten(0, 1), nrow=3, padding=2), out / "grid.png")
+        return out
+    imgs = sample_images(G, n=n, seed=seed)
+    _make_dir(out)
     imgs01 = (imgs + 1) / 2
     for i, img in enumerate(imgs01):
         save_image(img, out / f"{i:06d}.png")

@@ -29,6 +29,18 @@ from normgan.registry import Registry
 NORMS = Registry("norm")
 
 
+#: norms whose reduction is the mean over all B·N elements (the others: a per-sample norm, batch mean)
+ELEMENT_MEAN = ("l1", "sql2_mean", "huber", "l0_smooth", "sl0", "logsum")
+
+
+def sum_scale(name: str, residual: Tensor) -> int:
+    """The factor that turns norm ``name``'s mean reduction into a SUM: B·N for element-mean norms
+    (``Σ_{b,i}``), B for per-sample norms (``Σ_b ‖r_b‖``). E.g. ``l1`` × B·N = Σ_b ‖r_b‖₁ and
+    ``sql2`` × B = Σ_b ‖r_b‖₂², the article's two reconstruction sums."""
+    r = _per_sample(residual)
+    return r.shape[0] * r.shape[1] if name in ELEMENT_MEAN else r.shape[0]
+
+
 def _per_sample(r: Tensor) -> Tensor:
     """View ``r`` as (B, N): batch first, all other dims flattened."""
     if r.dim() == 0:
@@ -185,6 +197,8 @@ def residual_norm(residual: Tensor, name: str = "l1", **params) -> Tensor:
 
 __all__ = [
     "NORMS",
+    "ELEMENT_MEAN",
+    "sum_scale",
     "residual_norm",
     "l1",
     "l2",

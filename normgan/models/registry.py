@@ -1,29 +1,70 @@
-"""Model registries and builders."""
+"""Model registries and builders.
+
+A factory is registered under a config name and declares its options as keyword-only parameters.
+The builders pass it the shared fields of ``model.generator`` / ``model.discriminator`` (``width``,
+``norm``, ``dropout``, ``z_dim``) that it declares, plus ``options`` (architecture-specific, e.g.
+``unet``'s ``depth``); an option the factory does not declare is a one-line ConfigError.
+"""
 
 from __future__ import annotations
 
+import inspect
+from typing import Any, Dict
+
 from torch import nn
 
+from normgan.errors import ConfigError
 from normgan.registry import Registry
 
 GENERATORS = Registry("generator")
 DISCRIMINATORS = Registry("discriminator")
 
+#: fields of the model configs that every factory may declare (passed when it does)
+SHARED_FIELDS = ("z_dim", "width", "norm", "dropout")
 
-def build_generator(cfg, *, resolution: int, channels: int, gates: bool = False) -> nn.Module:
-    """The generator named by ``cfg.name``, built from the rest of ``cfg`` (a GeneratorConfig).
 
+def _parameters(factory) -> list[str]:
+    return [p for p in inspect.signature(factory).parameters if p not in ("self", "kwargs")]
+
+
+def takes_image_input(name: str) -> bool:
+    """True for an image-to-image generator (its factory takes ``in_channels``), False for z -> image."""
+    return "in_channels" in _parameters(GENERATORS.get(name, key="model.generator.name"))
+
+
+def _build(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> nn.Module:
+    factory = registry.get(cfg.name, key=f"{key}.name")
+    declared = _parameters(factory)
+    accepts_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
+    kwargs = {k: getattr(cfg, k) for k in SHARED_FIELDS if hasattr(cfg, k) and (accepts_any or k in declared)}
+    options = dict(getattr(cfg, "options", None) or {})
+    for opt in options:
+        if opt in fixed or opt in SHARED_FIELDS or (opt not in declared and not accepts_any):
+            allowed = [p for p in declared if p not in fixed and p not in SHARED_FIELDS]
+            raise ConfigError(f"{key}.options: unknown option '{opt}' for {registry.kind} '{cfg.name}'; "
+                              f"allowed: {', '.join(allowed) or 'none'}")
+    kwargs.update(options)
+    kwargs.update({k: v for k, v in fixed.items() if v is not None})
+    try:
+        return factory(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{key}.options.{e}" if not str(e).startswith(("data.", "model.")) else str(e)) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def build_generator(cfg, *, resolution: int, channels: int, in_channels: int | None = None, gates: bool = False) -> nn.Module:
+    """The generator named by ``cfg.name`` (a GeneratorConfig) for ``channels``-channel images.
+
+    ``in_channels``: the input image's channels of an image-to-image generator (paired runs).
     ``gates``: insert hard-concrete L0 gates on hidden channels (set by the loop when an L0 weights
     term asks for them).
     """
-    factory = GENERATORS.get(cfg.name, key="model.generator.name")
-    kwargs = dict(resolution=resolution, channels=channels, z_dim=cfg.z_dim, width=cfg.width, norm=cfg.norm, dropout=cfg.dropout)
-    if gates:
-        kwargs["gates"] = True
-    return factory(**kwargs)
+    return _build(GENERATORS, cfg, key="model.generator",
+                  fixed={"resolution": resolution, "channels": channels, "in_channels": in_channels, "gates": True if gates else None})
 
 
 def build_discriminator(cfg, *, resolution: int, channels: int) -> nn.Module:
-    """The discriminator named by ``cfg.name``, built from the rest of ``cfg``."""
-    factory = DISCRIMINATORS.get(cfg.name, key="model.discriminator.name")
-    return factory(resolution=resolution, channels=channels, width=cfg.width, norm=cfg.norm, dropout=cfg.dropout)
+    """The discriminator named by ``cfg.name`` for ``channels`` input channels (condition + image
+    for a conditional D)."""
+    return _build(DISCRIMINATORS, cfg, key="model.discriminator", fixed={"resolution": resolution, "channels": channels})

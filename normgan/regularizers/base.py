@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from torch import Tensor, nn
 
@@ -23,7 +23,13 @@ class TermContext:
 
     D phase: ``real`` (images), ``fake`` (detached generated images), ``d_real``/``d_fake`` (logits),
     ``D``, ``G``. G phase: ``z``, ``fake`` (with graph to G), ``d_fake`` (logits of D on it), ``G``,
-    ``D``, ``real`` (the step's real batch, constant). Paired runs add ``cond`` (input) and ``target``.
+    ``D``, ``real`` (the step's real batch, constant).
+
+    ``z`` is G's input: noise in an unconditional run, the input image x in a paired one.
+    ``critic`` is D as a function of the image alone, ``y ↦ D(y)`` or, for a conditional D,
+    ``y ↦ D(cat(x, y))`` (the condition is a constant input, so input-gradient penalties are taken
+    w.r.t. the image only); None means ``D`` itself. Paired runs add ``cond`` (x) and ``target`` (y).
+    ``D`` and ``G`` are always the raw modules (weight norms read their parameters).
     """
 
     G: nn.Module
@@ -35,6 +41,12 @@ class TermContext:
     d_fake: Optional[Tensor] = None
     cond: Optional[Tensor] = None
     target: Optional[Tensor] = None
+    critic: Optional[Callable[[Tensor], Tensor]] = None
+
+    @property
+    def D_of(self) -> Callable[[Tensor], Tensor]:
+        """D as a function of the image: ``critic`` when set, else ``D``."""
+        return self.critic if self.critic is not None else self.D
 
 
 class Term(nn.Module):

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from normgan.errors import ConfigError, UserError
 from normgan.functional.gates import HardConcreteGate
-from normgan.functional.norms import NORMS
+from normgan.functional.norms import NORMS, sum_scale
 from normgan.functional.penalties import (
     colour_stats,
     dragan_penalty,
@@ -44,10 +44,16 @@ from normgan.regularizers.constraints import raw_weight
 
 
 def _fake(ctx: TermContext) -> Tensor:
-    """G's output in this phase (lazy G phases have none: generate it from z or the condition)."""
+    """G's output in this phase (lazy G phases have none: generate it from G's input ``z``)."""
     if ctx.fake is not None:
         return ctx.fake
-    return ctx.G(ctx.cond if ctx.cond is not None else ctx.z)
+    return ctx.G(ctx.z)
+
+
+def _d_input(ctx: TermContext, y: Tensor) -> Tensor:
+    """What D's layers see for image ``y``: ``cat(x, y)`` for a conditional critic, else ``y``."""
+    join = getattr(ctx.critic, "join", None)
+    return join(y) if join is not None else y
 
 
 def _net(ctx: TermContext, net: str) -> nn.Module:
@@ -158,7 +164,7 @@ class GradTerm(Term):
         return self.at == "real" and self.center == 0
 
     def forward(self, ctx: TermContext) -> Tensor:
-        D = ctx.D
+        D = ctx.D_of
         if self.shares_real_forward and ctx.d_real is not None and ctx.real.requires_grad:
             return r1_from_logits(ctx.d_real, ctx.real, half=self.half)
         if self.at in ("real", "fake"):
@@ -251,11 +257,11 @@ class FeaturesTerm(Term):
             if not hasattr(D, "features"):
                 raise UserError(f"features kind matching needs a discriminator with features(x); {type(D).__name__} has none")
             with torch.no_grad():
-                f_real = D.features(real)
-            return feature_matching(f_real, D.features(fake))
+                f_real = D.features(_d_input(ctx, real))
+            return feature_matching(f_real, D.features(_d_input(ctx, fake)))
         with torch.no_grad():
-            g_real = first_layer_features(D, real)
-        return texture_stats(g_real, first_layer_features(D, fake))
+            g_real = first_layer_features(D, _d_input(ctx, real))
+        return texture_stats(g_real, first_layer_features(D, _d_input(ctx, fake)))
 
 
 @TERMS.register("tv")
@@ -305,8 +311,8 @@ class LeCamTerm(Term):
         self.register_buffer("updates", torch.tensor(0, dtype=torch.long))
 
     def forward(self, ctx: TermContext) -> Tensor:
-        d_real = ctx.d_real if ctx.d_real is not None else ctx.D(ctx.real)
-        d_fake = ctx.d_fake if ctx.d_fake is not None else ctx.D(ctx.fake.detach())
+        d_real = ctx.d_real if ctx.d_real is not None else ctx.D_of(ctx.real)
+        d_fake = ctx.d_fake if ctx.d_fake is not None else ctx.D_of(ctx.fake.detach())
         t = int(self.updates)
         self.anchor_real.copy_(lecam_anchor_update(self.anchor_real, d_real, decay=self.decay, count=t))
         self.anchor_fake.copy_(lecam_anchor_update(self.anchor_fake, d_fake, decay=self.decay, count=t))
@@ -321,14 +327,17 @@ class LeCamTerm(Term):
 class ReconTerm(Term):
     """Reconstruction ‖G(x) − y‖ with any registered norm (``normgan.functional.NORMS``). Paired runs only.
 
-    Default ``l1``: mean over all B·C·H·W elements (pix2pix, weight 100). ``norm_params`` are the
-    norm's options (e.g. ``{delta: 0.5}`` for huber). Reduction: that of the norm (see norms.py).
+    ``reduction: mean`` (default): the norm's own reduction — ``l1`` is the mean over all B·C·H·W
+    elements (pix2pix, weight 100). ``reduction: sum``: the sum over the batch, as the formulas
+    λ·Σ_i |G(x_i) − y_i| (``norm: l1``: Σ over every element) and λ·Σ_i ‖G(x_i) − y_i‖²
+    (``norm: sql2``) are written; its scale grows with the batch size (and, for l1, the image size).
+    ``norm_params`` are the norm's options (e.g. ``{delta: 0.5}`` for huber).
     """
 
     nets = ("G",)
     paired_only = True
 
-    def __init__(self, *, net: str, norm: str = "l1", norm_params: Optional[dict] = None) -> None:
+    def __init__(self, *, net: str, norm: str = "l1", norm_params: Optional[dict] = None, reduction: str = "mean") -> None:
         super().__init__(net=net)
         fn = NORMS.get(norm, key="norm")
         params = dict(norm_params or {})
@@ -337,7 +346,10 @@ class ReconTerm(Term):
         except TypeError:
             allowed = [p for p in inspect.signature(fn).parameters if p != "residual"]
             raise ConfigError(f"norm_params: norm {norm!r} takes {', '.join(allowed) or 'no options'}; got {', '.join(sorted(params))}") from None
-        self.norm, self.norm_params = norm, params
+        _check_choice("reduction", reduction, ("mean", "sum"))
+        self.norm, self.norm_params, self.reduction = norm, params, reduction
 
     def forward(self, ctx: TermContext) -> Tensor:
-        return recon_penalty(_fake(ctx), ctx.target, norm=self.norm, **self.norm_params)
+        fake = _fake(ctx)
+        value = recon_penalty(fake, ctx.target, norm=self.norm, **self.norm_params)
+        return value * sum_scale(self.norm, fake) if self.reduction == "sum" else value

@@ -26,13 +26,18 @@ class EpochBatches:
         self.perm = torch.randperm(n, generator=self.generator)
         self.pos = 0
 
-    def next(self) -> torch.Tensor:
+    def next_indices(self) -> torch.Tensor:
+        """The indices of the next batch (on ``device``); a new epoch reshuffles first."""
         if self.pos + self.batch_size > self.perm.numel():
             self.perm = torch.randperm(self.perm.numel(), generator=self.generator)
             self.pos = 0
         idx = self.perm[self.pos : self.pos + self.batch_size].to(self.device, non_blocking=True)
         self.pos += self.batch_size
-        return batch_to_float(self.images.index_select(0, idx))
+        return idx
+
+    def next(self) -> torch.Tensor:
+        """The next batch of images as float32 in [-1, 1]."""
+        return batch_to_float(self.images.index_select(0, self.next_indices()))
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "perm": self.perm.clone(), "pos": self.pos}

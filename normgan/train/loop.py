@@ -20,18 +20,17 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from normgan._version import __version__
 from normgan.config import Config, flatten, to_dict, to_yaml
 from normgan.device import resolve_device
-from normgan.data import load_dataset
 from normgan.errors import ConfigError, Interrupted, SignalExit, TrainingDiverged, UserError
 from normgan.functional.losses import LOSSES, d_accuracy
 from normgan.regularizers import Regularizer, TermContext, WeightContext
+from normgan.tasks import TASKS
 from normgan.train.build import build_networks
-from normgan.train.batches import EpochBatches
 from normgan.train.checkpoint import (find_checkpoint, load_checkpoint, load_module_state, nonfinite_entries,
                                       remove_stale_temporaries, require_keys, save_checkpoint)
 from normgan.train.ema import ema_decay, make_ema, update_ema
@@ -98,11 +97,10 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.manual_seed_all(t.seed)
         d = cfg.data
-        self.data = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
-                                 holdout=d.holdout, strict=d.strict, seed=t.seed)
-        self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=self.device)
-        res, ch = self.data.resolution, self.data.channels
-        G, D, regs, self.constraints = build_networks(cfg, resolution=res, channels=ch)
+        # what differs between unconditional and paired training: data, G's input, D's condition, grids
+        self.task = TASKS.get(cfg.task, key="task")(cfg, device=self.device)
+        G, D, regs, self.constraints = build_networks(cfg, resolution=self.task.resolution, channels=self.task.channels,
+                                                      in_channels=self.task.in_channels)
         self.regs: List[Regularizer] = regs
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.G_ema = make_ema(self.G)
@@ -115,7 +113,6 @@ class Trainer:
         self.opt_d = self._adam("D", self.D, cfg.optim.d)
         # backward passes stop at these: no gradients into real images, z or interpolates (penalty leaves)
         self._params = {net: [p for g in opt.param_groups for p in g["params"]] for net, opt in (("G", self.opt_g), ("D", self.opt_d))}
-        self.fixed_z = torch.randn(t.num_samples, cfg.model.generator.z_dim, generator=torch.Generator().manual_seed(t.seed + 12345)).to(self.device)
         self.step = 0
         self.progress = progress
         self._stop_requested = False
@@ -188,7 +185,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        rng = {"torch": torch.get_rng_state(), "batches": self.batches.state_dict()}
+        rng = {"torch": torch.get_rng_state(), "batches": self.task.state_dict()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
@@ -201,7 +198,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "regularizers": {r.name: r.state_dict() for r in self.regs},
             "rng": rng,
-            "image_shape": [self.data.channels, self.data.resolution, self.data.resolution],
+            **self.task.checkpoint_entries(),  # image_shape (and a paired run's input_shape)
             "best": {"score": self.best_score, "step": self.best_step},
             "config": to_dict(self.cfg),
             "versions": {"normgan": __version__, "torch": str(torch.__version__)},
@@ -228,7 +225,7 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
-        self.batches.load_state_dict(rng["batches"])
+        self.task.load_state_dict(rng["batches"])
         best = state.get("best") or {}
         self.best_score, self.best_step = best.get("score"), best.get("step")
 
@@ -279,26 +276,30 @@ class Trainer:
         return total
 
     def train_step(self, step: int, *, log: bool = False) -> Dict[str, Tensor]:
-        """One generator step preceded by ``d_steps`` discriminator steps, plus due lazy phases."""
-        cfg, G, D = self.cfg, self.G, self.D
-        B, zdim = cfg.data.batch_size, cfg.model.generator.z_dim
+        """One generator step preceded by ``d_steps`` discriminator steps, plus due lazy phases.
+
+        The task gives each batch (real images, G's input, D's condition) and D as a function of
+        the image (``critic``: D itself, or y ↦ D(cat(x, y)) in a paired run)."""
+        cfg, G, D, task = self.cfg, self.G, self.D, self.task
         for i in range(cfg.optim.d_steps):
-            real = self.batches.next()
+            b = task.next_batch()
+            real = b.real
             if self.share_real_forward:
                 real.requires_grad_(True)  # R1 reuses this forward: ∇ₓD(x) from d_real
-            z = torch.randn(B, zdim, device=self.device)
+            critic = task.critic(D, b)
             last = i == cfg.optim.d_steps - 1
             if last:
-                fake = G(z)  # kept with its graph for the G step (one G forward per step)
+                fake = G(b.g_in)  # kept with its graph for the G step (one G forward per step)
             else:
                 with torch.no_grad():
-                    fake = G(z)
+                    fake = G(b.g_in)
             # parametrized weights (spectral norm) are computed once per D step: one power iteration
             # per update, and the same normalized weights for real, fake and penalty forwards
             with parametrize.cached():
-                d_real, d_fake = D(real), D(fake.detach())
+                d_real, d_fake = critic(real), critic(fake.detach())
                 loss_d = self.loss.d(d_real, d_fake)
-                ctx = TermContext(G=G, D=D, real=real, fake=fake.detach(), z=z, d_real=d_real, d_fake=d_fake)
+                ctx = TermContext(G=G, D=D, real=real, fake=fake.detach(), z=b.g_in, d_real=d_real, d_fake=d_fake,
+                                  cond=b.cond, target=b.target, critic=critic)
                 extra = self._terms("D", ctx, step, lazy=False, adv_loss=loss_d)
             total_d = loss_d if extra is None else loss_d + extra
             self.opt_d.zero_grad(set_to_none=True)
@@ -308,8 +309,10 @@ class Trainer:
             self.opt_d.step()
             self._project("D")
         check = total_d.detach()
+        real = real.detach()
         if step % self.lazy_every["D"] == 0 and self.lazy_every["D"] > 1:
-            lazy = self._terms("D", TermContext(G=G, D=D, real=real.detach(), fake=fake.detach(), z=z), step, lazy=True, d_real=d_real.detach())
+            ctx = TermContext(G=G, D=D, real=real, fake=fake.detach(), z=b.g_in, cond=b.cond, target=b.target, critic=critic)
+            lazy = self._terms("D", ctx, step, lazy=True, d_real=d_real.detach())
             self.opt_d.zero_grad(set_to_none=True)
             lazy.backward(inputs=self._params["D"])
             self.opt_d.step()
@@ -317,9 +320,11 @@ class Trainer:
             check = check + lazy.detach()
 
         D.requires_grad_(False)  # the G step needs gradients through D, not for D's weights
-        d_fake_g = D(fake)
+        d_fake_g = critic(fake)
         loss_g = self.loss.g(d_fake_g)
-        extra = self._terms("G", TermContext(G=G, D=D, real=real.detach(), fake=fake, z=z, d_fake=d_fake_g), step, lazy=False, adv_loss=loss_g)
+        target = None if b.target is None else real
+        ctx = TermContext(G=G, D=D, real=real, fake=fake, z=b.g_in, d_fake=d_fake_g, cond=b.cond, target=target, critic=critic)
+        extra = self._terms("G", ctx, step, lazy=False, adv_loss=loss_g)
         total_g = loss_g if extra is None else loss_g + extra
         self.opt_g.zero_grad(set_to_none=True)
         total_g.backward(inputs=self._params["G"])
@@ -332,8 +337,8 @@ class Trainer:
         self.opt_g.step()
         self._project("G")
         if step % self.lazy_every["G"] == 0 and self.lazy_every["G"] > 1:
-            z2 = torch.randn(B, zdim, device=self.device)
-            lazy = self._terms("G", TermContext(G=G, D=D, real=real.detach(), z=z2), step, lazy=True)
+            ctx = TermContext(G=G, D=D, real=real, z=task.fresh_input(b), cond=b.cond, target=target, critic=critic)
+            lazy = self._terms("G", ctx, step, lazy=True)
             if not torch.isfinite(lazy.detach()):
                 D.requires_grad_(True)
                 raise TrainingDiverged(self._nonfinite_part(loss_d, loss_g))
@@ -363,12 +368,15 @@ class Trainer:
                 c.project(self.G if net == "G" else self.D)
 
     # ------------------------------------------------------------------ outputs
-    @torch.no_grad()
     def sample_grid(self) -> Tensor:
-        """Images of the EMA generator for the fixed noise, as one grid in [0, 1]."""
-        imgs = self.G_ema(self.fixed_z).float().cpu()
-        nrow = max(1, int(math.sqrt(imgs.shape[0])))
-        return make_grid(imgs, nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
+        """The EMA generator's images for the task's fixed batch, as one grid in [0, 1]
+        (unconditional: fixed noise; paired: validation input | output | target rows)."""
+        return self.task.sample_grid(self.G_ema)
+
+    @property
+    def fixed_z(self) -> Tensor:
+        """The fixed G input of the sample grids (noise, or a paired run's validation inputs)."""
+        return self.task.fixed
 
     def write_samples(self, logger: MetricsLogger) -> Path:
         grid = self.sample_grid()
@@ -380,13 +388,12 @@ class Trainer:
 
     def evaluate(self, logger: MetricsLogger) -> Dict[str, float]:
         """Evaluate the EMA generator (cfg.eval), log ``eval/<metric>`` and keep best.pt by the main metric."""
-        from normgan.evaluation import make_periodic_evaluator
+        from normgan.evaluation_paired import make_task_evaluator
         from normgan.metric_info import is_better
 
         e = self.cfg.eval
         if self.evaluator is None:
-            self.evaluator = make_periodic_evaluator(self.cfg, device=self.device, cache_dir=e.cache_dir, n=e.n, features=e.features,
-                                                     metrics=tuple(e.metrics), reference=e.reference, seed=e.seed)
+            self.evaluator = make_task_evaluator(self.cfg, device=self.device)
         res = self.evaluator(self.G_ema)
         values = {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         logger.log(self.step, values)

@@ -1,0 +1,207 @@
+"""Evaluate a paired (image-to-image) run: G(x) against y on a whole split.
+
+    from normgan.evaluation_paired import PairedEvaluator
+    ev = PairedEvaluator(cfg, split="val")          # the training loop: the validation split
+    ev(G_ema)  # {"psnr": …, "ssim": …, "l1": …, "sharpness_ratio": …, "diversity": …, …}
+
+Every pair of the split is translated once (under a forked, seeded RNG, so dropout kept on at
+test time gives the same numbers for the same seed and the training RNG stream is untouched).
+
+* ``psnr``, ``ssim`` (Gaussian window 11, σ 1.5), ``l1`` (mean |G(x) − y| on the [-1, 1] scale):
+  means over images (see :mod:`normgan.metrics.paired`);
+* ``sharpness_ratio``: mean gradient magnitude of the outputs ÷ that of the targets (< 1: blurrier);
+* ``diversity``: pixel std across :data:`DIVERSITY_DRAWS` translations of the same
+  :data:`DIVERSITY_INPUTS` inputs (0 for a deterministic G; dropout kept at test time raises it);
+* ``lpips`` (AlexNet) when asked for and its weights are on disk; otherwise a one-line warning
+  names the missing file (never a download);
+* ``classifier_score`` for labelled tasks (the digit tasks): the accuracy of the domain classifier
+  (trained on the training targets, cached) on G(x) with the labels of x, beside
+  ``classifier_score_real``, its accuracy on the real targets (pix2pix's FCN-score analogue).
+
+The training loop scores the ``val`` split; ``normgan eval`` scores ``test``. The test split is
+never used to choose anything during training.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from normgan.metric_info import PAIRED_METRIC_NAMES
+
+PAIRED_SPLITS = ("train", "val", "test")
+DIVERSITY_INPUTS = 64
+DIVERSITY_DRAWS = 4
+
+
+def paired_split(cfg, split: str):
+    """The run's paired ``split`` (train, val, test) at ``data.resolution`` (no jitter)."""
+    from normgan.data import load_paired
+
+    d = cfg.data
+    return load_paired(name=d.name, root=d.root, resolution=d.resolution, split=split, direction=d.direction,
+                       strict=d.strict, seed=cfg.train.seed)
+
+
+@torch.no_grad()
+def translate(G: nn.Module, inputs: Tensor, *, device, batch_size: int = 64) -> Tensor:
+    """G applied to uint8 (or [-1, 1] float) ``inputs`` in batches; float [-1, 1] outputs on the CPU."""
+    from normgan.data import batch_to_float
+
+    out = []
+    for start in range(0, inputs.shape[0], batch_size):
+        x = inputs[start : start + batch_size]
+        x = batch_to_float(x) if x.dtype == torch.uint8 else x.float()
+        out.append(G(x.to(device)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+class PairedEvaluator:
+    """Scores a generator on one paired split; the classifier and LPIPS are prepared once here."""
+
+    def __init__(self, cfg, *, device="cpu", cache_dir=None, split: str = "val",
+                 metrics: Optional[Sequence[str]] = None, seed: int = 0, batch_size: int = 64) -> None:
+        from normgan.errors import UserError
+        from normgan.metrics.paired import lpips_or_none
+
+        if split not in PAIRED_SPLITS:
+            raise UserError(f"--split: unknown split {split!r}; use val or test")
+        self.cfg, self.split, self.seed, self.batch_size = cfg, split, int(seed), batch_size
+        self.device = torch.device(device)
+        self.data = paired_split(cfg, split)
+        self.metrics = tuple(metrics) if metrics is not None else PAIRED_METRIC_NAMES
+        self.lpips = self.lpips_note = None
+        if "lpips" in self.metrics:
+            self.lpips, self.lpips_note = lpips_or_none(device=str(self.device))
+            if self.lpips is None:
+                warnings.warn(f"LPIPS skipped: {self.lpips_note}")
+        self.classifier, self.classifier_score_real = None, None
+        if "classifier_score" in self.metrics and self.data.labels is not None:
+            self.classifier = self._classifier(cache_dir)
+            self.classifier_score_real = self._accuracy(self.data.targets)
+
+    def _classifier(self, cache_dir):
+        from normgan.data import targets_as_imagedata
+        from normgan.evaluation import default_cache_dir
+        from normgan.metrics import load_or_train
+
+        train = targets_as_imagedata(paired_split(self.cfg, "train"))
+        heldout = targets_as_imagedata(paired_split(self.cfg, "val"))
+        return load_or_train(train, heldout=heldout, cache_dir=default_cache_dir(cache_dir), device=self.device).eval()
+
+    def _accuracy(self, images: Tensor) -> float:
+        from normgan.metrics.paired import classifier_score
+
+        return classifier_score(self.classifier, images, self.data.labels)
+
+    def outputs(self, G: nn.Module, *, seed: int, count: Optional[int] = None) -> Tensor:
+        """G(x) for the split's inputs (the first ``count``, default all), in eval mode, under a
+        forked RNG seeded by ``seed``."""
+        was_training = G.training
+        G.eval()
+        devices = [self.device] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                return translate(G, self.data.inputs[:count], device=self.device, batch_size=self.batch_size)
+        finally:
+            G.train(was_training)
+
+    def __call__(self, G: nn.Module) -> dict:
+        from normgan.data import batch_to_float
+        from normgan.metrics.paired import PairedScores, dropout_diversity
+
+        t0 = time.perf_counter()
+        out = self.outputs(G, seed=self.seed)
+        scores = PairedScores(lpips=self.lpips, classifier=self.classifier)
+        targets = batch_to_float(self.data.targets)
+        for start in range(0, out.shape[0], self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            labels = self.data.labels[sl] if self.classifier is not None else None
+            scores.update(out[sl].to(self.device), targets[sl].to(self.device), labels)
+        res = scores.compute()
+        k = min(DIVERSITY_INPUTS, out.shape[0])
+        draws = [out[:k]] + [self.outputs(G, seed=self.seed + i, count=k) for i in range(1, DIVERSITY_DRAWS)]
+        res["diversity"] = dropout_diversity((torch.stack(draws) + 1) / 2) if k else float("nan")
+        if self.classifier_score_real is not None:
+            res["classifier_score_real"] = self.classifier_score_real
+        res.update({"split": self.split, "n": int(out.shape[0]), "eval_seconds": time.perf_counter() - t0})
+        return res
+
+
+def make_task_evaluator(cfg, *, device="cpu"):
+    """The training loop's periodic evaluator for ``cfg.task`` with the ``eval`` section's options:
+    FID/KID/PR against the held-out split (unconditional), or the paired metrics on ``val``."""
+    from normgan.evaluation import make_periodic_evaluator
+
+    e = cfg.eval
+    factories = {
+        "unconditional": lambda: make_periodic_evaluator(cfg, device=device, cache_dir=e.cache_dir, n=e.n, features=e.features,
+                                                         metrics=tuple(e.metrics), reference=e.reference, seed=e.seed),
+        "paired": lambda: PairedEvaluator(cfg, device=device, cache_dir=e.cache_dir, split="val", metrics=tuple(e.metrics), seed=e.seed),
+    }
+    return factories[cfg.task]()
+
+
+def run_config(run, checkpoint: str = "last.pt"):
+    """The validated config stored in a run's checkpoint (the run's config.yaml when it has none)."""
+    from normgan.config import load_config
+    from normgan.errors import UserError
+    from normgan.train.checkpoint import find_checkpoint, load_checkpoint
+
+    path = find_checkpoint(run, checkpoint)
+    saved = load_checkpoint(path, map_location="cpu").get("config")
+    if not isinstance(saved, dict):
+        raise UserError(f"checkpoint '{path}' has no config; it was not written by 'normgan train'")
+    return load_config(base=saved)
+
+
+def evaluate_paired_run(run, *, split: str = "test", metrics: Optional[Sequence[str]] = None, checkpoint: str = "last.pt",
+                        ema: bool = True, device="cpu", seed: int = 0, cache_dir=None, write: bool = True) -> dict:
+    """Score a paired run's generator on ``split`` (default: the test split) and write
+    ``run/eval/eval-step<NNNNNN>-paired-<split>.json`` (suffixes ``-seed<S>``, ``-noema`` as for
+    unconditional evaluations). ``metrics``: default every paired metric."""
+    from pathlib import Path
+
+    from normgan.device import resolve_device
+    from normgan.evaluation import _write_json, checkpoint_step
+    from normgan.metric_info import check_eval_args
+    from normgan.sample import load_generator
+
+    metrics = check_eval_args(metrics=metrics, paired=True) or PAIRED_METRIC_NAMES
+    device = resolve_device(str(device))
+    G, cfg = load_generator(run, ema=ema, device=str(device), checkpoint=checkpoint)
+    step = checkpoint_step(run, checkpoint)
+    res = PairedEvaluator(cfg, device=device, cache_dir=cache_dir, split=split, metrics=metrics, seed=seed)(G)
+    res.update({"step": step, "run": str(run), "checkpoint": checkpoint, "ema": bool(ema), "seed": int(seed),
+                "metrics": list(metrics), "task": "paired", "dataset": cfg.data.name})
+    if write:
+        name = f"eval-step{step:06d}-paired-{split}" + (f"-seed{seed}" if seed else "") + ("" if ema else "-noema")
+        path = Path(run) / "eval" / f"{name}.json"
+        res["path"] = str(path)
+        _write_json(path, res)
+    return res
+
+
+def format_paired(res: dict) -> str:
+    """The readable summary ``normgan eval`` prints for a paired run."""
+    def f(key, fmt=".4f"):
+        v = res.get(key)
+        return "n/a" if v is None else format(v, fmt)
+
+    lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} ({'EMA' if res.get('ema', True) else 'raw'} generator), "
+             f"{res.get('split')} split of {res.get('dataset', '?')} ({res.get('n')} pairs)",
+             f"PSNR {f('psnr', '.2f')} dB, SSIM {f('ssim')}, L1 {f('l1')} (on [-1, 1]), sharpness ratio {f('sharpness_ratio', '.3f')} "
+             f"(outputs/targets), dropout diversity {f('diversity', '.4f')}"]
+    if "lpips" in res:
+        lines.append(f"LPIPS {f('lpips')} (AlexNet)")
+    if "classifier_score" in res:
+        lines.append(f"classifier score {f('classifier_score', '.3f')} on G(x) with the labels of x "
+                     f"(real targets: {f('classifier_score_real', '.3f')})")
+    if res.get("path"):
+        lines.append(f"written to {res['path']}")
+    return "\n".join(lines)

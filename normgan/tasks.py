@@ -1,0 +1,176 @@
+"""Tasks: what differs between unconditional (z → image) and paired (image x → image y) training.
+
+The training loop is written once, against this small protocol; a task owns
+
+* the next batch: ``Batch(real, g_in, cond, target)`` — the images D sees as real, G's input
+  (noise z, or the input image x), D's condition (x for a conditional D) and G's target (y);
+* ``fresh_input(batch)`` — G's input for a lazy G phase (new noise, or the same x);
+* ``critic(D, batch)`` — D as a function of the image: ``D`` itself, or ``y ↦ D(cat(x, y))``
+  (pix2pix's conditional D; x is a constant input, so gradient penalties are w.r.t. y only);
+* the fixed batch of the sample grids (noise, or validation pairs shown as input | output | target
+  rows) and the checkpointed data position (``state_dict``).
+
+    task = TASKS.get(cfg.task)(cfg, device=device)
+    b = task.next_batch(); fake = G(b.g_in); d_real = task.critic(D, b)(b.real)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from torchvision.utils import make_grid
+
+from normgan.data import batch_to_float, load_dataset, load_paired, paired_crop_flip
+from normgan.registry import Registry
+from normgan.train.batches import EpochBatches
+
+TASKS = Registry("task")
+
+#: pairs shown in a paired run's sample grid (one column each: input, output, target)
+GRID_PAIRS = 8
+
+
+@dataclass
+class Batch:
+    """One training batch: ``real`` (what D sees as real), ``g_in`` (G's input), ``cond`` (D's
+    condition, paired only) and ``target`` (G's reconstruction target y = ``real``, paired only)."""
+
+    real: Tensor
+    g_in: Tensor
+    cond: Optional[Tensor] = None
+    target: Optional[Tensor] = None
+
+
+class ConditionalCritic:
+    """A conditional D as a function of the image: ``y ↦ D(cat(x, y))`` along the channels.
+
+    ``join(y)`` is what D's layers see; ``features(y)`` is ``D.features(cat(x, y))``.
+    """
+
+    def __init__(self, D: nn.Module, cond: Tensor) -> None:
+        self.D, self.cond = D, cond
+
+    def join(self, y: Tensor) -> Tensor:
+        return torch.cat([self.cond, y], dim=1)
+
+    def __call__(self, y: Tensor) -> Tensor:
+        return self.D(self.join(y))
+
+    def features(self, y: Tensor) -> Tensor:
+        return self.D.features(self.join(y))
+
+
+def to_channels(x: Tensor, channels: int) -> Tensor:
+    """Grey ``x`` repeated to 3 channels when ``channels == 3`` (display only); else ``x``."""
+    return x.expand(-1, channels, -1, -1) if x.shape[1] == 1 and channels == 3 else x
+
+
+def grid01(images: Tensor, *, nrow: int) -> Tensor:
+    """A [0, 1] grid of [-1, 1] images, ``nrow`` per row, 2 px padding."""
+    return make_grid(images.float().cpu(), nrow=max(1, nrow), normalize=True, value_range=(-1, 1), padding=2)
+
+
+@TASKS.register("unconditional")
+class UnconditionalTask:
+    """G(z), z ~ N(0, I); D sees images alone. The data is the dataset's training split."""
+
+    paired = False
+
+    def __init__(self, cfg, *, device: torch.device) -> None:
+        d, t = cfg.data, cfg.train
+        self.device, self.batch_size, self.z_dim = device, d.batch_size, cfg.model.generator.z_dim
+        self.data = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
+                                 holdout=d.holdout, strict=d.strict, seed=t.seed)
+        self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=device)
+        self.resolution, self.channels, self.in_channels = self.data.resolution, self.data.channels, None
+        # its own generator: the global RNG stream (model init, noise) is the same with or without it
+        self.fixed = torch.randn(t.num_samples, self.z_dim, generator=torch.Generator().manual_seed(t.seed + 12345)).to(device)
+
+    def next_batch(self) -> Batch:
+        real = self.batches.next()
+        return Batch(real=real, g_in=torch.randn(self.batch_size, self.z_dim, device=self.device))
+
+    def fresh_input(self, batch: Batch) -> Tensor:
+        return torch.randn(self.batch_size, self.z_dim, device=self.device)
+
+    def critic(self, D: nn.Module, batch: Batch) -> Callable[[Tensor], Tensor]:
+        return D
+
+    @torch.no_grad()
+    def sample_grid(self, G: nn.Module) -> Tensor:
+        """G's images for the fixed noise, as one square grid in [0, 1]."""
+        imgs = G(self.fixed)
+        return grid01(imgs, nrow=int(imgs.shape[0] ** 0.5))
+
+    def checkpoint_entries(self) -> dict:
+        return {"image_shape": [self.channels, self.resolution, self.resolution]}
+
+    def state_dict(self) -> dict:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
+
+
+@TASKS.register("paired")
+class PairedTask:
+    """G(x) for the input image x of each pair (x, y); D is conditional: D(cat(x, y)) vs D(cat(x, G(x))).
+
+    Training pairs are stored at ``data.load_size`` (default ``data.resolution``); with a larger
+    load size or ``data.flip`` each batch gets pix2pix's jitter: a random crop to the resolution and
+    a horizontal flip, identical on both sides of a pair, drawn from the batch generator (so resume
+    is exact). The sample grid shows :data:`GRID_PAIRS` validation pairs as input | output | target rows.
+    """
+
+    paired = True
+
+    def __init__(self, cfg, *, device: torch.device) -> None:
+        d, t = cfg.data, cfg.train
+        self.device, self.resolution, self.flip = device, d.resolution, bool(d.flip)
+        self.data = load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train", direction=d.direction,
+                                load_size=d.load_size, strict=d.strict, seed=t.seed)
+        self.batches = EpochBatches(self.data.targets, batch_size=d.batch_size, seed=t.seed, device=device)
+        self.inputs = self.data.inputs.to(device)
+        self.channels, self.in_channels = self.data.channels, self.data.in_channels
+        self.jitter = self.flip or self.data.resolution > d.resolution
+        val = load_paired(name=d.name, root=d.root, resolution=d.resolution, split="val", direction=d.direction,
+                          strict=d.strict, seed=t.seed)
+        k = min(GRID_PAIRS, len(val), t.num_samples)
+        self.fixed_x = batch_to_float(val.inputs[:k]).to(device)
+        self.fixed_y = batch_to_float(val.targets[:k]).to(device)
+        self.fixed = self.fixed_x
+
+    def next_batch(self) -> Batch:
+        idx = self.batches.next_indices()
+        x, y = self.inputs.index_select(0, idx), self.batches.images.index_select(0, idx)
+        if self.jitter:
+            x, y = paired_crop_flip(x, y, size=self.resolution, flip=self.flip, generator=self.batches.generator)
+        x, y = batch_to_float(x), batch_to_float(y)
+        return Batch(real=y, g_in=x, cond=x, target=y)
+
+    def fresh_input(self, batch: Batch) -> Tensor:
+        return batch.g_in
+
+    def critic(self, D: nn.Module, batch: Batch) -> ConditionalCritic:
+        return ConditionalCritic(D, batch.cond)
+
+    @torch.no_grad()
+    def sample_grid(self, G: nn.Module) -> Tensor:
+        """Rows: the validation inputs, G's outputs, the targets (grey shown as 3 channels when mixed)."""
+        out = G(self.fixed_x)
+        c = max(self.channels, self.in_channels)
+        rows = [to_channels(v, c) for v in (self.fixed_x, out, self.fixed_y)]
+        return grid01(torch.cat(rows), nrow=self.fixed_x.shape[0])
+
+    def checkpoint_entries(self) -> dict:
+        r = self.resolution
+        return {"image_shape": [self.channels, r, r], "input_shape": [self.in_channels, r, r]}
+
+    def state_dict(self) -> dict:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
