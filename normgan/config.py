@@ -330,11 +330,11 @@ PAIRED_EVAL_DEFAULTS = (["psnr", "ssim", "l1"], "psnr")
 def _resolve_task(cfg: Config) -> None:
     """Resolve ``task: auto`` from ``data.name`` and check that data, models and terms fit the task.
 
-    A paired run whose eval section is left at the unconditional defaults gets the paired ones
+    A paired run whose eval metrics or best metric are left at the unconditional defaults gets the paired ones
     (PSNR/SSIM/L1 on the validation split, best.pt by PSNR), written into the resolved config.
     """
     from normgan.data import DATASETS, PAIRED_DATASETS, is_paired
-    from normgan.models.registry import takes_image_input
+    from normgan.models.registry import check_model_options, takes_image_input
 
     d, o, t = cfg.data, cfg.optim, cfg.train
     _check(cfg.task in TASK_CHOICES, "task", cfg.task, f"choose one of: {', '.join(TASK_CHOICES)}")
@@ -352,6 +352,7 @@ def _resolve_task(cfg: Config) -> None:
         what = ("maps noise to images; a paired run needs an image-to-image generator (unet or resnet)" if cfg.paired
                 else "maps an image to an image; an unconditional run needs a noise-to-image generator (dcgan)")
         raise ConfigError(f"model.generator.name: {g_name} {what}")
+    check_model_options(cfg.model)
     _check(d.direction in DIRECTIONS, "data.direction", d.direction, "use AtoB or BtoA")
     if d.load_size is not None:
         _check(d.load_size >= d.resolution, "data.load_size", d.load_size,
@@ -359,8 +360,10 @@ def _resolve_task(cfg: Config) -> None:
     if d.name in ("aligned", "paired_folders"):
         _check(bool(d.root), "data.root", d.root, f"data.name={d.name} needs data.root (a folder)")
     e = cfg.eval
-    if cfg.paired and (list(e.metrics), e.best_metric) == UNCONDITIONAL_EVAL_DEFAULTS:
-        e.metrics, e.best_metric = list(PAIRED_EVAL_DEFAULTS[0]), PAIRED_EVAL_DEFAULTS[1]
+    if cfg.paired and list(e.metrics) == UNCONDITIONAL_EVAL_DEFAULTS[0]:
+        e.metrics = list(PAIRED_EVAL_DEFAULTS[0])
+    if cfg.paired and e.best_metric == UNCONDITIONAL_EVAL_DEFAULTS[1]:
+        e.best_metric = PAIRED_EVAL_DEFAULTS[1] if PAIRED_EVAL_DEFAULTS[1] in e.metrics else str(e.metrics[0]) if e.metrics else e.best_metric
 
 
 #: D normalization layers that mix the samples of a batch (per-sample input gradients are then wrong)

@@ -82,7 +82,7 @@ class PairedEvaluator:
         self.classifier, self.classifier_score_real = None, None
         if "classifier_score" in self.metrics and self.data.labels is not None:
             self.classifier = self._classifier(cache_dir)
-            self.classifier_score_real = self._accuracy(self.data.targets)
+            self.classifier_score_real = self._accuracy(self.data.targets)  # uint8 targets, converted below
 
     def _classifier(self, cache_dir):
         from normgan.data import targets_as_imagedata
@@ -96,7 +96,9 @@ class PairedEvaluator:
     def _accuracy(self, images: Tensor) -> float:
         from normgan.metrics.paired import classifier_score
 
-        return classifier_score(self.classifier, images, self.data.labels)
+        from normgan.data import batch_to_float
+
+        return classifier_score(self.classifier, batch_to_float(images).to(self.device), self.data.labels.to(self.device))
 
     def outputs(self, G: nn.Module, *, seed: int, count: Optional[int] = None) -> Tensor:
         """G(x) for the split's inputs (the first ``count``, default all), in eval mode, under a

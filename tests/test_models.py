@@ -7,10 +7,12 @@ from normgan.config import DiscriminatorConfig, GeneratorConfig
 from normgan.errors import ConfigError
 from normgan.functional.losses import LOSSES
 from normgan.models import DISCRIMINATORS, GENERATORS, NORM_LAYERS, build_discriminator, build_generator
+from normgan.models.registry import takes_image_input
 
 
 def nets(gname, dname, res, ch, norm="batch", dropout=0.0):
-    G = build_generator(GeneratorConfig(name=gname, z_dim=8, width=4, norm=norm, dropout=dropout), resolution=res, channels=ch)
+    in_ch = ch if takes_image_input(gname) else None  # image-to-image generators take an image of ch channels
+    G = build_generator(GeneratorConfig(name=gname, z_dim=8, width=4, norm=norm, dropout=dropout), resolution=res, channels=ch, in_channels=in_ch)
     D = build_discriminator(DiscriminatorConfig(name=dname, width=4, norm="none"), resolution=res, channels=ch)
     return G, D
 
@@ -30,12 +32,12 @@ def test_one_d_and_one_g_step(gname, dname, loss_name, res, ch):
     G, D = nets(gname, dname, res, ch)
     loss = LOSSES.get(loss_name)
     real = torch.rand(2, ch, res, res) * 2 - 1
-    z = torch.randn(2, 8)
+    z = torch.rand(2, ch, res, res) * 2 - 1 if takes_image_input(gname) else torch.randn(2, 8)
     fake = G(z)
     assert fake.shape == (2, ch, res, res)
     assert fake.min() >= -1 and fake.max() <= 1
     d_real, d_fake = D(real), D(fake.detach())
-    assert d_real.shape == (2,)
+    assert d_real.shape[0] == 2 and d_real.dim() in (1, 2)  # one logit per image, or a patch map (B, P)
     ld = loss.d(d_real, d_fake)
     assert torch.isfinite(ld)
     ld.backward()

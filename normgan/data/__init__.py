@@ -6,14 +6,36 @@
     batch_to_float(data.images[:64])   # float32 in [-1, 1]
 
 ``DATASETS`` maps ``data.name`` to its loader; importing this package
-registers ``mnist5k``, ``digits``, ``faces``, ``textures``, ``folder`` and ``idx``.
+registers ``mnist5k``, ``digits``, ``faces``, ``textures``, ``folder`` and ``idx``;
+``PAIRED_DATASETS`` (see :mod:`normgan.data.paired`) maps the paired image-to-image datasets
+to theirs, loaded with :func:`load_paired`.
 """
 
 from normgan.data.dataset import DATASETS, ImageData, Source, load_dataset
 from normgan.data.transforms import batch_to_float, center_crop, center_crop_resize, center_pad, convert_channels, fit_to_resolution
-from normgan.data import builtin, folder, idx  # noqa: F401  (register loaders)
+from normgan.data import builtin, folder, idx, paired  # noqa: F401  (register loaders)
+from normgan.data.paired import (
+    BASELINES,
+    PAIRED_DATASETS,
+    PAIRED_SPLITS,
+    PairedData,
+    PairedSource,
+    is_paired,
+    load_paired,
+    paired_crop_flip,
+    targets_as_imagedata,
+)
 
 __all__ = [
+    "BASELINES",
+    "PAIRED_DATASETS",
+    "PAIRED_SPLITS",
+    "PairedData",
+    "PairedSource",
+    "is_paired",
+    "load_paired",
+    "paired_crop_flip",
+    "targets_as_imagedata",
     "DATASETS",
     "ImageData",
     "Source",

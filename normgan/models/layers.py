@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from normgan.registry import Registry
 
@@ -28,3 +29,23 @@ def dcgan_init(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+class KeepDropout(nn.Dropout):
+    """nn.Dropout that can stay active in eval mode; shape-preserving, any input shape.
+
+    ``keep=False``: exactly nn.Dropout (zeroes elements with probability ``p`` and scales the rest by
+    1/(1-p) in train mode, identity in eval mode). ``keep=True``: dropout is applied in eval mode too
+    -- pix2pix's noise source, "dropout kept on at test time" (Isola et al. 2017, §3.1).
+    ``forward(x) = F.dropout(x, p, training or keep, inplace)``.
+    """
+
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, keep: bool = False) -> None:
+        super().__init__(p, inplace)
+        self.keep = keep
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.p, self.training or self.keep, self.inplace)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, keep={self.keep}"

@@ -32,19 +32,33 @@ def takes_image_input(name: str) -> bool:
     return "in_channels" in _parameters(GENERATORS.get(name, key="model.generator.name"))
 
 
-def _build(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> nn.Module:
+def _kwargs(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> Dict[str, Any]:
+    """The factory's keyword arguments: declared shared fields, ``options``, then ``fixed`` (not None)."""
     factory = registry.get(cfg.name, key=f"{key}.name")
     declared = _parameters(factory)
     accepts_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
     kwargs = {k: getattr(cfg, k) for k in SHARED_FIELDS if hasattr(cfg, k) and (accepts_any or k in declared)}
     options = dict(getattr(cfg, "options", None) or {})
+    reserved = ("resolution", "channels", "in_channels", "gates")
     for opt in options:
-        if opt in fixed or opt in SHARED_FIELDS or (opt not in declared and not accepts_any):
-            allowed = [p for p in declared if p not in fixed and p not in SHARED_FIELDS]
+        if opt in reserved or opt in SHARED_FIELDS or (opt not in declared and not accepts_any):
+            allowed = [p for p in declared if p not in reserved and p not in SHARED_FIELDS]
             raise ConfigError(f"{key}.options: unknown option '{opt}' for {registry.kind} '{cfg.name}'; "
                               f"allowed: {', '.join(allowed) or 'none'}")
     kwargs.update(options)
     kwargs.update({k: v for k, v in fixed.items() if v is not None})
+    return kwargs
+
+
+def check_model_options(model_cfg) -> None:
+    """Validate ``model.generator.options`` / ``model.discriminator.options`` names (no model is built)."""
+    _kwargs(GENERATORS, model_cfg.generator, key="model.generator", fixed={})
+    _kwargs(DISCRIMINATORS, model_cfg.discriminator, key="model.discriminator", fixed={})
+
+
+def _build(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> nn.Module:
+    factory = registry.get(cfg.name, key=f"{key}.name")
+    kwargs = _kwargs(registry, cfg, key=key, fixed=fixed)
     try:
         return factory(**kwargs)
     except ConfigError as e:
