@@ -218,6 +218,9 @@ def evaluate_run(run, *, n: int = 5000, features: str = "domain", metrics: Seque
             old["reused"] = True
             return old
     G, cfg = load_generator(run, ema=ema, device=str(device), checkpoint=checkpoint)
+    if cfg.paired:
+        raise UserError(f"run '{run}' is a paired (image-to-image) run: FID/KID/PR score unconditional generators; "
+                        "'normgan eval RUN' reports its PSNR/SSIM/L1 on the test split")
     res = evaluate_generator(G, cfg, n=n, features=features, metrics=metrics, reference=reference, device=device,
                              seed=seed, cache_dir=cache_dir, batch_size=batch_size)
     res.update({"step": step, "run": str(run), "checkpoint": checkpoint, "ema": bool(ema), "seed": int(seed),

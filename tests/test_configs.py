@@ -9,6 +9,7 @@ import pytest
 
 import normgan
 from normgan.config import packaged_config_dir, validate
+from normgan.errors import ConfigError
 
 CONFIGS = sorted(packaged_config_dir().glob("*.yaml"))
 OURS = ["dcgan-r1", "wgan-gp", "sngan", "lsgan-l2", "l0-gates", "stats"]
@@ -20,10 +21,38 @@ def test_the_regularization_configs_ship():
     assert {f"{n}.yaml" for n in OURS} <= {p.name for p in CONFIGS}
 
 
+#: configs for the user's own data: they validate once data.root names it
+NEEDS_ROOT = {"pix2pix-facades"}
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_loads_and_validates(path):
-    cfg = normgan.load_config(path)
+    cfg = normgan.load_config(path, overrides=["data.root=/data/facades"] if path.stem in NEEDS_ROOT else [])
     validate(cfg)
+
+
+def test_pix2pix_facades_is_the_papers_setup_and_asks_for_its_data():
+    with pytest.raises(ConfigError, match="data.root"):
+        normgan.load_config(packaged_config_dir() / "pix2pix-facades.yaml")  # ConfigError
+    cfg = normgan.load_config(packaged_config_dir() / "pix2pix-facades.yaml", overrides=["data.root=/data/facades"])
+    assert cfg.paired and cfg.data.resolution == 256 and cfg.data.load_size == 286 and cfg.data.flip
+    assert cfg.model.generator.name == "unet" and cfg.model.generator.dropout == 0.5
+    assert cfg.model.discriminator.name == "patchgan" and cfg.model.discriminator.options == {"layers": 3}
+    assert cfg.regularizers["l1"] == {"term": "recon", "net": "G", "norm": "l1", "weight": 100.0}
+    assert cfg.optim.g.lr == 2e-4 and cfg.optim.g.betas[0] == 0.5
+    from normgan.models import build_discriminator
+
+    assert build_discriminator(cfg.model.discriminator, resolution=256, channels=6).receptive_field == 70
+
+
+PAIRED_CONFIGS = ["gray2color", "edges2photo", "noisy2clean", "blur2sharp", "lowres2highres", "edges2digit", "lowres2digit"]
+
+
+@pytest.mark.parametrize("name", PAIRED_CONFIGS)
+def test_paired_config_trains_two_tiny_steps(tmp_path, name):
+    cfg = normgan.load_config(packaged_config_dir() / f"{name}.yaml", overrides=TINY + ["eval.every=0"])
+    assert cfg.paired and cfg.regularizers["l1"]["term"] == "recon"
+    normgan.Trainer(cfg, runs_dir=tmp_path, progress=False).fit()
 
 
 def test_configs_say_what_they_promise():

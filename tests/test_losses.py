@@ -45,6 +45,7 @@ EXPECTED = {
     "wasserstein": (mean(fake.tolist()) - mean(real.tolist()), -mean(fake.tolist())),
 }
 EXPECTED["mse"] = EXPECTED["lsgan"]
+EXPECTED["none"] = (0.0, 0.0)  # terms only: both losses are zero
 
 # the numbers for bce, worked by hand: softplus(-2)=0.126928, softplus(1)=1.313262, softplus(-0.5)=0.474077
 BCE_D_BY_HAND = (0.126928 + 1.313262 + 0.474077) / 3 + (0.474077 + 1.701413 + 0.693147) / 3
@@ -71,3 +72,10 @@ def test_loss_is_stable_for_large_logits(name):
     loss = LOSSES.get(name)
     big = torch.tensor([80.0, -80.0])
     assert torch.isfinite(loss.d(big, -big)) and torch.isfinite(loss.g(big))
+
+
+def test_none_loss_gives_zero_gradients_to_the_networks():
+    r, f = real.clone().requires_grad_(True), fake.clone().requires_grad_(True)
+    loss = LOSSES.get("none")
+    (loss.d(r, f) + loss.g(f)).backward()
+    assert torch.equal(r.grad, torch.zeros_like(r)) and torch.equal(f.grad, torch.zeros_like(f))

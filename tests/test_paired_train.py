@@ -193,3 +193,25 @@ def test_translate_refuses_an_unconditional_run(tmp_path):
     r = run_cli("translate", tmp_path / "u", "--input", tmp_path / "in", "--out", tmp_path / "o")
     assert r.returncode == 2 and "unconditional" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "Traceback" not in r.stderr
+
+
+def test_translate_keeps_dropout_on_only_when_configured(tmp_path):
+    from normgan.translate import translate_folder
+
+    _write(tmp_path / "in" / "a.png", np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8))
+    outputs = {}
+    for keep in (True, False):
+        cfg = paired_cfg("train.steps=1", f"+model.generator.options.test_dropout={str(keep).lower()}")
+        run = Trainer(cfg, runs_dir=tmp_path, name=f"keep-{keep}", progress=False).fit()
+        for seed in (0, 1):
+            out, n = translate_folder(run, input=tmp_path / "in", out=tmp_path / f"o-{keep}-{seed}", seed=seed, progress=False)
+            assert n == 1
+            outputs[keep, seed] = np.asarray(Image.open(out / "a.png"), dtype=np.int16)
+    assert np.abs(outputs[True, 0] - outputs[True, 1]).max() > 0      # dropout draws differ by seed
+    assert np.array_equal(outputs[False, 0], outputs[False, 1])        # deterministic G: same output
+
+
+def test_compare_refuses_a_paired_run_with_one_line(tmp_path):
+    run = Trainer(paired_cfg("train.steps=1"), runs_dir=tmp_path, name="p", progress=False).fit()
+    r = run_cli("compare", run, "--n", 10)
+    assert r.returncode == 2 and "paired" in r.stderr and len(r.stderr.strip().splitlines()) == 1

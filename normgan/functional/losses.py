@@ -66,6 +66,17 @@ def negative_mean_g_loss(fake: Tensor) -> Tensor:
     return -fake.mean()
 
 
+def zero_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """No adversarial loss for D: ``0·(mean D(x) + mean D(G(z)))`` (zero, with a graph, so D's step is a no-op)."""
+    return 0.0 * (real.mean() + fake.mean())
+
+
+def zero_g_loss(fake: Tensor) -> Tensor:
+    """No adversarial loss for G: ``0·mean D(G(z))``; G then learns from its regularization terms
+    alone (e.g. ``recon``: pix2pix's "L1 alone" baseline)."""
+    return 0.0 * fake.mean()
+
+
 class AdversarialLoss(NamedTuple):
     """A pair of pure functions: ``d(real_logits, fake_logits)`` and ``g(fake_logits)``."""
 
@@ -80,6 +91,7 @@ LOSSES.register("lsgan")(AdversarialLoss(lsgan_d_loss, lsgan_g_loss))
 LOSSES.register("mse")(LOSSES.get("lsgan"))  # the same least-squares loss, by its other name
 LOSSES.register("hinge")(AdversarialLoss(hinge_d_loss, negative_mean_g_loss))
 LOSSES.register("wasserstein")(AdversarialLoss(wasserstein_d_loss, negative_mean_g_loss))
+LOSSES.register("none")(AdversarialLoss(zero_d_loss, zero_g_loss))  # terms only (paired "L1 alone")
 
 
 def d_accuracy(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
@@ -98,5 +110,7 @@ __all__ = [
     "hinge_d_loss",
     "wasserstein_d_loss",
     "negative_mean_g_loss",
+    "zero_d_loss",
+    "zero_g_loss",
     "d_accuracy",
 ]
