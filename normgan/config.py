@@ -334,7 +334,7 @@ def _resolve_task(cfg: Config) -> None:
     (PSNR/SSIM/L1 on the validation split, best.pt by PSNR), written into the resolved config.
     """
     from normgan.data import DATASETS, PAIRED_DATASETS, is_paired
-    from normgan.models.registry import check_model_options, takes_image_input
+    from normgan.models.registry import check_models, takes_image_input
 
     d, o, t = cfg.data, cfg.optim, cfg.train
     _check(cfg.task in TASK_CHOICES, "task", cfg.task, f"choose one of: {', '.join(TASK_CHOICES)}")
@@ -352,7 +352,8 @@ def _resolve_task(cfg: Config) -> None:
         what = ("maps noise to images; a paired run needs an image-to-image generator (unet or resnet)" if cfg.paired
                 else "maps an image to an image; an unconditional run needs a noise-to-image generator (dcgan)")
         raise ConfigError(f"model.generator.name: {g_name} {what}")
-    check_model_options(cfg.model)
+    c = d.channels or 3  # the source's channels are known only once it is loaded
+    check_models(cfg.model, resolution=d.resolution, channels=c, in_channels=c if cfg.paired else None)
     _check(d.direction in DIRECTIONS, "data.direction", d.direction, "use AtoB or BtoA")
     if d.load_size is not None:
         _check(d.load_size >= d.resolution, "data.load_size", d.load_size,

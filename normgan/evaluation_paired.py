@@ -14,6 +14,8 @@ test time gives the same numbers for the same seed and the training RNG stream i
   :data:`DIVERSITY_INPUTS` inputs (0 for a deterministic G; dropout kept at test time raises it);
 * ``lpips`` (AlexNet) when asked for and its weights are on disk; otherwise a one-line warning
   names the missing file (never a download);
+* ``baseline_psnr|ssim|l1``: the built-in task's trivial prediction (``normgan.data.BASELINES``),
+  scored the same way, so every figure comes with the number it must beat;
 * ``classifier_score`` for labelled tasks (the digit tasks): the accuracy of the domain classifier
   (trained on the training targets, cached) on G(x) with the labels of x, beside
   ``classifier_score_real``, its accuracy on the real targets (pix2pix's FCN-score analogue).
@@ -79,10 +81,25 @@ class PairedEvaluator:
             self.lpips, self.lpips_note = lpips_or_none(device=str(self.device))
             if self.lpips is None:
                 warnings.warn(f"LPIPS skipped: {self.lpips_note}")
+        self.baseline = self._baseline()
         self.classifier, self.classifier_score_real = None, None
         if "classifier_score" in self.metrics and self.data.labels is not None:
             self.classifier = self._classifier(cache_dir)
             self.classifier_score_real = self._accuracy(self.data.targets)  # uint8 targets, converted below
+
+    def _baseline(self) -> dict:
+        """PSNR/SSIM/L1 of the built-in task's trivial prediction (``normgan.data.BASELINES``: the
+        grey input as colour, the noisy/blurred/bicubic input, …); empty for user data."""
+        from normgan.data import BASELINES, batch_to_float
+        from normgan.metrics.paired import PairedScores
+
+        fn = BASELINES.get(self.cfg.data.name) if self.cfg.data.direction == "AtoB" else None
+        if fn is None:
+            return {}
+        scores = PairedScores()
+        scores.update(batch_to_float(fn(self.data.inputs)), batch_to_float(self.data.targets))
+        res = scores.compute()
+        return {f"baseline_{k}": res[k] for k in ("psnr", "ssim", "l1")}
 
     def _classifier(self, cache_dir):
         from normgan.data import targets_as_imagedata
@@ -131,6 +148,7 @@ class PairedEvaluator:
         res["diversity"] = dropout_diversity((torch.stack(draws) + 1) / 2) if k else float("nan")
         if self.classifier_score_real is not None:
             res["classifier_score_real"] = self.classifier_score_real
+        res.update(self.baseline)
         res.update({"split": self.split, "n": int(out.shape[0]), "eval_seconds": time.perf_counter() - t0})
         return res
 
@@ -199,6 +217,9 @@ def format_paired(res: dict) -> str:
              f"{res.get('split')} split of {res.get('dataset', '?')} ({res.get('n')} pairs)",
              f"PSNR {f('psnr', '.2f')} dB, SSIM {f('ssim')}, L1 {f('l1')} (on [-1, 1]), sharpness ratio {f('sharpness_ratio', '.3f')} "
              f"(outputs/targets), dropout diversity {f('diversity', '.4f')}"]
+    if "baseline_psnr" in res:
+        lines.append(f"trivial baseline of {res.get('dataset')} (docs/paired.md): PSNR {f('baseline_psnr', '.2f')} dB, "
+                     f"SSIM {f('baseline_ssim')}, L1 {f('baseline_l1')}")
     if "lpips" in res:
         lines.append(f"LPIPS {f('lpips')} (AlexNet)")
     if "classifier_score" in res:

@@ -168,6 +168,7 @@ def test_paired_commands_end_to_end(tmp_path):
     res = json.loads(r.stdout)
     assert res["split"] == "test" and res["n"] == 500 and 0 <= res["ssim"] <= 1 and res["psnr"] > 0
     assert "classifier_score" in res and "lpips" not in res  # no AlexNet weights in this fresh TORCH_HOME
+    assert res["baseline_psnr"] > 0 and "trivial baseline" not in r.stdout  # JSON only with --json
     assert "LPIPS" in r.stderr and "\n" not in r.stderr.strip()
 
     # translate: larger and smaller than the training resolution, grey and colour, nested names kept
@@ -215,3 +216,19 @@ def test_compare_refuses_a_paired_run_with_one_line(tmp_path):
     run = Trainer(paired_cfg("train.steps=1"), runs_dir=tmp_path, name="p", progress=False).fit()
     r = run_cli("compare", run, "--n", 10)
     assert r.returncode == 2 and "paired" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("dname", ["dcgan", "patchgan"])
+@pytest.mark.parametrize("gname", ["unet", "resnet"])
+def test_every_generator_and_discriminator_trains_paired(tmp_path, gname, dname):
+    from normgan.models import DISCRIMINATORS, GENERATORS
+
+    assert {gname} <= set(GENERATORS.names()) and {dname} <= set(DISCRIMINATORS.names())
+    over = ["train.steps=2", f"model.generator.name={gname}", f"model.discriminator.name={dname}", "model.discriminator.options={}",
+            "+regularizers.r1={term: grad, net: D, at: real, weight: 1.0}"]
+    tr = Trainer(paired_cfg(*over), runs_dir=tmp_path, name="r", progress=False)
+    first = next(m for m in tr.D.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 2  # any D is conditional in a paired run: condition + image
+    tr.fit()
+    row = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["reg/r1/raw"] > 0 and np.isfinite(row["loss/D"])

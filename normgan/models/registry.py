@@ -50,10 +50,15 @@ def _kwargs(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> Dict
     return kwargs
 
 
-def check_model_options(model_cfg) -> None:
-    """Validate ``model.generator.options`` / ``model.discriminator.options`` names (no model is built)."""
-    _kwargs(GENERATORS, model_cfg.generator, key="model.generator", fixed={})
-    _kwargs(DISCRIMINATORS, model_cfg.discriminator, key="model.discriminator", fixed={})
+def check_models(model_cfg, *, resolution: int, channels: int, in_channels: int | None) -> None:
+    """Build G and D on the ``meta`` device (no memory, no compute) so that bad options and sizes
+    (an unknown option, a U-Net deeper than the resolution allows, a PatchGAN with no patch left)
+    are one-line ConfigErrors before any data is loaded."""
+    import torch
+
+    with torch.device("meta"):
+        build_generator(model_cfg.generator, resolution=resolution, channels=channels, in_channels=in_channels)
+        build_discriminator(model_cfg.discriminator, resolution=resolution, channels=channels + (in_channels or 0))
 
 
 def _build(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> nn.Module:
@@ -61,8 +66,12 @@ def _build(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> nn.Mo
     kwargs = _kwargs(registry, cfg, key=key, fixed=fixed)
     try:
         return factory(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{key}.options.{e}" if not str(e).startswith(("data.", "model.")) else str(e)) from None
+    except ConfigError as e:  # the factory names its option ("depth: bad value …"); say where it is set
+        msg = str(e)
+        if msg.startswith(("data.", "model.")):
+            raise
+        where = key if msg.split(":", 1)[0] in SHARED_FIELDS else f"{key}.options"
+        raise ConfigError(f"{where}.{msg}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{key}: {e}") from None
 
