@@ -48,7 +48,7 @@ METRICS = ("psnr", "ssim", "l1", "sharpness_ratio", "diversity", "classifier_sco
 
 
 def run_one(task: str, variant: str, seed: int, out: Path, runs: Path) -> dict:
-    name = f"{task}-{variant}-s{seed}"
+    name = f"{task}-{variant.replace('+', '_')}-s{seed}"  # run names are plain folder names
     result = out / "evals" / f"{name}.json"
     if result.is_file():
         return json.loads(result.read_text())
@@ -105,6 +105,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def figure(task: str, runs: Path, out: Path, *, seed: int = 0, n: int = 6) -> Path:
+    """One row per test input: input | each variant's output (seed ``seed`` runs) | target."""
+    import torch
+    from torchvision.utils import save_image
+
+    from normgan.sample import load_generator, paired_triplets
+
+    cols = []
+    for variant in VARIANTS:
+        G, cfg = load_generator(runs / f"{task}-{variant.replace('+', '_')}-s{seed}")
+        trip = paired_triplets(G, cfg, n=n, seed=0)  # (n, 3, C, H, W): input, output, target
+        cols.append(trip[:, 1])
+    grid = torch.stack([trip[:, 0], *cols, trip[:, 2]], dim=1).flatten(0, 1)
+    path = out / f"{task}-samples.png"
+    save_image((grid + 1) / 2, path, nrow=len(VARIANTS) + 2, padding=2)
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="docs/studies/l1-vs-l2", help="results, table and per-run evaluations")
@@ -121,6 +139,8 @@ def main() -> None:
         rows = list(pool.map(lambda j: run_one(*j, out, Path(args.runs_dir)), jobs))
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "table.md").write_text(table(rows))
+    for task in args.tasks:
+        figure(task, Path(args.runs_dir), out, seed=args.seeds[0])
     print(json.dumps(rows))
 
 

@@ -294,6 +294,15 @@ def validate(cfg: Config) -> None:
     _check(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0 keeps torch's default)")
     _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device, "use auto, cpu, cuda or cuda:N")
 
+    # names against registries (imported here: they import config-free modules only)
+    from normgan.functional.losses import LOSSES
+    from normgan.models import DISCRIMINATORS, GENERATORS, NORM_LAYERS
+
+    LOSSES.get(cfg.loss, key="loss")
+    GENERATORS.get(g.name, key="model.generator.name")
+    DISCRIMINATORS.get(dd.name, key="model.discriminator.name")
+    NORM_LAYERS.get(g.norm, key="model.generator.norm")
+    NORM_LAYERS.get(dd.norm, key="model.discriminator.norm")
     _resolve_task(cfg)
     e = cfg.eval
     _check(e.every >= 0, "eval.every", e.every, "must be >= 0 (0 turns periodic evaluation off)")
@@ -307,15 +316,6 @@ def validate(cfg: Config) -> None:
         except UserError as err:  # the CLI option names (--n) become config keys (eval.n)
             raise ConfigError(str(err).replace("--", "eval.", 1) if str(err).startswith("--") else str(err)) from None
 
-    # names against registries (imported here: they import config-free modules only)
-    from normgan.functional.losses import LOSSES
-    from normgan.models import DISCRIMINATORS, GENERATORS, NORM_LAYERS
-
-    LOSSES.get(cfg.loss, key="loss")
-    GENERATORS.get(g.name, key="model.generator.name")
-    DISCRIMINATORS.get(dd.name, key="model.discriminator.name")
-    NORM_LAYERS.get(g.norm, key="model.generator.norm")
-    NORM_LAYERS.get(dd.norm, key="model.discriminator.norm")
     from normgan.regularizers import validate_regularizers
 
     validate_regularizers(cfg)

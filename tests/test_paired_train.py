@@ -224,9 +224,10 @@ def test_every_generator_and_discriminator_trains_paired(tmp_path, gname, dname)
     from normgan.models import DISCRIMINATORS, GENERATORS
 
     assert {gname} <= set(GENERATORS.names()) and {dname} <= set(DISCRIMINATORS.names())
-    over = ["train.steps=2", f"model.generator.name={gname}", f"model.discriminator.name={dname}", "model.discriminator.options={}",
-            "+regularizers.r1={term: grad, net: D, at: real, weight: 1.0}"]
-    tr = Trainer(paired_cfg(*over), runs_dir=tmp_path, name="r", progress=False)
+    over = [o for o in PAIRED if "options.layers" not in o] + [
+        "train.steps=2", f"model.generator.name={gname}", f"model.discriminator.name={dname}",
+        "+regularizers.r1={term: grad, net: D, at: real, weight: 1.0}"]
+    tr = Trainer(load_config(overrides=over), runs_dir=tmp_path, name="r", progress=False)
     first = next(m for m in tr.D.modules() if isinstance(m, torch.nn.Conv2d))
     assert first.in_channels == 2  # any D is conditional in a paired run: condition + image
     tr.fit()
