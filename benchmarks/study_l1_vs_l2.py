@@ -42,7 +42,7 @@ COMMON = ["regularizers={}", "+model.generator.options.test_dropout=true", "eval
           "train.threads=1", "train.checkpoint_every=100000", "train.sample_every=100000"]
 TASKS = {
     "blur2sharp": ["model.generator.width=16", "model.discriminator.width=16", "train.steps=1500"],
-    "edges2digit": ["train.steps=2000"],
+    "edges2digit": ["train.steps=1200"],
 }
 METRICS = ("psnr", "ssim", "l1", "sharpness_ratio", "diversity", "classifier_score")
 

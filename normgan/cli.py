@@ -141,12 +141,41 @@ def _raise_on_sigterm(signum, frame) -> None:
     raise SignalExit(signum, "stopped by SIGTERM before training started; nothing was written")
 
 
+#: commands that load torch; their heavy imports run with Ctrl-C/SIGTERM held back
+TORCH_COMMANDS = ("train", "sample", "translate", "eval", "compare")
+
+
+def _import_holding_signals() -> None:
+    """Import torch, torchvision and the training loop with SIGINT/SIGTERM recorded, not raised.
+
+    A KeyboardInterrupt raised inside a third-party import can be swallowed by a bare ``except:``
+    there, or leave a half-initialised package behind (seen: a RecursionError in torchvision.models,
+    and a run that went on training after Ctrl-C). The signal is acted on once the imports are done:
+    one line, exit 130 (143 for SIGTERM), nothing written.
+    """
+    pending: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        import torch  # noqa: F401
+        import torchvision.utils  # noqa: F401
+
+        import normgan.train.loop  # noqa: F401
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if pending:
+        name = "Ctrl-C" if pending[0] == signal.SIGINT else signal.Signals(pending[0]).name
+        raise SignalExit(pending[0], f"interrupted ({name}) before training started; nothing was written")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; returns its exit code (2 bad input, 3 diverged, 130/143 after Ctrl-C/SIGTERM)."""
     warnings.formatwarning = _one_line_warning  # user-facing warnings are one line, without source lines
     old_term = signal.signal(signal.SIGTERM, _raise_on_sigterm) if _main_thread() else None
     try:
         args = parse_args(build_parser(), argv)
+        if args.command in TORCH_COMMANDS and _main_thread():
+            _import_holding_signals()
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return args.func(args)

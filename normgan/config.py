@@ -193,9 +193,14 @@ def load_config(path: str | Path | None = None, *, overrides: List[str] | None =
         for layer in layers:
             _check_sections(layer)
             merged = OmegaConf.merge(merged, OmegaConf.create(layer))
-        if overrides:
-            dotlist = [o.lstrip("+") for o in overrides]
-            extra = OmegaConf.from_dotlist(dotlist)
+        for item in (o.lstrip("+") for o in overrides or []):
+            key, value = item.split("=", 1)
+            node = OmegaConf.select(merged, key, default=None) if value.strip() == "{}" else None
+            if node is not None and OmegaConf.get_type(node) is dict:
+                # merging {} would keep a free mapping's keys; `regularizers={}` means "no terms"
+                OmegaConf.update(merged, key, {}, merge=False)
+                continue
+            extra = OmegaConf.from_dotlist([item])
             _check_sections(OmegaConf.to_container(extra))
             merged = OmegaConf.merge(merged, extra)
         cfg = OmegaConf.to_object(merged)

@@ -76,3 +76,16 @@ def test_cli_dry_run_of_a_shipped_config():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "texture" in proc.stdout
+
+
+def test_an_empty_mapping_override_clears_terms_and_later_overrides_add_to_it():
+    # OmegaConf merges {} into a mapping as a no-op; `regularizers={}` must mean "no terms"
+    cfg = normgan.load_config(packaged_config_dir() / "mnist.yaml")
+    assert set(cfg.regularizers) == {"wd_g"}
+    assert normgan.load_config(packaged_config_dir() / "mnist.yaml", overrides=["regularizers={}"]).regularizers == {}
+    cfg = normgan.load_config(packaged_config_dir() / "mnist.yaml",
+                              overrides=["regularizers={}", "+regularizers.r1={term: grad, net: D, at: real}",
+                                         "model.discriminator.norm=none"])
+    assert set(cfg.regularizers) == {"r1"}
+    # structured sections keep their schema: {} changes nothing there
+    assert normgan.load_config(overrides=["data={}"]).data.name == "mnist5k"
