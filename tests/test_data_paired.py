@@ -218,7 +218,7 @@ def test_unreadable_pair_skipped_or_strict(tmp_path):
         save(tmp_path / "A" / f"{i}.png", np.full((8, 8), i))
         save(tmp_path / "B" / f"{i}.png", np.full((8, 8), i))
     (tmp_path / "B" / "3.png").write_bytes(b"not an image")
-    with pytest.warns(UserWarning, match="skipped 1 pairs"):
+    with pytest.warns(UserWarning, match="skipped 1 unreadable pairs"):
         data = {s: load_paired(name="paired_folders", root=tmp_path, resolution=8, split=s) for s in PAIRED_SPLITS}
     assert sum(len(d) for d in data.values()) == 9
     assert 3 not in [int(v) for d in data.values() for v in d.inputs[:, 0, 0, 0]]

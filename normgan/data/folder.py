@@ -15,6 +15,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -59,15 +60,54 @@ def decode_image(path: Path) -> np.ndarray:
         return np.array(im.convert("RGB"), dtype=np.uint8)
 
 
-def _load_one(path: Path, resolution: int) -> torch.Tensor | BaseException:
-    """Decode and resize one file to uint8 ``(C, R, R)``; decode errors are returned, not raised."""
+def _load_one(path: Path, resolution: int) -> torch.Tensor | tuple[Path, BaseException]:
+    """Decode and resize one file to uint8 ``(C, R, R)``; a decode error is returned as ``(path, error)``."""
     try:
         arr = decode_image(path)
     except _DECODE_ERRORS as exc:
-        return exc
+        return path, exc
     x = torch.from_numpy(arr)
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
     return center_crop_resize(x.unsqueeze(0), resolution)[0]
+
+
+def read_all(items: list, read: Callable, *, strict: bool, what: str) -> tuple[list, list[int]]:
+    """``read(item)`` for every item in a thread pool; returns the results and the indices kept.
+
+    ``read`` returns a result, or the decode error of the file it names as ``(path, exc)``; errors
+    raise a DataError when ``strict``, else the item is skipped with one warning. ``what`` names the
+    items in messages ("image files in 'DIR'", "pairs").
+    """
+    out, keep, bad = [], [], []
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1, max(1, len(items))))
+    try:
+        for i, result in enumerate(pool.map(read, items)):
+            if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], BaseException):
+                path, exc = result
+                if strict:
+                    why = " ".join(f"{type(exc).__name__}: {exc}".split())
+                    raise DataError(
+                        f"data.root: cannot read image file '{path}' ({why}); "
+                        "fix or delete it, or set data.strict: false to skip unreadable files"
+                    )
+                bad.append(path)
+                continue
+            out.append(result)
+            keep.append(i)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if not out:
+        raise DataError(f"data.root: none of the {len(items)} {what} could be read (first: {bad[0]}); add readable images")
+    if bad:
+        warnings.warn(f"data.root: skipped {len(bad)} unreadable {what} (first: {bad[0]}); "
+                      "set data.strict: true to make this an error", UserWarning, stacklevel=4)
+    return out, keep
+
+
+def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
+    """Stack ``(C, S, S)`` images: 1 channel when all are grey, else grey ones repeated to 3."""
+    c = 1 if all(x.shape[0] == 1 for x in images) else 3
+    return torch.stack([x.expand(c, -1, -1) for x in images])
 
 
 def _class_labels(root: Path, files: list[Path]) -> list[int] | None:
@@ -97,40 +137,8 @@ def load_folder(*, root, resolution: int, strict: bool = False, **_) -> Source:
         )
     labels = _class_labels(folder, files)
 
-    images, keep, bad = [], [], []
-    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1, len(files)))
-    try:
-        results = pool.map(lambda p: _load_one(p, resolution), files)
-        for i, (path, result) in enumerate(zip(files, results)):
-            if isinstance(result, BaseException):
-                if strict:
-                    why = " ".join(f"{type(result).__name__}: {result}".split())
-                    raise DataError(
-                        f"data.root: cannot read image file '{path}' ({why}); "
-                        "fix or delete it, or set data.strict: false to skip unreadable files"
-                    )
-                bad.append(path)
-                continue
-            images.append(result)
-            keep.append(i)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-    if not images:
-        raise DataError(
-            f"data.root: none of the {len(files)} image files in '{root}' could be read (first: {bad[0]}); "
-            "set data.root to a folder of valid images"
-        )
-    if bad:
-        warnings.warn(
-            f"data.root: skipped {len(bad)} unreadable image file{'s' if len(bad) != 1 else ''} "
-            f"(first: {bad[0]}); set data.strict: true to make this an error",
-            UserWarning,
-            stacklevel=3,
-        )
-
-    channels = 1 if all(x.shape[0] == 1 for x in images) else 3
-    batch = torch.stack([x.expand(channels, -1, -1) for x in images])
+    images, keep = read_all(files, lambda p: _load_one(p, resolution), strict=strict, what=f"image files in '{root}'")
+    batch = stack_images(images)
     label_tensor = torch.tensor([labels[i] for i in keep], dtype=torch.int64) if labels is not None else None
     identity = {
         "root": os.path.abspath(folder),

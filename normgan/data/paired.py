@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from normgan.data.builtin import PAD_UP_TO, _mnist5k
 from normgan.data.dataset import ImageData, fingerprint
-from normgan.data.folder import _DECODE_ERRORS, EXTENSIONS, decode_image, find_images
+from normgan.data.folder import _DECODE_ERRORS, EXTENSIONS, decode_image, find_images, read_all, stack_images
 from normgan.data.transforms import center_crop_resize, convert_channels, fit_to_resolution
 from normgan.errors import ConfigError, DataError
 from normgan.registry import Registry
@@ -491,50 +491,6 @@ def _fit(arr: np.ndarray, size: int) -> torch.Tensor:
     return center_crop_resize(_to_chw(arr).unsqueeze(0), size)[0]
 
 
-def _read_pairs(items: list, read: Callable, *, strict: bool, what: str) -> tuple[list, list[int]]:
-    """``read(item)`` for every item in a thread pool; returns the results and the indices kept.
-
-    ``read`` returns a result or the decode error of the file it names as ``(path, exc)``; errors raise
-    a DataError when ``strict``, else the pair is skipped with one warning.
-    """
-    out, keep, bad = [], [], []
-    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1, max(1, len(items))))
-    try:
-        for i, result in enumerate(pool.map(read, items)):
-            if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], BaseException):
-                path, exc = result
-                if strict:
-                    why = " ".join(f"{type(exc).__name__}: {exc}".split())
-                    raise DataError(
-                        f"data.root: cannot read image file '{path}' ({why}); "
-                        "fix or delete it, or set data.strict: false to skip unreadable files"
-                    )
-                bad.append(path)
-                continue
-            out.append(result)
-            keep.append(i)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    if not out:
-        raise DataError(
-            f"data.root: none of the {len(items)} {what} could be read (first: {bad[0]}); add readable images"
-        )
-    if bad:
-        warnings.warn(
-            f"data.root: skipped {len(bad)} {what} with an unreadable image file (first: {bad[0]}); "
-            "set data.strict: true to make this an error",
-            UserWarning,
-            stacklevel=4,
-        )
-    return out, keep
-
-
-def _stack_side(images: list[torch.Tensor]) -> torch.Tensor:
-    """Stack ``(C, S, S)`` images: 1 channel when all are grey, else grey ones repeated to 3."""
-    c = 1 if all(x.shape[0] == 1 for x in images) else 3
-    return torch.stack([x.expand(c, -1, -1) for x in images])
-
-
 def _carve(n: int, missing: list[str], where: str) -> dict[str, torch.Tensor]:
     """Split ``n`` train pairs: each ``missing`` split takes ``floor(0.1 n + 0.5)`` from a constant-seed permutation."""
 
@@ -579,7 +535,7 @@ def _assemble(groups: dict[str, tuple], root: Path, name: str, layout: str, file
         b_all.extend(b)
         start += len(a)
     identity = {"layout": layout, "root": os.path.abspath(root), "files": _file_facts(files, root)}
-    a, b = _stack_side(a_all), _stack_side(b_all)
+    a, b = stack_images(a_all), stack_images(b_all)
     return PairedSource(a=a, b=b, labels=None, splits=splits, name=name, identity=identity)
 
 
@@ -615,7 +571,7 @@ def load_aligned(*, root, load_size: int, strict: bool = False, **_) -> PairedSo
     groups, all_files = {}, []
     for split in present:
         files = _images_in(folder / split, "add A|B images or remove the folder")
-        pairs, _ = _read_pairs(files, lambda p: _read_aligned(p, load_size), strict=strict, what="files")
+        pairs, _ = read_all(files, lambda p: _read_aligned(p, load_size), strict=strict, what="files")
         local = _carve(len(pairs), missing, str(folder / "train")) if split == "train" else None
         groups[split] = ([p[0] for p in pairs], [p[1] for p in pairs], local)
         all_files.extend(files)
@@ -686,7 +642,7 @@ def load_paired_folders(*, root, load_size: int, strict: bool = False, **_) -> P
     groups, all_files = {}, []
     for split in present:
         pairs = _match(*_ab_dirs(folder / split if split_layout else folder))
-        fitted, _ = _read_pairs(pairs, lambda p: _read_pair(p, load_size), strict=strict, what="pairs")
+        fitted, _ = read_all(pairs, lambda p: _read_pair(p, load_size), strict=strict, what="pairs")
         local = _carve(len(fitted), missing, str(folder)) if split == "train" else None
         groups[split] = ([p[0] for p in fitted], [p[1] for p in fitted], local)
         all_files.extend(f for pair in pairs for f in pair)
