@@ -6,6 +6,7 @@
     normgan eval RUN [--n 5000] [--features domain|inception|pkg.mod:Class]
     normgan compare RUN [RUN ...] [--out DIR]
     normgan diagnose RUN
+    normgan search CONFIG --param KEY=SPEC ... --folds K --metric NAME (see normgan.cli_search)
 
 User errors print one line ``normgan: error: ...`` and exit with code 2 (3 for a diverged run,
 130 after Ctrl-C, which saves a checkpoint first).
@@ -19,27 +20,16 @@ import sys
 import warnings
 from typing import List, Optional
 
+from normgan.config import split_config_and_overrides
 from normgan.errors import Interrupted, SignalExit, UserError
 from normgan.paths import expand_path
-
-
-def _split_config_and_overrides(items: List[str]) -> tuple[Optional[str], List[str]]:
-    config, overrides = None, []
-    for item in items:
-        if "=" in item:
-            overrides.append(item)
-        elif config is None:
-            config = item
-        else:
-            raise UserError(f"unexpected argument '{item}'; give one config file and key=value overrides")
-    return config, overrides
 
 
 def cmd_train(args) -> int:
     from normgan.config import load_config, to_yaml
     from normgan.train import Trainer
 
-    config, overrides = _split_config_and_overrides(args.args)
+    config, overrides = split_config_and_overrides(args.args)
     if args.resume:
         if config is not None:
             raise UserError("--resume takes its config from the run folder; give only key=value overrides (e.g. train.steps=6000)")
@@ -118,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     from normgan.cli_eval import add_eval_parsers
 
     add_eval_parsers(sub)
+    from normgan.cli_search import add_search_parser
+
+    add_search_parser(sub)
     return parser
 
 
@@ -130,7 +123,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> ar
     line (``normgan train --name x train.steps=300``), not only before the options."""
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if getattr(args, "command", None) == "train" and not any(e.startswith("-") for e in extra):
+        if getattr(args, "command", None) in ("train", "search") and not any(e.startswith("-") for e in extra):
             args.args = list(args.args) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -142,7 +135,7 @@ def _raise_on_sigterm(signum, frame) -> None:
 
 
 #: commands that load torch; their heavy imports run with Ctrl-C/SIGTERM held back
-TORCH_COMMANDS = ("train", "sample", "translate", "eval", "compare")
+TORCH_COMMANDS = ("train", "sample", "translate", "eval", "compare", "search")
 
 
 def _import_holding_signals() -> None:

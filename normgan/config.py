@@ -39,6 +39,8 @@ class DataConfig:
     direction: str = "AtoB"  # paired: AtoB (G maps A to B) or BtoA
     load_size: Optional[int] = None  # paired jitter (pix2pix: 286 for 256): load at this size, random-crop data.resolution
     flip: bool = False  # paired: random horizontal flip, the same on both sides of a pair
+    folds: int = 0  # 0: off; K >= 2: cut the training split into K folds, train on K-1, evaluate on the held-out one
+    fold: int = 0  # with data.folds: which fold (0..folds-1) is held out as the evaluation reference / validation set
 
 
 @dataclass
@@ -171,6 +173,19 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     return data
 
 
+def split_config_and_overrides(items: List[str]) -> tuple[Optional[str], List[str]]:
+    """Command-line words as (the one config file or None, the key=value overrides)."""
+    config, overrides = None, []
+    for item in items:
+        if "=" in item:
+            overrides.append(item)
+        elif config is None:
+            config = item
+        else:
+            raise UserError(f"unexpected argument '{item}'; give one config file and key=value overrides")
+    return config, overrides
+
+
 def load_config(path: str | Path | None = None, *, overrides: List[str] | None = None, base: Dict[str, Any] | None = None) -> Config:
     """Defaults ← ``base`` (a saved run's config) ← the YAML file ← dotted overrides; validated.
 
@@ -281,6 +296,11 @@ def validate(cfg: Config) -> None:
     _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
     _check(d.channels in (None, 1, 3), "data.channels", d.channels, "use 1 (grey), 3 (RGB) or null (as the source)")
     _check(0.0 <= d.holdout < 1.0, "data.holdout", d.holdout, "must be in [0, 1)")
+    _check(d.folds == 0 or d.folds >= 2, "data.folds", d.folds, "use 0 (off) or a number of folds >= 2")
+    if d.folds:
+        _check(0 <= d.fold < d.folds, "data.fold", d.fold, f"the held-out fold must be in 0..{d.folds - 1} (data.folds={d.folds})")
+    else:
+        _check(d.fold == 0, "data.fold", d.fold, "set data.folds >= 2 to hold out a fold (data.fold needs data.folds)")
     if d.name in ("folder", "idx"):
         _check(bool(d.root), "data.root", d.root, f"data.name={d.name} needs data.root (a {'folder' if d.name == 'folder' else 'IDX file'})")
     _check(g.z_dim >= 1, "model.generator.z_dim", g.z_dim, "must be >= 1")

@@ -10,7 +10,9 @@
 The reference is the run's HELD-OUT split (``data.holdout`` of the run's config; images never
 seen in training) unless ``reference="train"`` is asked for.  The ``domain`` extractor is a
 classifier trained on the run's TRAIN split and cached in ``cache_dir`` (default
-``$NORMGAN_CACHE`` or ``~/.cache/normgan``).  See docs/evaluation.md for every definition.
+``$NORMGAN_CACHE`` or ``~/.cache/normgan``).  With ``data.folds`` (cross-validation) "held-out"
+is the fold ``data.fold`` of the training split and "train" its other folds, so the test split
+is never read.  See docs/evaluation.md for every definition.
 
 Extra numbers (computed from the same features and logits as the main metrics):
 
@@ -74,13 +76,23 @@ def _cfg_from_any(cfg):
 
 
 def reference_dataset(cfg, split: str = "test"):
-    """The run's dataset split (``test`` = held-out, ``train``) with the run's loading options."""
+    """The run's dataset split (``test`` = held-out, ``train``) with the run's loading options.
+
+    With ``data.folds`` (cross-validation) both come from the TRAIN split: ``test`` is its held-out
+    fold ``data.fold`` and ``train`` its fit part (the images the run trained on); the real test
+    split is never read.
+    """
     from normgan.data import load_dataset
+    from normgan.tasks import fold_of
 
     cfg = _cfg_from_any(cfg)
     d = cfg.data
     if split not in REFERENCES:
         raise UserError(f"--reference: unknown split {split!r}; use test (held-out, the default) or train")
+    if d.folds:
+        train = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
+                             holdout=d.holdout, strict=d.strict, seed=cfg.train.seed)
+        return fold_of(train, d, "heldout" if split == "test" else "fit")
     if split == "test" and d.holdout <= 0:
         raise UserError("the run was trained with data.holdout=0, so it has no held-out split; "
                         "evaluate against the training images with --reference train")
@@ -152,7 +164,9 @@ def _build_extractor(features: str, cfg, *, device, cache_dir, heldout=None, tra
     if features == "domain":
         if train is None:
             train = reference_dataset(cfg, "train")
-        if heldout is None and cfg.data.holdout > 0:
+        if heldout is None and (cfg.data.holdout > 0 or cfg.data.folds):
+            # the held-out split, or with data.folds the held-out fold; never left to the extractor's
+            # own default, which would load the real test split
             heldout = lambda: reference_dataset(cfg, "test")  # noqa: E731  (only if it must train)
         return build_feature_extractor("domain", data=train, cache_dir=cache_dir, device=device,
                                        heldout=heldout, seed=0)

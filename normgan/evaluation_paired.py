@@ -21,7 +21,8 @@ test time gives the same numbers for the same seed and the training RNG stream i
   ``classifier_score_real``, its accuracy on the real targets (pix2pix's FCN-score analogue).
 
 The training loop scores the ``val`` split; ``normgan eval`` scores ``test``. The test split is
-never used to choose anything during training.
+never used to choose anything during training.  With ``data.folds`` "val" is the held-out fold of
+the training split and "train" its fit part (see :func:`paired_split`).
 """
 
 from __future__ import annotations
@@ -41,12 +42,22 @@ DIVERSITY_DRAWS = 4
 
 
 def paired_split(cfg, split: str):
-    """The run's paired ``split`` (train, val, test) at ``data.resolution`` (no jitter)."""
+    """The run's paired ``split`` (train, val, test) at ``data.resolution`` (no jitter).
+
+    With ``data.folds`` (cross-validation) ``val`` is the held-out fold ``data.fold`` of the TRAIN
+    split and ``train`` its fit part, so training and its evaluations read neither the val nor the
+    test split; ``test`` stays the real test split (for ``normgan eval`` only).
+    """
     from normgan.data import load_paired
+    from normgan.tasks import fold_of
 
     d = cfg.data
-    return load_paired(name=d.name, root=d.root, resolution=d.resolution, split=split, direction=d.direction,
+    source = "train" if d.folds and split in ("train", "val") else split
+    data = load_paired(name=d.name, root=d.root, resolution=d.resolution, split=source, direction=d.direction,
                        strict=d.strict, seed=cfg.train.seed)
+    if d.folds and split in ("train", "val"):
+        data = fold_of(data, d, "heldout" if split == "val" else "fit")
+    return data
 
 
 @torch.no_grad()
@@ -96,10 +107,10 @@ class PairedEvaluator:
         fn = BASELINES.get(self.cfg.data.name) if self.cfg.data.direction == "AtoB" else None
         if fn is None:
             return {}
-        scores = PairedScores()
+        scores = PairedScores(ssim="ssim" in self.metrics)
         scores.update(batch_to_float(fn(self.data.inputs)), batch_to_float(self.data.targets))
         res = scores.compute()
-        return {f"baseline_{k}": res[k] for k in ("psnr", "ssim", "l1")}
+        return {f"baseline_{k}": res[k] for k in ("psnr", "ssim", "l1") if k in res}
 
     def _classifier(self, cache_dir):
         from normgan.data import targets_as_imagedata
@@ -136,7 +147,7 @@ class PairedEvaluator:
 
         t0 = time.perf_counter()
         out = self.outputs(G, seed=self.seed)
-        scores = PairedScores(lpips=self.lpips, classifier=self.classifier)
+        scores = PairedScores(lpips=self.lpips, classifier=self.classifier, ssim="ssim" in self.metrics)
         targets = batch_to_float(self.data.targets)
         for start in range(0, out.shape[0], self.batch_size):
             sl = slice(start, start + self.batch_size)

@@ -162,3 +162,27 @@ def check_best_metric(*, best_metric: str, metrics, paired: bool = False) -> str
     available = [k for k in produced_keys(metrics) if k in BEST_METRIC_CHOICES]
     raise UserError(f"eval.best_metric: {best_metric!r} is not produced by eval.metrics [{', '.join(metrics)}], so best.pt "
                     f"would never be written; add {group} to eval.metrics or choose one of: {', '.join(available)}")
+
+
+def metric_direction(metric: str) -> str:
+    """``"maximize"`` for :data:`HIGHER_IS_BETTER` scores, ``"minimize"`` for :data:`LOWER_IS_BETTER`
+    ones (the search's default direction); a one-line :class:`UserError` for any other name."""
+    if metric in HIGHER_IS_BETTER:
+        return "maximize"
+    if metric in LOWER_IS_BETTER:
+        return "minimize"
+    raise UserError(f"--metric: {metric!r} has no known direction; give --direction min or max")
+
+
+def task_scores(*, paired: bool) -> tuple:
+    """The scores an evaluation of this kind of run can produce, by the name a search optimizes:
+    paired: :data:`PAIRED_METRIC_NAMES`; unconditional: :data:`BEST_METRIC_CHOICES`."""
+    return PAIRED_METRIC_NAMES if paired else BEST_METRIC_CHOICES
+
+
+def metric_group(score: str, *, paired: bool) -> Optional[str]:
+    """The ``eval.metrics`` entry that produces ``score`` (``kid_mean`` → ``kid``); None for the
+    scores every unconditional evaluation adds (``class_coverage``, ``diversity``)."""
+    if paired:
+        return score
+    return next((m for m, keys in RESULT_KEYS.items() if score in keys), None)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
-from normgan.data import batch_to_float, load_dataset, load_paired, paired_crop_flip
+from normgan.data import apply_fold, batch_to_float, load_dataset, load_paired, paired_crop_flip
 from normgan.registry import Registry
 from normgan.train.batches import EpochBatches
 
@@ -63,6 +63,12 @@ class ConditionalCritic:
         return self.D.features(self.join(y))
 
 
+def fold_of(data, d, part: str):
+    """``data`` (a training split) itself when ``d.folds`` is 0, else its ``part`` ("fit" / "heldout")
+    of fold ``d.fold`` of ``d.folds`` (:func:`normgan.data.apply_fold`)."""
+    return apply_fold(data, folds=d.folds, fold=d.fold, part=part) if d.folds else data
+
+
 def to_channels(x: Tensor, channels: int) -> Tensor:
     """Grey ``x`` repeated to 3 channels when ``channels == 3`` (display only); else ``x``."""
     return x.expand(-1, channels, -1, -1) if x.shape[1] == 1 and channels == 3 else x
@@ -75,15 +81,17 @@ def grid01(images: Tensor, *, nrow: int) -> Tensor:
 
 @TASKS.register("unconditional")
 class UnconditionalTask:
-    """G(z), z ~ N(0, I); D sees images alone. The data is the dataset's training split."""
+    """G(z), z ~ N(0, I); D sees images alone. The data is the dataset's training split (with
+    ``data.folds``: its fit part, every fold but ``data.fold``)."""
 
     paired = False
 
     def __init__(self, cfg, *, device: torch.device) -> None:
         d, t = cfg.data, cfg.train
         self.device, self.batch_size, self.z_dim = device, d.batch_size, cfg.model.generator.z_dim
-        self.data = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
-                                 holdout=d.holdout, strict=d.strict, seed=t.seed)
+        train = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
+                             holdout=d.holdout, strict=d.strict, seed=t.seed)
+        self.data = fold_of(train, d, "fit")
         self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=device)
         self.resolution, self.channels, self.in_channels = self.data.resolution, self.data.channels, None
         # its own generator: the global RNG stream (model init, noise) is the same with or without it
@@ -123,6 +131,8 @@ class PairedTask:
     load size or ``data.flip`` each batch gets pix2pix's jitter: a random crop to the resolution and
     a horizontal flip, identical on both sides of a pair, drawn from the batch generator (so resume
     is exact). The sample grid shows :data:`GRID_PAIRS` validation pairs as input | output | target rows.
+    With ``data.folds`` the training pairs are the fit part of the training split and the grid's pairs
+    come from its held-out fold (neither the val nor the test split is read).
     """
 
     paired = True
@@ -130,14 +140,17 @@ class PairedTask:
     def __init__(self, cfg, *, device: torch.device) -> None:
         d, t = cfg.data, cfg.train
         self.device, self.resolution, self.flip = device, d.resolution, bool(d.flip)
-        self.data = load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train", direction=d.direction,
-                                load_size=d.load_size, strict=d.strict, seed=t.seed)
+        train = load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train", direction=d.direction,
+                            load_size=d.load_size, strict=d.strict, seed=t.seed)
+        self.data = fold_of(train, d, "fit")
         self.batches = EpochBatches(self.data.targets, batch_size=d.batch_size, seed=t.seed, device=device)
         self.inputs = self.data.inputs.to(device)
         self.channels, self.in_channels = self.data.channels, self.data.in_channels
         self.jitter = self.flip or self.data.resolution > d.resolution
-        val = load_paired(name=d.name, root=d.root, resolution=d.resolution, split="val", direction=d.direction,
-                          strict=d.strict, seed=t.seed)
+        # the grid's pairs at data.resolution (no load_size): the val split, or the held-out fold
+        val = load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train" if d.folds else "val",
+                          direction=d.direction, strict=d.strict, seed=t.seed)
+        val = fold_of(val, d, "heldout")
         k = min(GRID_PAIRS, len(val), t.num_samples)
         self.fixed_x = batch_to_float(val.inputs[:k]).to(device)
         self.fixed_y = batch_to_float(val.targets[:k]).to(device)

@@ -24,7 +24,8 @@ LAYERS = [
     ["normgan.evaluation", "normgan.evaluation_paired"],
     ["normgan.diagnostics"],
     ["normgan.train.loop", "normgan.train"],
-    ["normgan.compare", "normgan.cli_eval", "normgan.cli", "normgan.__main__", "normgan"],
+    ["normgan.search"],
+    ["normgan.compare", "normgan.cli_eval", "normgan.cli_search", "normgan.cli", "normgan.__main__", "normgan"],
 ]
 
 

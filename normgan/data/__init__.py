@@ -8,7 +8,8 @@
 ``DATASETS`` maps ``data.name`` to its loader; importing this package
 registers ``mnist5k``, ``digits``, ``faces``, ``textures``, ``folder`` and ``idx``;
 ``PAIRED_DATASETS`` (see :mod:`normgan.data.paired`) maps the paired image-to-image datasets
-to theirs, loaded with :func:`load_paired`.
+to theirs, loaded with :func:`load_paired`.  :mod:`normgan.data.folds` cuts a training split into
+k folds (:func:`apply_fold`) and guards a search against reading the test split (:func:`forbid_splits`).
 """
 
 from normgan.data.dataset import DATASETS, ImageData, Source, load_dataset
@@ -25,8 +26,15 @@ from normgan.data.paired import (
     paired_crop_flip,
     targets_as_imagedata,
 )
+from normgan.data.folds import LeakError, apply_fold, check_folds, fold_part, forbid_splits, kfold_indices
 
 __all__ = [
+    "LeakError",
+    "apply_fold",
+    "check_folds",
+    "fold_part",
+    "forbid_splits",
+    "kfold_indices",
     "BASELINES",
     "PAIRED_DATASETS",
     "PAIRED_SPLITS",

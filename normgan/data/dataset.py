@@ -14,6 +14,9 @@ import hashlib
 import json
 import math
 import os
+import threading
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +83,39 @@ class Source:
     identity: dict[str, Any] = field(default_factory=dict)
 
 
+class LeakError(RuntimeError):
+    """A split forbidden by :func:`forbid_splits` was loaded: a bug in the code that loaded it."""
+
+
+_FORBIDDEN: Counter = Counter()  # split -> number of active forbid_splits blocks naming it
+_FORBIDDEN_LOCK = threading.Lock()
+
+
+@contextmanager
+def forbid_splits(splits: tuple[str, ...]):
+    """While the block runs, loading any of ``splits`` (:func:`load_dataset`, ``load_paired``) raises
+    :class:`LeakError`.  Process-wide (every thread), nestable; a hyper-parameter search wraps its
+    trials in ``forbid_splits(("test", "all"))`` so that the test split can never steer it."""
+    splits = tuple(splits)
+    with _FORBIDDEN_LOCK:
+        _FORBIDDEN.update(splits)
+    try:
+        yield
+    finally:
+        with _FORBIDDEN_LOCK:
+            _FORBIDDEN.subtract(splits)
+            for s in splits:
+                if _FORBIDDEN[s] <= 0:
+                    del _FORBIDDEN[s]
+
+
+def check_split_allowed(split: str, *, name: str) -> None:
+    """Raise :class:`LeakError` when ``split`` of dataset ``name`` is forbidden by an active :func:`forbid_splits`."""
+    if _FORBIDDEN[split] > 0:
+        raise LeakError(f"the {split} split was read during a search that forbids it (dataset {name!r}, "
+                        "forbid_splits is active): this is a bug")
+
+
 def split_indices(n: int, *, split: str, holdout: float) -> torch.Tensor:
     """Indices of ``split`` among ``n`` items.
 
@@ -133,8 +169,10 @@ def load_dataset(
     ``root`` is the folder / IDX file for those two.  ``split`` is "train",
     "test" (the held-out ``round(holdout * N)`` images) or "all".  ``strict``
     makes unreadable folder images an error; ``seed`` drives sources that
-    sample (``textures`` crops), never the split.
+    sample (``textures`` crops), never the split.  A split forbidden by
+    :func:`forbid_splits` raises :class:`LeakError`.
     """
+    check_split_allowed(split, name=name)
     _check_options(resolution=resolution, channels=channels, split=split, holdout=holdout)
     loader = DATASETS.get(name, key="data.name")
     src: Source = loader(root=root, resolution=resolution, seed=seed, strict=strict)

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from normgan.data.builtin import PAD_UP_TO, _mnist5k
-from normgan.data.dataset import ImageData, fingerprint
+from normgan.data.dataset import ImageData, check_split_allowed, fingerprint
 from normgan.data.folder import _DECODE_ERRORS, EXTENSIONS, decode_image, find_images, read_all, stack_images
 from normgan.data.transforms import center_crop_resize, convert_channels, fit_to_resolution
 from normgan.errors import ConfigError, DataError
@@ -174,7 +174,9 @@ def load_paired(
 
     "AtoB" gives inputs A and targets B; "BtoA" swaps them, and labels are kept only when they
     classify the target side.  ``strict`` makes unreadable user files an error instead of skipped.
+    A split forbidden by :func:`normgan.data.forbid_splits` raises :class:`normgan.data.LeakError`.
     """
+    check_split_allowed(split, name=name)
     load_size = resolution if load_size is None else load_size
     _check_options(resolution=resolution, load_size=load_size, split=split, direction=direction)
     loader = PAIRED_DATASETS.get(name, key="data.name")

@@ -355,7 +355,8 @@ class PairedScores:
     * ``"psnr"``: mean of the **finite** per-image PSNRs; images identical to their target
       (``MSE = 0``, PSNR ``+inf``) are excluded from the mean (one such image would make the mean
       ``inf``); ``+inf`` if every image is identical to its target;
-    * ``"ssim"``, ``"l1"``: means of :func:`ssim` and :func:`l1_error` over all images;
+    * ``"ssim"`` (unless ``ssim=False``: it is the slow one on CPU), ``"l1"``: means of :func:`ssim`
+      and :func:`l1_error` over all images;
     * ``"sharpness_ratio"``: :func:`sharpness_ratio` over all images;
     * ``"lpips"`` (only with ``lpips``): mean per-image LPIPS (``lpips`` is a module from
       :func:`make_lpips` or any callable ``(outputs, targets) -> batch mean or (B,)``; grey images
@@ -366,9 +367,10 @@ class PairedScores:
     * ``"n"``: the number of images.
     """
 
-    def __init__(self, *, lpips=None, classifier=None) -> None:
+    def __init__(self, *, lpips=None, classifier=None, ssim: bool = True) -> None:
         self.lpips = lpips
         self.classifier = classifier
+        self.with_ssim = ssim
         self.reset()
 
     def reset(self) -> None:
@@ -389,7 +391,8 @@ class PairedScores:
         finite = torch.isfinite(p)
         self._psnr_sum += float(p[finite].sum())
         self._psnr_count += int(finite.sum())
-        self._ssim_sum += float(ssim(outputs, targets).sum())
+        if self.with_ssim:
+            self._ssim_sum += float(ssim(outputs, targets).sum())
         self._l1_sum += float(l1_error(outputs, targets).sum())
         self._sharp_out += float(sharpness(outputs).sum())
         self._sharp_tgt += float(sharpness(targets).sum())
@@ -407,10 +410,11 @@ class PairedScores:
             raise ValueError("PairedScores.compute() before any update(); add at least one batch")
         out = {
             "psnr": self._psnr_sum / self._psnr_count if self._psnr_count else math.inf,
-            "ssim": self._ssim_sum / self.n,
             "l1": self._l1_sum / self.n,
             "sharpness_ratio": _ratio(self._sharp_out, self._sharp_tgt),
         }
+        if self.with_ssim:
+            out["ssim"] = self._ssim_sum / self.n
         if self.lpips is not None:
             out["lpips"] = self._lpips_sum / self.n
         if self.classifier is not None and self._labelled:

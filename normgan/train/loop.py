@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -84,11 +84,15 @@ class Trainer:
         run_dir: an existing run folder (used by :meth:`resume`).
         device: overrides ``cfg.train.device``.
         progress: show a tqdm progress bar.
+        on_eval: called as ``on_eval(step, results)`` after each evaluation (the search's pruner
+            hook); an exception it raises stops the run, with the run folder lock released.
     """
 
     def __init__(self, cfg: Config, *, runs_dir: str | Path = "runs", name: Optional[str] = None, run_dir: Optional[Path] = None,
-                 device: Optional[str] = None, progress: bool = True, label: Optional[str] = None) -> None:
+                 device: Optional[str] = None, progress: bool = True, label: Optional[str] = None,
+                 on_eval: Optional[Callable[[int, dict], None]] = None) -> None:
         self.cfg = cfg
+        self.on_eval = on_eval
         t = cfg.train
         self.device = resolve_device(device or t.device)
         if t.threads:
@@ -402,6 +406,8 @@ class Trainer:
             if is_better(metric=e.best_metric, value=float(score), best=self.best_score):
                 self.best_score, self.best_step = float(score), self.step
                 self.save("best.pt")
+        if self.on_eval is not None:
+            self.on_eval(self.step, res)
         return values
 
     def _request_stop(self, signum, frame) -> None:

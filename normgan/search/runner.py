@@ -1,0 +1,526 @@
+"""``normgan search``: choose config values (a term's weight λ, its presence, a learning rate) by
+grid, random or Bayesian (TPE) search on Optuna, scoring each trial by k-fold cross-validation.
+
+One worker process runs :func:`run_search`. The study (Optuna's) holds the plan as *tickets*:
+enqueued trials, each a grid point (grid) or an empty slot the sampler fills (random, TPE).
+Workers pop tickets atomically from the storage, so several workers on one SQLite file or one
+database server never run a ticket twice; a crashed worker's trial is failed by the heartbeat and
+its ticket enqueued again once (``retry_of``). When no ticket is left and no trial runs, a worker
+retrains the best config on the whole training split and evaluates it once on the test split.
+
+During the trials the test split cannot be read (:func:`normgan.data.forbid_splits`): every
+trial trains on K−1 folds of the training split and is scored on the held-out fold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from normgan.config import load_config, to_dict, to_yaml
+from normgan.errors import ConfigError, UserError
+from normgan.metric_info import metric_direction, metric_group, task_scores
+from normgan.search.space import Param, apply_values, check_key, grid_points, parse_params
+from normgan.search.storage import default_url, mask_url, open_storage
+from normgan.search.trainers import resolve_trainer
+
+SAMPLERS = ("grid", "random", "tpe")
+PRUNERS = ("none", "median", "halving")
+DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+#: the validation fraction of an unconditional run's training split with --folds 1 (one fold of 5)
+SINGLE_SPLIT_FOLDS = 5
+#: seconds an idle worker waits between looks at a study whose last trials run elsewhere
+POLL_SECONDS = 2.0
+
+
+class TrialFailed(Exception):
+    """A trial that cannot give a value (its training diverged, a value made the config invalid);
+    Optuna records it as failed with the reason in the ``error`` user attribute, and goes on."""
+
+
+class Surplus(TrialFailed):
+    """A trial Optuna created without a ticket (two workers raced for the last one): not run."""
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _direction(metric: str, direction: Optional[str]) -> str:
+    if direction is None:
+        return metric_direction(metric)
+    if direction not in DIRECTIONS:
+        raise UserError(f"--direction {direction!r}: use min or max")
+    return DIRECTIONS[direction]
+
+
+def _fold_plan(cfg, folds: int) -> List[tuple]:
+    """(data.folds, data.fold) of each fold: K folds of the training split; --folds 1: the
+    validation split of a paired task, or one fixed fifth of an unconditional training split."""
+    if folds >= 2:
+        return [(folds, f) for f in range(folds)]
+    return [(0, 0)] if cfg.paired else [(SINGLE_SPLIT_FOLDS, 0)]
+
+
+def train_size(cfg) -> int:
+    """The number of items in the config's training split (loads it)."""
+    from normgan.data import load_dataset, load_paired
+
+    d = cfg.data
+    if cfg.paired:
+        return len(load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train", direction=d.direction,
+                               load_size=d.load_size, strict=d.strict, seed=cfg.train.seed))
+    return len(load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
+                            holdout=d.holdout, strict=d.strict, seed=cfg.train.seed))
+
+
+def _check_folds(cfg, folds: int) -> None:
+    from normgan.data import check_folds
+
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
+        raise UserError(f"--folds {folds!r}: give 1 (the validation split) or K >= 2 folds of the training split")
+    k = folds if folds >= 2 else (None if cfg.paired else SINGLE_SPLIT_FOLDS)
+    if k is None:
+        return
+    n = train_size(cfg)
+    try:
+        check_folds(n, folds=k)
+    except ConfigError as e:
+        raise UserError(f"--folds {folds}: {str(e).split(': ', 1)[-1]}") from None
+
+
+def _trial_eval(cfg_dict: dict, *, metric: str, paired: bool, steps: int) -> dict:
+    """The trials' eval settings: the searched score among the metrics (and best.pt by it), at
+    least one evaluation (at the end), the held-out reference."""
+    e = cfg_dict.setdefault("eval", {})
+    group = metric_group(metric, paired=paired)
+    metrics = list(e.get("metrics") or [])
+    if group is not None and group not in metrics:
+        metrics.append(group)
+    e["metrics"] = metrics
+    e["best_metric"] = metric
+    if not e.get("every") or e["every"] > steps:
+        e["every"] = steps
+    if not paired:
+        e["reference"] = "test"  # the held-out part: with folds on, the held-out fold
+    return cfg_dict
+
+
+def _load(tree: dict, *, what: str):
+    try:
+        return load_config(base=tree)
+    except ConfigError as e:
+        raise UserError(f"{what}: {e}") from None
+
+
+def _spec_hash(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock between the processes of this machine (plans and the final retrain)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _ticket(trial) -> Optional[dict]:
+    """The fixed parameters of a stored trial that came from a ticket (``{}`` for an empty one)."""
+    return (getattr(trial, "system_attrs", None) or {}).get("fixed_params")
+
+
+def _counts(trial) -> bool:
+    """Whether a stored trial fills one of the requested trials: done, running or waiting, or failed
+    with a reason of its own; interrupted/crashed ones are replaced by their retry tickets."""
+    from optuna.trial import TrialState
+
+    attrs = trial.user_attrs or {}
+    if attrs.get("surplus"):
+        return False
+    if trial.state == TrialState.FAIL:
+        return bool(attrs.get("error"))
+    return True
+
+
+def _point_key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _retry(study, trial) -> None:
+    """Enqueue a crashed or interrupted trial's parameters again (``retry_of`` its number); the
+    callers make it happen once per trial."""
+    params = {**(_ticket(trial) or {}), **(trial.params or {})}
+    study.enqueue_trial(params, user_attrs={"ticket": True, "retry_of": trial.number}, skip_if_exists=False)
+
+
+def retry_stale_trial(study, trial) -> None:
+    """Optuna's ``heartbeat_stale_trial_callback``: runs once for each trial the heartbeat marked failed."""
+    if not (trial.user_attrs or {}).get("surplus"):
+        _retry(study, trial)
+
+
+# ------------------------------------------------------------------------------------------- the search
+class Search:
+    """One worker of a search (see the module docstring); :meth:`run` does everything."""
+
+    def __init__(self, *, config: Optional[str], overrides: Sequence[str] = (), params: Sequence[str], trials: Optional[int] = None,
+                 folds: int = 3, metric: Optional[str] = None, direction: Optional[str] = None, sampler: Optional[str] = None,
+                 pruner: str = "none", seeds: int = 1, name: Optional[str] = None, storage: Optional[str] = None,
+                 searches_dir: str | Path = "searches", heartbeat: int = 30, trainer: str = "normgan",
+                 progress: bool = True, final: bool = True) -> None:
+        self.params: List[Param] = parse_params(params)
+        cfg = load_config(config, overrides=list(overrides))
+        self.paired = cfg.paired
+        self.metric = metric or cfg.eval.best_metric
+        scores = task_scores(paired=self.paired)
+        if self.metric not in scores:
+            kind = "paired" if self.paired else "unconditional"
+            raise UserError(f"--metric {self.metric}: the {kind} task does not compute it; choose one of: {', '.join(scores)}")
+        self.direction = _direction(self.metric, direction)
+        if sampler is None:
+            sampler = "grid" if all(p.discrete for p in self.params) else "tpe"
+        if sampler not in SAMPLERS:
+            raise UserError(f"--sampler {sampler!r}: choose one of: {', '.join(SAMPLERS)}")
+        if pruner not in PRUNERS:
+            raise UserError(f"--pruner {pruner!r}: choose one of: {', '.join(PRUNERS)}")
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise UserError(f"--seeds {seeds!r}: give a number of seeds >= 1")
+        if heartbeat < 1:
+            raise UserError(f"--heartbeat {heartbeat!r}: give seconds >= 1")
+        self.sampler, self.pruner, self.seeds, self.heartbeat = sampler, pruner, seeds, int(heartbeat)
+        self.folds = folds
+        self.trainer = resolve_trainer(trainer)
+        self.trainer_name = trainer
+        self.progress, self.final_enabled = progress, final
+        self.config_name = str(config) if config else "default"
+
+        base = to_dict(cfg)
+        for p in self.params:
+            check_key(base, p)
+        self.steps = cfg.train.steps
+        self.base = _trial_eval(base, metric=self.metric, paired=self.paired, steps=self.steps)
+        self._check_values()
+        if sampler == "grid":
+            self.points = grid_points(self.params, limit=trials, seed=cfg.train.seed)
+            self.requested = len(self.points)
+        else:
+            if trials is None:
+                raise UserError(f"--sampler {sampler} needs --trials N (how many trials in all)")
+            self.points = None
+            self.requested = trials
+        if isinstance(self.requested, bool) or not isinstance(self.requested, int) or self.requested < 1:
+            raise UserError(f"--trials {trials!r}: give a number of trials >= 1")
+        self.seed = cfg.train.seed
+        self.fold_plan = _fold_plan(cfg, folds)
+        _check_folds(cfg, folds)
+
+        stem = Path(self.config_name).stem if config else "default"
+        self.name = name or f"{stem}-{self.metric}"
+        if not NAME_RE.match(self.name):
+            raise UserError(f"--name {self.name!r}: use letters, digits, '.', '_' and '-' only")
+        self.folder = Path(searches_dir) / self.name
+        self.storage_url = storage or default_url(self.folder)
+        self.spec = {
+            "params": [p.describe() for p in self.params], "metric": self.metric, "direction": self.direction,
+            "folds": folds, "seeds": seeds, "sampler": sampler, "pruner": pruner, "config": _spec_hash(self.base),
+        }
+
+    # ---------------------------------------------------------------- validation
+    def _check_values(self) -> None:
+        """Every grid/choice value and each range's bounds give a valid config (one line otherwise)."""
+        probes: List[Dict[str, Any]] = []
+        for p in self.params:
+            if p.discrete:
+                probes += [{p.key: p.decode(v)} for v in p.values]
+            else:
+                probes += [{p.key: int(b) if p.kind == "int" else b} for b in (p.lo, p.hi)]
+        for values in probes:
+            (key, value), = values.items()
+            _load(apply_values(self.base, values), what=f"--param {key}={value!r}")
+
+    # ---------------------------------------------------------------- the study
+    def _open(self):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # one process of this machine at a time creates the tables and the study (workers on other
+        # machines: open_storage retries a schema creation that raced)
+        with _file_lock(self.folder / ".plan.lock"):
+            storage = open_storage(self.storage_url, heartbeat=self.heartbeat, stale_trial_callback=retry_stale_trial)
+            try:
+                study = optuna.create_study(study_name=self.name, storage=storage, direction=self.direction, load_if_exists=False)
+                creator = True
+                study.set_user_attr("search", self.spec)
+            except optuna.exceptions.DuplicatedStudyError:
+                study = optuna.load_study(study_name=self.name, storage=storage)
+                creator = False
+        if not creator:
+            self._check_same(study)
+        worker_seed = self.seed if creator else self.seed + os.getpid()
+        if self.sampler == "tpe":
+            n_startup = min(10, max(2, self.requested // 4))
+            study.sampler = optuna.samplers.TPESampler(seed=worker_seed, n_startup_trials=n_startup, constant_liar=True)
+        else:
+            study.sampler = optuna.samplers.RandomSampler(seed=worker_seed)
+        study.pruner = {"none": optuna.pruners.NopPruner, "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+                        "halving": optuna.pruners.SuccessiveHalvingPruner}[self.pruner]()
+        return study, creator
+
+    def _check_same(self, study) -> None:
+        deadline = time.monotonic() + 60
+        saved = study.user_attrs.get("search")
+        while saved is None and time.monotonic() < deadline:  # its creator is writing it
+            time.sleep(0.2)
+            saved = study.user_attrs.get("search")
+        if saved is None:
+            return
+        diff = [k for k in self.spec if saved.get(k) != self.spec[k]]
+        if diff:
+            k = diff[0]
+            what = "the config or its overrides" if k == "config" else k
+            raise UserError(f"search '{self.name}' exists with other settings ({what} differ: "
+                            f"{saved.get(k)!r} vs {self.spec[k]!r}); give the same ones to continue it, or a new --name")
+
+    def _plan(self, study) -> int:
+        """Enqueue tickets up to the requested number of trials; returns how many were added."""
+        with _file_lock(self.folder / ".plan.lock"):
+            trials = study.get_trials(deepcopy=False)
+            counted = [t for t in trials if _counts(t)]
+            need = self.requested - len(counted)
+            if need <= 0:
+                return 0
+            if self.points is not None:
+                covered = {_point_key({**(_ticket(t) or {}), **t.params}) for t in counted}
+                points = [p for p in self.points if _point_key(p) not in covered][:need]
+            else:
+                points = [{} for _ in range(need)]
+            for p in points:
+                study.enqueue_trial(p, user_attrs={"ticket": True}, skip_if_exists=False)
+            study.set_user_attr("trials_requested", self.requested)
+            return len(points)
+
+    # ---------------------------------------------------------------- one trial
+    def _objective(self, trial) -> float:
+        import optuna
+
+        if not trial.user_attrs.get("ticket"):
+            trial.set_user_attr("surplus", True)
+            raise Surplus("no ticket left: another worker took the last one")
+        values = {p.key: p.suggest(trial) for p in self.params}
+        tree = apply_values(self.base, values)
+        fold_values: List[Optional[float]] = [None] * len(self.fold_plan)
+        per_seed: List[List[float]] = []
+        try:
+            for fi, (k, f) in enumerate(self.fold_plan):
+                vals = []
+                for si in range(self.seeds):
+                    seed = self.seed + si
+                    run_tree = apply_values(tree, {"data.folds": k, "data.fold": f, "train.seed": seed})
+                    cfg = _load(run_tree, what="trial config")
+                    offset = (fi * self.seeds + si) * self.steps
+
+                    def report(step: int, results: dict, offset=offset) -> None:
+                        v = results.get(self.metric)
+                        if isinstance(v, (int, float)) and math.isfinite(v):
+                            trial.report(float(v), offset + int(step))
+                            if trial.should_prune():
+                                trial.set_user_attr("pruned_at", offset + int(step))
+                                raise optuna.TrialPruned(f"pruned at step {offset + int(step)}")
+
+                    run_dir = self.folder / "trials" / f"{trial.number:04d}" / f"fold{f}-seed{seed}"
+                    res = self.trainer(cfg, run_dir=run_dir, report=report, progress=False)
+                    v = (res or {}).get(self.metric)
+                    if not isinstance(v, (int, float)) or not math.isfinite(v):
+                        raise TrialFailed(f"fold {f} seed {seed} gave no finite {self.metric} ({v!r})")
+                    vals.append(float(v))
+                per_seed.append(vals)
+                fold_values[fi] = statistics.fmean(vals)
+                trial.set_user_attr("folds", fold_values)
+        except TrialFailed as e:
+            trial.set_user_attr("error", str(e))
+            raise
+        except UserError as e:  # a diverged run (NaN), a value the config refuses
+            trial.set_user_attr("error", str(e))
+            raise TrialFailed(str(e)) from None
+        except optuna.TrialPruned:
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM, a bug: the ticket goes back to the queue once
+            trial.set_user_attr("interrupted", True)
+            with contextlib.suppress(Exception):
+                _retry(trial.study, trial)
+            raise
+        done = [v for v in fold_values if v is not None]
+        trial.set_user_attr("std", statistics.pstdev(done) if len(done) > 1 else 0.0)
+        trial.set_user_attr("seed_values", per_seed)
+        return statistics.fmean(done)
+
+    # ---------------------------------------------------------------- the worker loop
+    def run(self) -> dict:
+        """Join (or start) the study, run tickets until none is left, then retrain the best config
+        and evaluate it on the test split (once per search folder); write the outputs."""
+        import optuna
+        from optuna.trial import TrialState
+        from tqdm.auto import tqdm
+
+        from normgan.data import forbid_splits
+
+        study, _ = self._open()
+        self._plan(study)
+        bar = tqdm(total=self.requested, desc=f"search {self.name}", unit="trial", disable=not self.progress, dynamic_ncols=True)
+        try:
+            with forbid_splits(("test", "all")), warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                while True:
+                    optuna.storages.fail_stale_trials(study)
+                    trials = study.get_trials(deepcopy=False)
+                    bar.n = sum(1 for t in trials if _counts(t) and t.state.is_finished())
+                    bar.refresh()
+                    if any(t.state == TrialState.WAITING for t in trials):
+                        study.optimize(self._objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+                        continue
+                    if any(t.state == TrialState.RUNNING for t in trials):
+                        time.sleep(min(POLL_SECONDS, self.heartbeat))
+                        continue
+                    break
+        finally:
+            bar.close()
+            self._write(study)
+        final = self._final(study) if self.final_enabled else None
+        return self._write(study, final=final)
+
+    # ---------------------------------------------------------------- results
+    def rows(self, study) -> List[dict]:
+        """One plain dict per trial (surplus ones left out) for the outputs."""
+        from optuna.trial import TrialState
+
+        rows = []
+        trials = study.get_trials(deepcopy=False)
+        retried_by = {(t.user_attrs or {}).get("retry_of"): t.number for t in trials if (t.user_attrs or {}).get("retry_of") is not None}
+        for t in trials:
+            attrs = t.user_attrs or {}
+            if attrs.get("surplus"):
+                continue
+            folds = list(attrs.get("folds") or [None] * len(self.fold_plan))
+            error = attrs.get("error")
+            if t.state == TrialState.FAIL and not error:
+                again = retried_by.get(t.number)
+                error = "interrupted or crashed" + (f"; run again as trial {again}" if again is not None else "")
+            params = {p.key: (t.params if t.params else (_ticket(t) or {})).get(p.key) for p in self.params}
+            pruned_at = attrs.get("pruned_at")
+            if t.state == TrialState.PRUNED and pruned_at is None and t.intermediate_values:
+                pruned_at = max(t.intermediate_values)
+            done = [v for v in folds if v is not None]
+            rows.append({
+                "number": t.number, "state": t.state.name, "params": params, "folds": folds,
+                "mean": t.value if t.state == TrialState.COMPLETE else (statistics.fmean(done) if done else None),
+                "std": attrs.get("std") if t.state == TrialState.COMPLETE else (statistics.pstdev(done) if len(done) > 1 else None),
+                "seconds": t.duration.total_seconds() if t.duration is not None else None,
+                "pruned_at": pruned_at, "error": error,
+            })
+        return rows
+
+    def best(self, study) -> Optional[dict]:
+        rows = [r for r in self.rows(study) if r["state"] == "COMPLETE" and r["mean"] is not None]
+        if not rows:
+            return None
+        pick = max if self.direction == "maximize" else min
+        b = pick(rows, key=lambda r: (r["mean"], -r["number"]) if self.direction == "maximize" else (r["mean"], r["number"]))
+        return {"number": b["number"], "params": b["params"], "mean": b["mean"], "std": b["std"], "yaml": "best.yaml"}
+
+    def best_config(self, best: dict) -> dict:
+        """The base config with the best trial's values, folds off: what ``best.yaml`` holds."""
+        values = {p.key: p.decode(best["params"][p.key]) for p in self.params}
+        tree = apply_values(self.base, values)
+        return apply_values(tree, {"data.folds": 0, "data.fold": 0})
+
+    def _final(self, study) -> Optional[dict]:
+        """Retrain the best config on the whole training split, evaluate it once on the test split."""
+        best = self.best(study)
+        if best is None:
+            return None
+        out = self.folder / "final"
+        result = out / "test.json"
+        with _file_lock(self.folder / ".final.lock"):
+            if result.is_file():
+                saved = json.loads(result.read_text())
+                if saved.get("trial") == best["number"]:
+                    return saved
+            tree = apply_values(self.best_config(best), {"eval.every": 0})
+            cfg = _load(tree, what="best config")
+            run_dir = out / "run"
+            if run_dir.exists():
+                import shutil
+
+                shutil.rmtree(run_dir)
+            t0 = time.perf_counter()
+            self.trainer(cfg, run_dir=run_dir, report=lambda step, res: None, progress=self.progress)
+            test = getattr(self.trainer, "test", None)
+            metrics = test(cfg, run_dir=run_dir) if test is not None else {}
+            value = metrics.get(self.metric)
+            final = {"trial": best["number"], "metric": self.metric, "value": value, "split": "test",
+                     "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                     "run": str(run_dir), "seconds": time.perf_counter() - t0}
+            base = {k[len("baseline_"):]: v for k, v in final["metrics"].items() if k.startswith("baseline_")}
+            if base:
+                final["baseline"] = base
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = result.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
+            tmp.replace(result)
+        with contextlib.suppress(Exception):
+            study.set_user_attr("final", {k: final[k] for k in ("trial", "metric", "value", "split")})
+        return final
+
+    def _importances(self, study) -> Optional[Dict[str, float]]:
+        import optuna
+        from optuna.trial import TrialState
+
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(self.params) < 2 or len(complete) < 4:
+            return None
+        try:
+            return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        except (RuntimeError, ValueError, ZeroDivisionError):
+            return None
+
+    def _write(self, study, *, final: Optional[dict] = None) -> dict:
+        from normgan.search.outputs import write_outputs
+
+        if final is None:
+            path = self.folder / "final" / "test.json"
+            final = json.loads(path.read_text()) if path.is_file() else None
+        best = self.best(study)
+        if best is not None:
+            cfg = _load(self.best_config(best), what="best config")
+            header = (f"# normgan search '{self.name}': best trial {best['number']} of {len(self.rows(study))}, "
+                      f"{self.metric} = {best['mean']:.6g}" + (f" ± {best['std']:.3g}" if best.get("std") is not None else "")
+                      + f" over {len(self.fold_plan)} fold(s)\n# train it: normgan train {self.folder / 'best.yaml'}\n")
+            tmp = self.folder / "best.yaml.tmp"
+            tmp.write_text(header + to_yaml(cfg))
+            tmp.replace(self.folder / "best.yaml")
+        meta = {"name": self.name, "metric": self.metric, "direction": self.direction, "folds": self.folds, "seeds": self.seeds,
+                "sampler": self.sampler, "pruner": self.pruner, "config": self.config_name, "storage": mask_url(self.storage_url),
+                "trials_requested": self.requested, "overrides": []}
+        rows = self.rows(study)
+        paths = write_outputs(self.folder, meta=meta, params=[p.describe() for p in self.params], rows=rows, best=best,
+                              final=final, importances=self._importances(study))
+        return {"folder": self.folder, "rows": rows, "best": best, "final": final, "paths": paths}
+
+
+def run_search(**kwargs) -> dict:
+    """Run one search worker: ``Search(**kwargs).run()`` (see :class:`Search` for the arguments)."""
+    return Search(**kwargs).run()

@@ -1,0 +1,71 @@
+"""What trains one (config, fold, seed) of a search trial.
+
+A trainer is called as ``trainer(cfg, run_dir=..., report=..., progress=...)`` and returns the
+results of the run's last evaluation (a dict of scores). ``report(step, results)`` must be called
+after every periodic evaluation: the search hands the value to Optuna's pruner and raises
+``optuna.TrialPruned`` from it when the trial should stop. ``trainer.test(cfg, run_dir=...)``
+(an attribute of the function) scores the retrained best config on the test split. Trainers are named in
+:data:`TRAINERS` or given as an import path ``package.module:function`` (``--trainer``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable
+
+from normgan.errors import UserError
+from normgan.registry import Registry
+
+TRAINERS = Registry("trainer")
+
+
+@TRAINERS.register("normgan")
+def train_normgan(cfg, *, run_dir: Path, report: Callable[[int, dict], None], progress: bool = False) -> dict:
+    """normgan's own training loop; the final evaluation's results (the loop evaluates at the end)."""
+    from normgan.train import Trainer
+
+    last: dict = {}
+
+    def on_eval(step: int, results: dict) -> None:
+        last.clear()
+        last.update(results)
+        report(step, results)
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    Trainer(cfg, run_dir=run_dir, progress=progress, on_eval=on_eval).fit()
+    return dict(last)
+
+
+def test_normgan(cfg, *, run_dir: Path) -> dict:
+    """The run's scores on the test split: the paired metrics, or FID/KID/PR against the held-out split."""
+    from normgan.device import resolve_device
+
+    device = str(resolve_device(cfg.train.device))
+    if cfg.paired:
+        from normgan.evaluation_paired import evaluate_paired_run
+
+        return evaluate_paired_run(run_dir, split="test", metrics=list(cfg.eval.metrics), device=device, seed=cfg.eval.seed,
+                                   cache_dir=cfg.eval.cache_dir)
+    from normgan.evaluation import evaluate_run
+
+    return evaluate_run(run_dir, n=cfg.eval.n, features=cfg.eval.features, metrics=list(cfg.eval.metrics), reference="test",
+                        device=device, seed=cfg.eval.seed, cache_dir=cfg.eval.cache_dir)
+
+
+train_normgan.test = test_normgan  # the search's final, once-only evaluation
+
+
+def resolve_trainer(name: str) -> Callable:
+    """A registered trainer, or ``package.module:function`` imported."""
+    if ":" not in name:
+        return TRAINERS.get(name, key="--trainer")
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"--trainer {name}: cannot import it ({e}); give a registered name "
+                        f"({', '.join(TRAINERS.names())}) or package.module:function") from None
+    if not callable(fn):
+        raise UserError(f"--trainer {name}: not a function")
+    return fn
