@@ -7,21 +7,27 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 
 from normgan.errors import Interrupted, UserError
 from normgan.paths import expand_path
 
 
-def cmd_search(args) -> int:
+def search_from_args(args):
+    """The :class:`~normgan.search.Search` the parsed command line describes (validated, not run)."""
     from normgan.config import split_config_and_overrides
     from normgan.search import Search
 
     config, overrides = split_config_and_overrides(args.args)
-    search = Search(config=expand_path(config) if config else None, overrides=overrides, params=args.param, trials=args.trials,
-                    folds=args.folds, metric=args.metric, direction=args.direction, sampler=args.sampler, pruner=args.pruner,
-                    seeds=args.seeds, name=args.name, storage=args.storage, searches_dir=expand_path(args.searches_dir),
-                    heartbeat=args.heartbeat, trainer=args.trainer, progress=not args.no_progress, final=not args.no_final)
+    return Search(config=expand_path(config) if config else None, overrides=overrides, params=args.param, trials=args.trials,
+                  folds=args.folds, metric=args.metric, direction=args.direction, sampler=args.sampler, pruner=args.pruner,
+                  seeds=args.seeds, name=args.name, storage=args.storage, searches_dir=expand_path(args.searches_dir),
+                  heartbeat=args.heartbeat, trainer=args.trainer, progress=not args.no_progress, final=not args.no_final)
+
+
+def cmd_search(args) -> int:
+    search = search_from_args(args)
     try:
         out = search.run()
     except (Interrupted, KeyboardInterrupt) as e:
@@ -65,13 +71,8 @@ def add_search_parser(subparsers) -> None:
     p.add_argument("--searches-dir", default="searches", help="folder that holds search folders (default: searches)")
     p.add_argument("--heartbeat", type=int, default=30, help="seconds between worker heartbeats; a trial silent for twice "
                    "this is marked failed and run again (default 30)")
-    p.add_argument("--trainer", default="normgan", help=argparse_suppress())
+    p.add_argument("--trainer", default="normgan", help=argparse.SUPPRESS)  # tests: a stub as package.module:function
     p.add_argument("--no-final", action="store_true", help="do not retrain the best config and evaluate it on the test split")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_search)
 
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS

@@ -290,3 +290,31 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("normgan: error:") and words in lines[0], r.stderr
     assert "secret" not in r.stderr
+
+
+def _doc_commands():
+    """The `normgan search` commands of docs/search.md's "Ready searches" (continuation lines joined)."""
+    text = (TESTS.parent / "docs" / "search.md").read_text()
+    ready = text.split("## Ready searches", 1)[1].split("## Measured", 1)[0]
+    joined = ready.replace("\\\n", " ")
+    return [line.strip() for line in joined.splitlines() if line.strip().startswith("normgan search ")]
+
+
+@pytest.mark.parametrize("command", _doc_commands())
+def test_documented_searches_are_valid(command, tmp_path):
+    """Each ready search in docs/search.md parses and validates (keys, SPECs, metric, folds) as written."""
+    import shlex
+
+    from normgan.cli import build_parser, parse_args
+    from normgan.cli_search import search_from_args
+
+    args = parse_args(build_parser(), shlex.split(command)[1:] + ["--searches-dir", str(tmp_path)])
+    search = search_from_args(args)
+    assert search.params and search.requested >= 5 and len(search.fold_plan) == 3
+
+
+def test_three_ready_searches_are_documented():
+    keys = " ".join(_doc_commands())
+    assert len(_doc_commands()) == 3
+    for key in ("regularizers.l1.weight", "regularizers.r1.weight", "regularizers.wd_g.weight"):
+        assert key in keys

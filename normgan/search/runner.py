@@ -206,6 +206,7 @@ class Search:
         self.trainer_name = trainer
         self.progress, self.final_enabled = progress, final
         self.config_name = str(config) if config else "default"
+        self.overrides = list(overrides)
 
         base = to_dict(cfg)
         for p in self.params:
@@ -342,7 +343,7 @@ class Search:
                                 raise optuna.TrialPruned(f"pruned at step {offset + int(step)}")
 
                     run_dir = self.folder / "trials" / f"{trial.number:04d}" / f"fold{f}-seed{seed}"
-                    res = self.trainer(cfg, run_dir=run_dir, report=report, progress=False)
+                    res = self.trainer(cfg, run_dir=run_dir, report=report, progress=self.progress)
                     v = (res or {}).get(self.metric)
                     if not isinstance(v, (int, float)) or not math.isfinite(v):
                         raise TrialFailed(f"fold {f} seed {seed} gave no finite {self.metric} ({v!r})")
@@ -514,7 +515,7 @@ class Search:
             tmp.replace(self.folder / "best.yaml")
         meta = {"name": self.name, "metric": self.metric, "direction": self.direction, "folds": self.folds, "seeds": self.seeds,
                 "sampler": self.sampler, "pruner": self.pruner, "config": self.config_name, "storage": mask_url(self.storage_url),
-                "trials_requested": self.requested, "overrides": []}
+                "trials_requested": self.requested, "overrides": self.overrides}
         rows = self.rows(study)
         paths = write_outputs(self.folder, meta=meta, params=[p.describe() for p in self.params], rows=rows, best=best,
                               final=final, importances=self._importances(study))
