@@ -16,7 +16,7 @@ ROOT = Path(normgan.__file__).parent
 LAYERS = [
     ["normgan.errors", "normgan._version", "normgan.registry", "normgan.device", "normgan.paths"],
     ["normgan.functional", "normgan.models", "normgan.data", "normgan.metrics.functional", "normgan.train.ema",
-     "normgan.train.logger", "normgan.train.checkpoint", "normgan.train.run_dir"],
+     "normgan.train.logger", "normgan.train.checkpoint", "normgan.train.run_dir", "normgan.train.distributed"],
     ["normgan.metrics", "normgan.metric_info"],
     ["normgan.regularizers"],
     ["normgan.config"],

@@ -7,6 +7,7 @@ their gain and Adam correction, EMA, logging, samples, checkpoints, interrupts a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import shutil
@@ -29,8 +30,9 @@ from normgan.device import resolve_device
 from normgan.errors import ConfigError, Interrupted, SignalExit, TrainingDiverged, UserError
 from normgan.functional.losses import LOSSES, d_accuracy
 from normgan.regularizers import Regularizer, TermContext, WeightContext
-from normgan.tasks import TASKS
+from normgan.tasks import TASKS, Batch
 from normgan.train.build import build_networks
+from normgan.train.distributed import Dist
 from normgan.train.checkpoint import (find_checkpoint, load_checkpoint, load_module_state, nonfinite_entries,
                                       remove_stale_temporaries, require_keys, save_checkpoint)
 from normgan.train.ema import ema_decay, make_ema, update_ema
@@ -42,9 +44,24 @@ CHECKPOINT_FORMAT = 1
 #: config keys that ``--resume`` may change (a prefix ending in "." covers a section); optimizer
 #: settings are applied to the restored Adam state. Everything else must match the saved run.
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
-                  "train.device", "train.threads", "train.num_samples", "eval.", "optim.g.lr", "optim.d.lr",
+                  "train.device", "train.threads", "train.precision", "train.num_samples", "eval.", "optim.g.lr", "optim.d.lr",
                   "optim.g.betas", "optim.d.betas", "optim.gate_lr")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: ``train.precision``: the autocast dtype of the forwards (None: fp32, no autocast)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+class NullLogger:
+    """The metrics logger of the ranks that do not write (all but the main one)."""
+
+    def log(self, step, values) -> None:
+        pass
+
+    def image(self, tag, image, step) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def check_resume_overrides(saved, new) -> None:
@@ -95,6 +112,13 @@ class Trainer:
         self.on_eval = on_eval
         t = cfg.train
         self.device = resolve_device(device or t.device)
+        # torchrun: one process per device; every rank draws the same streams and computes its shard
+        self.dist = Dist.from_env(device_type=self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.dist.check_batch(cfg.data.batch_size)
+        self.precision = PRECISIONS[t.precision]
         if t.threads:
             torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
@@ -122,8 +146,9 @@ class Trainer:
         self._stop_requested = False
         self._reg_log: Dict[str, Tensor | float] = {}  # last raw/weight/loss of each term, read at log steps
         self._grad_log: Dict[str, float] = {}
-        if run_dir is None:
-            run_dir = new_run_dir(runs_dir, label=label or f"{d.name}-{cfg.loss}", name=name)
+        if run_dir is None:  # the main rank claims the folder and tells the others
+            made = new_run_dir(runs_dir, label=label or f"{d.name}-{cfg.loss}", name=name) if self.dist.main else None
+            run_dir = self.dist.broadcast_object(str(made) if made is not None else None)
         self.run_dir = Path(run_dir)
         self.last_checkpoint: Optional[Path] = None
         self.last_checkpoint_step: Optional[int] = None
@@ -248,6 +273,8 @@ class Trainer:
         A state with NaN/inf (a divergence in the last step) raises TrainingDiverged and leaves the
         previous checkpoint in place, so "last good checkpoint" is always true.
         """
+        if not self.dist.main:  # one writer; every rank holds the same state
+            return self.run_dir / "checkpoints" / name
         state = self.state_dict()
         bad = nonfinite_entries(state)
         if bad:
@@ -286,28 +313,31 @@ class Trainer:
         the image (``critic``: D itself, or y ↦ D(cat(x, y)) in a paired run)."""
         cfg, G, D, task = self.cfg, self.G, self.D, self.task
         for i in range(cfg.optim.d_steps):
-            b = task.next_batch()
+            global_b = task.next_batch()
+            b = self._shard(global_b)
             real = b.real
             if self.share_real_forward:
                 real.requires_grad_(True)  # R1 reuses this forward: ∇ₓD(x) from d_real
             critic = task.critic(D, b)
             last = i == cfg.optim.d_steps - 1
-            if last:
-                fake = G(b.g_in)  # kept with its graph for the G step (one G forward per step)
-            else:
-                with torch.no_grad():
-                    fake = G(b.g_in)
-            # parametrized weights (spectral norm) are computed once per D step: one power iteration
-            # per update, and the same normalized weights for real, fake and penalty forwards
-            with parametrize.cached():
-                d_real, d_fake = critic(real), critic(fake.detach())
-                loss_d = self.loss.d(d_real, d_fake)
-                ctx = TermContext(G=G, D=D, real=real, fake=fake.detach(), z=b.g_in, d_real=d_real, d_fake=d_fake,
-                                  cond=b.cond, target=b.target, critic=critic)
-                extra = self._terms("D", ctx, step, lazy=False, adv_loss=loss_d)
-            total_d = loss_d if extra is None else loss_d + extra
+            with self._autocast():
+                if last:
+                    fake = G(b.g_in)  # kept with its graph for the G step (one G forward per step)
+                else:
+                    with torch.no_grad():
+                        fake = G(b.g_in)
+                # parametrized weights (spectral norm) are computed once per D step: one power iteration
+                # per update, and the same normalized weights for real, fake and penalty forwards
+                with parametrize.cached():
+                    d_real, d_fake = critic(real), critic(fake.detach())
+                    loss_d = self.loss.d(d_real, d_fake)
+                    ctx = TermContext(G=G, D=D, real=real, fake=fake.detach(), z=b.g_in, d_real=d_real, d_fake=d_fake,
+                                      cond=b.cond, target=b.target, critic=critic)
+                    extra = self._terms("D", ctx, step, lazy=False, adv_loss=loss_d)
+            total_d = (loss_d if extra is None else loss_d + extra).float()
             self.opt_d.zero_grad(set_to_none=True)
             total_d.backward(inputs=self._params["D"])
+            self.dist.average_gradients(self._params["D"])
             if log:
                 self._grad_log["grad_norm/D"] = grad_norm(D.parameters())
             self.opt_d.step()
@@ -316,43 +346,65 @@ class Trainer:
         real = real.detach()
         if step % self.lazy_every["D"] == 0 and self.lazy_every["D"] > 1:
             ctx = TermContext(G=G, D=D, real=real, fake=fake.detach(), z=b.g_in, cond=b.cond, target=b.target, critic=critic)
-            lazy = self._terms("D", ctx, step, lazy=True, d_real=d_real.detach())
+            with self._autocast():
+                lazy = self._terms("D", ctx, step, lazy=True, d_real=d_real.detach()).float()
             self.opt_d.zero_grad(set_to_none=True)
             lazy.backward(inputs=self._params["D"])
+            self.dist.average_gradients(self._params["D"])
             self.opt_d.step()
             self._project("D")
             check = check + lazy.detach()
 
         D.requires_grad_(False)  # the G step needs gradients through D, not for D's weights
-        d_fake_g = critic(fake)
-        loss_g = self.loss.g(d_fake_g)
         target = None if b.target is None else real
-        ctx = TermContext(G=G, D=D, real=real, fake=fake, z=b.g_in, d_fake=d_fake_g, cond=b.cond, target=target, critic=critic)
-        extra = self._terms("G", ctx, step, lazy=False, adv_loss=loss_g)
-        total_g = loss_g if extra is None else loss_g + extra
+        with self._autocast():
+            d_fake_g = critic(fake)
+            loss_g = self.loss.g(d_fake_g)
+            ctx = TermContext(G=G, D=D, real=real, fake=fake, z=b.g_in, d_fake=d_fake_g, cond=b.cond, target=target, critic=critic)
+            extra = self._terms("G", ctx, step, lazy=False, adv_loss=loss_g)
+        total_g = (loss_g if extra is None else loss_g + extra).float()
         self.opt_g.zero_grad(set_to_none=True)
         total_g.backward(inputs=self._params["G"])
+        self.dist.average_gradients(self._params["G"])
         if log:
             self._grad_log["grad_norm/G"] = grad_norm(G.parameters())
         # one host sync per step: the TOTAL losses (adversarial + every term) of D and G are finite
-        if not torch.isfinite(check + total_g.detach()):
+        if not torch.isfinite(self.dist.sum(check + total_g.detach())):  # on every rank alike
             D.requires_grad_(True)
             raise TrainingDiverged(self._nonfinite_part(loss_d, loss_g))
         self.opt_g.step()
         self._project("G")
         if step % self.lazy_every["G"] == 0 and self.lazy_every["G"] > 1:
-            ctx = TermContext(G=G, D=D, real=real, z=task.fresh_input(b), cond=b.cond, target=target, critic=critic)
-            lazy = self._terms("G", ctx, step, lazy=True)
-            if not torch.isfinite(lazy.detach()):
+            ctx = TermContext(G=G, D=D, real=real, z=self.dist.shard(task.fresh_input(global_b)), cond=b.cond, target=target,
+                              critic=critic)
+            with self._autocast():
+                lazy = self._terms("G", ctx, step, lazy=True).float()
+            if not torch.isfinite(self.dist.sum(lazy.detach())):
                 D.requires_grad_(True)
                 raise TrainingDiverged(self._nonfinite_part(loss_d, loss_g))
             self.opt_g.zero_grad(set_to_none=True)
             lazy.backward(inputs=self._params["G"])
+            self.dist.average_gradients(self._params["G"])
             self.opt_g.step()
             self._project("G")
         D.requires_grad_(True)
+        if self.dist.enabled:  # BatchNorm statistics, EMAs and controllers of terms: the mean over ranks
+            self.dist.average_([*G.buffers(), *D.buffers(), *(b for r in self.regs for b in r.buffers())])
         update_ema(self.G_ema, G, beta=ema_decay(step, decay=cfg.optim.ema, rampup=cfg.optim.ema_rampup))
         return {"loss/D": loss_d.detach(), "loss/G": loss_g.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()}
+
+    def _autocast(self):
+        """Forwards in ``train.precision`` (bf16 autocast; fp32: nothing changes)."""
+        if self.precision is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.precision)
+
+    def _shard(self, b: Batch) -> Batch:
+        """This rank's part of a global batch (the batch itself in a single process)."""
+        if not self.dist.enabled:
+            return b
+        shard = self.dist.shard
+        return Batch(real=shard(b.real), g_in=shard(b.g_in), cond=shard(b.cond), target=shard(b.target))
 
     def _nonfinite_part(self, loss_d: Tensor, loss_g: Tensor) -> str:
         """Which part of the losses is NaN/inf, in words: the D or G loss, else the first term."""
@@ -382,7 +434,9 @@ class Trainer:
         """The fixed G input of the sample grids (noise, or a paired run's validation inputs)."""
         return self.task.fixed
 
-    def write_samples(self, logger: MetricsLogger) -> Path:
+    def write_samples(self, logger: MetricsLogger) -> Optional[Path]:
+        if not self.dist.main:
+            return None
         grid = self.sample_grid()
         path = self.run_dir / "samples" / f"step-{self.step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)  # the folder may have been deleted during the run
@@ -396,6 +450,8 @@ class Trainer:
         from normgan.metric_info import is_better
 
         e = self.cfg.eval
+        if not self.dist.main:  # the main rank evaluates; the others wait at the next all-reduce
+            return {}
         if self.evaluator is None:
             self.evaluator = make_task_evaluator(self.cfg, device=self.device)
         res = self.evaluator(self.G_ema)
@@ -429,12 +485,13 @@ class Trainer:
         main_thread = threading.current_thread() is threading.main_thread()
         old_handlers = {sig: signal.signal(sig, self._request_stop) for sig in STOP_SIGNALS} if main_thread else {}
         try:
-            with RunLock(self.run_dir):
+            with RunLock(self.run_dir) if self.dist.main else contextlib.nullcontext():
                 if self.step >= t.steps:  # only a resumed run can be there (train.steps >= 1)
                     warnings.warn(f"run '{self.run_dir}' is already at step {self.step} (train.steps={t.steps}); "
                                   f"nothing to train: raise train.steps above {self.step} to continue")
                     return self.run_dir
-                remove_stale_temporaries(self.run_dir / "checkpoints")
+                if self.dist.main:
+                    remove_stale_temporaries(self.run_dir / "checkpoints")
                 try:
                     self._fit()
                 except OSError as e:
@@ -443,24 +500,27 @@ class Trainer:
         finally:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
-        self._summarize()
+        if self.dist.main:
+            self._summarize()
         return self.run_dir
 
     def _fit(self) -> None:
         cfg, t = self.cfg, self.cfg.train
         header = f"# normgan {__version__}, torch {torch.__version__}, python {platform.python_version()}\n"
-        if self.step == 0:  # a fresh start (or a run stopped before its first checkpoint): no stale outputs
+        main = self.dist.main
+        if main and self.step == 0:  # a fresh start (or a run stopped before its first checkpoint): no stale outputs
             shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
-        (self.run_dir / "config.yaml").write_text(header + to_yaml(cfg))
-        truncate_metrics(self.run_dir / "metrics.jsonl", after_step=self.step)
-        logger = MetricsLogger(self.run_dir, tensorboard=t.tensorboard)
-        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, dynamic_ncols=True, desc="train", unit="step")
+        if main:
+            (self.run_dir / "config.yaml").write_text(header + to_yaml(cfg))
+            truncate_metrics(self.run_dir / "metrics.jsonl", after_step=self.step)
+        logger = MetricsLogger(self.run_dir, tensorboard=t.tensorboard) if main else NullLogger()
+        bar = tqdm(total=t.steps, initial=self.step, disable=not (self.progress and main), dynamic_ncols=True, desc="train", unit="step")
         sums: Dict[str, Tensor] = {}
         count, t0, images = 0, time.perf_counter(), 0
         try:
             if self.step == 0:
                 self.write_samples(logger)
-            while self.step < t.steps and not self._stop_requested:
+            while self.step < t.steps and not self._agreed_stop():
                 is_log = (self.step + 1) % t.log_every == 0 or self.step + 1 == t.steps
                 out = self.train_step(self.step, log=is_log)
                 self.step += 1
@@ -498,6 +558,12 @@ class Trainer:
             logger.close()
         if interrupted:
             raise Interrupted(self.run_dir, self.step, signum=int(interrupted))
+
+    def _agreed_stop(self) -> bool:
+        """Whether to stop now: a Ctrl-C/SIGTERM seen by this process or, with several, by any."""
+        if self.dist.enabled and self.dist.any(bool(self._stop_requested)) and not self._stop_requested:
+            self._stop_requested = signal.SIGTERM  # another rank was signalled (torchrun forwards to all)
+        return bool(self._stop_requested)
 
     def _summarize(self) -> None:
         """Warn (one line) when the logged losses show a divergence that stayed finite (e.g. lr = 1e6)."""
