@@ -95,7 +95,7 @@ class TrainConfig:
     num_samples: int = 64  # images in each fixed-noise grid
     tensorboard: bool = True
     threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
-    precision: str = "fp32"  # fp32 | bf16 (autocast forwards; weights, optimizer and losses stay fp32)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast forwards (fp16 also scales losses); weights stay fp32
 
 
 @dataclass
@@ -318,8 +318,8 @@ def validate(cfg: Config) -> None:
     for key in ("log_every", "sample_every", "checkpoint_every", "num_samples"):
         _check(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), "must be >= 1")
     _check(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0 keeps torch's default)")
-    _check(t.precision in ("fp32", "bf16"), "train.precision", t.precision,
-           "use fp32 or bf16 (fp16 with gradient scaling is not supported yet: use bf16)")
+    _check(t.precision in ("fp32", "bf16", "fp16"), "train.precision", t.precision,
+           "use fp32, bf16 (autocast) or fp16 (autocast + gradient scaling)")
     _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device, "use auto, cpu, cuda or cuda:N")
 
     # names against registries (imported here: they import config-free modules only)

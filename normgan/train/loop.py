@@ -48,7 +48,7 @@ RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.sample_every", "train
                   "optim.g.betas", "optim.d.betas", "optim.gate_lr")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: ``train.precision``: the autocast dtype of the forwards (None: fp32, no autocast)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NullLogger:
@@ -136,7 +136,12 @@ class Trainer:
         for r in self.regs:
             r.to(self.device)
         self.lazy_every = {net: max([r.every for r in self.regs if r.net == net], default=1) for net in ("G", "D")}
-        self.share_real_forward = any(getattr(r.term, "shares_real_forward", False) for r in self.regs if r.net == "D" and r.every == 1)
+        # fp16: terms run in fp32 on their own forwards (PyTorch's recipe for gradient penalties under
+        # AMP needs unscaled input gradients; an fp16 forward's input gradient underflows)
+        self.share_real_forward = self.precision != torch.float16 and any(
+            getattr(r.term, "shares_real_forward", False) for r in self.regs if r.net == "D" and r.every == 1)
+        # fp16: one loss scaler per network (disabled, they pass everything through unchanged)
+        self.scalers = {net: torch.amp.GradScaler(self.device.type, enabled=self.precision == torch.float16) for net in ("G", "D")}
         self.opt_g = self._adam("G", self.G, cfg.optim.g)
         self.opt_d = self._adam("D", self.D, cfg.optim.d)
         # backward passes stop at these: no gradients into real images, z or interpolates (penalty leaves)
@@ -226,6 +231,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "regularizers": {r.name: r.state_dict() for r in self.regs},
+            "scalers": {net: sc.state_dict() for net, sc in self.scalers.items()},
             "rng": rng,
             **self.task.checkpoint_entries(),  # image_shape (and a paired run's input_shape)
             "best": {"score": self.best_score, "step": self.best_step},
@@ -249,6 +255,9 @@ class Trainer:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"checkpoint '{path}' does not match the config's optimizers ({first}); {fix}") from None
         self._apply_optim_settings()
+        for net, saved in (state.get("scalers") or {}).items():
+            if saved and net in self.scalers and self.scalers[net].is_enabled():
+                self.scalers[net].load_state_dict(saved)
         self.step = int(state["step"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -297,7 +306,8 @@ class Trainer:
         for r in self.regs:
             if r.net != net or (r.every > 1) != lazy or step % r.every:
                 continue
-            raw = r.term(ctx)
+            with self._term_precision():
+                raw = r.term(ctx).float()
             rule_ctx = WeightContext(step=step, module=module, adv_loss=adv_loss, d_real=ctx.d_real if ctx.d_real is not None else d_real)
             weighted, w = r.weight.apply(raw, rule_ctx)
             total = weighted * r.every if total is None else total + weighted * r.every
@@ -322,10 +332,10 @@ class Trainer:
             last = i == cfg.optim.d_steps - 1
             with self._autocast():
                 if last:
-                    fake = G(b.g_in)  # kept with its graph for the G step (one G forward per step)
+                    fake = G(b.g_in).float()  # kept with its graph for the G step (one G forward per step)
                 else:
                     with torch.no_grad():
-                        fake = G(b.g_in)
+                        fake = G(b.g_in).float()
                 # parametrized weights (spectral norm) are computed once per D step: one power iteration
                 # per update, and the same normalized weights for real, fake and penalty forwards
                 with parametrize.cached():
@@ -336,12 +346,10 @@ class Trainer:
                     extra = self._terms("D", ctx, step, lazy=False, adv_loss=loss_d)
             total_d = (loss_d if extra is None else loss_d + extra).float()
             self.opt_d.zero_grad(set_to_none=True)
-            total_d.backward(inputs=self._params["D"])
-            self.dist.average_gradients(self._params["D"])
+            self._backward("D", total_d)
             if log:
                 self._grad_log["grad_norm/D"] = grad_norm(D.parameters())
-            self.opt_d.step()
-            self._project("D")
+            self._step("D")
         check = total_d.detach()
         real = real.detach()
         if step % self.lazy_every["D"] == 0 and self.lazy_every["D"] > 1:
@@ -349,10 +357,8 @@ class Trainer:
             with self._autocast():
                 lazy = self._terms("D", ctx, step, lazy=True, d_real=d_real.detach()).float()
             self.opt_d.zero_grad(set_to_none=True)
-            lazy.backward(inputs=self._params["D"])
-            self.dist.average_gradients(self._params["D"])
-            self.opt_d.step()
-            self._project("D")
+            self._backward("D", lazy)
+            self._step("D")
             check = check + lazy.detach()
 
         D.requires_grad_(False)  # the G step needs gradients through D, not for D's weights
@@ -364,16 +370,14 @@ class Trainer:
             extra = self._terms("G", ctx, step, lazy=False, adv_loss=loss_g)
         total_g = (loss_g if extra is None else loss_g + extra).float()
         self.opt_g.zero_grad(set_to_none=True)
-        total_g.backward(inputs=self._params["G"])
-        self.dist.average_gradients(self._params["G"])
+        self._backward("G", total_g)
         if log:
             self._grad_log["grad_norm/G"] = grad_norm(G.parameters())
         # one host sync per step: the TOTAL losses (adversarial + every term) of D and G are finite
         if not torch.isfinite(self.dist.sum(check + total_g.detach())):  # on every rank alike
             D.requires_grad_(True)
             raise TrainingDiverged(self._nonfinite_part(loss_d, loss_g))
-        self.opt_g.step()
-        self._project("G")
+        self._step("G")
         if step % self.lazy_every["G"] == 0 and self.lazy_every["G"] > 1:
             ctx = TermContext(G=G, D=D, real=real, z=self.dist.shard(task.fresh_input(global_b)), cond=b.cond, target=target,
                               critic=critic)
@@ -383,15 +387,31 @@ class Trainer:
                 D.requires_grad_(True)
                 raise TrainingDiverged(self._nonfinite_part(loss_d, loss_g))
             self.opt_g.zero_grad(set_to_none=True)
-            lazy.backward(inputs=self._params["G"])
-            self.dist.average_gradients(self._params["G"])
-            self.opt_g.step()
-            self._project("G")
+            self._backward("G", lazy)
+            self._step("G")
         D.requires_grad_(True)
         if self.dist.enabled:  # BatchNorm statistics, EMAs and controllers of terms: the mean over ranks
             self.dist.average_([*G.buffers(), *D.buffers(), *(b for r in self.regs for b in r.buffers())])
         update_ema(self.G_ema, G, beta=ema_decay(step, decay=cfg.optim.ema, rampup=cfg.optim.ema_rampup))
         return {"loss/D": loss_d.detach(), "loss/G": loss_g.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()}
+
+    def _backward(self, net: str, loss: Tensor) -> None:
+        """Backward of ``loss`` into ``net``'s parameters (scaled under fp16), gradients averaged over ranks."""
+        self.scalers[net].scale(loss).backward(inputs=self._params[net])
+        self.dist.average_gradients(self._params[net])
+
+    def _step(self, net: str) -> None:
+        """``net``'s optimizer step (fp16: unscaled, skipped on inf/NaN gradients), then its projections."""
+        scaler = self.scalers[net]
+        scaler.step(self.opt_g if net == "G" else self.opt_d)
+        scaler.update()
+        self._project(net)
+
+    def _term_precision(self):
+        """Terms run in fp32 under fp16 (input-gradient penalties), in the forwards' dtype otherwise."""
+        if self.precision == torch.float16:
+            return torch.autocast(device_type=self.device.type, enabled=False)
+        return contextlib.nullcontext()
 
     def _autocast(self):
         """Forwards in ``train.precision`` (bf16 autocast; fp32: nothing changes)."""
