@@ -36,6 +36,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    device: str = "cpu"  # where reduction tensors live (nccl reduces CUDA tensors only)
 
     @property
     def enabled(self) -> bool:
@@ -55,9 +56,12 @@ class Dist:
         import torch.distributed as td
 
         rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        device = f"cuda:{local}" if device_type == "cuda" else "cpu"
+        if device_type == "cuda":
+            torch.cuda.set_device(device)
         if not td.is_initialized():
             td.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-        return cls(rank=rank, world=world, local_rank=local)
+        return cls(rank=rank, world=world, local_rank=local, device=device)
 
     # ---------------------------------------------------------------- batches
     def check_batch(self, batch_size: int) -> int:
@@ -130,7 +134,7 @@ class Dist:
             return bool(flag)
         import torch.distributed as td
 
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         td.all_reduce(t, op=td.ReduceOp.MAX)
         return bool(t.item() > 0)
 

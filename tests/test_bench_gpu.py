@@ -1,0 +1,134 @@
+"""benchmarks/bench_gpu.py on CPU: one small run of every section (DDP with 2 gloo processes) prints
+one JSON object of the documented structure, with positive finite ratios and every figure naming its
+device; a precision the config refuses is reported as not supported, with the config's message."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "bench_gpu.py"
+# small enough for < 60 s on 2 busy CPU cores: batch 16, 1 warm-up + 6 timed steps, DDP 2 x 4 steps
+FLAGS = ["--device", "cpu", "--quick", "--steps", "6", "--repeats", "1", "--warmup", "1", "--batches", "16", "--reg-batch", "16",
+         "--threads", "1", "--ddp-procs", "2", "--ddp-batch", "16", "--ddp-steps", "4", "--no-progress"]
+REGULARIZERS = {"none", "r1", "r1_lazy16", "wgan_gp", "spectral_d", "l0_gates", "path_length_g4", "l2_d"}
+#: keys that hold a measured figure: a dict that has one must name its device
+FIGURE_KEYS = {"images_per_s", "ratio", "normgan", "bare", "speedup_vs_fp32", "efficiency", "wall_s"}
+
+
+def positive_finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def figures(obj, path="$"):
+    """Every dict in the JSON tree that holds a measured figure, with its path."""
+    if isinstance(obj, dict):
+        if FIGURE_KEYS & set(obj):
+            yield path, obj
+        for k, v in obj.items():
+            yield from figures(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from figures(v, f"{path}[{i}]")
+
+
+@pytest.fixture(scope="module")
+def result():
+    proc = subprocess.run([sys.executable, str(SCRIPT), *FLAGS], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)  # stdout is exactly one JSON object
+
+
+def test_header_names_the_cpu(result):
+    assert result["device"].startswith("cpu: ") and len(result["device"]) > len("cpu: ")
+    assert result["device_type"] == "cpu"
+    assert result["torch"] and result["normgan"]
+    assert result["settings"]["steps"] == 6 and result["settings"]["batches"] == [16]
+
+
+def test_every_figure_names_its_device(result):
+    found = list(figures(result))
+    assert len(found) >= 1 + len(REGULARIZERS) + 2 + 1  # overhead, regularizers, fp32 + bf16, ddp
+    for path, fig in found:
+        assert fig.get("device") == result["device"], path
+    for section in ("overhead", "regularizers", "precision", "ddp"):
+        assert result[section], section
+
+
+def test_overhead(result):
+    o = result["overhead"]
+    assert set(o) == {"16"}
+    fig = o["16"]
+    assert fig["batch_size"] == 16
+    for key in ("normgan", "bare", "ratio"):
+        assert positive_finite(fig[key]), key
+    assert fig["ratio"] == pytest.approx(fig["normgan"] / fig["bare"], rel=0.01)
+
+
+def test_regularizers(result):
+    r = result["regularizers"]
+    assert set(r) == REGULARIZERS
+    for name, fig in r.items():
+        assert positive_finite(fig["ratio"]) and positive_finite(fig["images_per_s"]), name
+        assert fig["batch_size"] == 16
+    assert r["none"]["ratio"] == 1.0
+
+
+def test_precision(result):
+    p = result["precision"]["16"]
+    assert set(p) == {"fp32", "bf16", "fp16"}
+    assert p["fp32"]["speedup_vs_fp32"] == 1.0
+    for prec in ("fp32", "bf16"):
+        assert p[prec]["supported"] is True
+        assert positive_finite(p[prec]["images_per_s"]) and positive_finite(p[prec]["speedup_vs_fp32"]), prec
+    # fp16: accepted by the config (not timed in --quick on CPU) or "not supported" with a reason
+    assert isinstance(p["fp16"]["supported"], bool)
+    assert p["fp16"].get("skipped") or p["fp16"].get("reason") or positive_finite(p["fp16"].get("images_per_s"))
+
+
+def test_ddp_two_gloo_processes(result):
+    d = result["ddp"]
+    assert "skipped" not in d and "error" not in d, d
+    assert d["backend"] == "gloo" and d["procs"] == 2 and d["global_batch"] == 16 and d["steps"] == 4
+    assert set(d["wall_s"]) == {"1", "2"} and all(positive_finite(t) for t in d["wall_s"].values())
+    assert positive_finite(d["efficiency"])
+    assert d["efficiency"] == pytest.approx(d["wall_s"]["1"] / d["wall_s"]["2"] / 2, rel=0.01)
+    assert positive_finite(d["efficiency_steady_state"])
+    assert "--nproc_per_node=2" in d["command"]
+
+
+def test_a_refused_precision_is_reported_as_not_supported(monkeypatch, tmp_path):
+    """fp16 refused by the config: "not supported" with the ConfigError's message, fp32/bf16 still timed."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    monkeypatch.chdir(tmp_path)
+    try:
+        import bench_gpu
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from normgan.errors import ConfigError
+
+    real = bench_gpu.load_config
+
+    def load_config(path, overrides=()):
+        if "train.precision=fp16" in overrides:
+            raise ConfigError("train.precision: bad value 'fp16'; use fp32 or bf16")
+        return real(path, overrides=overrides)
+
+    monkeypatch.setattr(bench_gpu, "load_config", load_config)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocess runs (2 threads on a busy 2-core machine crawl)
+    try:
+        out = bench_gpu.bench_precision(torch.device("cpu"), [8], ["bf16", "fp16"], steps=2, warmup=1, repeats=1, chunk=16)
+    finally:
+        torch.set_num_threads(threads)
+    p = out["8"]
+    assert p["fp16"]["supported"] is False
+    assert p["fp16"]["reason"].startswith("not supported") and "train.precision" in p["fp16"]["reason"]
+    assert p["fp16"]["device"] == bench_gpu.device_name(torch.device("cpu"))
+    assert positive_finite(p["bf16"]["speedup_vs_fp32"]) and positive_finite(p["fp32"]["images_per_s"])
