@@ -41,6 +41,8 @@ class DataConfig:
     flip: bool = False  # paired: random horizontal flip, the same on both sides of a pair
     folds: int = 0  # 0: off; K >= 2: cut the training split into K folds, train on K-1, evaluate on the held-out one
     fold: int = 0  # with data.folds: which fold (0..folds-1) is held out as the evaluation reference / validation set
+    stream: str = "auto"  # folder only: true decodes images per batch in DataLoader workers; auto: when they need > 1/4 of free memory
+    workers: int = 2  # streaming: DataLoader worker processes decoding images (0: in the main process)
 
 
 @dataclass
@@ -302,6 +304,11 @@ def validate(cfg: Config) -> None:
         _check(0 <= d.fold < d.folds, "data.fold", d.fold, f"the held-out fold must be in 0..{d.folds - 1} (data.folds={d.folds})")
     else:
         _check(d.fold == 0, "data.fold", d.fold, "set data.folds >= 2 to hold out a fold (data.fold needs data.folds)")
+    d.stream = str(d.stream).strip().lower()  # a str field: YAML true/false arrive as 'True'/'False'
+    _check(d.stream in ("auto", "true", "false"), "data.stream", d.stream, "use auto, true or false")
+    _check(d.stream != "true" or d.name == "folder", "data.stream", d.stream,
+           f"streaming is for data.name=folder (data.name is {d.name}); set data.stream to auto or false")
+    _check(d.workers >= 0, "data.workers", d.workers, "must be >= 0 (0 decodes in the main process)")
     if d.name in ("folder", "idx"):
         _check(bool(d.root), "data.root", d.root, f"data.name={d.name} needs data.root (a {'folder' if d.name == 'folder' else 'IDX file'})")
     _check(g.z_dim >= 1, "model.generator.z_dim", g.z_dim, "must be >= 1")

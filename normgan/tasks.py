@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
-from normgan.data import apply_fold, batch_to_float, load_dataset, load_paired, paired_crop_flip
+from normgan.data import (StreamBatches, apply_fold, batch_to_float, list_split, load_dataset, load_paired, paired_crop_flip,
+                          should_stream)
 from normgan.registry import Registry
 from normgan.train.batches import EpochBatches
 
@@ -82,17 +83,28 @@ def grid01(images: Tensor, *, nrow: int) -> Tensor:
 @TASKS.register("unconditional")
 class UnconditionalTask:
     """G(z), z ~ N(0, I); D sees images alone. The data is the dataset's training split (with
-    ``data.folds``: its fit part, every fold but ``data.fold``)."""
+    ``data.folds``: its fit part, every fold but ``data.fold``).
+
+    With ``data.stream`` (:func:`normgan.data.should_stream`: true, or auto for a folder too large for
+    memory) ``data`` is the split's file list (:class:`normgan.data.FileSplit`) and ``batches`` a
+    :class:`normgan.data.StreamBatches` that decodes each batch in ``data.workers`` processes: the same
+    batches as in memory for a folder of readable files; :meth:`close` stops its workers."""
 
     paired = False
 
     def __init__(self, cfg, *, device: torch.device) -> None:
         d, t = cfg.data, cfg.train
         self.device, self.batch_size, self.z_dim = device, d.batch_size, cfg.model.generator.z_dim
-        train = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
-                             holdout=d.holdout, strict=d.strict, seed=t.seed)
-        self.data = fold_of(train, d, "fit")
-        self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=device)
+        self.streaming = should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution)
+        if self.streaming:
+            train = list_split(d.root, resolution=d.resolution, channels=d.channels, split="train", holdout=d.holdout)
+            self.data = train.fold(folds=d.folds, fold=d.fold, part="fit") if d.folds else train
+            self.batches = StreamBatches(self.data, batch_size=d.batch_size, seed=t.seed, device=device, workers=d.workers)
+        else:
+            train = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
+                                 holdout=d.holdout, strict=d.strict, seed=t.seed)
+            self.data = fold_of(train, d, "fit")
+            self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=device)
         self.resolution, self.channels, self.in_channels = self.data.resolution, self.data.channels, None
         # its own generator: the global RNG stream (model init, noise) is the same with or without it
         self.fixed = torch.randn(t.num_samples, self.z_dim, generator=torch.Generator().manual_seed(t.seed + 12345)).to(device)
@@ -121,6 +133,11 @@ class UnconditionalTask:
 
     def load_state_dict(self, state: dict) -> None:
         self.batches.load_state_dict(state)
+
+    def close(self) -> None:
+        """Stop the streaming workers, if any (a later batch starts them again)."""
+        if self.streaming:
+            self.batches.close()
 
 
 @TASKS.register("paired")

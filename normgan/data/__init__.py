@@ -10,6 +10,8 @@ registers ``mnist5k``, ``digits``, ``faces``, ``textures``, ``folder`` and ``idx
 ``PAIRED_DATASETS`` (see :mod:`normgan.data.paired`) maps the paired image-to-image datasets
 to theirs, loaded with :func:`load_paired`.  :mod:`normgan.data.folds` cuts a training split into
 k folds (:func:`apply_fold`) and guards a search against reading the test split (:func:`forbid_splits`).
+:mod:`normgan.data.stream` lists a folder's split without decoding it (:func:`list_split`) and decodes its
+batches on the fly in DataLoader workers (:class:`StreamBatches`) for folders larger than memory.
 """
 
 from normgan.data.dataset import DATASETS, ImageData, Source, load_dataset
@@ -27,8 +29,14 @@ from normgan.data.paired import (
     targets_as_imagedata,
 )
 from normgan.data.folds import LeakError, apply_fold, check_folds, fold_part, forbid_splits, kfold_indices
+from normgan.data.stream import FileSplit, ShuffledEpochs, StreamBatches, list_split, should_stream
 
 __all__ = [
+    "FileSplit",
+    "ShuffledEpochs",
+    "StreamBatches",
+    "list_split",
+    "should_stream",
     "LeakError",
     "apply_fold",
     "check_folds",

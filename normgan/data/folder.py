@@ -42,6 +42,11 @@ def find_images(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def is_grey_mode(mode: str) -> bool:
+    """Whether :func:`decode_image` decodes a file of PIL ``mode`` to one channel (known from the header alone)."""
+    return mode in _GREY_MODES or mode.startswith("I") or mode == "F"
+
+
 def decode_image(path: Path) -> np.ndarray:
     """Decode ``path`` to uint8 ``(H, W)`` (grey) or ``(H, W, 3)`` (colour).
 
@@ -52,7 +57,7 @@ def decode_image(path: Path) -> np.ndarray:
         mode = im.mode
         if mode in _GREY_MODES:
             return np.array(im.convert("L"), dtype=np.uint8)
-        if mode.startswith("I") or mode == "F":
+        if is_grey_mode(mode):
             a = np.asarray(im, dtype=np.float64)
             if mode.startswith("I;16") or (a.size and a.max() > 255):
                 a = a / 257.0
@@ -119,9 +124,8 @@ def _class_labels(root: Path, files: list[Path]) -> list[int] | None:
     return [classes[p[0]] for p in parts]
 
 
-@DATASETS.register("folder")
-def load_folder(*, root, resolution: int, strict: bool = False, **_) -> Source:
-    """Load every readable image below ``root``; skip unreadable ones with one warning (or raise if ``strict``)."""
+def list_folder(root) -> tuple[Path, list[Path]]:
+    """``(Path(root), find_images(root))``; a one-line error when ``root`` is unset, missing, not a folder or holds no image."""
     if root is None:
         raise ConfigError("data.root: not set; set data.root to a folder of images when data.name is 'folder'")
     folder = Path(root)
@@ -135,6 +139,13 @@ def load_folder(*, root, resolution: int, strict: bool = False, **_) -> Source:
             f"data.root: folder '{root}' contains no image files ({', '.join(EXTENSIONS)}); "
             "set data.root to a folder of images"
         )
+    return folder, files
+
+
+@DATASETS.register("folder")
+def load_folder(*, root, resolution: int, strict: bool = False, **_) -> Source:
+    """Load every readable image below ``root``; skip unreadable ones with one warning (or raise if ``strict``)."""
+    folder, files = list_folder(root)
     labels = _class_labels(folder, files)
 
     images, keep = read_all(files, lambda p: _load_one(p, resolution), strict=strict, what=f"image files in '{root}'")

@@ -44,7 +44,7 @@ CHECKPOINT_FORMAT = 1
 #: config keys that ``--resume`` may change (a prefix ending in "." covers a section); optimizer
 #: settings are applied to the restored Adam state. Everything else must match the saved run.
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
-                  "train.device", "train.threads", "train.precision", "train.num_samples", "eval.", "optim.g.lr", "optim.d.lr",
+                  "train.device", "train.threads", "train.precision", "train.num_samples", "data.stream", "data.workers", "eval.", "optim.g.lr", "optim.d.lr",
                   "optim.g.betas", "optim.d.betas", "optim.gate_lr")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: ``train.precision``: the autocast dtype of the forwards (None: fp32, no autocast)
@@ -520,6 +520,9 @@ class Trainer:
         finally:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
+            close = getattr(self.task, "close", None)  # a streaming task's decoding workers
+            if close is not None:
+                close()
         if self.dist.main:
             self._summarize()
         return self.run_dir
