@@ -74,3 +74,32 @@ def test_search_command_from_an_empty_home(tmp_path):
                          text=True, timeout=120, env=env)
     assert dry.returncode == 0, dry.stderr
     assert yaml.safe_load(dry.stdout)["regularizers"]["l1"]["weight"] in (1, 100)
+
+
+def test_ctrl_c_stops_the_search_in_one_line_and_the_same_command_continues(tmp_path):
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "normgan", "search", "edges2digit", "train.steps=400", "eval.every=200", "eval.metrics=[psnr]",
+           "model.generator.width=8", "model.discriminator.width=8", "--param", "regularizers.l1.weight=[1,100]", "--folds", "2",
+           "--name", "sig", "--no-progress", "--no-final"]
+    p = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = tmp_path / "searches" / "sig" / "trials" / "0000" / "fold0-seed0" / "metrics.jsonl"
+        deadline = time.monotonic() + 180
+        while not metrics.exists():
+            assert time.monotonic() < deadline and p.poll() is None, p.communicate()
+            time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "same command continues" in lines[0], err
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    rows = (tmp_path / "searches" / "sig" / "trials.csv").read_text().splitlines()[1:]
+    states = sorted(r.split(",")[1] for r in rows)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"]  # the interrupted trial, and both λ completed

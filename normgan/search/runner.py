@@ -256,7 +256,7 @@ class Search:
     def _open(self):
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by us, in one line
         self.folder.mkdir(parents=True, exist_ok=True)
         # one process of this machine at a time creates the tables and the study (workers on other
         # machines: open_storage retries a schema creation that raced)
@@ -353,9 +353,11 @@ class Search:
                 trial.set_user_attr("folds", fold_values)
         except TrialFailed as e:
             trial.set_user_attr("error", str(e))
+            warnings.warn(f"trial {trial.number} failed: {e}")
             raise
         except UserError as e:  # a diverged run (NaN), a value the config refuses
             trial.set_user_attr("error", str(e))
+            warnings.warn(f"trial {trial.number} failed: {e}")
             raise TrialFailed(str(e)) from None
         except optuna.TrialPruned:
             raise
