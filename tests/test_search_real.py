@@ -80,7 +80,7 @@ def test_ctrl_c_stops_the_search_in_one_line_and_the_same_command_continues(tmp_
     import signal
     import time
 
-    cmd = [sys.executable, "-m", "normgan", "search", "edges2digit", "train.steps=400", "eval.every=200", "eval.metrics=[psnr]",
+    cmd = [sys.executable, "-m", "normgan", "search", "edges2digit", "train.steps=200", "eval.every=100", "eval.metrics=[psnr]",
            "model.generator.width=8", "model.discriminator.width=8", "--param", "regularizers.l1.weight=[1,100]", "--folds", "2",
            "--name", "sig", "--no-progress", "--no-final"]
     p = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
