@@ -18,7 +18,7 @@ LAYERS = [
     ["normgan.functional", "normgan.models", "normgan.data", "normgan.metrics.functional", "normgan.train.ema",
      "normgan.train.logger", "normgan.train.checkpoint", "normgan.train.run_dir", "normgan.train.distributed"],
     ["normgan.metrics", "normgan.metric_info"],
-    ["normgan.regularizers"],
+    ["normgan.regularizers", "normgan.dirac"],
     ["normgan.config"],
     ["normgan.train.build", "normgan.train.batches", "normgan.tasks", "normgan.sample", "normgan.translate"],
     ["normgan.evaluation", "normgan.evaluation_paired"],
