@@ -7,6 +7,7 @@
     normgan compare RUN [RUN ...] [--out DIR]
     normgan diagnose RUN
     normgan search CONFIG --param KEY=SPEC ... --folds K --metric NAME (see normgan.cli_search)
+    normgan report RUN [--out FILE]
 
 User errors print one line ``normgan: error: ...`` and exit with code 2 (3 for a diverged run,
 130 after Ctrl-C, which saves a checkpoint first).
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     from normgan.cli_search import add_search_parser
 
     add_search_parser(sub)
+    from normgan.cli_report import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

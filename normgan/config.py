@@ -98,6 +98,7 @@ class TrainConfig:
     tensorboard: bool = True
     threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast forwards (fp16 also scales losses); weights stay fp32
+    report: bool = False  # write RUN/report.html (normgan report) at the end of a finished run
 
 
 @dataclass

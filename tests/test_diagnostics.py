@@ -257,3 +257,14 @@ def test_diagnose_a_run_made_to_collapse(tmp_path):
     s = json.loads(p.stdout)
     assert s["pixel_diversity"]["ratio"] == pytest.approx(0.0, abs=1e-9) and s["mode_collapse"]["suspected"] is True
     assert np.isfinite(s["pixel_diversity"]["real"]) and s["pixel_diversity"]["real"] > 1.0
+
+
+def test_paired_dropout_diversity_is_not_a_mode_collapse():
+    """A paired run logs eval/diversity as the dropout diversity of G(x) (≈ 0 without test-time
+    dropout): the collapse check, meant for unconditional generators, says nothing there."""
+    from normgan.diagnostics import mode_collapse
+
+    paired = [{"step": 500, "eval/psnr": 20.0, "eval/diversity": 0.0}, {"step": 1000, "eval/psnr": 22.0, "eval/diversity": 0.0}]
+    assert mode_collapse(paired) is None
+    unconditional = [{"step": 500, "eval/fid": 3.0, "eval/diversity": 0.1}]
+    assert mode_collapse(unconditional)["suspected"] is True

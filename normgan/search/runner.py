@@ -42,6 +42,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 SINGLE_SPLIT_FOLDS = 5
 #: seconds an idle worker waits between looks at a study whose last trials run elsewhere
 POLL_SECONDS = 2.0
+#: seconds a joining worker waits for the study's creator to enqueue the plan
+PLAN_WAIT = 120.0
 
 
 class TrialFailed(Exception):
@@ -296,8 +298,19 @@ class Search:
             raise UserError(f"search '{self.name}' exists with other settings ({what} differ: "
                             f"{saved.get(k)!r} vs {self.spec[k]!r}); give the same ones to continue it, or a new --name")
 
+    def _wait_for_plan(self, study) -> None:
+        """A worker that joined a study waits until its creator has enqueued the plan (the
+        ``planned`` attribute), so that two workers never plan the same tickets."""
+        deadline = time.monotonic() + PLAN_WAIT
+        while "planned" not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.2)
+
     def _plan(self, study) -> int:
-        """Enqueue tickets up to the requested number of trials; returns how many were added."""
+        """Enqueue tickets up to the requested number of trials; returns how many were added.
+
+        The creator of a study plans it; a later run tops it up (a larger ``--trials``, or grid
+        points whose ticket was lost). Two workers topping up one study at the same instant could
+        both enqueue: the local file lock prevents it on one machine (docs/decisions.md)."""
         with _file_lock(self.folder / ".plan.lock"):
             trials = study.get_trials(deepcopy=False)
             counted = [t for t in trials if _counts(t)]
@@ -313,6 +326,13 @@ class Search:
                 study.enqueue_trial(p, user_attrs={"ticket": True}, skip_if_exists=False)
             study.set_user_attr("trials_requested", self.requested)
             return len(points)
+
+    def _plan_once(self, study, *, creator: bool) -> None:
+        if not creator:
+            self._wait_for_plan(study)
+        self._plan(study)
+        if creator or "planned" not in study.user_attrs:
+            study.set_user_attr("planned", True)
 
     # ---------------------------------------------------------------- one trial
     def _objective(self, trial) -> float:
@@ -381,8 +401,8 @@ class Search:
 
         from normgan.data import forbid_splits
 
-        study, _ = self._open()
-        self._plan(study)
+        study, creator = self._open()
+        self._plan_once(study, creator=creator)
         bar = tqdm(total=self.requested, desc=f"search {self.name}", unit="trial", disable=not self.progress, dynamic_ncols=True)
         try:
             with forbid_splits(("test", "all")), warnings.catch_warnings():

@@ -44,7 +44,7 @@ CHECKPOINT_FORMAT = 1
 #: config keys that ``--resume`` may change (a prefix ending in "." covers a section); optimizer
 #: settings are applied to the restored Adam state. Everything else must match the saved run.
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
-                  "train.device", "train.threads", "train.precision", "train.num_samples", "data.stream", "data.workers", "eval.", "optim.g.lr", "optim.d.lr",
+                  "train.device", "train.threads", "train.precision", "train.report", "train.num_samples", "data.stream", "data.workers", "eval.", "optim.g.lr", "optim.d.lr",
                   "optim.g.betas", "optim.d.betas", "optim.gate_lr")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: ``train.precision``: the autocast dtype of the forwards (None: fp32, no autocast)
@@ -525,6 +525,10 @@ class Trainer:
                 close()
         if self.dist.main:
             self._summarize()
+            if self.cfg.train.report:  # normgan report RUN, at the end of a finished run
+                from normgan.report import write_run_report
+
+                write_run_report(self.run_dir, progress=self.progress)
         return self.run_dir
 
     def _fit(self) -> None:

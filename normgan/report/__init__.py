@@ -1,0 +1,29 @@
+"""Self-contained HTML reports of run folders: ``normgan report RUN`` and ``train.report: true``.
+
+    from normgan.report import write_run_report
+    write_run_report("runs/00000-mnist5k-bce")          # -> runs/00000-mnist5k-bce/report.html
+
+One page per run (:mod:`normgan.report.run`): the run and its resolved config, training curves,
+evaluation metrics over steps, sample grids over time and the diagnostics, with inline CSS and
+images as data: URIs (no script, no network). A search folder already has its own report.html,
+written by ``normgan search`` (:mod:`normgan.search.outputs`).
+
+Layering: this package sits below the training loop (``train.report`` makes ``Trainer.fit``
+import it) and above :mod:`normgan.diagnostics`; it reuses the page helpers of
+:mod:`normgan.search.outputs`, a module that imports nothing of normgan, placed at this layer.
+Attributes load on first use (PEP 562): ``import normgan.report`` does not load matplotlib.
+"""
+
+__all__ = ["write_run_report", "build_run_report", "classify", "read_metrics_file"]
+
+
+def __getattr__(name: str):
+    if name in ("write_run_report", "build_run_report"):
+        from normgan.report import run
+
+        return getattr(run, name)
+    if name in ("classify", "read_metrics_file"):
+        from normgan.report import folders
+
+        return getattr(folders, name)
+    raise AttributeError(f"module 'normgan.report' has no attribute {name!r}")
