@@ -109,7 +109,7 @@ def test_run_report_renders_in_chromium(tmp_path):
     assert report.is_file()
     got = render(report, tmp_path / "run-report.png")
     _check_loaded(got, min_images=2)
-    assert "r" in got["title"]
+    assert got["title"] == "normgan run: r"
     _check_screenshot(got["screenshot"])
     if os.environ.get("NORMGAN_SAVE_SCREENSHOTS") == "1":
         README_PICTURE.parent.mkdir(parents=True, exist_ok=True)
