@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
+from bench_regularizers import CONFIGS
 from plain_gan import plain_gan_step
 
 import normgan
@@ -59,12 +59,7 @@ SECTIONS = ("overhead", "regularizers", "precision", "ddp")
 CONFIG = packaged_config_dir() / "mnist.yaml"
 #: regularizers and constraints by name: (regularizers, constraints); "none" is the baseline
 REGULARIZERS = {
-    "none": ({}, {}),
-    "r1": ({"r1": {"term": "grad", "net": "D", "at": "real", "weight": 1.0}}, {}),
-    "r1_lazy16": ({"r1": {"term": "grad", "net": "D", "at": "real", "weight": 1.0, "every": 16}}, {}),
-    "wgan_gp": ({"gp": {"term": "grad", "net": "D", "at": "interpolates", "center": 1, "weight": 10.0}}, {}),
-    "spectral_d": ({}, {"sn": {"kind": "spectral", "net": "D"}}),
-    "l0_gates": ({"l0": {"term": "weights", "net": "G", "norm": "l0", "weight": 1.0e-3}}, {}),
+    **CONFIGS,  # bench_regularizers.py's terms (none, r1_every_1, r1_every_16, wgan_gp, spectral_d, l0_gates)
     "path_length_g4": ({"pl": {"term": "jacobian", "net": "G", "weight": 2.0, "every": 4}}, {}),
     "l2_d": ({"l2": {"term": "weights", "net": "D", "norm": "l2", "weight": 1.0e-6}}, {}),
 }

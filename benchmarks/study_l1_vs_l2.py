@@ -44,7 +44,7 @@ TASKS = {
     "blur2sharp": ["model.generator.width=16", "model.discriminator.width=16", "train.steps=1500"],
     "edges2digit": ["train.steps=1200"],
 }
-METRICS = ("psnr", "ssim", "l1", "sharpness_ratio", "diversity", "classifier_score")
+METRICS = ("psnr", "ssim", "l1", "sharpness_ratio", "dropout_diversity", "classifier_score")
 
 
 def run_one(task: str, variant: str, seed: int, out: Path, runs: Path) -> dict:
@@ -97,7 +97,7 @@ def table(rows: list[dict]) -> str:
             if not rs:
                 continue
             cells = [_fmt([r["psnr"] for r in rs], 2), _fmt([r["ssim"] for r in rs], 3), _fmt([r["l1"] for r in rs], 3),
-                     _fmt([r["sharpness_ratio"] for r in rs], 3), _fmt([r["diversity"] for r in rs], 4)]
+                     _fmt([r["sharpness_ratio"] for r in rs], 3), _fmt([r["dropout_diversity"] for r in rs], 4)]
             if cls:
                 cells.append(_fmt([r["classifier_score"] for r in rs], 3))
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")

@@ -159,11 +159,8 @@ def convergence_step(rows: Sequence[dict], key: str = "eval/fid", *, tol: float 
 def mode_collapse(rows: Sequence[dict], *, coverage_key: str = "eval/class_coverage",
                   diversity_key: str = "eval/diversity") -> Optional[dict]:
     """Last/min class coverage and diversity from eval rows; ``suspected`` if the last coverage
-    < 0.8 or the last diversity < 0.5.  None when no row carries either, and for a paired run
-    (rows with ``eval/psnr``), whose ``diversity`` is the dropout diversity of G(x) for one input:
-    near 0 by design, not a collapse."""
-    if any("eval/psnr" in r for r in rows):
-        return None
+    < 0.8 or the last diversity < 0.5.  None when no row carries either (a paired run logs
+    ``eval/dropout_diversity`` instead, near 0 by design)."""
     _, cov = series(rows, coverage_key)
     _, div = series(rows, diversity_key)
     if not cov and not div:

@@ -2,7 +2,7 @@
 
     from normgan.evaluation_paired import PairedEvaluator
     ev = PairedEvaluator(cfg, split="val")          # the training loop: the validation split
-    ev(G_ema)  # {"psnr": …, "ssim": …, "l1": …, "sharpness_ratio": …, "diversity": …, …}
+    ev(G_ema)  # {"psnr": …, "ssim": …, "l1": …, "sharpness_ratio": …, "dropout_diversity": …, …}
 
 Every pair of the split is translated once (under a forked, seeded RNG, so dropout kept on at
 test time gives the same numbers for the same seed and the training RNG stream is untouched).
@@ -10,7 +10,7 @@ test time gives the same numbers for the same seed and the training RNG stream i
 * ``psnr``, ``ssim`` (Gaussian window 11, σ 1.5), ``l1`` (mean |G(x) − y| on the [-1, 1] scale):
   means over images (see :mod:`normgan.metrics.paired`);
 * ``sharpness_ratio``: mean gradient magnitude of the outputs ÷ that of the targets (< 1: blurrier);
-* ``diversity``: pixel std across :data:`DIVERSITY_DRAWS` translations of the same
+* ``dropout_diversity``: pixel std across :data:`DIVERSITY_DRAWS` translations of the same
   :data:`DIVERSITY_INPUTS` inputs (0 for a deterministic G; dropout kept at test time raises it);
 * ``lpips`` (AlexNet) when asked for and its weights are on disk; otherwise a one-line warning
   names the missing file (never a download);
@@ -156,7 +156,7 @@ class PairedEvaluator:
         res = scores.compute()
         k = min(DIVERSITY_INPUTS, out.shape[0])
         draws = [out[:k]] + [self.outputs(G, seed=self.seed + i, count=k) for i in range(1, DIVERSITY_DRAWS)]
-        res["diversity"] = dropout_diversity((torch.stack(draws) + 1) / 2) if k else float("nan")
+        res["dropout_diversity"] = dropout_diversity((torch.stack(draws) + 1) / 2) if k else float("nan")
         if self.classifier_score_real is not None:
             res["classifier_score_real"] = self.classifier_score_real
         res.update(self.baseline)
@@ -227,7 +227,7 @@ def format_paired(res: dict) -> str:
     lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} ({'EMA' if res.get('ema', True) else 'raw'} generator), "
              f"{res.get('split')} split of {res.get('dataset', '?')} ({res.get('n')} pairs)",
              f"PSNR {f('psnr', '.2f')} dB, SSIM {f('ssim')}, L1 {f('l1')} (on [-1, 1]), sharpness ratio {f('sharpness_ratio', '.3f')} "
-             f"(outputs/targets), dropout diversity {f('diversity', '.4f')}"]
+             f"(outputs/targets), dropout diversity {f('dropout_diversity', '.4f')}"]
     if "baseline_psnr" in res:
         lines.append(f"trivial baseline of {res.get('dataset')} (docs/paired.md): PSNR {f('baseline_psnr', '.2f')} dB, "
                      f"SSIM {f('baseline_ssim')}, L1 {f('baseline_l1')}")

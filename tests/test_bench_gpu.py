@@ -15,7 +15,7 @@ SCRIPT = ROOT / "benchmarks" / "bench_gpu.py"
 # small enough for < 60 s on 2 busy CPU cores: batch 16, 1 warm-up + 6 timed steps, DDP 2 x 4 steps
 FLAGS = ["--device", "cpu", "--quick", "--steps", "6", "--repeats", "1", "--warmup", "1", "--batches", "16", "--reg-batch", "16",
          "--threads", "1", "--ddp-procs", "2", "--ddp-batch", "16", "--ddp-steps", "4", "--no-progress"]
-REGULARIZERS = {"none", "r1", "r1_lazy16", "wgan_gp", "spectral_d", "l0_gates", "path_length_g4", "l2_d"}
+REGULARIZERS = {"none", "r1_every_1", "r1_every_16", "wgan_gp", "spectral_d", "l0_gates", "path_length_g4", "l2_d"}
 #: keys that hold a measured figure: a dict that has one must name its device
 FIGURE_KEYS = {"images_per_s", "ratio", "normgan", "bare", "speedup_vs_fp32", "efficiency", "wall_s"}
 

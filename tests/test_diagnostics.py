@@ -260,11 +260,18 @@ def test_diagnose_a_run_made_to_collapse(tmp_path):
 
 
 def test_paired_dropout_diversity_is_not_a_mode_collapse():
-    """A paired run logs eval/diversity as the dropout diversity of G(x) (≈ 0 without test-time
-    dropout): the collapse check, meant for unconditional generators, says nothing there."""
+    """A paired run's evaluation logs the dropout diversity of G(x) (≈ 0 without test-time dropout)
+    under its own name: the collapse check, meant for unconditional generators, says nothing there."""
+    from normgan.config import load_config
     from normgan.diagnostics import mode_collapse
+    from normgan.evaluation_paired import PairedEvaluator
+    from normgan.train.build import build_networks
 
-    paired = [{"step": 500, "eval/psnr": 20.0, "eval/diversity": 0.0}, {"step": 1000, "eval/psnr": 22.0, "eval/diversity": 0.0}]
-    assert mode_collapse(paired) is None
+    cfg = load_config("edges2digit", overrides=["model.generator.width=4", "eval.metrics=[psnr]"])
+    G = build_networks(cfg, resolution=32, channels=1, in_channels=1)[0]
+    res = PairedEvaluator(cfg, split="val", metrics=("psnr",))(G)
+    assert "dropout_diversity" in res and "diversity" not in res
+    rows = [{"step": 10, **{f"eval/{k}": v for k, v in res.items() if isinstance(v, float)}}]
+    assert mode_collapse(rows) is None
     unconditional = [{"step": 500, "eval/fid": 3.0, "eval/diversity": 0.1}]
     assert mode_collapse(unconditional)["suspected"] is True

@@ -1,6 +1,7 @@
 """Several processes, one run (gloo on CPU): a step on 2 shards equals a single-process step on
 the whole batch; torchrun runs resume exactly; a killed rank stops the run instead of hanging."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -127,14 +128,25 @@ def _children(pid):
     return [int(x) for x in out]
 
 
-def test_killing_one_rank_stops_the_run(tmp_path):
-    p = _torchrun(tmp_path, "train.steps=100000", "--name", "killed")
+@contextlib.contextmanager
+def _training(tmp_path, name):
+    """A 2-process torchrun run of 100,000 steps, yielded once it has logged two rows; killed at the end."""
+    p = _torchrun(tmp_path, "train.steps=100000", "--name", name)
     try:
-        metrics = tmp_path / "runs" / "killed" / "metrics.jsonl"
+        metrics = tmp_path / "runs" / name / "metrics.jsonl"
         deadline = time.monotonic() + 120
         while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
             assert time.monotonic() < deadline and p.poll() is None, p.communicate()
             time.sleep(0.2)
+        yield p
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def test_killing_one_rank_stops_the_run(tmp_path):
+    with _training(tmp_path, "killed") as p:
         workers = _children(p.pid)
         assert len(workers) == 2, workers
         t0 = time.monotonic()
@@ -143,27 +155,13 @@ def test_killing_one_rank_stops_the_run(tmp_path):
         assert p.returncode != 0
         assert time.monotonic() - t0 < 100  # stopped, not hung
         assert all(not Path(f"/proc/{w}").exists() or "zombie" in Path(f"/proc/{w}/status").read_text() for w in workers)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def test_sigterm_to_torchrun_checkpoints_and_stops_every_rank(tmp_path):
-    p = _torchrun(tmp_path, "train.steps=100000", "--name", "stopped")
-    try:
-        metrics = tmp_path / "runs" / "stopped" / "metrics.jsonl"
-        deadline = time.monotonic() + 120
-        while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-            assert time.monotonic() < deadline and p.poll() is None, p.communicate()
-            time.sleep(0.2)
+    with _training(tmp_path, "stopped") as p:
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=120)
         assert p.returncode != 0
         step = torch.load(tmp_path / "runs" / "stopped" / "checkpoints" / "last.pt", weights_only=True)["step"]
         assert step >= 2
         assert "--resume" in err
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()

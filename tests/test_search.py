@@ -3,7 +3,6 @@ and real Optuna storages: SPEC forms, samplers, pruning, fold aggregation, resum
 
 import csv
 import json
-import math
 import os
 import statistics
 import subprocess

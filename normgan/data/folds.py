@@ -68,18 +68,24 @@ def check_folds(n: int, *, folds: int, what: str = "the training split") -> None
         raise ConfigError(f"data.folds: {folds} folds of {what} ({n} items) leave fewer than {MIN_FOLD_SIZE} per fold; {fix}")
 
 
+def checked_fold_part(n: int, *, folds: int, fold: int, part: str, name: str) -> torch.Tensor:
+    """:func:`fold_part` of a training split of ``n`` items named ``name``, after :func:`check_folds`;
+    ``fold`` outside ``0..folds-1`` is a ConfigError, an unknown ``part`` a ValueError."""
+    check_folds(n, folds=folds, what=f"the training split of {name!r}")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ConfigError(f"data.fold: {fold!r} is not a fold of {folds}; set data.fold to 0..{folds - 1}")
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {', '.join(PARTS)}; got {part!r}")
+    return fold_part(n, folds=folds, fold=fold, part=part)
+
+
 def apply_fold(data, *, folds: int, fold: int, part: str):
     """The rows of ``data`` (an :class:`ImageData` or a :class:`PairedData`, normally a training split)
     in ``part`` ("fit" or "heldout") of fold ``fold`` of ``folds``, as the same type with the same
     ``name`` and a new fingerprint derived from ``data.fingerprint`` and the fold (so caches keyed by
     fingerprint differ per fold and part).  :func:`check_folds` first: ConfigError when the folds
     are too small; ``fold`` outside ``0..folds-1`` is a ConfigError too."""
-    check_folds(len(data), folds=folds, what=f"the training split of {data.name!r}")
-    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
-        raise ConfigError(f"data.fold: {fold!r} is not a fold of {folds}; set data.fold to 0..{folds - 1}")
-    if part not in PARTS:
-        raise ValueError(f"part must be one of {', '.join(PARTS)}; got {part!r}")
-    idx = fold_part(len(data), folds=folds, fold=fold, part=part)
+    idx = checked_fold_part(len(data), folds=folds, fold=fold, part=part, name=data.name)
     fp = fingerprint({"v": _FOLD_VERSION, "data": data.fingerprint, "folds": folds, "fold": fold, "part": part})
     labels = data.labels[idx] if data.labels is not None else None
     if isinstance(data, ImageData):

@@ -45,7 +45,7 @@ from PIL import Image
 
 from normgan.data.dataset import _check_options, check_split_allowed, fingerprint, split_indices
 from normgan.data.folder import _DECODE_ERRORS, _class_labels, _load_one, find_images, is_grey_mode, list_folder
-from normgan.data.folds import PARTS, check_folds, fold_part
+from normgan.data.folds import checked_fold_part
 from normgan.data.transforms import batch_to_float, convert_channels
 from normgan.errors import ConfigError, DataError
 
@@ -136,12 +136,7 @@ class FileSplit:
     def fold(self, *, folds: int, fold: int, part: str) -> "FileSplit":
         """The files of ``part`` ("fit" / "heldout") of fold ``fold`` of ``folds``: the rows that
         :func:`normgan.data.apply_fold` keeps of the same split in memory, in the same order."""
-        check_folds(len(self), folds=folds, what=f"the training split of {self.name!r}")
-        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
-            raise ConfigError(f"data.fold: {fold!r} is not a fold of {folds}; set data.fold to 0..{folds - 1}")
-        if part not in PARTS:
-            raise ValueError(f"part must be one of {', '.join(PARTS)}; got {part!r}")
-        idx = fold_part(len(self), folds=folds, fold=fold, part=part)
+        idx = checked_fold_part(len(self), folds=folds, fold=fold, part=part, name=self.name)
         return FileSplit(paths=self.paths[idx.numpy()], labels=self.labels[idx] if self.labels is not None else None,
                          name=self.name, resolution=self.resolution, channels=self.channels,
                          fingerprint=fingerprint({"v": _STREAM_VERSION, "data": self.fingerprint, "folds": folds,

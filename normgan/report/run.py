@@ -26,7 +26,7 @@ from normgan.metric_info import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from normgan.report.folders import (MetricsLog, RunConfig, classify, read_config, read_metrics_file, sample_files,
                                     spread, training_pid)
 from normgan.report.plots import Marker, Panel, display_size, figure_png, sample_png
-from normgan.search.outputs import _CSS, REPORT_DIGITS, _e, _write_atomic, format_value
+from normgan.search.outputs import _CSS, REPORT_DIGITS, _e, write_atomic, format_value
 
 __all__ = ["SECTIONS", "MAX_SAMPLE_GRIDS", "RunData", "load_run", "steps_done", "run_status", "findings",
            "eval_metric_keys", "build_run_report", "write_run_report"]
@@ -582,7 +582,7 @@ def write_run_report(run_dir, *, out=None, progress: bool = True, file=None) -> 
         target = target / "report.html"
     text = build_run_report(run, progress=tick)
     try:
-        _write_atomic(target, text.encode("utf-8"))
+        write_atomic(target, text.encode("utf-8"))
     except OSError as e:
         raise UserError(f"cannot write the report to '{target}': {e.strerror or e}; choose another --out") from None
     if progress:

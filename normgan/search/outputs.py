@@ -152,7 +152,7 @@ def _better(a: float, b: float, direction: str) -> bool:
     return a > b if direction == "maximize" else a < b
 
 
-def _best_row(rows: Sequence[Dict[str, Any]], direction: str) -> Optional[Dict[str, Any]]:
+def best_row(rows: Sequence[Dict[str, Any]], direction: str) -> Optional[Dict[str, Any]]:
     """The COMPLETE row with the best finite mean (lowest trial number on ties), or None."""
     best = None
     for r in sorted(rows, key=lambda r: r.get("number", 0)):
@@ -175,7 +175,7 @@ def _umask() -> int:
     return mask
 
 
-def _write_atomic(path: Path, data: bytes) -> Path:
+def write_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``;
     the file gets the usual permissions (0666 minus the umask). On any error the temp file is
     removed and the previous ``path`` (if any) is untouched."""
@@ -284,7 +284,7 @@ def plot_param(ax, *, param: Dict[str, Any], rows: Sequence[Dict[str, Any]], met
                 pruned.append((_plain(p[key]), m))
 
     if best is None:
-        b = _best_row(rows, direction)
+        b = best_row(rows, direction)
         if b is not None and key in (b.get("params") or {}):
             best = {"params": b["params"], "mean": b["mean"]}
     best_point = None
@@ -625,26 +625,26 @@ def write_outputs(folder: Path, *, meta: Dict[str, Any], params: List[Dict[str, 
     folds = _fold_count(meta, rows)
     out: Dict[str, Path] = {}
 
-    out["csv"] = _write_atomic(folder / "trials.csv", trials_csv(rows, keys=keys, folds=folds).encode("utf-8"))
+    out["csv"] = write_atomic(folder / "trials.csv", trials_csv(rows, keys=keys, folds=folds).encode("utf-8"))
 
     images: List[Tuple[str, bytes]] = []
     written = set()
     slugs = _unique_slugs([p["key"] for p in params])
     for p in params:
         png = _render(plot_param, param=p, rows=rows, metric=metric, direction=direction, best=best)
-        path = _write_atomic(plots / f"metric-vs-{slugs[p['key']]}.png", png)
+        path = write_atomic(plots / f"metric-vs-{slugs[p['key']]}.png", png)
         out[f"param:{p['key']}"] = path
         written.add(path.name)
         images.append((f"{metric} vs {p['key']}", png))
 
     png = _render(plot_history, rows=rows, metric=metric, direction=direction)
-    out["history"] = _write_atomic(plots / "history.png", png)
+    out["history"] = write_atomic(plots / "history.png", png)
     written.add("history.png")
     images.append(("history: metric per trial and best so far", png))
 
     if importances:
         png = _render(plot_importance, importances=importances, _height=max(2.5, 1.0 + 0.45 * len(importances)))
-        out["importance"] = _write_atomic(plots / "importance.png", png)
+        out["importance"] = write_atomic(plots / "importance.png", png)
         written.add("importance.png")
         images.append(("param importance", png))
 
@@ -658,5 +658,5 @@ def write_outputs(folder: Path, *, meta: Dict[str, Any], params: List[Dict[str, 
 
     text = report_html(folder, meta=meta, params=params, rows=rows, best=best, final=final,
                        images=images, keys=keys, folds=folds)
-    out["report"] = _write_atomic(folder / "report.html", text.encode("utf-8"))
+    out["report"] = write_atomic(folder / "report.html", text.encode("utf-8"))
     return out

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from normgan.config import load_config, to_dict, to_yaml
 from normgan.errors import ConfigError, UserError
 from normgan.metric_info import metric_direction, metric_group, task_scores
+from normgan.search.outputs import best_row, write_atomic, write_outputs
 from normgan.search.space import Param, apply_values, check_key, grid_points, parse_params
 from normgan.search.storage import default_url, mask_url, open_storage
 from normgan.search.trainers import resolve_trainer
@@ -456,12 +457,11 @@ class Search:
             })
         return rows
 
-    def best(self, study) -> Optional[dict]:
-        rows = [r for r in self.rows(study) if r["state"] == "COMPLETE" and r["mean"] is not None]
-        if not rows:
+    def best(self, study, rows: Optional[List[dict]] = None) -> Optional[dict]:
+        """The COMPLETE trial with the best mean (ties: the earlier one), from ``rows`` when given."""
+        b = best_row(rows if rows is not None else self.rows(study), self.direction)
+        if b is None:
             return None
-        pick = max if self.direction == "maximize" else min
-        b = pick(rows, key=lambda r: (r["mean"], -r["number"]) if self.direction == "maximize" else (r["mean"], r["number"]))
         return {"number": b["number"], "params": b["params"], "mean": b["mean"], "std": b["std"], "yaml": "best.yaml"}
 
     def best_config(self, best: dict) -> dict:
@@ -500,10 +500,7 @@ class Search:
             base = {k[len("baseline_"):]: v for k, v in final["metrics"].items() if k.startswith("baseline_")}
             if base:
                 final["baseline"] = base
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = result.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
-            tmp.replace(result)
+            write_atomic(result, (json.dumps(final, indent=2, sort_keys=True) + "\n").encode())
         with contextlib.suppress(Exception):
             study.set_user_attr("final", {k: final[k] for k in ("trial", "metric", "value", "split")})
         return final
@@ -521,24 +518,20 @@ class Search:
             return None
 
     def _write(self, study, *, final: Optional[dict] = None) -> dict:
-        from normgan.search.outputs import write_outputs
-
         if final is None:
             path = self.folder / "final" / "test.json"
             final = json.loads(path.read_text()) if path.is_file() else None
-        best = self.best(study)
+        rows = self.rows(study)
+        best = self.best(study, rows)
         if best is not None:
             cfg = _load(self.best_config(best), what="best config")
-            header = (f"# normgan search '{self.name}': best trial {best['number']} of {len(self.rows(study))}, "
+            header = (f"# normgan search '{self.name}': best trial {best['number']} of {len(rows)}, "
                       f"{self.metric} = {best['mean']:.6g}" + (f" ± {best['std']:.3g}" if best.get("std") is not None else "")
                       + f" over {len(self.fold_plan)} fold(s)\n# train it: normgan train {self.folder / 'best.yaml'}\n")
-            tmp = self.folder / "best.yaml.tmp"
-            tmp.write_text(header + to_yaml(cfg))
-            tmp.replace(self.folder / "best.yaml")
+            write_atomic(self.folder / "best.yaml", (header + to_yaml(cfg)).encode())
         meta = {"name": self.name, "metric": self.metric, "direction": self.direction, "folds": self.folds, "seeds": self.seeds,
                 "sampler": self.sampler, "pruner": self.pruner, "config": self.config_name, "storage": mask_url(self.storage_url),
                 "trials_requested": self.requested, "overrides": self.overrides}
-        rows = self.rows(study)
         paths = write_outputs(self.folder, meta=meta, params=[p.describe() for p in self.params], rows=rows, best=best,
                               final=final, importances=self._importances(study))
         return {"folder": self.folder, "rows": rows, "best": best, "final": final, "paths": paths}

@@ -95,9 +95,9 @@ class Dist:
         td.all_reduce(flat)
         flat /= self.world
         offset = 0
-        for p, g in zip(params, grads):
+        for g in grads:
             n = g.numel()
-            p.grad = flat[offset:offset + n].view_as(p).clone()
+            g.copy_(flat[offset:offset + n].view_as(g))
             offset += n
 
     def average_(self, tensors: List[Tensor]) -> None:
