@@ -227,7 +227,8 @@ def test_more_trials_on_rerun_tops_up_and_other_settings_are_refused(tmp_path):
 
 def test_diverged_trial_is_failed_with_its_reason_and_the_search_goes_on(tmp_path, monkeypatch):
     monkeypatch.setenv("STUB_DIVERGE_AT", "1000")
-    out = _search(tmp_path, ["regularizers.l1.weight=[1,100,1000]"], folds=2)
+    with pytest.warns(UserWarning, match=r"trial \d+ failed: G loss became NaN"):  # one line names the trial
+        out = _search(tmp_path, ["regularizers.l1.weight=[1,100,1000]"], folds=2)
     by = {r["params"]["regularizers.l1.weight"]: r for r in out["rows"]}
     assert by[1000]["state"] == "FAIL" and "NaN" in by[1000]["error"]
     assert by[1]["state"] == by[100]["state"] == "COMPLETE" and out["best"]["params"]["regularizers.l1.weight"] == 100
