@@ -7,7 +7,8 @@
     normgan compare RUN [RUN ...] [--out DIR]
     normgan diagnose RUN
     normgan search CONFIG --param KEY=SPEC ... --folds K --metric NAME (see normgan.cli_search)
-    normgan report RUN [--out FILE]
+    normgan study NAME|STUDY.yaml [key=value ...] [--workers N] (see normgan.cli_study)
+    normgan report RUN|SEARCH|STUDY|COMPARE [--out FILE]
 
 User errors print one line ``normgan: error: ...`` and exit with code 2 (3 for a diverged run,
 130 after Ctrl-C, which saves a checkpoint first).
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     from normgan.cli_report import add_report_parser
 
     add_report_parser(sub)
+    from normgan.cli_study import add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 
@@ -127,8 +131,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> ar
     line (``normgan train --name x train.steps=300``), not only before the options."""
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if getattr(args, "command", None) in ("train", "search") and not any(e.startswith("-") for e in extra):
-            args.args = list(args.args) + extra
+        dest = {"train": "args", "search": "args", "study": "overrides"}.get(getattr(args, "command", None))
+        if dest and not any(e.startswith("-") for e in extra):
+            setattr(args, dest, list(getattr(args, dest)) + extra)
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
@@ -139,7 +144,7 @@ def _raise_on_sigterm(signum, frame) -> None:
 
 
 #: commands that load torch; their heavy imports run with Ctrl-C/SIGTERM held back
-TORCH_COMMANDS = ("train", "sample", "translate", "eval", "compare", "search")
+TORCH_COMMANDS = ("train", "sample", "translate", "eval", "compare", "search", "study")
 
 
 def _import_holding_signals() -> None:

@@ -23,6 +23,17 @@ class DataError(UserError):
     """A missing, empty or unreadable dataset."""
 
 
+class Diverged(UserError):
+    """The user-facing end of a :class:`TrainingDiverged` run (exit code 3): the message names the
+    step, the last good checkpoint and the fix; ``step`` is the step it happened at."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
 class TrainingDiverged(Exception):
     """A loss became NaN or inf; the run stopped before writing a bad checkpoint."""
 

@@ -114,3 +114,17 @@ def test_run_report_renders_in_chromium(tmp_path):
     if os.environ.get("NORMGAN_SAVE_SCREENSHOTS") == "1":
         README_PICTURE.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(got["screenshot"], README_PICTURE)
+
+
+def test_study_report_renders_in_chromium(tmp_path):
+    from test_report_study import make_study
+
+    study = make_study(tmp_path / "studies" / "stability-digits")
+    rep = run_cli("report", study, "--no-progress", timeout=300)
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    got = render(study / "report.html", tmp_path / "study-report.png")
+    _check_loaded(got, min_images=5)
+    assert got["images"] == 5  # FID curves, precision curves, final FID, a sample grid per finished variant
+    assert got["title"] == "normgan study: stability-digits"
+    assert not got["truncated"]
+    _check_screenshot(got["screenshot"])

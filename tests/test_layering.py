@@ -15,20 +15,21 @@ ROOT = Path(normgan.__file__).parent
 #: lowest first; a module belongs to the layer of the longest matching prefix
 LAYERS = [
     ["normgan.errors", "normgan._version", "normgan.registry", "normgan.device", "normgan.paths"],
-    ["normgan.functional", "normgan.models", "normgan.data", "normgan.metrics.functional", "normgan.train.ema",
-     "normgan.train.logger", "normgan.train.checkpoint", "normgan.train.run_dir", "normgan.train.distributed"],
+    ["normgan.functional", "normgan.models", "normgan.data", "normgan.metrics.functional", "normgan.metrics.overfit",
+     "normgan.train.ema", "normgan.train.logger", "normgan.train.checkpoint", "normgan.train.run_dir",
+     "normgan.train.distributed"],
     ["normgan.metrics", "normgan.metric_info"],
     ["normgan.regularizers", "normgan.dirac"],
     ["normgan.config"],
     ["normgan.train.build", "normgan.train.batches", "normgan.tasks", "normgan.sample", "normgan.translate"],
     ["normgan.evaluation", "normgan.evaluation_paired"],
-    ["normgan.diagnostics"],
+    ["normgan.diagnostics", "normgan.study.overfit"],
     # the run report: below the loop (train.report makes Trainer.fit import it); it reuses the page
     # helpers of normgan.search.outputs, which imports nothing of normgan, so that module sits here too
     ["normgan.report", "normgan.search.outputs"],
     ["normgan.train.loop", "normgan.train"],
-    ["normgan.search"],
-    ["normgan.compare", "normgan.cli_eval", "normgan.cli_search", "normgan.cli_report", "normgan.cli", "normgan.__main__",
+    ["normgan.search", "normgan.study"],
+    ["normgan.compare", "normgan.cli_eval", "normgan.cli_search", "normgan.cli_report", "normgan.cli_study", "normgan.cli", "normgan.__main__",
      "normgan"],
 ]
 

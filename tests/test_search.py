@@ -74,6 +74,15 @@ def test_choice_values_decode_to_presets_specs_and_absence():
     assert base["regularizers"]["r1"] == {"term": "grad"}  # a copy was changed
 
 
+def test_none_is_a_plain_word_outside_term_entries():
+    """``none`` removes only a regularizers./constraints. entry; a norm of "none" stays the word."""
+    p = parse_param("model.discriminator.norm=choice:batch,none")
+    assert p.decode("none") == "none"
+    base = {"model": {"discriminator": {"norm": "batch"}}, "regularizers": {"r1": {}}}
+    assert apply_values(base, {"model.discriminator.norm": "none"})["model"]["discriminator"]["norm"] == "none"
+    assert apply_values(base, {"regularizers.r1.weight": "none"})["regularizers"]["r1"] == {"weight": "none"}
+
+
 @pytest.mark.parametrize("text, words", [
     ("a.b", "KEY=SPEC"), ("=[1]", "no valid KEY"), ("a..b=[1]", "no valid KEY"), ("a.b=", "empty SPEC"),
     ("a.b=[1,2", "closing"), ("a.b=[1,,2]", "empty value"), ("a.b=[1,1]", "repeats"), ("a.b=log:0:10", "lo > 0"),

@@ -1,4 +1,4 @@
-"""What a report reads from a folder: its kind (run or search), metrics.jsonl, config.yaml, sample grids.
+"""What a report reads from a folder: its kind (run, search, study, compare), metrics.jsonl, config.yaml, sample grids.
 
 Standard library (and PyYAML) only: ``normgan report`` checks its PATH before matplotlib loads,
 and nothing here imports torch (``normgan.train.logger`` does, so its reader is not used).
@@ -21,13 +21,18 @@ from normgan.errors import UserError
 RUN_FILES = ("config.yaml", "metrics.jsonl")
 #: a folder holding this is a search folder (``normgan search``)
 SEARCH_FILE = "trials.csv"
+#: a folder holding this is a study folder (``normgan study``)
+STUDY_FILE = "study.json"
+#: a folder holding this is a comparison folder (``normgan compare ... --out DIR``)
+COMPARE_FILE = "compare.json"
 #: sample grids written by the training loop
 SAMPLE = re.compile(r"step-(\d+)\.png")
 #: the header comment of config.yaml: ``# normgan 0.1.0, torch 2.4.0, python 3.11.7``
 VERSIONS = re.compile(r"#\s*normgan\s+(?P<normgan>[^,\s]+),\s*torch\s+(?P<torch>[^,\s]+),\s*python\s+(?P<python>\S+)")
 
-_HINT = ("give a run folder made by 'normgan train' (e.g. runs/00000-mnist5k-bce) "
-         "or a search folder made by 'normgan search' (e.g. searches/NAME)")
+_HINT = ("give a run folder made by 'normgan train' (e.g. runs/00000-mnist5k-bce), a search folder made by "
+         "'normgan search' (e.g. searches/NAME), a study folder made by 'normgan study' (with study.json) or a "
+         "comparison folder made by 'normgan compare --out DIR' (with compare.json)")
 
 
 def _is_run(path: Path) -> bool:
@@ -35,8 +40,10 @@ def _is_run(path: Path) -> bool:
 
 
 def classify(path: str | os.PathLike) -> Tuple[str, Path]:
-    """``("run", path)`` or ``("search", path)``; anything else raises a one-line :class:`UserError`
-    naming the problem and the fix (missing, a file, a folder of runs, an unrelated folder)."""
+    """``(kind, path)`` with kind ``"search"`` (trials.csv), ``"study"`` (study.json), ``"compare"``
+    (compare.json) or ``"run"`` (config.yaml or metrics.jsonl), checked in this order; anything else
+    raises a one-line :class:`UserError` naming the problem and the fix (missing, a file, a folder of
+    runs, an unrelated folder)."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"'{p}' does not exist; {_HINT}")
@@ -47,6 +54,10 @@ def classify(path: str | os.PathLike) -> Tuple[str, Path]:
         raise UserError(f"'{p}' is a file, not a folder; {_HINT}")
     if (p / SEARCH_FILE).is_file():
         return "search", p
+    if (p / STUDY_FILE).is_file():
+        return "study", p
+    if (p / COMPARE_FILE).is_file():
+        return "compare", p
     if _is_run(p):
         return "run", p
     try:

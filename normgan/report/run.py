@@ -80,7 +80,7 @@ def load_run(run_dir) -> RunData:
     """Read a run folder; a path that is not one raises a one-line :class:`UserError`."""
     kind, run = classify(run_dir)
     if kind != "run":
-        raise UserError(f"'{run}' is a search folder, not a run; its report is {run / 'report.html'}")
+        raise UserError(f"'{run}' is a {kind} folder, not a run; write its report with: normgan report {run}")
     return RunData(run, config=read_config(run), log=read_metrics_file(run / "metrics.jsonl"),
                    samples=sample_files(run), pid=training_pid(run))
 
@@ -576,7 +576,7 @@ def write_run_report(run_dir, *, out=None, progress: bool = True, file=None) -> 
 
     kind, run = classify(run_dir)
     if kind != "run":
-        raise UserError(f"'{run}' is a search folder, not a run; its report is {run / 'report.html'}")
+        raise UserError(f"'{run}' is a {kind} folder, not a run; write its report with: normgan report {run}")
     target = Path(out) if out is not None else run / "report.html"
     if target.is_dir():
         target = target / "report.html"

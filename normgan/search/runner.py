@@ -15,11 +15,9 @@ trial trains on K−1 folds of the training split and is scored on the held-out 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
-import os
 import re
 import statistics
 import time
@@ -32,7 +30,9 @@ from normgan.errors import ConfigError, UserError
 from normgan.metric_info import metric_direction, metric_group, task_scores
 from normgan.search.outputs import best_row, write_atomic, write_outputs
 from normgan.search.space import Param, apply_values, check_key, grid_points, parse_params
-from normgan.search.storage import default_url, mask_url, open_storage
+from normgan.search.storage import default_url, mask_url
+from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, file_lock, retried_by, retry,
+                                    ticket_params)
 from normgan.search.trainers import resolve_trainer
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -41,19 +41,6 @@ DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "max
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 #: the validation fraction of an unconditional run's training split with --folds 1 (one fold of 5)
 SINGLE_SPLIT_FOLDS = 5
-#: seconds an idle worker waits between looks at a study whose last trials run elsewhere
-POLL_SECONDS = 2.0
-#: seconds a joining worker waits for the study's creator to enqueue the plan
-PLAN_WAIT = 120.0
-
-
-class TrialFailed(Exception):
-    """A trial that cannot give a value (its training diverged, a value made the config invalid);
-    Optuna records it as failed with the reason in the ``error`` user attribute, and goes on."""
-
-
-class Surplus(TrialFailed):
-    """A trial Optuna created without a ticket (two workers raced for the last one): not run."""
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -128,56 +115,11 @@ def _spec_hash(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive lock between the processes of this machine (plans and the final retrain)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _ticket(trial) -> Optional[dict]:
-    """The fixed parameters of a stored trial that came from a ticket (``{}`` for an empty one)."""
-    return (getattr(trial, "system_attrs", None) or {}).get("fixed_params")
-
-
-def _counts(trial) -> bool:
-    """Whether a stored trial fills one of the requested trials: done, running or waiting, or failed
-    with a reason of its own; interrupted/crashed ones are replaced by their retry tickets."""
-    from optuna.trial import TrialState
-
-    attrs = trial.user_attrs or {}
-    if attrs.get("surplus"):
-        return False
-    if trial.state == TrialState.FAIL:
-        return bool(attrs.get("error"))
-    return True
-
-
-def _point_key(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
-
-
-def _retry(study, trial) -> None:
-    """Enqueue a crashed or interrupted trial's parameters again (``retry_of`` its number); the
-    callers make it happen once per trial."""
-    params = {**(_ticket(trial) or {}), **(trial.params or {})}
-    study.enqueue_trial(params, user_attrs={"ticket": True, "retry_of": trial.number}, skip_if_exists=False)
-
-
-def retry_stale_trial(study, trial) -> None:
-    """Optuna's ``heartbeat_stale_trial_callback``: runs once for each trial the heartbeat marked failed."""
-    if not (trial.user_attrs or {}).get("surplus"):
-        _retry(study, trial)
-
-
 # ------------------------------------------------------------------------------------------- the search
-class Search:
+class Search(TicketWorker):
     """One worker of a search (see the module docstring); :meth:`run` does everything."""
+
+    kind = "search"
 
     def __init__(self, *, config: Optional[str], overrides: Sequence[str] = (), params: Sequence[str], trials: Optional[int] = None,
                  folds: int = 3, metric: Optional[str] = None, direction: Optional[str] = None, sampler: Optional[str] = None,
@@ -256,25 +198,9 @@ class Search:
             _load(apply_values(self.base, values), what=f"--param {key}={value!r}")
 
     # ---------------------------------------------------------------- the study
-    def _open(self):
+    def configure(self, study, *, worker_seed: int) -> None:
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by us, in one line
-        self.folder.mkdir(parents=True, exist_ok=True)
-        # one process of this machine at a time creates the tables and the study (workers on other
-        # machines: open_storage retries a schema creation that raced)
-        with _file_lock(self.folder / ".plan.lock"):
-            storage = open_storage(self.storage_url, heartbeat=self.heartbeat, stale_trial_callback=retry_stale_trial)
-            try:
-                study = optuna.create_study(study_name=self.name, storage=storage, direction=self.direction, load_if_exists=False)
-                creator = True
-                study.set_user_attr("search", self.spec)
-            except optuna.exceptions.DuplicatedStudyError:
-                study = optuna.load_study(study_name=self.name, storage=storage)
-                creator = False
-        if not creator:
-            self._check_same(study)
-        worker_seed = self.seed if creator else self.seed + os.getpid()
         if self.sampler == "tpe":
             n_startup = min(10, max(2, self.requested // 4))
             study.sampler = optuna.samplers.TPESampler(seed=worker_seed, n_startup_trials=n_startup, constant_liar=True)
@@ -282,58 +208,9 @@ class Search:
             study.sampler = optuna.samplers.RandomSampler(seed=worker_seed)
         study.pruner = {"none": optuna.pruners.NopPruner, "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
                         "halving": optuna.pruners.SuccessiveHalvingPruner}[self.pruner]()
-        return study, creator
 
-    def _check_same(self, study) -> None:
-        deadline = time.monotonic() + 60
-        saved = study.user_attrs.get("search")
-        while saved is None and time.monotonic() < deadline:  # its creator is writing it
-            time.sleep(0.2)
-            saved = study.user_attrs.get("search")
-        if saved is None:
-            return
-        diff = [k for k in self.spec if saved.get(k) != self.spec[k]]
-        if diff:
-            k = diff[0]
-            what = "the config or its overrides" if k == "config" else k
-            raise UserError(f"search '{self.name}' exists with other settings ({what} differ: "
-                            f"{saved.get(k)!r} vs {self.spec[k]!r}); give the same ones to continue it, or a new --name")
-
-    def _wait_for_plan(self, study) -> None:
-        """A worker that joined a study waits until its creator has enqueued the plan (the
-        ``planned`` attribute), so that two workers never plan the same tickets."""
-        deadline = time.monotonic() + PLAN_WAIT
-        while "planned" not in study.user_attrs and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-    def _plan(self, study) -> int:
-        """Enqueue tickets up to the requested number of trials; returns how many were added.
-
-        The creator of a study plans it; a later run tops it up (a larger ``--trials``, or grid
-        points whose ticket was lost). Two workers topping up one study at the same instant could
-        both enqueue: the local file lock prevents it on one machine (docs/decisions.md)."""
-        with _file_lock(self.folder / ".plan.lock"):
-            trials = study.get_trials(deepcopy=False)
-            counted = [t for t in trials if _counts(t)]
-            need = self.requested - len(counted)
-            if need <= 0:
-                return 0
-            if self.points is not None:
-                covered = {_point_key({**(_ticket(t) or {}), **t.params}) for t in counted}
-                points = [p for p in self.points if _point_key(p) not in covered][:need]
-            else:
-                points = [{} for _ in range(need)]
-            for p in points:
-                study.enqueue_trial(p, user_attrs={"ticket": True}, skip_if_exists=False)
-            study.set_user_attr("trials_requested", self.requested)
-            return len(points)
-
-    def _plan_once(self, study, *, creator: bool) -> None:
-        if not creator:
-            self._wait_for_plan(study)
-        self._plan(study)
-        if creator or "planned" not in study.user_attrs:
-            study.set_user_attr("planned", True)
+    def describe_difference(self, key: str) -> str:
+        return "the config or its overrides" if key == "config" else key
 
     # ---------------------------------------------------------------- one trial
     def _objective(self, trial) -> float:
@@ -385,7 +262,7 @@ class Search:
         except BaseException:  # Ctrl-C, SIGTERM, a bug: the ticket goes back to the queue once
             trial.set_user_attr("interrupted", True)
             with contextlib.suppress(Exception):
-                _retry(trial.study, trial)
+                retry(trial.study, trial)
             raise
         done = [v for v in fold_values if v is not None]
         trial.set_user_attr("std", statistics.pstdev(done) if len(done) > 1 else 0.0)
@@ -396,30 +273,15 @@ class Search:
     def run(self) -> dict:
         """Join (or start) the study, run tickets until none is left, then retrain the best config
         and evaluate it on the test split (once per search folder); write the outputs."""
-        import optuna
-        from optuna.trial import TrialState
         from tqdm.auto import tqdm
 
         from normgan.data import forbid_splits
 
-        study, creator = self._open()
-        self._plan_once(study, creator=creator)
+        study, creator = self.open()
+        self.plan_once(study, creator=creator)
         bar = tqdm(total=self.requested, desc=f"search {self.name}", unit="trial", disable=not self.progress, dynamic_ncols=True)
         try:
-            with forbid_splits(("test", "all")), warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                while True:
-                    optuna.storages.fail_stale_trials(study)
-                    trials = study.get_trials(deepcopy=False)
-                    bar.n = sum(1 for t in trials if _counts(t) and t.state.is_finished())
-                    bar.refresh()
-                    if any(t.state == TrialState.WAITING for t in trials):
-                        study.optimize(self._objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
-                        continue
-                    if any(t.state == TrialState.RUNNING for t in trials):
-                        time.sleep(min(POLL_SECONDS, self.heartbeat))
-                        continue
-                    break
+            self.work(study, self._objective, bar=bar, guard=forbid_splits(("test", "all")))
         finally:
             bar.close()
             self._write(study)
@@ -433,7 +295,7 @@ class Search:
 
         rows = []
         trials = study.get_trials(deepcopy=False)
-        retried_by = {(t.user_attrs or {}).get("retry_of"): t.number for t in trials if (t.user_attrs or {}).get("retry_of") is not None}
+        again_as = retried_by(trials)
         for t in trials:
             attrs = t.user_attrs or {}
             if attrs.get("surplus"):
@@ -441,9 +303,9 @@ class Search:
             folds = list(attrs.get("folds") or [None] * len(self.fold_plan))
             error = attrs.get("error")
             if t.state == TrialState.FAIL and not error:
-                again = retried_by.get(t.number)
+                again = again_as.get(t.number)
                 error = "interrupted or crashed" + (f"; run again as trial {again}" if again is not None else "")
-            params = {p.key: (t.params if t.params else (_ticket(t) or {})).get(p.key) for p in self.params}
+            params = {p.key: (t.params if t.params else (ticket_params(t) or {})).get(p.key) for p in self.params}
             pruned_at = attrs.get("pruned_at")
             if t.state == TrialState.PRUNED and pruned_at is None and t.intermediate_values:
                 pruned_at = max(t.intermediate_values)
@@ -477,7 +339,7 @@ class Search:
             return None
         out = self.folder / "final"
         result = out / "test.json"
-        with _file_lock(self.folder / ".final.lock"):
+        with file_lock(self.folder / ".final.lock"):
             if result.is_file():
                 saved = json.loads(result.read_text())
                 if saved.get("trial") == best["number"]:

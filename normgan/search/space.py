@@ -123,9 +123,10 @@ class Param:
         if self.kind != "choice":
             return value
         token = str(value).strip()
-        if token == ABSENT:
+        entry = len(self.key.split(".")) == 2 and self.key.split(".")[0] in FREE_SECTIONS
+        if token == ABSENT and entry:
             return ABSENT
-        if token in TERM_PRESETS and self.key.split(".")[0] in FREE_SECTIONS:
+        if token in TERM_PRESETS and entry:
             return copy.deepcopy(TERM_PRESETS[token])
         return scalar(token)
 
@@ -214,7 +215,8 @@ def grid_points(params: Sequence[Param], *, limit: Optional[int] = None, seed: i
 
 def set_key(tree: Dict[str, Any], key: str, value: Any) -> None:
     """Set dotted ``key`` in a nested dict (creating mappings on the way); :data:`ABSENT` on a
-    free section's entry (``regularizers.r1``) removes it."""
+    free section's entry (``regularizers.r1``) removes it; elsewhere ``none`` is the word itself
+    (``model.discriminator.norm: none``)."""
     parts = key.split(".")
     node = tree
     for part in parts[:-1]:
@@ -222,11 +224,9 @@ def set_key(tree: Dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(nxt, dict):
             nxt = node[part] = {}
         node = nxt
-    if value == ABSENT and not isinstance(value, dict):
-        if len(parts) == 2 and parts[0] in FREE_SECTIONS:
-            node.pop(parts[-1], None)
-            return
-        value = None
+    if isinstance(value, str) and value == ABSENT and len(parts) == 2 and parts[0] in FREE_SECTIONS:
+        node.pop(parts[-1], None)
+        return
     node[parts[-1]] = value
 
 

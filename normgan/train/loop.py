@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from normgan._version import __version__
 from normgan.config import Config, flatten, to_dict, to_yaml
 from normgan.device import resolve_device
-from normgan.errors import ConfigError, Interrupted, SignalExit, TrainingDiverged, UserError
+from normgan.errors import ConfigError, Diverged, Interrupted, SignalExit, TrainingDiverged, UserError
 from normgan.functional.losses import LOSSES, d_accuracy
 from normgan.regularizers import Regularizer, TermContext, WeightContext
 from normgan.tasks import TASKS, Batch
@@ -602,11 +602,10 @@ class Trainer:
             warnings.warn(f"the run diverged: {found['reason']}; its samples are not meaningful, "
                           "lower the learning rates or add a gradient penalty (normgan diagnose shows details)")
 
-    def _diverged(self, which: str) -> UserError:
+    def _diverged(self, which: str) -> Diverged:
         if self.last_checkpoint is not None:
             last = f"last good checkpoint: {self.last_checkpoint} (step {self.last_checkpoint_step})"
         else:
             last = "no checkpoint was written yet"
-        err = UserError(f"{which} became NaN/inf at step {self.step}; stopped without saving, {last}; lower the learning rates or add a gradient penalty")
-        err.exit_code = 3
-        return err
+        return Diverged(f"{which} became NaN/inf at step {self.step}; stopped without saving, {last}; lower the learning rates "
+                        "or add a gradient penalty", step=self.step)

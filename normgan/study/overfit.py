@@ -1,0 +1,131 @@
+r"""Overfitting scores of a finished run: does the generator stay closer to its training images
+than to unseen images of the same distribution?
+
+    from normgan.study.overfit import overfitting_scores
+    s = overfitting_scores("runs/00003-mnist5k-bce", n=1000)   # a run trained with data.holdout=0.9
+    s["fid_gap"], s["memorization"], s["memorization_real"]
+
+Definitions (features ``φ`` from the run's extractor, ``domain`` by default; ``T`` = the training
+split, ``M = |T|`` images; ``A``, ``B`` = two disjoint random subsets of ``M`` held-out images each,
+drawn from one seeded permutation of the held-out split; ``G`` = ``n`` generated images):
+
+* ``fid_train   = FID(φ(T), φ(G))``
+* ``fid_heldout = FID(φ(A), φ(G))`` — the same size as ``T``, because FID is biased by the
+  reference size;
+* ``fid_gap     = fid_heldout − fid_train`` (> 0: samples closer to the training images than to
+  unseen ones);
+* ``memorization = memorization_score(φ(G), train=φ(T), heldout=φ(A))``: the share of samples whose
+  nearest training image is closer than their nearest held-out image (ties half), ≈ 0.5 for a
+  generator that does not copy, 1.0 for one that returns training images;
+* ``memorization_real = memorization_score(φ(B), train=φ(T), heldout=φ(A))``: the same score for
+  real unseen images, the control (≈ 0.5 by construction, up to the extractor's own bias: the
+  ``domain`` classifier was trained on ``T``); ``None`` when the held-out split has fewer than
+  ``2M`` images.
+
+Generation and featurization are those of the normal evaluation (:class:`normgan.evaluation.
+PeriodicEvaluator`): ``G(z)`` with ``z ~ N(0, I)`` drawn by ``torch.randn`` under a forked RNG seeded
+with ``seed``, in batches of 500, features in float64 under ``inference_mode``.  So with
+``n >= M`` the generated images — and ``fid_train`` — equal those of
+``evaluate_generator(G, cfg, n=n, reference="train", seed=seed)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from normgan.errors import UserError
+
+__all__ = ["overfitting_scores"]
+
+#: images per generator / extractor batch, as in the normal evaluation
+BATCH_SIZE = 500
+
+
+def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "domain", device="cpu", seed: int = 0,
+                       cache_dir=None, ema: bool = True) -> dict:
+    """Train-vs-held-out FID and memorization of the generator of ``run_dir`` (see the module
+    docstring for the definitions).
+
+    Args:
+        run_dir: a finished (unconditional) run; its config gives the dataset and ``data.holdout``.
+        n: generated samples (FID is biased by ``n``: compare runs at equal ``n``).
+        features: ``domain`` (classifier trained on the run's training split, cached in
+            ``cache_dir``), ``inception`` or ``package.module:ClassName``.
+        device: torch device of the generator and the extractor.
+        seed: seeds the noise (forked global RNG, as the evaluation) and, through a
+            ``torch.Generator``, the permutation that picks the held-out subsets.
+        cache_dir: the domain classifier cache (default ``$NORMGAN_CACHE`` or ``~/.cache/normgan``).
+        ema: score the EMA generator (default) or the raw one.
+
+    Returns:
+        ``fid_train``, ``fid_heldout``, ``fid_gap``, ``memorization``, ``memorization_real``
+        (float or None), ``n_train`` (``M``), ``n_heldout`` (the held-out subset size, ``= M``),
+        ``n`` and ``features`` (the extractor's name).
+
+    Raises:
+        UserError: a paired run, a run without a held-out split, or a held-out split smaller than
+        the training split (raise ``data.holdout``).
+    """
+    from normgan.device import resolve_device
+    from normgan.evaluation import _build_extractor, _sampler, default_cache_dir, reference_dataset
+    from normgan.metric_info import check_eval_args
+    from normgan.metrics.evaluate import generated_features, real_features
+    from normgan.metrics.functional import fid_from_features
+    from normgan.metrics.overfit import memorization_score
+    from normgan.sample import load_generator
+
+    check_eval_args(n=n, features=features, metrics=("fid",))
+    dev = resolve_device(str(device))
+    G, cfg = load_generator(run_dir, ema=ema, device=str(dev))
+    if cfg.paired:
+        raise UserError(f"run '{run_dir}' is a paired (image-to-image) run; overfitting scores need an "
+                        "unconditional generator")
+    if cfg.data.holdout <= 0 and not cfg.data.folds:
+        raise UserError(f"run '{run_dir}' was trained with data.holdout=0, so it has no held-out split; "
+                        "train with data.holdout=0.9 (any value that leaves at least as many held-out as training "
+                        "images)")
+    train = reference_dataset(cfg, "train")
+    heldout = reference_dataset(cfg, "test")
+    m = len(train)
+    if len(heldout) < m:
+        if cfg.data.folds:
+            raise UserError(f"the held-out fold has {len(heldout)} images, fewer than the {m} training images; "
+                            "train without data.folds and with a larger data.holdout (e.g. 0.9) so both FIDs use "
+                            "references of equal size")
+        raise UserError(f"the held-out split has {len(heldout)} images, fewer than the {m} training images; "
+                        f"raise data.holdout (e.g. data.holdout=0.9) so both FIDs use references of equal size")
+    if m < 2:
+        raise UserError(f"the training split has {m} image(s); FID needs at least 2 (lower data.holdout)")
+
+    perm = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(int(seed)))
+    idx_a = perm[:m]
+    idx_b = perm[m : 2 * m] if len(heldout) >= 2 * m else None
+
+    extractor = _build_extractor(features, cfg, device=dev, cache_dir=default_cache_dir(cache_dir), heldout=heldout,
+                                 train=train)
+    extractor = extractor.to(dev).eval()
+    f_train = real_features(extractor, train, batch_size=BATCH_SIZE, device=dev)
+    f_a = real_features(extractor, heldout, indices=idx_a, batch_size=BATCH_SIZE, device=dev)
+    f_b = None if idx_b is None else real_features(extractor, heldout, indices=idx_b, batch_size=BATCH_SIZE, device=dev)
+
+    # exactly ReferenceScorer.generate: forked global RNG seeded with `seed`, the caller's RNG untouched
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(seed))
+        fake = generated_features(extractor, _sampler(G, dev), n=int(n), batch_size=BATCH_SIZE, device=dev)
+
+    fid_train = fid_from_features(f_train, fake)
+    fid_heldout = fid_from_features(f_a, fake)
+    return {
+        "fid_train": fid_train,
+        "fid_heldout": fid_heldout,
+        "fid_gap": fid_heldout - fid_train,
+        "memorization": memorization_score(fake, train=f_train, heldout=f_a),
+        "memorization_real": None if f_b is None else memorization_score(f_b, train=f_train, heldout=f_a),
+        "n_train": m,
+        "n_heldout": int(idx_a.numel()),
+        "n": int(fake.shape[0]),
+        "features": str(getattr(extractor, "name", features)),
+    }
