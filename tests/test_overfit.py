@@ -107,8 +107,8 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
 def test_overfitting_scores_end_to_end(tiny_run):
     run, cache, s = tiny_run
-    assert set(s) == {"fid_train", "fid_heldout", "fid_gap", "memorization", "memorization_real", "n_train",
-                      "n_heldout", "n", "features"}
+    assert set(s) == {"fid_train", "fid_heldout", "fid_gap", "memorization", "memorization_real", "fid_gap_real",
+                      "n_train", "n_heldout", "n", "features"}
     assert s["n_train"] == 500 and s["n_heldout"] == 500 and s["n"] == N and s["features"] == "domain"
     assert s["fid_gap"] == s["fid_heldout"] - s["fid_train"]
     assert 0.0 <= s["memorization"] <= 1.0
@@ -132,6 +132,7 @@ def test_overfitting_scores_end_to_end(tiny_run):
     assert s["fid_heldout"] == pytest.approx(_np_fid(f_a, fake), rel=1e-4)
     assert s["memorization"] == pytest.approx(_brute_memorization(fake, f_train, f_a), abs=2 / N)
     assert s["memorization_real"] == pytest.approx(_brute_memorization(f_b, f_train, f_a), abs=2 / 500)
+    assert s["fid_gap_real"] == pytest.approx(_np_fid(f_a, f_b) - _np_fid(f_train, f_b), rel=1e-3, abs=1e-6)
 
 
 def test_fid_train_is_the_evaluations_fid_against_the_training_split(tiny_run):

@@ -215,9 +215,11 @@ def test_outputs_files_and_csv(study):
     paths = write_study_outputs(study)
     assert paths["table"] == study / "table.md" and paths["csv"] == study / "results.csv"
     assert paths["report"] == study / "report.html"
-    for name in ("curves-fid.png", "curves-precision.png", "final-fid.png"):
+    for name in ("curves-fid.png", "curves-precision.png", "final-fid.png", "panels-fid.png"):
         with Image.open(study / "plots" / name) as im:
             assert im.format == "PNG"
+    with Image.open(study / "plots" / "panels-fid.png") as a, Image.open(study / "plots" / "curves-fid.png") as b:
+        assert a.size[0] > b.size[0]  # one panel per variant, side by side
     assert not (study / "plots" / "curves-kid_mean.png").exists()  # KID was not logged over steps
     with open(study / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -259,7 +261,7 @@ def test_report_html(study):
     (study / "runs" / "none" / "seed0" / "report.html").write_text("<html></html>")
     html = write_study_outputs(study)["report"].read_text()
     n = check_self_contained(html, min_images=5)
-    assert n == 3 + 2  # curves-fid, curves-precision, final-fid; a sample grid for none and r1
+    assert n == 4 + 2  # curves-fid, panels-fid, curves-precision, final-fid; a sample grid for none and r1
     assert "<title>normgan study: stability-digits</title>" in html
     assert "<h1>Stability and convergence on MNIST digits</h1>" in html
     assert "a <code>norm</code> penalty make training &lt;stable&gt;?" in html

@@ -37,7 +37,7 @@ from normgan.errors import UserError
 from normgan.report.folders import STUDY_FILE, MetricsLog, RunConfig, read_config, read_metrics_file, sample_files
 from normgan.report.plots import _wide_range, display_size, sample_png
 from normgan.report.run import _EXTRA_CSS, RunData, _collapse_step, _figure, _img, _summary
-from normgan.search.outputs import _CSS, _direction_text, _e, _kv_table, _render, format_value, write_atomic
+from normgan.search.outputs import _CSS, _direction_text, _e, _kv_table, _png_bytes, _render, format_value, write_atomic
 
 __all__ = ["STUDY_FILE", "load_study", "curve", "steps_to_threshold", "run_collapse", "summarize",
            "format_markdown", "results_csv", "write_study_outputs"]
@@ -46,7 +46,8 @@ __all__ = ["STUDY_FILE", "load_study", "curve", "steps_to_threshold", "run_colla
 FINISHED = ("done", "diverged")
 #: column titles of the metrics (others are shown by their key)
 TITLES = {"fid": "FID", "fid_floor": "FID floor", "kid_mean": "KID", "is_mean": "IS", "fid_train": "FID (train)",
-          "fid_heldout": "FID (held-out)", "fid_gap": "FID gap", "psnr": "PSNR", "ssim": "SSIM", "l1": "L1",
+          "fid_heldout": "FID (held-out)", "fid_gap": "FID gap", "fid_gap_real": "FID gap (real control)",
+          "memorization_real": "memorization (real control)", "psnr": "PSNR", "ssim": "SSIM", "l1": "L1",
           "lpips": "LPIPS"}
 #: extra CSS of the study and comparison pages
 STUDY_CSS = ".status { font-weight: bold; } details { margin: 0.5em 0; }"
@@ -360,6 +361,57 @@ def draw_curves(ax, *, groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, 
     ax.grid(True, alpha=0.3)
 
 
+def panels_png(*, groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, float]]]]], key: str,
+               threshold: Optional[float] = None, ncols: int = 4) -> bytes:
+    """Small multiples: one panel per group ``(name, curves)`` with each seed's curve (thin), their
+    mean (thick) and min–max band, the first group's mean in grey in every other panel (the
+    reference), ``threshold`` dashed; shared axes (log y when the values span two decades)."""
+    from matplotlib.figure import Figure
+
+    groups = [(n, [c for c in curves if c]) for n, curves in groups]
+    ncols = max(1, min(ncols, len(groups)))
+    nrows = -(-len(groups) // ncols)
+    fig = Figure(figsize=(2.9 * ncols, 2.3 * nrows + 0.4))
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
+    ref = band(groups[0][1]) if groups and groups[0][1] else None
+    values = [v for _, curves in groups for c in curves for _, v in c]
+    values += [float(threshold)] if _finite(threshold) else []
+    try:
+        for i, ax in enumerate(axes):
+            if i >= len(groups):
+                ax.set_visible(False)
+                continue
+            name, curves = groups[i]
+            if ref is not None and i > 0:
+                ax.plot(ref[0], ref[1], color="0.6", linewidth=1.2, label=f"{groups[0][0]} (mean)")
+            for c in curves:
+                ax.plot([s for s, _ in c], [v for _, v in c], color=f"C{i % 10}", linewidth=0.6, alpha=0.7)
+            if curves:
+                steps, mean, lo, hi = band(curves)
+                ax.fill_between(steps, lo, hi, color=f"C{i % 10}", alpha=0.18, linewidth=0)
+                ax.plot(steps, mean, color=f"C{i % 10}", linewidth=1.8, label=f"{name} (mean of {len(curves)})")
+            else:
+                ax.text(0.5, 0.5, "no finished run", ha="center", va="center", transform=ax.transAxes, color="0.4")
+            if _finite(threshold):
+                ax.axhline(threshold, linestyle="--", color="0.35", linewidth=0.9)
+            ax.set_title(name, fontsize="medium")
+            ax.grid(True, alpha=0.3)
+            if i % ncols == 0:
+                ax.set_ylabel(title(key))
+            if i >= len(groups) - ncols:
+                ax.set_xlabel("step")
+            ax.legend(loc="upper right", fontsize="xx-small")
+        positive = [v for v in values if math.isfinite(v)]
+        if positive and min(positive) > 0 and max(positive) / min(positive) >= 10:
+            axes[0].set_yscale("log")  # shared: every panel; the end of training is where variants differ
+        elif values:
+            _scale(axes[0], values)
+        fig.tight_layout()
+        return _png_bytes(fig)
+    finally:
+        fig.clear()
+
+
 def draw_finals(ax, *, rows: Sequence[dict], key: str, direction: str, threshold: Optional[float] = None) -> None:
     """Per variant row (:func:`summarize`) each done seed's final ``key`` as a dot and their mean as a bar."""
     values: List[float] = []
@@ -406,6 +458,9 @@ def _images(study: dict, runs: Sequence[dict], rows: Sequence[dict]) -> List[Tup
         png = _render(draw_curves, groups=groups, key=key, threshold=thr)
         out.append((f"curves-{key}.png", f"eval/{key} over training steps: per variant the mean over its finished "
                     "seeds at each step (a diverged run counts until its last evaluation), shaded min–max", png))
+        if key == metric and len(groups) > 1:
+            out.append((f"panels-{key}.png", f"eval/{key} per variant: each seed (thin), their mean (thick) and min–max "
+                        f"band; grey: the mean of {names[0]}, the reference", panels_png(groups=groups, key=key, threshold=thr)))
     if any(r["n_done"] for r in rows):
         png = _render(draw_finals, rows=rows, key=metric, direction=study["direction"], threshold=study["threshold"])
         out.append((f"final-{metric}.png", f"final {title(metric)} of each done seed (dots) and their mean (bar)", png))

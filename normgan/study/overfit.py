@@ -21,6 +21,9 @@ drawn from one seeded permutation of the held-out split; ``G`` = ``n`` generated
   real unseen images, the control (≈ 0.5 by construction, up to the extractor's own bias: the
   ``domain`` classifier was trained on ``T``); ``None`` when the held-out split has fewer than
   ``2M`` images.
+* ``fid_gap_real = FID(φ(A), φ(B)) − FID(φ(T), φ(B))``: the gap of real unseen images, the FID
+  control (the ``domain`` classifier, trained on ``T``, places ``T`` a little apart); a generator
+  overfits when its ``fid_gap`` exceeds this; ``None`` without ``B``.
 
 Generation and featurization are those of the normal evaluation (:class:`normgan.evaluation.
 PeriodicEvaluator`): ``G(z)`` with ``z ~ N(0, I)`` drawn by ``torch.randn`` under a forked RNG seeded
@@ -60,8 +63,8 @@ def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "d
         ema: score the EMA generator (default) or the raw one.
 
     Returns:
-        ``fid_train``, ``fid_heldout``, ``fid_gap``, ``memorization``, ``memorization_real``
-        (float or None), ``n_train`` (``M``), ``n_heldout`` (the held-out subset size, ``= M``),
+        ``fid_train``, ``fid_heldout``, ``fid_gap``, ``memorization``, ``memorization_real``,
+        ``fid_gap_real`` (float or None), ``n_train`` (``M``), ``n_heldout`` (the held-out subset size, ``= M``),
         ``n`` and ``features`` (the extractor's name).
 
     Raises:
@@ -124,6 +127,7 @@ def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "d
         "fid_gap": fid_heldout - fid_train,
         "memorization": memorization_score(fake, train=f_train, heldout=f_a),
         "memorization_real": None if f_b is None else memorization_score(f_b, train=f_train, heldout=f_a),
+        "fid_gap_real": None if f_b is None else fid_from_features(f_a, f_b) - fid_from_features(f_train, f_b),
         "n_train": m,
         "n_heldout": int(idx_a.numel()),
         "n": int(fake.shape[0]),

@@ -198,7 +198,7 @@ class Study(TicketWorker):
         if s.metric not in columns:
             columns.insert(0, s.metric)
         if "overfitting" in s.measures:
-            columns += ["fid_train", "fid_heldout", "fid_gap", "memorization", "memorization_real"]
+            columns += ["fid_train", "fid_heldout", "fid_gap", "fid_gap_real", "memorization", "memorization_real"]
         return {
             "name": self.name, "title": s.title, "description": s.description, "command": self.command,
             "metric": s.metric, "direction": s.direction, "threshold": s.threshold, "steps": s.steps, "seeds": s.seeds,
