@@ -255,3 +255,35 @@ def test_cli_study_bad_input_is_one_line(tmp_path, fresh_env):
     assert len(p.stderr.strip().splitlines()) == 1
     p = run_cli("study", str(real_study(tmp_path)), "model.nope=1", env=env, cwd=tmp_path)
     assert p.returncode == 2 and "model.nope" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_measures_are_added_to_the_final_scores_and_the_table(tmp_path, monkeypatch):
+    from normgan.study import runner
+
+    seen = []
+
+    def fake(run_dir, cfg):
+        seen.append((Path(run_dir).name, cfg.data.holdout))
+        return {"fid_train": 1.0 + cfg.train.seed, "fid_heldout": 2.5 + cfg.train.seed, "fid_gap": 1.5, "memorization": 0.75,
+                "memorization_real": 0.5, "fid_gap_real": 0.1, "n_train": 500}
+
+    monkeypatch.setitem(runner.MEASURES, "overfitting", fake)
+    path = write_study(tmp_path, f"""
+config: mnist
+overrides: {{train.steps: {STEPS}, eval.every: {EVERY}, data.holdout: 0.9}}
+seeds: 2
+measures: [overfitting]
+variants: {{none: {{}}}}
+""", "o")
+    out = stub_study(path, tmp_path).run()
+    assert sorted(seen) == [("seed0", 0.9), ("seed1", 0.9)]
+    finals = [r["final"] for r in out["document"]["runs"]]
+    assert [f["fid_gap"] for f in finals] == [1.5, 1.5] and [f["fid_train"] for f in finals] == [1.0, 2.0]
+    table = (tmp_path / "studies" / "o" / "table.md").read_text()
+    assert "FID gap" in table and "memorization" in table and "1.5 ± 0.71" in table  # fid_train 1, 2: 1.5 ± 0.71
+
+
+def test_overfitting_measure_refused_on_a_paired_config(tmp_path):
+    path = write_study(tmp_path, "config: edges2digit\noverrides: {eval.every: 5}\nmeasures: [overfitting]\nvariants: {a: {}}\n", "p")
+    with pytest.raises(UserError, match="unconditional"):
+        load_study(str(path))

@@ -34,10 +34,11 @@ from normgan.study.spec import NAME_RE, StudySpec, load_study
 
 
 def _overfitting(run_dir: Path, cfg) -> dict:
+    from normgan.device import resolve_device
     from normgan.study.overfit import overfitting_scores
 
     e = cfg.eval
-    return overfitting_scores(run_dir, n=e.n, features=e.features, device=str(cfg.train.device if cfg.train.device != "auto" else "cpu"),
+    return overfitting_scores(run_dir, n=e.n, features=e.features, device=str(resolve_device(cfg.train.device)),
                               seed=e.seed, cache_dir=e.cache_dir)
 
 
