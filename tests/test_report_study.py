@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import pytest
 from PIL import Image
 
@@ -159,6 +160,14 @@ def test_summary_matches_numpy(tmp_path, direction, threshold):
         assert r["steps_to_threshold_mean"] == (pytest.approx(np.mean(reached)) if reached else None)
         assert "recall_mean" not in r  # absent from every run's final
     assert rows[0]["collapsed"] == 0 and rows[1]["collapsed"] == 1 and rows[1]["collapse_measured"] == 3
+    # Welch's t-test of r1 against none (the first variant), by its formula
+    a = np.array([curves[("r1", s)][-1] for s in SEEDS if s != 2])
+    b = np.array([curves[("none", s)][-1] for s in SEEDS])
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    t = (a.mean() - b.mean()) / np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    assert rows[1]["p_welch"] == pytest.approx(2 * scipy.stats.t.sf(abs(t), df), rel=1e-9)
+    assert rows[0]["p_welch"] is None and rows[2]["p_welch"] is None
     pending = rows[2]
     assert (pending["n_runs"], pending["n_done"], pending["failed"], pending["pending"]) == (0, 0, 1, 2)
     assert pending["fid_mean"] is None and pending["fid_std"] is None and pending["spread"] is None
@@ -189,7 +198,7 @@ def test_markdown_table(study):
     assert "3 seeds (0, 1, 2) per variant, 1500 steps per run" in text
     assert "`normgan study stability-digits`" in text
     head, rows = _md_rows(text)
-    assert head == ["variant", "final FID (mean ± std)", "spread", "steps to FID ≤ 2 (mean, k/n reached)",
+    assert head == ["variant", "final FID (mean ± std)", "spread", "p vs none (Welch)", "steps to FID ≤ 2 (mean, k/n reached)",
                     "diverged", "collapsed", "KID (mean ± std)", "precision (mean ± std)"]
     none = np.array([FID[("none", s)][-1] for s in SEEDS])
     assert rows["none"]["final FID (mean ± std)"] == f"{none.mean():.4g} ± {none.std(ddof=1):.2g}"

@@ -8,12 +8,15 @@ final metrics of every run, run folders relative to the study folder) and the ru
                               threshold, diverged and collapsed counts, the other columns
     results.csv               one row per run
     plots/curves-<key>.png    per variant the mean eval/<key> curve over seeds, band min–max
+    plots/panels-<metric>.png one panel per variant: each seed, mean, band; the first variant in grey
     plots/final-<metric>.png  per variant each seed's final value (dots) and their mean (bar)
     report.html               one self-contained page: the above, a sample strip per variant,
                               every run, the settings
 
 Definitions: means and stds (``ddof = 1``; None for one run) are over the ``done`` runs;
-``spread`` is max − min of the primary metric over them (None for fewer than two); steps to the
+``spread`` is max − min of the primary metric over them (None for fewer than two); ``p_welch`` is
+the two-sided p-value of Welch's t-test between a variant's final primary values and the first
+variant's (the reference; None with fewer than two values on either side); steps to the
 threshold is the first logged ``eval/<metric>`` step at or beyond the threshold, averaged over the
 finished runs (``done`` or ``diverged``) that reached it; a run "collapsed" when the run report's
 diagnostics suspect mode collapse (last class coverage < 0.8 or diversity < 0.5), counted over the
@@ -183,6 +186,17 @@ def _variant_names(study: dict, runs: Sequence[dict]) -> List[str]:
     return names + [n for n in dict.fromkeys(str(r.get("variant")) for r in runs) if n not in names]
 
 
+def welch_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """Two-sided p-value of Welch's unequal-variance t-test of mean(a) = mean(b); None with fewer
+    than two values on either side or no variance at all."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy import stats
+
+    p = float(stats.ttest_ind(list(a), list(b), equal_var=False).pvalue)
+    return p if math.isfinite(p) else None
+
+
 def _summary_rows(study: dict, runs: Sequence[dict]) -> List[dict]:
     metric = study["metric"]
     out = []
@@ -204,6 +218,9 @@ def _summary_rows(study: dict, runs: Sequence[dict]) -> List[dict]:
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std(vals)
         primary = [float(v) for v in row["values"][metric] if _finite(v)]
         row["spread"] = max(primary) - min(primary) if len(primary) > 1 else None
+        if not out:
+            reference = primary
+        row["p_welch"] = welch_p(primary, reference) if out else None
         reached = [r["steps_to_threshold"] for r in finished if r["steps_to_threshold"] is not None]
         row["reached"] = len(reached)
         row["steps_to_threshold_mean"] = sum(reached) / len(reached) if reached else None
@@ -245,13 +262,15 @@ def _threshold_text(study: dict) -> str:
 
 def _grid(study: dict, rows: Sequence[dict], columns: Sequence[str]) -> Tuple[List[str], List[List[str]]]:
     thr = _finite(study["threshold"])
-    head = ["variant", f"final {title(study['metric'])} (mean ± std)", "spread"]
+    ref = rows[0]["variant"] if rows else "the first variant"
+    head = ["variant", f"final {title(study['metric'])} (mean ± std)", "spread", f"p vs {ref} (Welch)"]
     head += [f"steps to {_threshold_text(study)} (mean, k/n reached)"] if thr else []
     head += ["diverged", "collapsed"] + [f"{title(c)} (mean ± std)" for c in columns[1:]]
     body = []
     for r in rows:
         n = r["n_runs"]
-        line = [r["variant"], cell(r[f"{columns[0]}_mean"], r[f"{columns[0]}_std"]), _g(r["spread"])]
+        line = [r["variant"], cell(r[f"{columns[0]}_mean"], r[f"{columns[0]}_std"]), _g(r["spread"]),
+                "" if r is rows[0] else _g(r["p_welch"], 2)]
         if thr:
             steps = r["steps_to_threshold_mean"]
             line.append("n/a" if not n else f"{round(steps) if steps is not None else 'never'} ({r['reached']}/{n})")
@@ -287,7 +306,8 @@ def format_markdown(study: dict, rows: Sequence[dict]) -> str:
 
 def _legend(study: dict) -> str:
     text = ("mean ± std (ddof = 1) over the runs that finished without diverging; spread: max − min of the "
-            f"final {title(study['metric'])} over them")
+            f"final {title(study['metric'])} over them; p: two-sided Welch t-test of the final "
+            f"{title(study['metric'])} against the first variant's (small samples: a p above 0.05 is no evidence either way)")
     if _finite(study["threshold"]):
         text += (f"; steps to {_threshold_text(study)}: first evaluation step at the threshold, mean over the "
                  "finished runs that reached it (k) of all finished runs (n)")
@@ -323,10 +343,34 @@ def band(curves: Sequence[Sequence[Tuple[int, float]]]) -> Tuple[List[int], List
     return (steps, [sum(at[s]) / len(at[s]) for s in steps], [min(at[s]) for s in steps], [max(at[s]) for s in steps])
 
 
+#: matplotlib's tab10 without its grey (C7), which marks the reference variant
+COLORS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
+
+
+def color(i: int) -> str:
+    """The colour of the i-th variant (never the reference grey)."""
+    return COLORS[i % len(COLORS)]
+
+
+def _plain_log_ticks(ax) -> None:
+    """Log-axis labels as plain numbers (3, 5, 10, 20, 50) instead of 3×10⁰."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(v, _):
+        if v <= 0:
+            return ""
+        lead = v / 10 ** math.floor(math.log10(v) + 1e-12)
+        return f"{v:g}" if round(lead) in (2, 5) and abs(lead - round(lead)) < 1e-6 else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
 def _scale(ax, values: Sequence[float]) -> None:
     vals = [v for v in values if math.isfinite(v)]
     if vals and min(vals) > 0 and (max(vals) / min(vals) >= 100 or _wide_range(vals)):
         ax.set_yscale("log")
+        _plain_log_ticks(ax)
     elif _wide_range(vals):
         ax.set_yscale("symlog", linthresh=1.0)
 
@@ -341,10 +385,10 @@ def draw_curves(ax, *, groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, 
         if not steps:
             continue
         n = sum(1 for c in curves if c)
-        ax.plot(steps, mean, color=f"C{i % 10}", linewidth=1.4, marker="o" if len(steps) <= 30 else None,
+        ax.plot(steps, mean, color=color(i), linewidth=1.4, marker="o" if len(steps) <= 30 else None,
                 markersize=3, label=f"{name} (n={n})")
         if n > 1:
-            ax.fill_between(steps, lo, hi, color=f"C{i % 10}", alpha=0.18, linewidth=0)
+            ax.fill_between(steps, lo, hi, color=color(i), alpha=0.18, linewidth=0)
         values += lo + hi
     if _finite(threshold):
         ax.axhline(threshold, linestyle="--", color="0.35", linewidth=1.1, label=f"threshold {threshold:g}")
@@ -385,11 +429,11 @@ def panels_png(*, groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, float
             if ref is not None and i > 0:
                 ax.plot(ref[0], ref[1], color="0.6", linewidth=1.2, label=f"{groups[0][0]} (mean)")
             for c in curves:
-                ax.plot([s for s, _ in c], [v for _, v in c], color=f"C{i % 10}", linewidth=0.6, alpha=0.7)
+                ax.plot([s for s, _ in c], [v for _, v in c], color=color(i), linewidth=0.6, alpha=0.7)
             if curves:
                 steps, mean, lo, hi = band(curves)
-                ax.fill_between(steps, lo, hi, color=f"C{i % 10}", alpha=0.18, linewidth=0)
-                ax.plot(steps, mean, color=f"C{i % 10}", linewidth=1.8, label=f"{name} (mean of {len(curves)})")
+                ax.fill_between(steps, lo, hi, color=color(i), alpha=0.18, linewidth=0)
+                ax.plot(steps, mean, color=color(i), linewidth=1.8, label=f"{name} (mean of {len(curves)})")
             else:
                 ax.text(0.5, 0.5, "no finished run", ha="center", va="center", transform=ax.transAxes, color="0.4")
             if _finite(threshold):
@@ -404,6 +448,7 @@ def panels_png(*, groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, float
         positive = [v for v in values if math.isfinite(v)]
         if positive and min(positive) > 0 and max(positive) / min(positive) >= 10:
             axes[0].set_yscale("log")  # shared: every panel; the end of training is where variants differ
+            _plain_log_ticks(axes[0])
         elif values:
             _scale(axes[0], values)
         fig.tight_layout()
@@ -420,9 +465,9 @@ def draw_finals(ax, *, rows: Sequence[dict], key: str, direction: str, threshold
         if not vals:
             continue
         m = sum(vals) / len(vals)
-        ax.bar([i], [m], width=0.6, color=f"C{i % 10}", alpha=0.35, label="mean" if not values else None)
+        ax.bar([i], [m], width=0.6, color=color(i), alpha=0.35, label="mean" if not values else None)
         off = [0.0] if len(vals) == 1 else [-0.18 + 0.36 * j / (len(vals) - 1) for j in range(len(vals))]
-        ax.plot([i + o for o in off], vals, linestyle="none", marker="o", color=f"C{i % 10}", markersize=5,
+        ax.plot([i + o for o in off], vals, linestyle="none", marker="o", color=color(i), markersize=5,
                 markeredgecolor="k", markeredgewidth=0.5, label="one seed" if not values else None)
         values += vals
     if _finite(threshold):

@@ -262,9 +262,9 @@ def run_study(*, workers: int = 1, argv: Optional[List[str]] = None, **kwargs) -
         env = {**os.environ, "OMP_NUM_THREADS": str(_threads_per_worker(workers))}
         study.folder.mkdir(parents=True, exist_ok=True)
         for i in range(workers - 1):
-            log = open(study.folder / f"worker-{i + 1}.log", "ab")
-            children.append(subprocess.Popen([sys.executable, "-m", "normgan", "study", *argv, "--no-progress", "--no-outputs"],
-                                             env=env, stdout=log, stderr=subprocess.STDOUT))
+            with open(study.folder / f"worker-{i + 1}.log", "ab") as log:  # the child keeps its own handle
+                children.append(subprocess.Popen([sys.executable, "-m", "normgan", "study", *argv, "--no-progress",
+                                                  "--no-outputs"], env=env, stdout=log, stderr=subprocess.STDOUT))
             time.sleep(0.5)  # the first worker creates the study; the others join it
     try:
         result = study.run()
