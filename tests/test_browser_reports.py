@@ -124,7 +124,7 @@ def test_study_report_renders_in_chromium(tmp_path):
     assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
     got = render(study / "report.html", tmp_path / "study-report.png")
     _check_loaded(got, min_images=5)
-    assert got["images"] == 5  # FID curves, precision curves, final FID, a sample grid per finished variant
+    assert got["images"] == 6  # FID curves and panels, precision curves, final FID, a sample grid per finished variant
     assert got["title"] == "normgan study: stability-digits"
     assert not got["truncated"]
     _check_screenshot(got["screenshot"])
