@@ -10,13 +10,12 @@ the evaluation results are read from compare.json, not recomputed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
 from normgan import diagnostics as dg
 from normgan.errors import UserError
-from normgan.report.folders import COMPARE_FILE, RUN_FILES, read_metrics_file, sample_files
+from normgan.report.folders import COMPARE_FILE, RUN_FILES, read_json_file, read_metrics_file, sample_files
 from normgan.report.run import _figure
 from normgan.report.study import _g, cell, draw_curves, html_table, page, sample_strip, title
 from normgan.search.outputs import _e, _render, write_atomic
@@ -34,12 +33,7 @@ def load_compare(folder) -> dict:
     fix = "rerun 'normgan compare RUN [RUN ...] --out DIR' to rewrite it"
     if not path.is_file():
         raise UserError(f"'{folder}' has no {COMPARE_FILE}; give a folder made by 'normgan compare ... --out DIR'")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UserError(f"cannot read '{path}': {e.strerror}; fix its permissions") from None
-    except ValueError as e:
-        raise UserError(f"'{path}' is not valid JSON ({str(e).splitlines()[0]}); {fix}") from None
+    data = read_json_file(path, fix=fix)
     if not isinstance(data, dict) or not isinstance(data.get("groups"), list):
         raise UserError(f"'{path}' is not a comparison (a JSON object with a list 'groups'); {fix}")
     data["groups"] = [g for g in data["groups"] if isinstance(g, dict)]

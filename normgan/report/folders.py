@@ -261,3 +261,14 @@ def training_pid(run: Path) -> Optional[str]:
         return None
     finally:
         os.close(fd)
+
+
+def read_json_file(path: Path, *, fix: str) -> Any:
+    """The JSON value in ``path``; an unreadable file or invalid JSON raises a one-line
+    :class:`UserError` ending with ``fix`` (a missing file is the caller's message)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UserError(f"cannot read '{path}': {e.strerror}; fix its permissions") from None
+    except ValueError as e:
+        raise UserError(f"'{path}' is not valid JSON ({str(e).splitlines()[0]}); {fix}") from None

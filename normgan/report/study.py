@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import sys
@@ -37,7 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from normgan import diagnostics as dg
 from normgan._version import __version__
 from normgan.errors import UserError
-from normgan.report.folders import STUDY_FILE, MetricsLog, RunConfig, read_config, read_metrics_file, sample_files
+from normgan.report.folders import STUDY_FILE, MetricsLog, RunConfig, read_config, read_json_file, read_metrics_file, sample_files
 from normgan.report.plots import _wide_range, display_size, sample_png
 from normgan.report.run import _EXTRA_CSS, RunData, _collapse_step, _figure, _img, _summary
 from normgan.search.outputs import _CSS, _direction_text, _e, _kv_table, _png_bytes, _render, format_value, write_atomic
@@ -73,12 +72,7 @@ def load_study(folder) -> dict:
     fix = f"give a folder made by 'normgan study', or rerun 'normgan study' to rewrite {STUDY_FILE}"
     if not path.is_file():
         raise UserError(f"'{folder}' has no {STUDY_FILE}; {fix}")
-    try:
-        study = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UserError(f"cannot read '{path}': {e.strerror}; fix its permissions") from None
-    except ValueError as e:
-        raise UserError(f"'{path}' is not valid JSON ({str(e).splitlines()[0]}); {fix}") from None
+    study = read_json_file(path, fix=fix)
     if not isinstance(study, dict) or not isinstance(study.get("runs", []), list) \
             or not isinstance(study.get("variants", []), list):
         raise UserError(f"'{path}' is not a study (a JSON object with lists 'variants' and 'runs'); {fix}")
