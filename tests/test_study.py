@@ -287,3 +287,14 @@ def test_overfitting_measure_refused_on_a_paired_config(tmp_path):
     path = write_study(tmp_path, "config: edges2digit\noverrides: {eval.every: 5}\nmeasures: [overfitting]\nvariants: {a: {}}\n", "p")
     with pytest.raises(UserError, match="unconditional"):
         load_study(str(path))
+
+
+def test_the_study_commands_in_the_docs_name_shipped_studies():
+    """Every `normgan study NAME` written in README.md and docs/studies/ runs a shipped study (or
+    the example file my-study.yaml)."""
+    import re
+
+    texts = [REPO / "README.md", *sorted((REPO / "docs" / "studies").glob("*.md"))]
+    names = {m for p in texts for m in re.findall(r"normgan study ([A-Za-z0-9._-]+)", p.read_text())}
+    assert {"stability-digits", "stability-textures", "overfitting-digits"} <= names
+    assert names - {"my-study.yaml"} <= set(shipped_studies())
