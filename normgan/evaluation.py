@@ -81,14 +81,25 @@ def reference_dataset(cfg, split: str = "test"):
     With ``data.folds`` (cross-validation) both come from the TRAIN split: ``test`` is its held-out
     fold ``data.fold`` and ``train`` its fit part (the images the run trained on); the real test
     split is never read.
+
+    A streamed folder (``data.stream``, :func:`normgan.data.should_stream`) is not loaded: the split is
+    its file list (:class:`normgan.data.FileSplit`), whose ``images[idx]`` decodes only the images that
+    an evaluation samples — the same pixels, so the same scores, as in memory.
     """
-    from normgan.data import load_dataset
+    from normgan.data import list_split, load_dataset, should_stream
     from normgan.tasks import fold_of
 
     cfg = _cfg_from_any(cfg)
     d = cfg.data
     if split not in REFERENCES:
         raise UserError(f"--reference: unknown split {split!r}; use test (held-out, the default) or train")
+    if should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution):
+        if split == "test" and d.holdout <= 0 and not d.folds:
+            raise UserError("the run was trained with data.holdout=0, so it has no held-out split; "
+                            "evaluate against the training images with --reference train")
+        listed = list_split(d.root, resolution=d.resolution, channels=d.channels, split="train" if d.folds else split,
+                            holdout=d.holdout)
+        return listed.fold(folds=d.folds, fold=d.fold, part="heldout" if split == "test" else "fit") if d.folds else listed
     if d.folds:
         train = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
                              holdout=d.holdout, strict=d.strict, seed=cfg.train.seed)

@@ -4,13 +4,15 @@ The training loop is written once, against this small protocol; a task owns
 
 * the next batch: ``Batch(real, g_in, cond, target)`` — the images D sees as real, G's input
   (noise z, or the input image x), D's condition (x for a conditional D) and G's target (y);
-* ``fresh_input(batch)`` — G's input for a lazy G phase (new noise, or the same x);
+  under torchrun (``dist``, a :class:`normgan.train.distributed.Dist`) this rank's contiguous part
+  of the global batch: every rank draws the same global noise, indices and jitter, and keeps its rows;
+* ``fresh_input(batch)`` — G's input for a lazy G phase (new noise, or the same x; this rank's part);
 * ``critic(D, batch)`` — D as a function of the image: ``D`` itself, or ``y ↦ D(cat(x, y))``
   (pix2pix's conditional D; x is a constant input, so gradient penalties are w.r.t. y only);
 * the fixed batch of the sample grids (noise, or validation pairs shown as input | output | target
   rows) and the checkpointed data position (``state_dict``).
 
-    task = TASKS.get(cfg.task)(cfg, device=device)
+    task = TASKS.get(cfg.task)(cfg, device=device, dist=dist)   # dist: optional, one process by default
     b = task.next_batch(); fake = G(b.g_in); d_real = task.critic(D, b)(b.real)
 """
 
@@ -27,6 +29,7 @@ from normgan.data import (StreamBatches, apply_fold, batch_to_float, list_split,
                           should_stream)
 from normgan.registry import Registry
 from normgan.train.batches import EpochBatches
+from normgan.train.distributed import Dist
 
 TASKS = Registry("task")
 
@@ -88,18 +91,21 @@ class UnconditionalTask:
     With ``data.stream`` (:func:`normgan.data.should_stream`: true, or auto for a folder too large for
     memory) ``data`` is the split's file list (:class:`normgan.data.FileSplit`) and ``batches`` a
     :class:`normgan.data.StreamBatches` that decodes each batch in ``data.workers`` processes: the same
-    batches as in memory for a folder of readable files; :meth:`close` stops its workers."""
+    batches as in memory for a folder of readable files, each rank decoding only its own part;
+    :meth:`close` stops its workers."""
 
     paired = False
 
-    def __init__(self, cfg, *, device: torch.device) -> None:
+    def __init__(self, cfg, *, device: torch.device, dist: Optional[Dist] = None) -> None:
         d, t = cfg.data, cfg.train
         self.device, self.batch_size, self.z_dim = device, d.batch_size, cfg.model.generator.z_dim
+        self.dist = dist or Dist()
         self.streaming = should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution)
         if self.streaming:
             train = list_split(d.root, resolution=d.resolution, channels=d.channels, split="train", holdout=d.holdout)
             self.data = train.fold(folds=d.folds, fold=d.fold, part="fit") if d.folds else train
-            self.batches = StreamBatches(self.data, batch_size=d.batch_size, seed=t.seed, device=device, workers=d.workers)
+            self.batches = StreamBatches(self.data, batch_size=d.batch_size, seed=t.seed, device=device, workers=d.workers,
+                                         rank=self.dist.rank, world=self.dist.world)
         else:
             train = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
                                  holdout=d.holdout, strict=d.strict, seed=t.seed)
@@ -110,11 +116,15 @@ class UnconditionalTask:
         self.fixed = torch.randn(t.num_samples, self.z_dim, generator=torch.Generator().manual_seed(t.seed + 12345)).to(device)
 
     def next_batch(self) -> Batch:
+        """This rank's part of the next global batch (a streamed batch is decoded only for this rank)."""
         real = self.batches.next()
-        return Batch(real=real, g_in=torch.randn(self.batch_size, self.z_dim, device=self.device))
+        if not self.streaming:
+            real = self.dist.shard(real)
+        return Batch(real=real, g_in=self.fresh_input(None))
 
-    def fresh_input(self, batch: Batch) -> Tensor:
-        return torch.randn(self.batch_size, self.z_dim, device=self.device)
+    def fresh_input(self, batch: Optional[Batch]) -> Tensor:
+        """This rank's part of new global noise (every rank draws the same ``data.batch_size`` rows)."""
+        return self.dist.shard(torch.randn(self.batch_size, self.z_dim, device=self.device))
 
     def critic(self, D: nn.Module, batch: Batch) -> Callable[[Tensor], Tensor]:
         return D
@@ -154,9 +164,10 @@ class PairedTask:
 
     paired = True
 
-    def __init__(self, cfg, *, device: torch.device) -> None:
+    def __init__(self, cfg, *, device: torch.device, dist: Optional[Dist] = None) -> None:
         d, t = cfg.data, cfg.train
         self.device, self.resolution, self.flip = device, d.resolution, bool(d.flip)
+        self.dist = dist or Dist()
         train = load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train", direction=d.direction,
                             load_size=d.load_size, strict=d.strict, seed=t.seed)
         self.data = fold_of(train, d, "fit")
@@ -174,11 +185,12 @@ class PairedTask:
         self.fixed = self.fixed_x
 
     def next_batch(self) -> Batch:
+        """This rank's part of the next global batch (the jitter is drawn for the global batch)."""
         idx = self.batches.next_indices()
         x, y = self.inputs.index_select(0, idx), self.batches.images.index_select(0, idx)
         if self.jitter:
             x, y = paired_crop_flip(x, y, size=self.resolution, flip=self.flip, generator=self.batches.generator)
-        x, y = batch_to_float(x), batch_to_float(y)
+        x, y = batch_to_float(self.dist.shard(x)), batch_to_float(self.dist.shard(y))
         return Batch(real=y, g_in=x, cond=x, target=y)
 
     def fresh_input(self, batch: Batch) -> Tensor:

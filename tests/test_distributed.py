@@ -63,11 +63,29 @@ def _rank(rank, world, port, overrides, out_dir):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_two_process_step_equals_single_process_step(case, tmp_path):
-    overrides = BASE + CASES[case]
+    _check_two_processes_equal_one(tmp_path, BASE + CASES[case], BASE + CASES[case], case)
+
+
+def test_two_process_streamed_step_equals_single_process_in_memory_step(tmp_path):
+    """Each rank decodes only its half of every streamed global batch; the step equals one process
+    training on the same folder loaded into memory."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        sub = tmp_path / "imgs" / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(sub / f"{i}.png")
+    folder = [*BASE, "data.name=folder", f"data.root={tmp_path / 'imgs'}", "data.channels=3", "data.workers=0"]
+    _check_two_processes_equal_one(tmp_path, [*folder, "data.stream=true"], [*folder, "data.stream=false"], "stream")
+
+
+def _check_two_processes_equal_one(tmp_path, overrides, single_overrides, case):
     mp.start_processes(_rank, args=(2, _free_port(), overrides, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     torch.set_num_threads(1)
     (tmp_path / "single").mkdir()
-    losses, state = _steps(overrides, tmp_path / "single")
+    losses, state = _steps(single_overrides, tmp_path / "single")
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     # each rank's loss is the mean over its half: the global mean is their average
     for step in range(STEPS):
@@ -85,7 +103,7 @@ def test_two_process_step_equals_single_process_step(case, tmp_path):
     # the parameters moved: the comparison is not of two untouched initialisations
     from normgan.train import Trainer
 
-    init = Trainer(load_config(overrides=overrides), run_dir=tmp_path / "single", progress=False).G.state_dict()
+    init = Trainer(load_config(overrides=single_overrides), run_dir=tmp_path / "single", progress=False).G.state_dict()
     assert any(not torch.allclose(v, state[f"G.{k}"]) for k, v in init.items() if v.is_floating_point())
 
 

@@ -81,6 +81,95 @@ def test_stream_resume_is_exact(folder):
     assert not multiprocessing.active_children()
 
 
+@pytest.mark.parametrize("world,workers", [(2, 0), (4, 2)])
+def test_each_rank_decodes_only_its_rows_of_the_global_batch(folder, world, workers, monkeypatch):
+    """rank r of W yields rows r·B/W … of the in-memory global batch, decodes only those files,
+    and holds the same index-stream state as one process; a rank resumes exactly."""
+    _, split, eb, _ = memory_and_stream(folder, workers=0)
+    decoded = []
+    if workers == 0:  # in-process decoding: record which files are read
+        get = FileImages.__getitem__
+        monkeypatch.setattr(FileImages, "__getitem__", lambda self, i: (decoded.append(i), get(self, i))[1])
+    ranks = [StreamBatches(split, batch_size=8, seed=3, device=CPU, workers=workers, rank=r, world=world)
+             for r in range(world)]
+    n = 8 // world
+    for step in range(10):  # 4 global batches an epoch: crosses two reshuffles
+        want_idx = eb.fork().draw()
+        want = eb.next()
+        for r, sb in enumerate(ranks):
+            decoded.clear()
+            got = sb.next()
+            assert got.shape == (n, 3, R, R)
+            assert torch.equal(got, want[r * n:(r + 1) * n]), (step, r)
+            if workers == 0:
+                assert decoded == want_idx[r * n:(r + 1) * n].tolist()
+    states = [sb.state_dict() for sb in ranks]
+    for st in states:
+        assert st["pos"] == eb.state_dict()["pos"] and torch.equal(st["perm"], eb.state_dict()["perm"])
+        assert torch.equal(st["generator"], eb.state_dict()["generator"])
+    resumed = StreamBatches(split, batch_size=8, seed=0, device=CPU, workers=workers, rank=world - 1, world=world)
+    resumed.load_state_dict(states[-1])
+    for _ in range(3):
+        assert torch.equal(resumed.next(), eb.next()[(world - 1) * n:])
+    for sb in (*ranks, resumed):
+        sb.close()
+    with pytest.raises(ConfigError, match="does not split over 3"):
+        StreamBatches(split, batch_size=8, seed=3, device=CPU, rank=0, world=3)
+
+
+def test_file_image_array_decodes_what_is_indexed(folder):
+    mem = load_dataset(name="folder", root=folder, resolution=R, channels=3, split="test", holdout=0.5)
+    split = list_split(folder, resolution=R, channels=3, split="test", holdout=0.5)
+    images = split.images
+    assert images.shape == mem.images.shape and len(images) == len(mem) == 20 and images.dtype == torch.uint8
+    idx = torch.tensor([7, 0, 19, 7])
+    assert torch.equal(images[idx], mem.images[idx])
+    assert torch.equal(images[[3, 4]], mem.images[[3, 4]])
+    assert torch.equal(images[2:9:3], mem.images[2:9:3])
+    assert torch.equal(images[-1], mem.images[-1]) and torch.equal(images[torch.tensor(5)], mem.images[5])
+    assert images[idx[:0]].shape == (0, 3, R, R)
+    with pytest.raises(IndexError):
+        images[20]
+
+
+def test_streamed_folder_is_evaluated_without_loading_it(folder, monkeypatch):
+    """The reference of a streamed run is the file list; its scores equal the in-memory ones."""
+    from normgan.evaluation import PeriodicEvaluator, reference_dataset
+
+    over = [*TINY, "data.name=folder", f"data.root={folder}", "data.channels=3", "data.holdout=0.5"]
+    cfg_on, cfg_off = (load_config(overrides=[*over, f"data.stream={v}"]) for v in ("true", "false"))
+    for split in ("train", "test"):
+        on, off = reference_dataset(cfg_on, split), reference_dataset(cfg_off, split)
+        assert isinstance(on, FileSplit) and len(on) == len(off) == 20
+        assert torch.equal(on.images[torch.arange(20)], off.images) and torch.equal(on.labels, off.labels)
+    folds = ["data.folds=2", "data.fold=1"]
+    on = reference_dataset(load_config(overrides=[*over, *folds, "data.stream=true"]), "test")
+    off = reference_dataset(load_config(overrides=[*over, *folds, "data.stream=false"]), "test")
+    assert isinstance(on, FileSplit) and torch.equal(on.images[torch.arange(len(on))], off.images)
+
+    torch.manual_seed(0)
+    extractor = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.Flatten(), torch.nn.LazyLinear(6))
+    extractor(torch.zeros(1, 3, R, R))
+    import normgan.data
+
+    loaded = []
+    load = normgan.data.load_dataset
+    monkeypatch.setattr(normgan.data, "load_dataset", lambda **kw: (loaded.append(kw["split"]), load(**kw))[1])
+    scores = []
+    G = torch.nn.Sequential(torch.nn.Linear(8, 3 * R * R), torch.nn.Tanh(), torch.nn.Unflatten(1, (3, R, R)))
+    G.z_dim = 8
+    for cfg, want in ((cfg_on, []), (cfg_off, ["test"])):
+        ev = PeriodicEvaluator(cfg, n=10, metrics=("fid", "kid", "pr"), extractor=extractor, batch_size=4)
+        assert loaded == want  # streamed: nothing loaded (the in-memory one shows the probe works)
+        scores.append(ev(G))
+    for key in ("fid", "fid_floor", "kid_mean", "precision", "recall"):
+        assert scores[0][key] == pytest.approx(scores[1][key], rel=1e-9, abs=1e-12), key
+    from normgan.search.runner import train_size  # a search's fold sizes: listed, not loaded
+
+    loaded.clear()
+    assert train_size(cfg_on) == 20 and loaded == []
+
+
 def test_stream_follows_outside_draws_and_next_indices(folder):
     _, _, eb, sb = memory_and_stream(folder, workers=0)
     assert torch.equal(eb.next(), sb.next())

@@ -37,7 +37,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from normgan.data.folds import checked_fold_part
 from normgan.data.transforms import batch_to_float, convert_channels
 from normgan.errors import ConfigError, DataError
 
-__all__ = ["PROBE_FILES", "STREAM_CHOICES", "FileImages", "FileSplit", "ShuffledEpochs", "StreamBatches",
+__all__ = ["PROBE_FILES", "STREAM_CHOICES", "FileImageArray", "FileImages", "FileSplit", "ShuffledEpochs", "StreamBatches",
            "available_memory", "list_split", "normalize_stream", "should_stream"]
 
 #: ``data.stream`` values
@@ -132,6 +132,12 @@ class FileSplit:
     @property
     def files(self) -> list[str]:
         return [os.fsdecode(p) for p in self.paths]
+
+    @property
+    def images(self) -> "FileImageArray":
+        """The images as an array decoded on access: ``split.images[idx]`` is uint8 ``(len(idx), C, R, R)``,
+        equal to ``load_dataset(...).images[idx]`` for a folder of readable files (see :class:`FileImageArray`)."""
+        return FileImageArray(self)
 
     def fold(self, *, folds: int, fold: int, part: str) -> "FileSplit":
         """The files of ``part`` ("fit" / "heldout") of fold ``fold`` of ``folds``: the rows that
@@ -266,6 +272,40 @@ class FileImages(torch.utils.data.Dataset):
         return i, x
 
 
+class FileImageArray:
+    """A :class:`FileSplit`'s images as a read-only uint8 array ``(N, C, R, R)`` that decodes only what is indexed.
+
+    ``images[i]`` (an int), ``images[a:b]`` (a slice), ``images[idx]`` (a list or int64 tensor of indices)
+    decode those files in this process and return ``(C, R, R)`` / ``(k, C, R, R)`` uint8 tensors: what the
+    evaluation (reference features, the domain classifier, memorization) reads of a streamed folder, so
+    that only the sampled images are ever decoded.  An unreadable file raises the streaming ``DataError``.
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, split: FileSplit) -> None:
+        self._items = FileImages(split)
+        self.shape = torch.Size((len(split), split.channels, split.resolution, split.resolution))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _one(self, i: int) -> torch.Tensor:
+        _, x = self._items[i]
+        if isinstance(x, tuple):
+            path, exc = x
+            raise _unreadable(path, f"{type(exc).__name__}: {exc}")
+        return x
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, (int, np.integer)) or (torch.is_tensor(key) and key.dim() == 0):
+            return self._one(int(range(len(self))[int(key)]))
+        idx = range(len(self))[key] if isinstance(key, slice) else [range(len(self))[int(i)] for i in torch.as_tensor(key).reshape(-1)]
+        if len(idx) == 0:
+            return torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
+        return torch.stack([self._one(i) for i in idx])
+
+
 def _collate(items):
     """``(indices, uint8 images, None)``, or ``(indices, None, (path, error))`` when a file was unreadable."""
     idx = torch.tensor([i for i, _ in items], dtype=torch.int64)
@@ -277,14 +317,15 @@ def _collate(items):
 
 
 class _Lookahead:
-    """The DataLoader's batch sampler: the index batches that come after ``cursor``'s position, forever."""
+    """The DataLoader's batch sampler: this rank's part of the index batches that come after ``cursor``'s
+    position, forever (``part`` maps a global batch of indices to this rank's rows)."""
 
-    def __init__(self, cursor: ShuffledEpochs) -> None:
-        self.cursor = cursor
+    def __init__(self, cursor: ShuffledEpochs, part: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.cursor, self.part = cursor, part
 
     def __iter__(self) -> Iterator[list[int]]:
         while True:
-            yield self.cursor.draw().tolist()
+            yield self.part(self.cursor.draw()).tolist()
 
 
 class StreamBatches(ShuffledEpochs):
@@ -298,21 +339,35 @@ class StreamBatches(ShuffledEpochs):
     :attr:`generator` was drawn from) the loader restarts from the consumed position.  The loader is
     started at the first :meth:`next` and stopped by :meth:`close` / :meth:`load_state_dict` (and when
     garbage-collected); its workers are not persistent.
+
+    Several processes (``rank`` of ``world``, torchrun): every rank follows the same global index stream
+    of ``batch_size`` (the global batch; the same state on every rank) and decodes only its contiguous
+    part, rows ``rank·B/world … (rank+1)·B/world − 1``: :meth:`next` returns ``B / world`` images, the
+    rows of the global batch that :meth:`normgan.train.distributed.Dist.shard` would give this rank.
     """
 
     def __init__(self, split: FileSplit, *, batch_size: int, seed: int, device: torch.device, workers: int = 2,
-                 prefetch: int = 2) -> None:
+                 prefetch: int = 2, rank: int = 0, world: int = 1) -> None:
         super().__init__(len(split), batch_size=batch_size, seed=seed)
         if workers < 0:
             raise ConfigError(f"data.workers: bad value {workers}; must be >= 0 (0 decodes in the main process)")
+        if world < 1 or not 0 <= rank < world or batch_size % world:
+            raise ConfigError(f"data.batch_size: {batch_size} does not split over {world} processes (rank {rank}); "
+                              f"use a multiple of {world} (it is the global batch)")
+        self.rank, self.world = rank, world
         self.split, self.device, self.workers, self.prefetch = split, torch.device(device), workers, prefetch
         self.dataset = FileImages(split)
         self._it = None
 
     # ------------------------------------------------------------------ the loader
+    def part(self, idx: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous rows of a global batch of indices (all of them in one process)."""
+        n = idx.numel() // self.world
+        return idx[self.rank * n:(self.rank + 1) * n]
+
     def _start(self, cursor: ShuffledEpochs) -> None:
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=_Lookahead(cursor), num_workers=self.workers, collate_fn=_collate,
+            self.dataset, batch_sampler=_Lookahead(cursor, self.part), num_workers=self.workers, collate_fn=_collate,
             pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch if self.workers else None,
             persistent_workers=False,
             # its base seed is drawn from this generator, not from the global RNG that training draws noise from
@@ -339,14 +394,15 @@ class StreamBatches(ShuffledEpochs):
 
     # ------------------------------------------------------------------ the EpochBatches interface
     def next_indices(self) -> torch.Tensor:
-        """The indices of the next batch (on ``device``), consumed without decoding it."""
+        """The indices of the next global batch (on ``device``), consumed without decoding it."""
         self.close()
         return self.draw().to(self.device, non_blocking=True)
 
     def next_uint8(self) -> torch.Tensor:
-        """The next batch as uint8 ``(B, C, R, R)`` on the CPU (pinned when ``device`` is CUDA)."""
+        """This rank's part of the next batch as uint8 ``(B / world, C, R, R)`` on the CPU (pinned when
+        ``device`` is CUDA)."""
         before = self.fork()
-        idx = self.draw()
+        idx = self.part(self.draw())
         for _ in range(2):
             if self._it is None:
                 self._start(before)
@@ -362,7 +418,7 @@ class StreamBatches(ShuffledEpochs):
         return images
 
     def next(self) -> torch.Tensor:
-        """The next batch of images as float32 in [-1, 1] on ``device``."""
+        """This rank's part of the next batch of images as float32 in [-1, 1] on ``device``."""
         return batch_to_float(self.next_uint8().to(self.device, non_blocking=True))
 
     def load_state_dict(self, state: dict) -> None:

@@ -61,10 +61,12 @@ def _fold_plan(cfg, folds: int) -> List[tuple]:
 
 
 def train_size(cfg) -> int:
-    """The number of items in the config's training split (loads it)."""
-    from normgan.data import load_dataset, load_paired
+    """The number of items in the config's training split (loads it; a streamed folder is only listed)."""
+    from normgan.data import list_split, load_dataset, load_paired, should_stream
 
     d = cfg.data
+    if not cfg.paired and should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution):
+        return len(list_split(d.root, resolution=d.resolution, channels=d.channels, split="train", holdout=d.holdout))
     if cfg.paired:
         return len(load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train", direction=d.direction,
                                load_size=d.load_size, strict=d.strict, seed=cfg.train.seed))

@@ -30,7 +30,7 @@ from normgan.device import resolve_device
 from normgan.errors import ConfigError, Diverged, Interrupted, SignalExit, TrainingDiverged, UserError
 from normgan.functional.losses import LOSSES, d_accuracy
 from normgan.regularizers import Regularizer, TermContext, WeightContext
-from normgan.tasks import TASKS, Batch
+from normgan.tasks import TASKS
 from normgan.train.build import build_networks
 from normgan.train.distributed import Dist
 from normgan.train.checkpoint import (find_checkpoint, load_checkpoint, load_module_state, nonfinite_entries,
@@ -126,7 +126,7 @@ class Trainer:
             torch.cuda.manual_seed_all(t.seed)
         d = cfg.data
         # what differs between unconditional and paired training: data, G's input, D's condition, grids
-        self.task = TASKS.get(cfg.task, key="task")(cfg, device=self.device)
+        self.task = TASKS.get(cfg.task, key="task")(cfg, device=self.device, dist=self.dist)  # gives this rank's batches
         G, D, regs, self.constraints = build_networks(cfg, resolution=self.task.resolution, channels=self.task.channels,
                                                       in_channels=self.task.in_channels)
         self.regs: List[Regularizer] = regs
@@ -323,8 +323,7 @@ class Trainer:
         the image (``critic``: D itself, or y ↦ D(cat(x, y)) in a paired run)."""
         cfg, G, D, task = self.cfg, self.G, self.D, self.task
         for i in range(cfg.optim.d_steps):
-            global_b = task.next_batch()
-            b = self._shard(global_b)
+            b = task.next_batch()
             real = b.real
             if self.share_real_forward:
                 real.requires_grad_(True)  # R1 reuses this forward: ∇ₓD(x) from d_real
@@ -379,7 +378,7 @@ class Trainer:
             raise TrainingDiverged(self._nonfinite_part(loss_d, loss_g))
         self._step("G")
         if step % self.lazy_every["G"] == 0 and self.lazy_every["G"] > 1:
-            ctx = TermContext(G=G, D=D, real=real, z=self.dist.shard(task.fresh_input(global_b)), cond=b.cond, target=target,
+            ctx = TermContext(G=G, D=D, real=real, z=task.fresh_input(b), cond=b.cond, target=target,
                               critic=critic)
             with self._autocast():
                 lazy = self._terms("G", ctx, step, lazy=True).float()
@@ -418,13 +417,6 @@ class Trainer:
         if self.precision is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.precision)
-
-    def _shard(self, b: Batch) -> Batch:
-        """This rank's part of a global batch (the batch itself in a single process)."""
-        if not self.dist.enabled:
-            return b
-        shard = self.dist.shard
-        return Batch(real=shard(b.real), g_in=shard(b.g_in), cond=shard(b.cond), target=shard(b.target))
 
     def _nonfinite_part(self, loss_d: Tensor, loss_g: Tensor) -> str:
         """Which part of the losses is NaN/inf, in words: the D or G loss, else the first term."""
