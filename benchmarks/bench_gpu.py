@@ -19,6 +19,9 @@ Sections (``--only`` picks some; the others are reported as skipped, with the re
   supported" with the config's message) at each of ``--batches``, default architecture, same
   interleaved timing; the speed-up is over fp32. ``--quick`` on CPU times fp32 and bf16 only (CPU
   fp16 is emulated, ~20x slower than fp32) and reports whether the config accepts fp16.
+- ``compile``: ``train.compile: true`` vs eager for no term, R1 every step and spectral norm on D at
+  ``--reg-batch``, same interleaved timing (D without normalization); ``speedup`` = compiled ÷ eager
+  images/s after warm-up, ``first_step_s`` the first step of each (the compiled one includes compilation).
 - ``ddp``: ``python -m torch.distributed.run --standalone --nproc_per_node=N -m normgan train ...`` for a
   fixed number of steps at the same GLOBAL batch, N processes vs 1 (both through the same launcher);
   efficiency = (t1 / tN) / N from the wall times (startup included), and the same from the steady-state
@@ -55,7 +58,7 @@ from normgan.data import batch_to_float, load_dataset
 from normgan.errors import ConfigError
 from normgan.models import build_discriminator, build_generator
 
-SECTIONS = ("overhead", "regularizers", "precision", "ddp")
+SECTIONS = ("overhead", "regularizers", "precision", "compile", "ddp")
 CONFIG = packaged_config_dir() / "mnist.yaml"
 #: regularizers and constraints by name: (regularizers, constraints); "none" is the baseline
 REGULARIZERS = {
@@ -64,6 +67,8 @@ REGULARIZERS = {
     "l2_d": ({"l2": {"term": "weights", "net": "D", "norm": "l2", "weight": 1.0e-6}}, {}),
 }
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: configurations of the compile section (keys of REGULARIZERS)
+COMPILE_CASES = ("none", "r1_every_1", "spectral_d")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -322,6 +327,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--chunk", type=int, default=16, help="steps per configuration in turn in interleaved timings (default 16)")
     ap.add_argument("--precisions", default=None,
                     help="precisions timed besides fp32 (default bf16,fp16; --quick on CPU: bf16, as CPU fp16 is emulated, ~20x slower)")
+    ap.add_argument("--compile-cases", default=",".join(COMPILE_CASES),
+                    help=f"configurations of the compile section (default {','.join(COMPILE_CASES)}; any of the regularizers section's)")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     ap.add_argument("--ddp-procs", type=int, default=0,
                     help="processes of the DDP section (default: the number of CUDA GPUs when >= 2; on CPU it runs only when given)")
@@ -341,11 +348,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.precision_list = None if args.precisions is None else [p.strip() for p in args.precisions.split(",") if p.strip()]
     args.batch_list = [int(b) for b in args.batches.split(",") if b.strip()]
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
-    bad = [s for s in args.sections if s not in SECTIONS] + [p for p in args.precision_list or [] if p not in PRECISIONS]
+    args.compile_list = [c.strip() for c in args.compile_cases.split(",") if c.strip()]
+    bad = ([s for s in args.sections if s not in SECTIONS] + [p for p in args.precision_list or [] if p not in PRECISIONS]
+           + [c for c in args.compile_list if c not in REGULARIZERS])
     if bad or not args.batch_list or min(args.batch_list) < 1 or args.steps < 1 or args.warmup < 0 or args.repeats < 1 or args.chunk < 1:
-        ap.error(f"bad arguments: sections must be among {','.join(SECTIONS)} and precisions among {','.join(PRECISIONS)} (bad: {bad}); "
+        ap.error(f"bad arguments: sections must be among {','.join(SECTIONS)}, precisions among {','.join(PRECISIONS)} and "
+                 f"compile cases among {','.join(REGULARIZERS)} (bad: {bad}); "
                  "batches, steps, repeats and chunk must be positive, warmup >= 0")
     return args
+
+
+def bench_compile(device: torch.device, batch: int, steps: int, warmup: int, repeats: int, chunk: int,
+                  cases=COMPILE_CASES) -> dict:
+    """Eager vs ``train.compile`` for each of ``cases``; the first step of each timed apart."""
+    name = device_name(device)
+    overrides = base_overrides(device, batch, "train.tensorboard=false", "model.discriminator.norm=none")
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in cases:
+            regs, cons = REGULARIZERS[key]
+            trainers, first = {}, {}
+            for mode in ("eager", "compiled"):
+                cfg = load_config(CONFIG, overrides=[*overrides, f"train.compile={mode == 'compiled'}"])
+                cfg.regularizers, cfg.constraints = regs, cons
+                validate(cfg)
+                tr = Trainer(cfg, runs_dir=tmp, progress=False)
+                sync(device)
+                t0 = time.perf_counter()
+                tr.train_step(0)
+                sync(device)
+                first[mode] = time.perf_counter() - t0
+                trainers[mode] = tr
+            ips = time_interleaved(trainers, device, steps, warmup, repeats, chunk)
+            eager, compiled = max(ips["eager"]), max(ips["compiled"])
+            out[key] = {"device": name, "batch_size": batch, "speedup": round(compiled / eager, 3),
+                        "eager_images_per_s": rnd(eager), "compiled_images_per_s": rnd(compiled),
+                        "first_step_s": {m: round(v, 2) for m, v in first.items()},
+                        "spec": {"regularizers": regs, "constraints": cons}}
+    return out
 
 
 def main(argv=None) -> None:
@@ -388,6 +428,8 @@ def main(argv=None) -> None:
     result["settings"]["precisions"] = ["fp32", *[p for p in precisions if p != "fp32"]]
     result["precision"] = (bench_precision(device, args.batch_list, precisions, args.steps, args.warmup, args.repeats, args.chunk)
                            if "precision" in args.sections else dict(skipped))
+    result["compile"] = (bench_compile(device, args.reg_batch, args.steps, args.warmup, args.repeats, args.chunk, args.compile_list)
+                         if "compile" in args.sections else dict(skipped))
     if "ddp" not in args.sections:
         result["ddp"] = dict(skipped)
     else:

@@ -99,6 +99,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast forwards (fp16 also scales losses); weights stay fp32
     report: bool = False  # write RUN/report.html (normgan report) at the end of a finished run
+    compile: bool = False  # torch.compile the adversarial forwards of G and D (terms keep the eager modules)
 
 
 @dataclass

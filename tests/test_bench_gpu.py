@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_gpu.py"
 # small enough for < 60 s on 2 busy CPU cores: batch 16, 1 warm-up + 6 timed steps, DDP 2 x 4 steps
 FLAGS = ["--device", "cpu", "--quick", "--steps", "6", "--repeats", "1", "--warmup", "1", "--batches", "16", "--reg-batch", "16",
-         "--threads", "1", "--ddp-procs", "2", "--ddp-batch", "16", "--ddp-steps", "4", "--no-progress"]
+         "--threads", "1", "--ddp-procs", "2", "--ddp-batch", "16", "--ddp-steps", "4", "--no-progress", "--compile-cases", "none"]
 REGULARIZERS = {"none", "r1_every_1", "r1_every_16", "wgan_gp", "spectral_d", "l0_gates", "path_length_g4", "l2_d"}
 #: keys that hold a measured figure: a dict that has one must name its device
-FIGURE_KEYS = {"images_per_s", "ratio", "normgan", "bare", "speedup_vs_fp32", "efficiency", "wall_s"}
+FIGURE_KEYS = {"images_per_s", "ratio", "normgan", "bare", "speedup_vs_fp32", "speedup", "efficiency", "wall_s"}
 
 
 def positive_finite(x) -> bool:
@@ -38,7 +38,7 @@ def figures(obj, path="$"):
 
 @pytest.fixture(scope="module")
 def result():
-    proc = subprocess.run([sys.executable, str(SCRIPT), *FLAGS], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run([sys.executable, str(SCRIPT), *FLAGS], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)  # stdout is exactly one JSON object
 
@@ -52,10 +52,10 @@ def test_header_names_the_cpu(result):
 
 def test_every_figure_names_its_device(result):
     found = list(figures(result))
-    assert len(found) >= 1 + len(REGULARIZERS) + 2 + 1  # overhead, regularizers, fp32 + bf16, ddp
+    assert len(found) >= 1 + len(REGULARIZERS) + 2 + 1 + 1  # overhead, regularizers, fp32 + bf16, compile, ddp
     for path, fig in found:
         assert fig.get("device") == result["device"], path
-    for section in ("overhead", "regularizers", "precision", "ddp"):
+    for section in ("overhead", "regularizers", "precision", "compile", "ddp"):
         assert result[section], section
 
 
@@ -88,6 +88,17 @@ def test_precision(result):
     # fp16: accepted by the config (not timed in --quick on CPU) or "not supported" with a reason
     assert isinstance(p["fp16"]["supported"], bool)
     assert p["fp16"].get("skipped") or p["fp16"].get("reason") or positive_finite(p["fp16"].get("images_per_s"))
+
+
+def test_compile(result):
+    c = result["compile"]
+    assert set(c) == {"none"}
+    fig = c["none"]
+    assert fig["batch_size"] == 16 and fig["spec"] == {"regularizers": {}, "constraints": {}}
+    for key in ("speedup", "eager_images_per_s", "compiled_images_per_s"):
+        assert positive_finite(fig[key]), key
+    assert fig["speedup"] == pytest.approx(fig["compiled_images_per_s"] / fig["eager_images_per_s"], rel=0.01)
+    assert set(fig["first_step_s"]) == {"eager", "compiled"} and all(positive_finite(v) for v in fig["first_step_s"].values())
 
 
 def test_ddp_two_gloo_processes(result):

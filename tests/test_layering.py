@@ -21,7 +21,7 @@ LAYERS = [
     ["normgan.metrics", "normgan.metric_info"],
     ["normgan.regularizers", "normgan.dirac"],
     ["normgan.config"],
-    ["normgan.train.build", "normgan.train.batches", "normgan.tasks", "normgan.sample", "normgan.translate"],
+    ["normgan.train.build", "normgan.train.compiled", "normgan.train.batches", "normgan.tasks", "normgan.sample", "normgan.translate"],
     ["normgan.evaluation", "normgan.evaluation_paired"],
     ["normgan.diagnostics", "normgan.study.overfit"],
     # the run report: below the loop (train.report makes Trainer.fit import it); it reuses the page

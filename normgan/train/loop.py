@@ -32,6 +32,7 @@ from normgan.functional.losses import LOSSES, d_accuracy
 from normgan.regularizers import Regularizer, TermContext, WeightContext
 from normgan.tasks import TASKS
 from normgan.train.build import build_networks
+from normgan.train.compiled import compile_module
 from normgan.train.distributed import Dist
 from normgan.train.checkpoint import (find_checkpoint, load_checkpoint, load_module_state, nonfinite_entries,
                                       remove_stale_temporaries, require_keys, save_checkpoint)
@@ -44,7 +45,7 @@ CHECKPOINT_FORMAT = 1
 #: config keys that ``--resume`` may change (a prefix ending in "." covers a section); optimizer
 #: settings are applied to the restored Adam state. Everything else must match the saved run.
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
-                  "train.device", "train.threads", "train.precision", "train.report", "train.num_samples", "data.stream", "data.workers", "eval.", "optim.g.lr", "optim.d.lr",
+                  "train.device", "train.threads", "train.precision", "train.report", "train.compile", "train.num_samples", "data.stream", "data.workers", "eval.", "optim.g.lr", "optim.d.lr",
                   "optim.g.betas", "optim.d.betas", "optim.gate_lr")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: ``train.precision``: the autocast dtype of the forwards (None: fp32, no autocast)
@@ -138,8 +139,14 @@ class Trainer:
         self.lazy_every = {net: max([r.every for r in self.regs if r.net == net], default=1) for net in ("G", "D")}
         # fp16: terms run in fp32 on their own forwards (PyTorch's recipe for gradient penalties under
         # AMP needs unscaled input gradients; an fp16 forward's input gradient underflows)
-        self.share_real_forward = self.precision != torch.float16 and any(
+        # train.compile: also not (double backward through a compiled graph is not supported)
+        self.share_real_forward = self.precision != torch.float16 and not t.compile and any(
             getattr(r.term, "shares_real_forward", False) for r in self.regs if r.net == "D" and r.every == 1)
+        # train.compile: the adversarial forwards go through compiled modules (sharing the parameters);
+        # terms, EMA, weight rules and checkpoints see the eager ones, so penalties' double backward
+        # (R1, WGAN-GP, path length) runs eagerly
+        self.G_fwd, self.D_fwd = (compile_module(self.G, device_type=self.device.type),
+                                   compile_module(self.D, device_type=self.device.type)) if t.compile else (self.G, self.D)
         # fp16: one loss scaler per network (disabled, they pass everything through unchanged)
         self.scalers = {net: torch.amp.GradScaler(self.device.type, enabled=self.precision == torch.float16) for net in ("G", "D")}
         self.opt_g = self._adam("G", self.G, cfg.optim.g)
@@ -327,18 +334,18 @@ class Trainer:
             real = b.real
             if self.share_real_forward:
                 real.requires_grad_(True)  # R1 reuses this forward: ∇ₓD(x) from d_real
-            critic = task.critic(D, b)
+            critic, critic_fwd = task.critic(D, b), task.critic(self.D_fwd, b)  # eager for terms; maybe compiled
             last = i == cfg.optim.d_steps - 1
             with self._autocast():
                 if last:
-                    fake = G(b.g_in).float()  # kept with its graph for the G step (one G forward per step)
+                    fake = self.G_fwd(b.g_in).float()  # kept with its graph for the G step (one G forward per step)
                 else:
                     with torch.no_grad():
-                        fake = G(b.g_in).float()
+                        fake = self.G_fwd(b.g_in).float()
                 # parametrized weights (spectral norm) are computed once per D step: one power iteration
                 # per update, and the same normalized weights for real, fake and penalty forwards
                 with parametrize.cached():
-                    d_real, d_fake = critic(real), critic(fake.detach())
+                    d_real, d_fake = critic_fwd(real), critic_fwd(fake.detach())
                     loss_d = self.loss.d(d_real, d_fake)
                     ctx = TermContext(G=G, D=D, real=real, fake=fake.detach(), z=b.g_in, d_real=d_real, d_fake=d_fake,
                                       cond=b.cond, target=b.target, critic=critic)
@@ -363,7 +370,7 @@ class Trainer:
         D.requires_grad_(False)  # the G step needs gradients through D, not for D's weights
         target = None if b.target is None else real
         with self._autocast():
-            d_fake_g = critic(fake)
+            d_fake_g = critic_fwd(fake)
             loss_g = self.loss.g(d_fake_g)
             ctx = TermContext(G=G, D=D, real=real, fake=fake, z=b.g_in, d_fake=d_fake_g, cond=b.cond, target=target, critic=critic)
             extra = self._terms("G", ctx, step, lazy=False, adv_loss=loss_g)
