@@ -445,8 +445,17 @@ class Trainer:
     # ------------------------------------------------------------------ outputs
     def sample_grid(self) -> Tensor:
         """The EMA generator's images for the task's fixed batch, as one grid in [0, 1]
-        (unconditional: fixed noise; paired: validation input | output | target rows)."""
-        return self.task.sample_grid(self.G_ema)
+        (unconditional: fixed noise; paired: validation input | output | target rows). It runs under a
+        forked RNG: G's dropout (pix2pix keeps it on) must not consume the training stream, or a run
+        would depend on ``train.sample_every`` and only the main rank, which samples, would move on."""
+        with self._forked_rng():
+            return self.task.sample_grid(self.G_ema)
+
+    def _forked_rng(self):
+        """The global CPU (and this device's CUDA) RNG saved and restored around a block: samples and
+        evaluations run on the main rank only and at steps that depend on where a run was stopped."""
+        cuda = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else []
+        return torch.random.fork_rng(devices=cuda)
 
     @property
     def fixed_z(self) -> Tensor:
@@ -471,9 +480,10 @@ class Trainer:
         e = self.cfg.eval
         if not self.dist.main:  # the main rank evaluates; the others wait at the next all-reduce
             return {}
-        if self.evaluator is None:
-            self.evaluator = make_task_evaluator(self.cfg, device=self.device)
-        res = self.evaluator(self.G_ema)
+        with self._forked_rng():  # building the evaluator may train a classifier; neither may move the training RNG
+            if self.evaluator is None:
+                self.evaluator = make_task_evaluator(self.cfg, device=self.device)
+            res = self.evaluator(self.G_ema)
         values = {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         logger.log(self.step, values)
         score = res.get(e.best_metric)
