@@ -51,7 +51,9 @@ def test_cache_hit_does_not_retrain(trained, splits, monkeypatch):
         raise AssertionError("retrained despite a valid cache")
 
     monkeypatch.setattr(domain, "train_domain_classifier", fail)
+    rng = torch.get_rng_state()
     again = build_feature_extractor("domain", data=train, cache_dir=cache, device="cpu")
+    assert torch.equal(torch.get_rng_state(), rng)  # a cache hit leaves the caller's (training) RNG alone
     assert again.from_cache and path.stat().st_mtime_ns == mtime
     assert again.heldout_accuracy == pytest.approx(model.heldout_accuracy)
     for k, v in model.state_dict().items():

@@ -228,8 +228,9 @@ def _load(path: Path, *, fingerprint: str, channels: int, resolution: int, devic
     for key, value in expected.items():
         if meta.get(key) != value:
             raise ValueError(f"cache {key} is {meta.get(key)!r}, expected {value!r}")
-    model = DomainClassifier(channels=meta["channels"], num_classes=meta["num_classes"], resolution=meta["resolution"],
-                             num_features=meta["num_features"], width=meta["width"])
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten: it must not move the caller's RNG
+        model = DomainClassifier(channels=meta["channels"], num_classes=meta["num_classes"], resolution=meta["resolution"],
+                                 num_features=meta["num_features"], width=meta["width"])
     model.load_state_dict(blob["state_dict"])
     acc = float(meta["heldout_accuracy"])
     model.heldout_accuracy = None if acc < 0 else acc
