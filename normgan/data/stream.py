@@ -298,9 +298,10 @@ class FileImageArray:
         return x
 
     def __getitem__(self, key) -> torch.Tensor:
+        rows = range(len(self))  # indexing it gives negative indices and IndexError as a tensor does
         if isinstance(key, (int, np.integer)) or (torch.is_tensor(key) and key.dim() == 0):
-            return self._one(int(range(len(self))[int(key)]))
-        idx = range(len(self))[key] if isinstance(key, slice) else [range(len(self))[int(i)] for i in torch.as_tensor(key).reshape(-1)]
+            return self._one(rows[int(key)])
+        idx = rows[key] if isinstance(key, slice) else [rows[int(i)] for i in torch.as_tensor(key).reshape(-1)]
         if len(idx) == 0:
             return torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
         return torch.stack([self._one(i) for i in idx])
