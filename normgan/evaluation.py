@@ -93,10 +93,10 @@ def reference_dataset(cfg, split: str = "test"):
     d = cfg.data
     if split not in REFERENCES:
         raise UserError(f"--reference: unknown split {split!r}; use test (held-out, the default) or train")
+    if split == "test" and d.holdout <= 0 and not d.folds:
+        raise UserError("the run was trained with data.holdout=0, so it has no held-out split; "
+                        "evaluate against the training images with --reference train")
     if should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution):
-        if split == "test" and d.holdout <= 0 and not d.folds:
-            raise UserError("the run was trained with data.holdout=0, so it has no held-out split; "
-                            "evaluate against the training images with --reference train")
         listed = list_split(d.root, resolution=d.resolution, channels=d.channels, split="train" if d.folds else split,
                             holdout=d.holdout)
         return listed.fold(folds=d.folds, fold=d.fold, part="heldout" if split == "test" else "fit") if d.folds else listed
@@ -104,9 +104,6 @@ def reference_dataset(cfg, split: str = "test"):
         train = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
                              holdout=d.holdout, strict=d.strict, seed=cfg.train.seed)
         return fold_of(train, d, "heldout" if split == "test" else "fit")
-    if split == "test" and d.holdout <= 0:
-        raise UserError("the run was trained with data.holdout=0, so it has no held-out split; "
-                        "evaluate against the training images with --reference train")
     return load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split=split,
                         holdout=d.holdout, strict=d.strict, seed=cfg.train.seed)
 
