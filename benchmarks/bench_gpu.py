@@ -22,6 +22,10 @@ Sections (``--only`` picks some; the others are reported as skipped, with the re
 - ``compile``: ``train.compile: true`` vs eager for no term, R1 every step and spectral norm on D at
   ``--reg-batch``, same interleaved timing (D without normalization); ``speedup`` = compiled ÷ eager
   images/s after warm-up, ``first_step_s`` the first step of each (the compiled one includes compilation).
+- ``ops``: kernels and host reads per step, counted (benchmarks/op_count.py), not timed, so the same
+  on any device: the bare loop vs normgan (default architecture, first of ``--batches``) and each
+  regularizer vs no term. When a small model on a GPU is launch-bound, kernels(A) ÷ kernels(B)
+  predicts images/s(B) ÷ images/s(A); a CPU session can check a change's GPU cost with it.
 - ``ddp``: ``python -m torch.distributed.run --standalone --nproc_per_node=N -m normgan train ...`` for a
   fixed number of steps at the same GLOBAL batch, N processes vs 1 (both through the same launcher);
   efficiency = (t1 / tN) / N from the wall times (startup included), and the same from the steady-state
@@ -47,6 +51,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import op_count
 import torch
 from bench_regularizers import CONFIGS
 from plain_gan import plain_gan_step
@@ -58,7 +63,7 @@ from normgan.data import batch_to_float, load_dataset
 from normgan.errors import ConfigError
 from normgan.models import build_discriminator, build_generator
 
-SECTIONS = ("overhead", "regularizers", "precision", "compile", "ddp")
+SECTIONS = ("overhead", "regularizers", "precision", "compile", "ddp", "ops")
 CONFIG = packaged_config_dir() / "mnist.yaml"
 #: regularizers and constraints by name: (regularizers, constraints); "none" is the baseline
 REGULARIZERS = {
@@ -93,29 +98,41 @@ def rnd(x: float, nd: int = 1) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- overhead
-def bare_loop(cfg, device: torch.device, steps: int, warmup: int) -> float:
-    """The plain PyTorch DCGAN loop (benchmarks/bench_overhead.py) on ``device``; images/s of the timed steps."""
+def bare_step_fn(cfg, device: torch.device, **adam: bool):
+    """One step of the plain PyTorch DCGAN loop (benchmarks/bench_overhead.py) on ``device`` as a
+    function of no argument: the batch (uint8 on the device, as normgan's EpochBatches), then
+    :func:`plain_gan_step`. ``adam``: Adam's implementation flags (default: the device's default)."""
     torch.manual_seed(cfg.train.seed)
     data = load_dataset(name=cfg.data.name, resolution=cfg.data.resolution, split="train", holdout=cfg.data.holdout)
     images = data.images.to(device)  # uint8, moved once (as normgan's EpochBatches)
     G = build_generator(cfg.model.generator, resolution=data.resolution, channels=data.channels).to(device)
     D = build_discriminator(cfg.model.discriminator, resolution=data.resolution, channels=data.channels).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.g.lr, betas=tuple(cfg.optim.g.betas))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.d.lr, betas=tuple(cfg.optim.d.betas))
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.g.lr, betas=tuple(cfg.optim.g.betas), **adam)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.d.lr, betas=tuple(cfg.optim.d.betas), **adam)
     B, zdim = cfg.data.batch_size, cfg.model.generator.z_dim
-    perm, pos = torch.randperm(len(images), device=device), 0
+    state = {"perm": torch.randperm(len(images), device=device), "pos": 0}
+
+    def step() -> None:
+        if state["pos"] + B > len(state["perm"]):
+            state["perm"], state["pos"] = torch.randperm(len(images), device=device), 0
+        real = batch_to_float(images[state["perm"][state["pos"] : state["pos"] + B]])
+        state["pos"] += B
+        plain_gan_step(G, D, opt_g, opt_d, real, torch.randn(B, zdim, device=device))
+
+    return step
+
+
+def bare_loop(cfg, device: torch.device, steps: int, warmup: int) -> float:
+    """The plain PyTorch DCGAN loop on ``device``; images/s of the timed steps."""
+    step = bare_step_fn(cfg, device)
     start = 0.0
     for i in range(warmup + steps):
         if i == warmup:
             sync(device)
             start = time.perf_counter()
-        if pos + B > len(perm):
-            perm, pos = torch.randperm(len(images), device=device), 0
-        real = batch_to_float(images[perm[pos : pos + B]])
-        pos += B
-        plain_gan_step(G, D, opt_g, opt_d, real, torch.randn(B, zdim, device=device))
+        step()
     sync(device)
-    return steps * B / (time.perf_counter() - start)
+    return steps * cfg.data.batch_size / (time.perf_counter() - start)
 
 
 def normgan_loop(cfg, device: torch.device, steps: int, warmup: int, progress: bool) -> float:
@@ -388,6 +405,45 @@ def bench_compile(device: torch.device, batch: int, steps: int, warmup: int, rep
     return out
 
 
+def bench_ops(device: torch.device, batch: int, reg_batch: int, chunk: int, cases=tuple(REGULARIZERS)) -> dict:
+    """Kernels and host reads per step (benchmarks/op_count.py), which do not depend on the clock: the
+    bare loop (Adam ``foreach``, CUDA's default) vs normgan's ``train_step`` at the default
+    architecture and ``batch``, and each of ``cases`` (regularizers section keys) vs no term at
+    ``reg_batch`` (D without normalization, as the regularizers section). normgan's counts are the mean over ``chunk`` steps
+    that start at a multiple of ``chunk`` (one lazy phase of R1/16 per 16 steps)."""
+    name = device_name(device)
+
+    def trainer_counts(cfg, tmp) -> dict:
+        tr = Trainer(cfg, runs_dir=tmp, progress=False)
+        step = iter(range(10**9))
+        tr.train_step(next(step))  # lazily made state (optimizer moments) is not counted
+        for _ in range(chunk - 1):
+            next(step)
+        return op_count.count(lambda: tr.train_step(next(step)), repeats=chunk)
+
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(CONFIG, overrides=base_overrides(device, batch, "train.tensorboard=false"))
+        bare = op_count.count(bare_step_fn(cfg, device, foreach=True), repeats=chunk)
+        ours = trainer_counts(cfg, tmp)
+        out["step"] = {"device": name, "batch_size": batch, "bare_kernels": bare["kernels"], "normgan_kernels": ours["kernels"],
+                       "bare_host_reads": bare["host_reads"], "normgan_host_reads": ours["host_reads"],
+                       "launch_bound_ratio": round(bare["kernels"] / ours["kernels"], 3)}
+        overrides = base_overrides(device, reg_batch, "train.tensorboard=false", "model.discriminator.norm=none")
+        regs_out, base = {}, None
+        for key in ("none", *(c for c in cases if c != "none")):
+            regs, cons = REGULARIZERS[key]
+            cfg = load_config(CONFIG, overrides=overrides)
+            cfg.regularizers, cfg.constraints = regs, cons
+            validate(cfg)
+            c = trainer_counts(cfg, tmp)
+            base = c["kernels"] if key == "none" else base
+            regs_out[key] = {"device": name, "batch_size": reg_batch, "kernels": c["kernels"], "host_reads": c["host_reads"],
+                             "launch_bound_ratio": round(base / c["kernels"], 3)}
+        out["regularizers"] = regs_out
+    return out
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
@@ -444,6 +500,8 @@ def main(argv=None) -> None:
             why = (f"{gpus} CUDA GPU(s): DDP scaling needs >= 2" if device.type == "cuda"
                    else "CPU without --ddp-procs N (N >= 2)") + "; pass --ddp-procs N to run N processes"
             result["ddp"] = {"device": name, "skipped": why}
+    result["ops"] = (bench_ops(device, args.batch_list[0], args.reg_batch, args.chunk) if "ops" in args.sections
+                     else dict(skipped))
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=2))
 

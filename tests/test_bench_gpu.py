@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_gpu.py"
 # small enough for < 60 s on 2 busy CPU cores: batch 16, 1 warm-up + 6 timed steps, DDP 2 x 4 steps
 FLAGS = ["--device", "cpu", "--quick", "--steps", "6", "--repeats", "1", "--warmup", "1", "--batches", "16", "--reg-batch", "16",
-         "--threads", "1", "--ddp-procs", "2", "--ddp-batch", "16", "--ddp-steps", "4", "--no-progress", "--compile-cases", "none"]
+         "--threads", "1", "--ddp-procs", "2", "--ddp-batch", "16", "--ddp-steps", "4", "--no-progress", "--compile-cases", "none",
+         "--only", "overhead,regularizers,precision,compile,ddp"]  # ops: counted in-process below
 REGULARIZERS = {"none", "r1_every_1", "r1_every_16", "wgan_gp", "spectral_d", "l0_gates", "path_length_g4", "l2_d"}
 #: keys that hold a measured figure: a dict that has one must name its device
 FIGURE_KEYS = {"images_per_s", "ratio", "normgan", "bare", "speedup_vs_fp32", "speedup", "efficiency", "wall_s"}
@@ -143,3 +144,54 @@ def test_a_refused_precision_is_reported_as_not_supported(monkeypatch, tmp_path)
     assert p["fp16"]["reason"].startswith("not supported") and "train.precision" in p["fp16"]["reason"]
     assert p["fp16"]["device"] == bench_gpu.device_name(torch.device("cpu"))
     assert positive_finite(p["bf16"]["speedup_vs_fp32"]) and positive_finite(p["fp32"]["images_per_s"])
+
+
+def _bench_module(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_op_counter_counts_kernels_and_host_reads_of_known_code():
+    """Closed form: a @ b + c is two kernels (mm, add); views and allocations none; .item() one host read."""
+    import torch
+
+    op_count = _bench_module("op_count")
+    a, b, c = torch.randn(3, 4), torch.randn(4, 5), torch.randn(3, 5)
+    with op_count.OpCounter() as k:
+        y = a @ b + c
+    assert k.ops["mm"] == 1 and k.ops["add"] == 1 and k.kernels == 2 and k.host_reads == 0
+    with op_count.OpCounter() as k:
+        y.view(15)[2:7].unsqueeze(0).expand(4, 5).detach()
+        torch.empty(8)
+    assert k.kernels == 0 and k.host_reads == 0
+    with op_count.OpCounter() as k:
+        v = y.sum().item()
+    assert k.kernels == 1 and k.host_reads == 1 and v == pytest.approx(float((a.numpy() @ b.numpy() + c.numpy()).sum()), rel=1e-5)
+    assert op_count.count(lambda: a @ b + c, repeats=3) == {"kernels": 2.0, "host_reads": 0.0}
+
+
+def test_ops_section_counts_steps_and_normgan_reads_the_device_once_per_step(monkeypatch, tmp_path):
+    """The loop's one host read per step (its finite check) holds with and without a term; a term
+    adds kernels; the ratios are the documented quotients."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    bench_gpu = _bench_module("bench_gpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = bench_gpu.bench_ops(torch.device("cpu"), 8, 8, 4, cases=("spectral_d",))
+    finally:
+        torch.set_num_threads(threads)
+    name = bench_gpu.device_name(torch.device("cpu"))
+    step = out["step"]
+    assert step["device"] == name and step["normgan_host_reads"] == 1.0
+    assert step["launch_bound_ratio"] == pytest.approx(step["bare_kernels"] / step["normgan_kernels"], abs=1e-3)
+    regs = out["regularizers"]
+    assert set(regs) == {"none", "spectral_d"}
+    assert regs["none"]["launch_bound_ratio"] == 1.0 and regs["none"]["host_reads"] == 1.0
+    assert regs["spectral_d"]["kernels"] > regs["none"]["kernels"] and regs["spectral_d"]["host_reads"] == 1.0
+    assert regs["spectral_d"]["launch_bound_ratio"] == pytest.approx(regs["none"]["kernels"] / regs["spectral_d"]["kernels"], abs=1e-3)

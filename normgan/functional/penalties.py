@@ -442,13 +442,17 @@ def _zero_like_params(params: list) -> Tensor:
     return torch.zeros(())
 
 
+def _flat(params: list) -> Tensor:
+    """Every element of ``params`` in one vector: a norm over it is a few kernels for the whole
+    network instead of a few per tensor (what bounds small models on a GPU is kernel launches)."""
+    if not params:
+        return torch.zeros(0)
+    return torch.cat([p.reshape(-1) for p in params])
+
+
 def weight_l1(params: Iterable[Tensor]) -> Tensor:
     """``Σ_θ Σ |θ|`` over EVERY parameter given (biases included; select by name outside)."""
-    params = list(params)
-    total = _zero_like_params(params)
-    for p in params:
-        total = total + p.abs().sum()
-    return total
+    return _flat(list(params)).abs().sum()
 
 
 def weight_l2(params: Iterable[Tensor], *, half: bool = False) -> Tensor:
@@ -457,10 +461,7 @@ def weight_l2(params: Iterable[Tensor], *, half: bool = False) -> Tensor:
     Default without ½.  With Adam this term is COUPLED weight decay; never combine it with
     AdamW's decay on the same parameters.
     """
-    params = list(params)
-    total = _zero_like_params(params)
-    for p in params:
-        total = total + p.square().sum()
+    total = _flat(list(params)).square().sum()
     return 0.5 * total if half else total
 
 

@@ -103,9 +103,11 @@ class WeightsTerm(Term):
         """True for ``norm: l0``: the loop then builds the generator with gates."""
         return self.norm == "l0"
 
-    def select(self, module: nn.Module) -> Iterator[Tensor]:
-        """The selected parameters, output units first (ConvTranspose weights transposed)."""
-        transposed = {id(raw_weight(m)) for m in module.modules() if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))}
+    def select(self, module: nn.Module, *, output_first: bool = True) -> Iterator[Tensor]:
+        """The selected parameters, output units first (ConvTranspose weights transposed) unless
+        ``output_first`` is False (elementwise norms: the parameters themselves, no copy)."""
+        transposed = {id(raw_weight(m)) for m in module.modules()
+                      if output_first and isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))}
         for name, p in module.named_parameters():
             if not p.requires_grad:
                 continue
@@ -119,7 +121,7 @@ class WeightsTerm(Term):
             if not gates:
                 raise UserError("term 'weights' with norm l0 needs a generator built with gates=True (the loop does this when needs_gates is set)")
             return torch.stack([g.expected_l0() for g in gates]).sum()
-        params = list(self.select(module))
+        params = list(self.select(module, output_first=self.norm in ("l21", "ortho")))
         fn = {"l1": weight_l1, "l2": weight_l2, "l21": weight_group_l21, "ortho": weight_orthogonal}[self.norm]
         return fn(params)
 

@@ -317,7 +317,8 @@ class Trainer:
                 raw = r.term(ctx).float()
             rule_ctx = WeightContext(step=step, module=module, adv_loss=adv_loss, d_real=ctx.d_real if ctx.d_real is not None else d_real)
             weighted, w = r.weight.apply(raw, rule_ctx)
-            total = weighted * r.every if total is None else total + weighted * r.every
+            gained = weighted * r.every if r.every > 1 else weighted  # no kernel for a gain of 1
+            total = gained if total is None else total + gained
             self._reg_log[f"reg/{r.name}/raw"] = raw.detach()
             self._reg_log[f"reg/{r.name}/weight"] = w
             self._reg_log[f"reg/{r.name}/loss"] = weighted.detach()

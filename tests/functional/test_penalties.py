@@ -303,6 +303,21 @@ def test_weight_l1_l2_vs_numpy():
     torch.testing.assert_close(P.weight_l2(iter(ps), half=True), torch.tensor(sq / 2, dtype=DT))
 
 
+def test_weight_l1_l2_gradients_closed_form_on_views_and_empty():
+    """∂Σθ²/∂θ = 2θ and ∂Σ|θ|/∂θ = sign θ for every tensor, a transposed (non-contiguous) view
+    included; no parameter gives 0."""
+    base = [p.clone().requires_grad_(True) for p in _params()]
+    views = [base[0].transpose(0, 1), base[1], base[2].t()]
+    P.weight_l2(views).backward()
+    for p in base:
+        torch.testing.assert_close(p.grad, 2 * p.detach())
+        p.grad = None
+    P.weight_l1(views).backward()
+    for p in base:
+        torch.testing.assert_close(p.grad, torch.sign(p.detach()))
+    assert float(P.weight_l2([])) == 0.0 and float(P.weight_l1([])) == 0.0
+
+
 def test_weight_group_l21_vs_numpy_skips_vectors():
     ps = _params()
     want = 0.0
