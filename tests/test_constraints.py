@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -40,6 +41,93 @@ def test_spectral_norm_wraps_every_layer_and_normalizes_sigma(net):
         assert _sigma(w, isinstance(m, nn.ConvTranspose2d)) == pytest.approx(1.0, rel=2e-2)
     assert any("parametrizations.weight.original" in k for k in module.state_dict())
     c.project(module)  # a no-op
+
+
+_SN_LAYERS = {
+    "conv": (lambda: nn.Conv2d(3, 8, 4), (3, 9, 9)),
+    "conv_transpose": (lambda: nn.ConvTranspose2d(6, 5, 4), (6, 5, 5)),
+    "linear": (lambda: nn.Linear(7, 3), (7,)),
+}
+
+
+def _sn_pair(kind: str):
+    """The same layer under torch's spectral_norm and under normgan's, from the same random start."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    from normgan.regularizers.constraints import SpectralConstraint
+
+    make, shape = _SN_LAYERS[kind]
+    torch.manual_seed(3)
+    ref = make().double()
+    ours = copy.deepcopy(ref)
+    torch.manual_seed(4)
+    spectral_norm(ref, dim=1 if kind == "conv_transpose" else 0)
+    torch.manual_seed(4)
+    SpectralConstraint(net="D").setup(ours)
+    return ref, ours, torch.randn(5, *shape, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kind", sorted(_SN_LAYERS))
+def test_spectral_norm_step_equals_torchs_parametrization(kind):
+    """A second implementation: for a weight being trained, normgan's output, new u and v and the
+    weight's gradient equal torch.nn.utils.parametrizations.spectral_norm's (same start), over two
+    updates; the state dict keys are torch's."""
+    ref, ours, x = _sn_pair(kind)
+    assert ref.state_dict().keys() == ours.state_dict().keys()
+    opt_r, opt_o = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (ref, ours))
+    for _ in range(2):
+        y_r, y_o = ref(x), ours(x)
+        torch.testing.assert_close(y_o, y_r, rtol=1e-10, atol=1e-12)
+        (y_r.square().sum() + y_r.sum()).backward()
+        (y_o.square().sum() + y_o.sum()).backward()
+        g_r, g_o = ref.parametrizations.weight.original.grad, ours.parametrizations.weight.original.grad
+        torch.testing.assert_close(g_o, g_r, rtol=1e-9, atol=1e-11)
+        assert float(g_r.abs().max()) > 1e-3
+        for name in ("_u", "_v"):
+            torch.testing.assert_close(getattr(ours.parametrizations.weight[0], name), getattr(ref.parametrizations.weight[0], name),
+                                       rtol=1e-10, atol=1e-12)
+        for opt in (opt_r, opt_o):
+            opt.step()
+            opt.zero_grad()
+
+
+def test_spectral_divide_gradcheck():
+    """autograd.gradcheck: the closed-form backward of W/σ, σ = uᵀ W v with u, v constant."""
+    from normgan.functional.spectral import spectral_divide
+
+    torch.manual_seed(0)
+    u, v = torch.randn(4, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    u, v = u / u.norm(), v / v.norm()
+    w = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    # the numerical Jacobian perturbs w, so σ must follow w: recompute it inside from w's values
+    assert torch.autograd.gradcheck(lambda w: spectral_divide(w, torch.vdot(u, torch.mv(w.detach(), v)), torch.outer(u, v)), (w,))
+    # and the analytic one equals autograd through σ(W) = uᵀ W v
+    (spectral_divide(w, torch.vdot(u, torch.mv(w.detach(), v)), torch.outer(u, v)).sin().sum()).backward()
+    ours, w.grad = w.grad, None
+    (w / torch.vdot(u, torch.mv(w, v))).sin().sum().backward()
+    torch.testing.assert_close(ours, w.grad)
+
+
+@pytest.mark.parametrize("kind", sorted(_SN_LAYERS))
+def test_spectral_norm_frozen_or_no_grad_uses_current_u_v_without_iterating(kind):
+    """The G step (D's weights frozen) and no_grad evaluations leave u, v as they are and give
+    W / (uᵀ W v) with them."""
+    _, ours, x = _sn_pair(kind)
+    sn = ours.parametrizations.weight[0]
+    original = ours.parametrizations.weight.original
+    with torch.no_grad():
+        original.add_(0.05 * torch.randn_like(original))  # an update: the kept u, v are no longer exact
+    u0, v0 = sn._u.clone(), sn._v.clone()
+    w_mat = (original.transpose(0, 1) if kind == "conv_transpose" else original).reshape(len(u0), -1)
+    expect = original / torch.vdot(u0, w_mat @ v0)
+    ours.requires_grad_(False)
+    torch.testing.assert_close(ours.weight, expect)
+    ours.requires_grad_(True)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.weight, expect)
+    assert torch.equal(sn._u, u0) and torch.equal(sn._v, v0)
+    ours.weight  # trained: one power iteration moves them
+    assert not torch.equal(sn._u, u0)
 
 
 def test_max_norm_caps_each_output_unit_and_leaves_small_ones():

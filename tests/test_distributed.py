@@ -24,6 +24,7 @@ CASES = {
     "r1": ["regularizers.r1={term: grad, net: D, at: real, weight: 1.0}"],
     "lazy_r1": ["regularizers.r1={term: grad, net: D, at: real, weight: 1.0, every: 2}"],
     "adaptive": ["regularizers.l2={term: weights, net: G, norm: l2, weight: {adaptive: uncertainty}}"],
+    "spectral": ["constraints.sn={kind: spectral, net: D}"],  # u, v buffers: equal on every rank and to one process
 }
 STEPS = 3
 

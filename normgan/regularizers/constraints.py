@@ -14,9 +14,10 @@ from typing import Any, Dict
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from normgan.errors import ConfigError
+from normgan.functional.spectral import power_iteration_, spectral_divide, spectral_sigma
 from normgan.registry import Registry
 
 CONSTRAINTS = Registry("constraint")
@@ -56,14 +57,48 @@ class Constraint:
         pass
 
 
+class SpectralNorm(_SpectralNorm):
+    """The parametrization W ↦ W/σ(W) (:mod:`normgan.functional.spectral`).
+
+    It is torch's ``spectral_norm`` parametrization — the same buffers ``_u``/``_v``, their random
+    start and 15 initial iterations, the same state dict keys — with two changes:
+
+    * the power iteration runs when the weight is being trained (training mode, gradients enabled
+      and the weight requiring them): once per D update, not again when D is only a function of
+      the G step (its weights frozen) or of an evaluation under ``no_grad``; those use σ = uᵀ W v
+      with the current u, v;
+    * the gradient of W/σ is computed in closed form (:func:`~normgan.functional.spectral.spectral_divide`).
+
+    In a D step the output, the new u, v and the gradient equal torch's (tested).
+    """
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.ndim == 1:
+            return super().forward(weight)
+        w_mat = self._reshape_weight_to_matrix(weight)
+        train = torch.is_grad_enabled() and weight.requires_grad
+        with torch.autocast(device_type=weight.device.type, enabled=False):  # σ in the weight's precision
+            if self.training and train:
+                sigma = power_iteration_(w_mat, self._u, self._v, iterations=self.n_power_iterations, eps=self.eps)
+            else:
+                sigma = spectral_sigma(w_mat, self._u, self._v)
+            if not train:
+                return weight / sigma
+            uv = torch.outer(self._u, self._v)  # u vᵀ as W's matrix, then laid out as W
+        if self.dim != 0:
+            order = [self.dim, *(d for d in range(weight.ndim) if d != self.dim)]
+            uv = uv.view([weight.shape[d] for d in order]).permute(*sorted(range(weight.ndim), key=order.__getitem__))
+        return spectral_divide(weight, sigma, uv.view_as(weight) if self.dim == 0 else uv)
+
+
 @CONSTRAINTS.register("spectral")
 class SpectralConstraint(Constraint):
     """Spectral normalization (Miyato 2018): W/σ(W) on every Conv/ConvTranspose/Linear layer.
 
-    ``torch.nn.utils.parametrizations.spectral_norm`` (dim 1 for ConvTranspose), ``n_power_iterations``
-    power iterations per training-mode weight access (u kept across steps; none in eval mode).
-    State dict keys become ``...parametrizations.weight.original`` (+ ``_u``/``_v``).
-    Config: ``sn: {kind: spectral, net: D}``.
+    :class:`SpectralNorm` (torch's parametrization, dim 1 for ConvTranspose): ``n_power_iterations``
+    power iterations per update of the weights (u, v kept across steps; none in eval mode or when
+    the weights are frozen). State dict keys become ``...parametrizations.weight.original`` (+
+    ``_u``/``_v``). Config: ``sn: {kind: spectral, net: D}``.
     """
 
     def __init__(self, *, net: str, n_power_iterations: int = 1, eps: float = 1e-12) -> None:
@@ -75,7 +110,8 @@ class SpectralConstraint(Constraint):
     def setup(self, module: nn.Module) -> None:
         for m in _layers(module):
             if not parametrize.is_parametrized(m, "weight"):
-                spectral_norm(m, n_power_iterations=self.n_power_iterations, eps=self.eps, dim=1 if isinstance(m, _TRANSPOSED) else 0)
+                dim = 1 if isinstance(m, _TRANSPOSED) else 0
+                parametrize.register_parametrization(m, "weight", SpectralNorm(m.weight, self.n_power_iterations, dim, self.eps))
 
 
 @CONSTRAINTS.register("max_norm")
