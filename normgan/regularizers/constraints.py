@@ -84,11 +84,10 @@ class SpectralNorm(_SpectralNorm):
                 sigma = spectral_sigma(w_mat, self._u, self._v)
             if not train:
                 return weight / sigma
-            uv = torch.outer(self._u, self._v)  # u vᵀ as W's matrix, then laid out as W
-        if self.dim != 0:
-            order = [self.dim, *(d for d in range(weight.ndim) if d != self.dim)]
-            uv = uv.view([weight.shape[d] for d in order]).permute(*sorted(range(weight.ndim), key=order.__getitem__))
-        return spectral_divide(weight, sigma, uv.view_as(weight) if self.dim == 0 else uv)
+            # u vᵀ is W's matrix (dim first, the rest flattened): laid out as W again
+            shape = [weight.shape[self.dim], *(n for d, n in enumerate(weight.shape) if d != self.dim)]
+            uv = torch.outer(self._u, self._v).view(shape).movedim(0, self.dim)
+        return spectral_divide(weight, sigma, uv)
 
 
 @CONSTRAINTS.register("spectral")
