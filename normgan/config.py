@@ -9,6 +9,7 @@ semantic checks (ranges, known names) so that everything is validated before the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -266,9 +267,26 @@ def _explain(e: OmegaConfBaseException) -> str:
     return msg
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(x: Any) -> bool:
+    if isinstance(x, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in x.items())
+    if isinstance(x, list):
+        return all(_plain(v) for v in x)
+    return isinstance(x, _PLAIN)
+
+
 def to_dict(cfg: Config) -> Dict[str, Any]:
-    """The resolved config as plain YAML-able containers (every default written out)."""
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    """The resolved config as plain YAML-able containers (every default written out).
+
+    A loaded config holds plain values only, so a deep copy of the dataclass is the answer (0.2 ms;
+    every checkpoint stores it, and OmegaConf's conversion takes 20-70 ms, which a GPU run at 2 ms a
+    step pays at each checkpoint). Anything else set by hand (a tuple, an OmegaConf node) goes
+    through OmegaConf, which turns it into plain lists and dicts."""
+    d = dataclasses.asdict(cfg)
+    return d if _plain(d) else OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
 
 def to_yaml(cfg: Config) -> str:

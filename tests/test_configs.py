@@ -31,6 +31,35 @@ def test_config_loads_and_validates(path):
     validate(cfg)
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_to_dict_equals_omegaconfs_conversion(path):
+    """to_dict (a dataclass copy) gives OmegaConf's plain containers, key order included, for every
+    shipped config with terms, constraints and weight rules added."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from normgan.config import to_dict
+
+    cfg = normgan.load_config(path, overrides=["data.root=/data/facades"] if path.stem in NEEDS_ROOT else [])
+    cfg.regularizers["extra"] = {"term": "weights", "net": "G", "weight": {"schedule": "warmup", "base": 2.0, "steps": 10}}
+    cfg.constraints["sn"] = {"kind": "spectral", "net": "D"}
+    want = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    assert yaml.safe_dump(to_dict(cfg), sort_keys=False) == yaml.safe_dump(want, sort_keys=False)
+
+
+def test_to_dict_turns_values_set_by_hand_into_plain_containers():
+    from omegaconf import OmegaConf
+
+    from normgan.config import to_dict
+
+    cfg = normgan.load_config()
+    cfg.optim.g.betas = (0.0, 0.99)
+    cfg.regularizers = {"r": OmegaConf.create({"term": "weights", "net": "G", "weight": 1.0})}
+    d = to_dict(cfg)
+    assert d["optim"]["g"]["betas"] == [0.0, 0.99] and type(d["optim"]["g"]["betas"]) is list
+    assert type(d["regularizers"]["r"]) is dict and d["regularizers"]["r"]["weight"] == 1.0
+
+
 def test_pix2pix_facades_is_the_papers_setup_and_asks_for_its_data():
     with pytest.raises(ConfigError, match="data.root"):
         normgan.load_config(packaged_config_dir() / "pix2pix-facades.yaml")  # ConfigError
