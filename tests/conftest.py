@@ -6,6 +6,10 @@ import pytest
 
 # tests run on built-in data only and never touch the network
 os.environ.setdefault("NORMGAN_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N: N test processes share the cores, so each (and every command a test starts) uses
+    # one torch thread; several OpenMP threads per process on shared cores run many times slower
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY = [
     "train.steps=6",
