@@ -1,6 +1,7 @@
 """On a CUDA GPU (skipped without one): every shipped config trains and resumes, fp16 and bf16 train
-gradient penalties without NaN (fp16's scaler state checkpointed), train.compile equals eager, and
-a streamed folder gives the in-memory batches through pinned memory.
+gradient penalties without NaN (fp16's scaler state checkpointed), spectral norm keeps σ in fp32
+under autocast, train.compile equals eager, and a streamed folder gives the in-memory batches
+through pinned memory.
 
 ``NORMGAN_TEST_DEVICE=cpu python -m pytest tests/test_cuda.py`` runs the same checks on the CPU (a
 check of the tests themselves; fp16 on CPU is slow but works)."""
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.nn.utils import parametrize
 
 from normgan import Trainer, load_config
 from normgan.config import packaged_config_dir
@@ -46,6 +48,26 @@ def test_every_shipped_config_trains_and_resumes_exactly(name, tmp_path):
     a, b = weights(straight), weights(resumed)
     for k in a:  # cuDNN may pick other algorithms in a new process: equal within float tolerance
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=lambda m: f"{name} {k}: {m}")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_spectral_norm_keeps_sigma_in_fp32_under_autocast(precision, tmp_path):
+    """CUDA autocasts mv to half precision; the power iteration and W/σ run outside autocast, so the
+    normalized weight under autocast equals the one without, and an SN-GAN run stays finite."""
+    over = [*TINY, f"train.precision={precision}", "train.steps=6", "train.sample_every=100", "train.checkpoint_every=100"]
+    tr = Trainer(load_config("sngan", overrides=over), runs_dir=tmp_path, name="sn", progress=False)
+    tr.fit()
+    rows = [r for r in read_metrics(tr.run_dir / "metrics.jsonl") if "loss/D" in r]
+    assert len(rows) == 6 and all(math.isfinite(v) for r in rows for v in r.values() if isinstance(v, float))
+    layers = [m for m in tr.D.modules() if parametrize.is_parametrized(m, "weight")]
+    assert layers
+    for m in layers:
+        assert m.parametrizations.weight[0]._u.dtype == torch.float32
+        with torch.no_grad():
+            plain = m.weight
+            with torch.autocast(device_type=tr.device.type, dtype=tr.precision):
+                cast = m.weight
+        assert cast.dtype == torch.float32 and torch.equal(cast, plain)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
