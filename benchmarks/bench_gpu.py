@@ -423,16 +423,14 @@ def bench_ops(device: torch.device, batch: int, reg_batch: int, chunk: int, case
     """Kernels and host reads per step (benchmarks/op_count.py), which do not depend on the clock: the
     bare loop (Adam ``foreach``, CUDA's default) vs normgan's ``train_step`` at the default
     architecture and ``batch``, and each of ``cases`` (regularizers section keys) vs no term at
-    ``reg_batch`` (D without normalization, as the regularizers section). normgan's counts are the mean over ``chunk`` steps
-    that start at a multiple of ``chunk`` (one lazy phase of R1/16 per 16 steps)."""
+    ``reg_batch`` (D without normalization, as the regularizers section). normgan's counts are the
+    mean over steps 1 … ``chunk`` (step 0, which makes the optimizer state, is not counted; 16 steps
+    hold one lazy phase of R1/16)."""
     name = device_name(device)
 
     def trainer_counts(cfg, tmp) -> dict:
         tr = Trainer(cfg, runs_dir=tmp, progress=False)
         step = iter(range(10**9))
-        tr.train_step(next(step))  # lazily made state (optimizer moments) is not counted
-        for _ in range(chunk - 1):
-            next(step)
         return op_count.count(lambda: tr.train_step(next(step)), repeats=chunk)
 
     out: dict = {}
