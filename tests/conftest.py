@@ -10,6 +10,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n N: N test processes share the cores, so each (and every command a test starts) uses
     # one torch thread; several OpenMP threads per process on shared cores run many times slower
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)  # in case a plugin imported torch before this file set the variable
 
 TINY = [
     "train.steps=6",

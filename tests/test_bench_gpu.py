@@ -197,3 +197,32 @@ def test_ops_section_counts_steps_and_normgan_reads_the_device_once_per_step(mon
     assert regs["none"]["launch_bound_ratio"] == 1.0 and regs["none"]["host_reads"] == 1.0
     assert regs["spectral_d"]["kernels"] > regs["none"]["kernels"] and regs["spectral_d"]["host_reads"] == 1.0
     assert regs["spectral_d"]["launch_bound_ratio"] == pytest.approx(regs["none"]["kernels"] / regs["spectral_d"]["kernels"], abs=1e-3)
+
+
+def test_steady_images_per_s_is_the_images_over_the_time_of_the_logged_intervals_after_the_first(tmp_path):
+    """Closed form: rows at steps 10, 20, 40 with 100 and 200 img/s over the last two intervals →
+    30 steps' images in 10/100 + 20/200 = 0.2 step-seconds: 150 img/s; one row gives none."""
+    bench_gpu = _bench_module("bench_gpu")
+    rows = [{"step": 10, "images_per_s": 5.0}, {"step": 15, "eval/fid": 1.0}, {"step": 20, "images_per_s": 100.0},
+            {"step": 40, "images_per_s": 200.0}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert bench_gpu.steady_images_per_s(path) == pytest.approx(150.0)
+    path.write_text(json.dumps(rows[0]) + "\n")
+    assert bench_gpu.steady_images_per_s(path) is None
+
+
+def test_overhead_section_reports_the_steady_ratio_when_the_run_logs_twice(monkeypatch, tmp_path):
+    """105 timed steps logged every 50: the steady figure exists and ratio_steady is its quotient."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    bench_gpu = _bench_module("bench_gpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fig = bench_gpu.bench_overhead(torch.device("cpu"), [8], steps=105, warmup=1, repeats=1, progress=False)["8"]
+    finally:
+        torch.set_num_threads(threads)
+    assert positive_finite(fig["normgan_steady"]) and positive_finite(fig["ratio_steady"])
+    assert fig["ratio_steady"] == pytest.approx(fig["normgan_steady"] / fig["bare"], rel=0.01)

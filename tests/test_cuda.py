@@ -62,12 +62,20 @@ def test_spectral_norm_keeps_sigma_in_fp32_under_autocast(precision, tmp_path):
     layers = [m for m in tr.D.modules() if parametrize.is_parametrized(m, "weight")]
     assert layers
     for m in layers:
-        assert m.parametrizations.weight[0]._u.dtype == torch.float32
-        with torch.no_grad():
+        sn = m.parametrizations.weight[0]
+        assert sn._u.dtype == torch.float32
+        with torch.no_grad():  # D as a function (G step, evaluation): σ = uᵀ W v
             plain = m.weight
             with torch.autocast(device_type=tr.device.type, dtype=tr.precision):
                 cast = m.weight
         assert cast.dtype == torch.float32 and torch.equal(cast, plain)
+        u0, v0 = sn._u.clone(), sn._v.clone()  # a D step (power iteration), with and without autocast
+        with torch.autocast(device_type=tr.device.type, dtype=tr.precision):
+            cast, u_cast = m.weight.detach(), sn._u.clone()
+        sn._u.copy_(u0)
+        sn._v.copy_(v0)
+        plain = m.weight.detach()
+        assert cast.dtype == torch.float32 and torch.equal(cast, plain) and torch.equal(u_cast, sn._u)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -76,13 +76,13 @@ class SpectralNorm(_SpectralNorm):
         if weight.ndim == 1:
             return super().forward(weight)
         w_mat = self._reshape_weight_to_matrix(weight)
-        train = torch.is_grad_enabled() and weight.requires_grad
+        trained = torch.is_grad_enabled() and weight.requires_grad  # a D step, not D as G's critic
         with torch.autocast(device_type=weight.device.type, enabled=False):  # σ in the weight's precision
-            if self.training and train:
+            if self.training and trained:
                 sigma = power_iteration_(w_mat, self._u, self._v, iterations=self.n_power_iterations, eps=self.eps)
             else:
                 sigma = spectral_sigma(w_mat, self._u, self._v)
-            if not train:
+            if not trained:
                 return weight / sigma
             # u vᵀ is W's matrix (dim first, the rest flattened): laid out as W again
             shape = [weight.shape[self.dim], *(n for d, n in enumerate(weight.shape) if d != self.dim)]
