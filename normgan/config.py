@@ -10,6 +10,7 @@ semantic checks (ranges, known names) so that everything is validated before the
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -159,19 +160,92 @@ def _one_line(exc: OmegaConfBaseException) -> str:
     return msg
 
 
-def _read_yaml(path: Path) -> Dict[str, Any]:
+class _Loader(yaml.SafeLoader):
+    """The one YAML loader of normgan (config files, study files, run folders' config.yaml, override
+    values): YAML's safe loader, except that a key written twice is an error (the second ``data:``
+    would silently replace the first), aliases (``*name``) are refused (a few hundred bytes of
+    nested aliases expand to billions of nodes), ``1e-4`` is a float as in OmegaConf's overrides,
+    and dates stay strings."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} (YAML anchors and aliases are not "
+                                              "supported; write the values out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # an unhashable key: the safe constructor reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first at line {seen[key] + 1}); "
+                                                        "keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+                                   for k, v in _Loader.yaml_implicit_resolvers.items()}
+
+
+def load_yaml(text: str, *, source: str) -> Any:
+    """Parse YAML ``text`` with normgan's loader (see :class:`_Loader`); a syntax error, a duplicate
+    key or an alias raises a one-line :class:`ConfigError` naming ``source`` and the line."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read config file '{path}': {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file '{path}' is not a text (UTF-8 YAML) file; give a YAML config") from None
-    try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file '{path}' is not valid YAML{where}; fix its syntax") from None
+        problem = getattr(e, "problem", None)
+        if problem and ("duplicate key" in problem or problem.startswith("alias *")):
+            raise ConfigError(f"{source}{where}: {problem}") from None
+        raise ConfigError(f"{source} is not valid YAML{where}; fix its syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{source} is nested too deeply; fix its syntax") from None
+
+
+def read_yaml_file(path: str | Path, *, what: str = "config file") -> Any:
+    """The YAML document in ``path`` (None when empty); one-line ConfigErrors for unreadable files."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} '{path}': {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} '{path}' is not a text (UTF-8 YAML) file; give a YAML file") from None
+    return load_yaml(text, source=f"{what} '{path}'")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` as (key, value): the one parser of command-line overrides (train, search, study).
+
+    The value is read as YAML (``5``, ``1e-4``, ``true``, ``null``, ``[0.5, 0.9]``, ``{term: weights}``)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key=value (e.g. train.steps=500)")
+    key, value = item.split("=", 1)
+    key = key.strip().lstrip("+")
+    if not key:
+        raise ConfigError(f"override '{item}' has no key; write key=value")
+    if any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{item}': key '{key}' has an empty part; write dotted names like train.steps")
+    return key, load_yaml(value, source=f"override '{item}'")
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    data = read_yaml_file(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -203,27 +277,25 @@ def load_config(path: str | Path | None = None, *, overrides: List[str] | None =
         layers.append(base)
     if path is not None:
         layers.append(_read_yaml(resolve_config_path(path)))
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key=value (e.g. train.steps=500)")
-        key = item.split("=", 1)[0].lstrip("+")
-        if not key:
-            raise ConfigError(f"override '{item}' has no key; write key=value")
+    parsed = [(item, *parse_override(item)) for item in overrides or []]
     try:
         merged = schema
         for layer in layers:
             _check_sections(layer)
+            _check_shapes(layer, merged)
             merged = OmegaConf.merge(merged, OmegaConf.create(layer))
-        for item in (o.lstrip("+") for o in overrides or []):
-            key, value = item.split("=", 1)
-            node = OmegaConf.select(merged, key, default=None) if value.strip() == "{}" else None
+        for item, key, value in parsed:
+            node = OmegaConf.select(merged, key, default=None) if value == {} else None
             if node is not None and OmegaConf.get_type(node) is dict:
                 # merging {} would keep a free mapping's keys; `regularizers={}` means "no terms"
                 OmegaConf.update(merged, key, {}, merge=False)
                 continue
-            extra = OmegaConf.from_dotlist([item])
-            _check_sections(OmegaConf.to_container(extra))
-            merged = OmegaConf.merge(merged, extra)
+            extra: Any = value
+            for part in reversed(key.split(".")):
+                extra = {part: extra}
+            _check_sections(extra)
+            _check_shapes(extra, merged)
+            merged = OmegaConf.merge(merged, OmegaConf.create(extra))
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(_explain(e)) from None
@@ -253,6 +325,30 @@ def _check_sections(layer: Any) -> None:
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of names, got a {type(value).__name__} ({str(value)[:40]}); "
                               f"write it as {example}")
+
+
+def _check_shapes(layer: Any, node: Any, prefix: str = "") -> None:
+    """One-line errors, before OmegaConf merges ``layer`` into ``node``, where the two disagree in
+    shape: a non-string key, a mapping where the schema has a list (``optim.g.betas.5=1``), or a
+    value that is not a mapping where the schema has a section (``model.generator=3``)."""
+    from omegaconf import DictConfig, ListConfig
+
+    if not isinstance(layer, dict):
+        return
+    for k, v in layer.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"{prefix}{k!r}: config keys are names, not {type(k).__name__}s; "
+                              f"check the key (normgan train --dry-run prints every key)")
+        child = node.get(k) if isinstance(node, DictConfig) and k in node else None
+        if isinstance(child, ListConfig) and isinstance(v, dict):
+            whole = list(child)
+            raise ConfigError(f"{prefix}{k} is a list {whole}, not a mapping of keys (an index such as {prefix}{k}.0 "
+                              f"cannot be set); set the whole list, e.g. {prefix}{k}=[{','.join(map(str, whole))}]")
+        if isinstance(child, DictConfig) and v is not None and not isinstance(v, dict):
+            raise ConfigError(f"{prefix}{k}: expected a mapping of keys, got a {type(v).__name__} ({str(v)[:40]}); "
+                              f"write it as {prefix}{k}: {{key: value}}")
+        if isinstance(v, dict) and isinstance(child, DictConfig):
+            _check_shapes(v, child, f"{prefix}{k}.")
 
 
 def _explain(e: OmegaConfBaseException) -> str:

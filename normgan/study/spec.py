@@ -25,12 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import yaml
-
-from normgan.config import load_config, resolve_config_path, to_dict
+from normgan.config import load_config, parse_override, read_yaml_file, resolve_config_path, to_dict
 from normgan.errors import ConfigError, UserError
 from normgan.metric_info import metric_direction, task_scores
-from normgan.search.space import ABSENT, FREE_SECTIONS, TERM_PRESETS, apply_values, check_key, scalar, Param
+from normgan.search.space import ABSENT, FREE_SECTIONS, TERM_PRESETS, apply_values, check_key, Param
 
 #: top-level keys of a study file
 KEYS = ("title", "description", "config", "overrides", "seeds", "metric", "threshold", "measures", "variants")
@@ -157,14 +155,7 @@ def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optio
     replace the file's for a smaller or larger version of a shipped study."""
     path = find_study(name_or_path)
     where = str(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UserError(f"{where} is not valid YAML{line}; fix the file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read study file {where}: {getattr(e, 'strerror', None) or e}") from None
+    doc = read_yaml_file(path, what="study file")  # duplicate keys and aliases are one-line errors
     if not isinstance(doc, dict):
         raise UserError(f"{where}: a study file is a mapping with keys {', '.join(KEYS)}")
     unknown = [k for k in doc if k not in KEYS]
@@ -181,10 +172,8 @@ def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optio
     file_over = _flat_overrides(doc.get("overrides"), what=f"{where}: overrides")
     cli_over: Dict[str, Any] = {}
     for o in overrides:
-        if "=" not in o:
-            raise UserError(f"override {o!r} must look like key=value (e.g. train.steps=500)")
-        k, v = o.split("=", 1)
-        cli_over[k.strip()] = scalar(v)
+        k, v = parse_override(o)  # the parser of `normgan train` overrides
+        cli_over[k] = v
     try:
         cfg = load_config(cfg_path)
     except ConfigError as e:

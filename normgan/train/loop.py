@@ -77,6 +77,19 @@ def check_resume_overrides(saved, new) -> None:
                           "may change on resume; start a new run for anything else")
 
 
+def check_same_run(folder_cfg, ckpt_cfg, *, ckpt_path, cfg_file) -> None:
+    """A one-line UserError when the checkpoint was written by another config than the run folder's
+    (a ``last.pt`` copied from another run): the keys that differ, outside :data:`RESUMABLE_KEYS`."""
+    a, b = flatten(to_dict(folder_cfg)), flatten(to_dict(ckpt_cfg))
+    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+            and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)]
+    if diff:
+        shown = ", ".join(f"{k} ({a.get(k)!r} in config.yaml, {b.get(k)!r} in the checkpoint)" for k in diff[:3])
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        raise UserError(f"checkpoint '{ckpt_path}' was written by another config than '{cfg_file}': {shown}{more}; "
+                        "resume with the run's own checkpoint, or start a new run; nothing was written")
+
+
 def lazy_adam_correction(lr: float, betas, every: int) -> tuple[float, tuple[float, float]]:
     """StyleGAN2's correction for a lazy phase every k steps: c = k/(k+1), lr·c, β^c (k = 1: none)."""
     if every <= 1:
@@ -190,20 +203,23 @@ class Trainer:
         change is refused. A run stopped before its first checkpoint (config.yaml but no last.pt)
         starts again from step 0 with its saved config.
         """
-        import yaml
-
-        from normgan.config import load_config
+        from normgan.config import load_config, read_yaml_file
 
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise UserError(f"run folder '{run_dir}' does not exist; give a folder made by 'normgan train' (see --runs-dir)")
         cfg_file = run_dir / "config.yaml"
-        if not (run_dir / "checkpoints" / "last.pt").is_file() and cfg_file.is_file():
+
+        def read_saved():
             try:
-                saved = yaml.safe_load(cfg_file.read_text())
-            except (yaml.YAMLError, UnicodeDecodeError):
-                saved = None
-            if not isinstance(saved, dict):
+                saved = read_yaml_file(cfg_file, what="run config")
+            except ConfigError:
+                return None
+            return saved if isinstance(saved, dict) else None
+
+        if not (run_dir / "checkpoints" / "last.pt").is_file() and cfg_file.is_file():
+            saved = read_saved()
+            if saved is None:
                 raise UserError(f"run folder '{run_dir}' has no checkpoint and an unreadable config.yaml; start a new run")
             cfg = load_config(base=saved, overrides=overrides)
             check_resume_overrides(load_config(base=saved), cfg)
@@ -213,8 +229,16 @@ class Trainer:
         state = load_checkpoint(ckpt_path)
         require_keys(state, ("step", "generator", "discriminator", "generator_ema", "opt_g", "opt_d", "rng"), path=ckpt_path)
         saved = state.get("config")
+        folder_saved = read_saved() if cfg_file.is_file() else None
         if not isinstance(saved, dict):
-            saved = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else None
+            saved = folder_saved
+        elif folder_saved is not None:
+            try:
+                folder_cfg = load_config(base=folder_saved)
+            except ConfigError:  # a config.yaml that no longer loads: the checkpoint's own config decides
+                folder_cfg = None
+            if folder_cfg is not None:
+                check_same_run(folder_cfg, load_config(base=saved), ckpt_path=ckpt_path, cfg_file=cfg_file)
         if not isinstance(saved, dict):
             raise UserError(f"run folder '{run_dir}' has no config; it was not made by normgan train")
         cfg = load_config(base=saved, overrides=overrides)
