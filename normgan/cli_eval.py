@@ -7,7 +7,7 @@ one-line :class:`~normgan.errors.UserError` messages (exit code 2 in ``normgan.c
     normgan eval RUN [--n 5000] [--features domain|inception|pkg.mod:Class] [--metrics fid,kid,pr,is]
                      [--reference test|train] [--seed 0] [--device cpu] [--checkpoint last.pt] [--no-ema] [--json]
     normgan compare RUN [RUN ...] [--n 5000] [--features domain] [--out DIR] [...]
-    normgan diagnose RUN [--window 10] [--json]
+    normgan diagnose RUN [--window 10] [--json] [--skip-bad-lines]
 """
 
 from __future__ import annotations
@@ -49,17 +49,41 @@ def floor_text(res: dict) -> str:
     return text
 
 
-def format_eval(res: dict) -> str:
-    """The readable summary ``normgan eval`` prints."""
+def kid_text(res: dict) -> str:
+    """``KID m ± s (std over K subsets of M per set, …)``, or the one estimate without a spread
+    when the subsets could not differ; results written before the subset size was recorded say so
+    instead of printing their spread (subsets as large as N gave a meaningless ± 1e-16)."""
+    m, std, size, k = res.get("kid_mean"), res.get("kid_std"), res.get("kid_subset_size"), res.get("kid_subsets")
+    if size is None:
+        return (f"KID {_fmt(m)} (subset size not recorded: an evaluation saved by an older normgan; "
+                "re-evaluate for its spread)")
+    if std is None:
+        return f"KID {_fmt(m)} (one estimate on all {size} samples per set: too few for differing subsets, no spread)"
+    return (f"KID {_fmt(m)} ± {_fmt(std, '.2g')} (population std over {k} subsets of {size} samples per set, "
+            "drawn without replacement)")
+
+
+def format_eval(res: dict, *, metrics=None) -> str:
+    """The readable summary ``normgan eval`` prints.  ``metrics`` (the groups of ``--metrics`` when
+    given): only their lines are printed; class coverage and diversity (always computed) only when
+    ``metrics`` is None.  The JSON keeps everything."""
     lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} "
              f"({'EMA' if res.get('ema', True) else 'raw'} generator), reference: {res.get('reference')} split "
              f"({res.get('n_reference', '?')} images)"]
     feats, n = res.get("features"), res.get("n")
+    if metrics is not None:
+        from normgan.metric_info import RESULT_KEYS
+
+        keep = {k for m in metrics for k in RESULT_KEYS.get(m, ())}
+        res = {k: v for k, v in res.items()
+               if k in keep or not any(k in keys for keys in RESULT_KEYS.values())}
+        res.pop("class_coverage", None)
+        res.pop("diversity", None)
     if "fid" in res:
         lines.append(f"FID {_fmt(res['fid'], '.1f' if res['fid'] >= 10 else '.3g')} ({_sizes(res)}, features={feats}, "
                      f"{floor_text(res)})")
     if "kid_mean" in res:
-        lines.append(f"KID {_fmt(res['kid_mean'])} ± {_fmt(res['kid_std'], '.2g')}")
+        lines.append(kid_text(res))
     if "precision" in res:
         lines.append(f"precision {_fmt(res['precision'], '.3f')}, recall {_fmt(res['recall'], '.3f')} (k=3)")
     if "is_mean" in res:
@@ -79,10 +103,19 @@ def format_eval(res: dict) -> str:
     return "\n".join(lines)
 
 
+#: the paired splits ``normgan eval --split`` scores (the training split measures fit, not generalisation)
+EVAL_SPLITS = ("test", "val")
+
+
 def cmd_eval(args) -> int:
     from normgan.evaluation import check_eval_args, evaluate_run
     from normgan.evaluation_paired import evaluate_paired_run, format_paired, run_config
+    from normgan.metric_info import check_eval_memory
 
+    split = getattr(args, "split", None)
+    if split is not None and split not in EVAL_SPLITS:
+        why = (" (a score on the pairs G was trained on says nothing about generalisation)" if split == "train" else "")
+        raise UserError(f"--split: {split!r} is not a split normgan eval scores{why}; use test (the default) or val")
     if run_config(_path(args.run), getattr(args, "checkpoint", "last.pt")).paired:
         res = evaluate_paired_run(_path(args.run), split=getattr(args, "split", None) or "test", metrics=args.metrics,
                                   checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
@@ -92,10 +125,12 @@ def cmd_eval(args) -> int:
     if getattr(args, "split", None):
         raise UserError("--split is for paired runs (val or test); an unconditional run is scored against --reference test|train")
     metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics or "fid,kid,pr,is", reference=args.reference)
+    check_eval_memory(args.n, features=args.features, metrics=metrics)
     res = evaluate_run(_path(args.run), n=args.n, features=args.features, metrics=metrics, reference=args.reference,
                        checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
                        device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)))
-    print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False) else format_eval(res))
+    print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False)
+          else format_eval(res, metrics=metrics if args.metrics else None))
     return 0
 
 
@@ -103,11 +138,14 @@ def cmd_compare(args) -> int:
     from normgan.compare import compare_runs, format_table
     from normgan.evaluation import check_eval_args
 
+    from normgan.metric_info import check_eval_memory
+
     metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics or "fid,kid,pr,is", reference=args.reference)
+    check_eval_memory(args.n, features=args.features, metrics=metrics)
     table = compare_runs([_path(r) for r in args.runs], n=args.n, features=args.features, metrics=metrics,
                          reference=args.reference, checkpoint=getattr(args, "checkpoint", "last.pt"),
                          ema=not getattr(args, "no_ema", False), device=args.device or "cpu", seed=args.seed,
-                         cache_dir=_path(getattr(args, "cache_dir", None)), out=_path(args.out))
+                         cache_dir=_path(getattr(args, "cache_dir", None)), out=_path(args.out), progress=True)
     print(f"N={table['n']} samples per run, features={table['features']}, reference={table['reference']} split; "
           "mean ± std (ddof=1) over the seeds of each group (one config, one checkpoint step, distinct seeds)")
     floors = {(r.get("fid_floor_n"), r.get("n_reference"), r.get("reference")) for r in table["runs"].values()
@@ -128,7 +166,14 @@ def cmd_diagnose(args) -> int:
 
     if getattr(args, "window", 10) < 2:
         raise UserError(f"--window: {args.window} is too small; use at least 2 logged rows")
-    s = summarize_run(_path(args.run), window=getattr(args, "window", 10))
+    s = summarize_run(_path(args.run), window=getattr(args, "window", 10), skip_bad=getattr(args, "skip_bad_lines", False))
+    bad = s.get("skipped_lines") or []
+    if bad:
+        import sys
+
+        print(f"normgan: warning: skipped {len(bad)} damaged line{'s' if len(bad) != 1 else ''} of "
+              f"'{_path(args.run)}/metrics.jsonl' (line {', '.join(str(b['line']) for b in bad[:8])}"
+              f"{' …' if len(bad) > 8 else ''}: {bad[0]['reason']})", file=sys.stderr)
     print(json.dumps(s, indent=2, sort_keys=True) if getattr(args, "json", False) else format_summary(s))
     return 0
 
@@ -166,4 +211,6 @@ def add_eval_parsers(subparsers) -> None:
     p.add_argument("run", help="run folder")
     p.add_argument("--window", type=int, default=10, help="rolling window of logged rows for the loss variance (default 10)")
     p.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
+    p.add_argument("--skip-bad-lines", action="store_true", help="leave out damaged lines of metrics.jsonl (not JSON, "
+                   "not UTF-8, no integer step) with one warning, instead of refusing")
     p.set_defaults(func=cmd_diagnose)

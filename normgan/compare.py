@@ -17,10 +17,14 @@ run).  Groups are labelled by what tells them apart (:func:`group_labels`).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import sys
+import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import yaml
@@ -165,25 +169,41 @@ def aggregate(values: Sequence[Optional[float]]) -> tuple[Optional[float], Optio
 
 def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", metrics: Sequence[str] = METRIC_NAMES,
                  reference: str = "test", checkpoint: str = "last.pt", ema: bool = True, device="cpu", seed: int = 0,
-                 cache_dir=None, out=None, reuse: bool = True) -> dict:
+                 cache_dir=None, out=None, reuse: bool = True, progress=False) -> dict:
     """Evaluate every run at the same ``n`` and aggregate by seed group.
 
     Returns ``{"groups": rows, "runs": per-run results, "n", "features", "reference"}`` where each
     row is ``{"group", "runs", "seeds", "n_runs", "step", "steps", "<key>_mean", "<key>_std", "values":
     {key: [per-run]}}`` for the keys of :data:`COLUMNS`.  With ``out``, writes ``out/compare.md``
-    and ``out/compare.json``.
+    and ``out/compare.json`` (atomically, together: a failed write leaves the previous ones).
+
+    The same run folder given twice (the same resolved path) is a :class:`UserError`: it would
+    count as two seeds.  ``progress``: True prints one ``compare: …`` line per stage on stderr
+    (reading the runs, evaluating run i/N, writing the outputs); a callable gets those lines.
     """
     metrics = check_eval_args(n=n, features=features, metrics=metrics, reference=reference)
+    say = _progress(progress)
     if not runs:
         raise UserError("compare needs at least one run folder")
+    seen: dict = {}
     for r in runs:
         if not Path(r).is_dir():
             raise UserError(f"run folder '{r}' does not exist; give folders made by 'normgan train'")
+        key = Path(r).resolve()
+        if key in seen:
+            same = f"'{r}'" if str(seen[key]) == str(r) else f"'{seen[key]}' and '{r}'"
+            raise UserError(f"run folder {same} given twice ({key}): one run would count as two seeds; "
+                            "give each run once")
+        seen[key] = r
+    say(f"reading {len(runs)} run folder{'s' if len(runs) != 1 else ''} (config.yaml, checkpoint step)")
     groups = group_runs(runs, checkpoint=checkpoint)  # fail on bad configs/checkpoints before any evaluation
     per_run = {}
-    for r in runs:
+    for i, r in enumerate(runs, 1):
+        say(f"evaluating run {i}/{len(runs)}: {r} (N={n}, features={features})")
         res = evaluate_run(r, n=n, features=features, metrics=metrics, reference=reference, checkpoint=checkpoint,
                            ema=ema, device=device, seed=seed, cache_dir=cache_dir, reuse=reuse)
+        if res.get("reused"):
+            say(f"  reused {res.get('path', 'its saved evaluation')}")
         per_run[str(r)] = res
     rows = []
     for g in groups:
@@ -201,17 +221,57 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
              "metrics": list(metrics)}
     if out is not None:
         out = Path(out)
+        say(f"writing {out / 'compare.json'} and compare.md")
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create output folder '{out}': {e.strerror}; choose another --out") from None
-        (out / "compare.json").write_text(json.dumps(table, indent=2, sort_keys=True, default=str) + "\n")
         header = (f"# normgan compare\n\nN={n} generated samples per run, features={features}, "
                   f"reference={reference} split, seed={seed}; mean ± std (ddof=1) over the seeds of each group "
                   "(runs of one config at one checkpoint step, distinct seeds).\n\n")
-        (out / "compare.md").write_text(header + format_markdown(rows) + "\n")
+        _write_together(out, {"compare.json": json.dumps(table, indent=2, sort_keys=True, default=str) + "\n",
+                              "compare.md": header + format_markdown(rows) + "\n"})
         table["out"] = str(out)
     return table
+
+
+def _progress(progress) -> Callable[[str], None]:
+    """``progress``: False (silent), True (``compare: …`` lines on stderr) or a callable taking a line."""
+    if callable(progress):
+        return progress
+    if not progress:
+        return lambda line: None
+    return lambda line: print(f"compare: {line}", file=sys.stderr, flush=True)
+
+
+def _write_together(folder: Path, files: dict) -> None:
+    """Write every ``{name: text}`` into ``folder`` atomically and together: each goes to a temp
+    file first and only when all are written (and fsynced) are they renamed into place, so a full
+    disk or a read-only folder leaves the previous compare.json and compare.md as they were.  An
+    OSError becomes a one-line :class:`UserError` naming the file and the fix."""
+    tmps: dict = {}
+    try:
+        for name, text in files.items():
+            target = folder / name
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            tmps[name] = tmp
+            with os.fdopen(fd, "wb") as f:
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+        for name, tmp in tmps.items():
+            target = folder / name
+            os.replace(tmp, target)
+    except OSError as e:
+        for tmp in tmps.values():
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        why = e.strerror or str(e)
+        fix = "free some space" if e.errno == errno.ENOSPC else "make it writable"
+        raise UserError(f"cannot write '{target}': {why}; {fix} or choose another --out (the previous "
+                        f"{' and '.join(files)} in '{folder}', if any, are unchanged)") from None
 
 
 def _cell(row: dict, key: str) -> str:

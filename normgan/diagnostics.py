@@ -60,6 +60,9 @@ __all__ = [
     "summarize_rows",
     "summarize_run",
     "format_summary",
+    "read_rows",
+    "eval_file_results",
+    "pick_eval_series",
 ]
 
 SATURATION = 0.99
@@ -273,45 +276,188 @@ def summarize_rows(rows: Sequence[dict], *, window: int = 10, eval_key: str = "e
     }
 
 
-def _eval_file_rows(run: Path) -> list[dict]:
-    """Rows ``{"step", "eval/<key>": ...}`` from ``run/eval/*.json`` (first file per step)."""
-    rows: dict = {}
-    for p in sorted((run / "eval").glob("eval-step*.json")):
+#: the options that tell evaluation files of one step apart (the suffixes of their file names)
+EVAL_OPTIONS = ("task", "features", "n", "reference", "split", "seed", "ema")
+
+
+def eval_file_results(run) -> dict:
+    """Every ``run/eval/eval-step*.json``: ``{"files": [{"file", "step", "options", "values"}],
+    "unreadable": [names]}`` sorted by step then name.  ``options``: the :data:`EVAL_OPTIONS`
+    found in the file (``reference`` for unconditional runs, ``split`` for paired ones);
+    ``values``: its numeric entries (booleans excluded)."""
+    files, bad = [], []
+    for p in sorted(Path(run, "eval").glob("eval-step*.json")):
         try:
-            res = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+            res = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            bad.append(p.name)
             continue
-        step = res.get("step")
-        if not isinstance(step, int) or step in rows:
+        step = res.get("step") if isinstance(res, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            bad.append(p.name)
             continue
-        rows[step] = {"step": step, **{f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}}
-    return [rows[s] for s in sorted(rows)]
+        options = {k: res[k] for k in EVAL_OPTIONS if k in res}
+        values = {k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        files.append({"file": p.name, "step": step, "options": options, "values": values})
+    files.sort(key=lambda f: (f["step"], f["file"]))
+    return {"files": files, "unreadable": bad}
 
 
-def summarize_run(run, *, window: int = 10, pixels: bool = True) -> dict:
-    """:func:`summarize_rows` over ``run/metrics.jsonl``.  When the log has no ``eval/*`` rows, the
-    run's ``eval/*.json`` files (from ``normgan eval``) stand in for convergence and mode collapse.
+def options_label(options: dict) -> str:
+    """``features=domain, n=100, reference=test, seed=0, EMA`` from a file's ``options``."""
+    parts = [f"{k}={options[k]}" for k in ("features", "n", "reference", "split", "seed") if k in options]
+    if "ema" in options:
+        parts.append("EMA" if options["ema"] else "raw generator")
+    return ", ".join(parts) or "no options recorded"
+
+
+def pick_eval_series(files: Sequence[dict]) -> Optional[dict]:
+    """The evaluation files :func:`summarize_run` reasons from, chosen explicitly.
+
+    Files are grouped by their options (one series per features/n/reference/split/seed/EMA); the
+    series with the most distinct steps is used, ties broken by the largest ``n``, then by the
+    default options (test reference, seed 0, EMA), then by the label.  Within the series, one
+    file per step (the first by name; another at the same step goes to ``ignored``).
+
+    Returns ``{"label", "rows": [{"step", "eval/<key>": v}], "files": [names used],
+    "ignored": [names of the other files]}``, or None without files."""
+    if not files:
+        return None
+    groups: dict = {}
+    for f in files:
+        groups.setdefault(json.dumps(f["options"], sort_keys=True, default=str), []).append(f)
+
+    def rank(item):
+        _, fs = item
+        o = fs[0]["options"]
+        n = o.get("n") if isinstance(o.get("n"), (int, float)) and not isinstance(o.get("n"), bool) else -1
+        default = int(o.get("reference", "test") == "test") + int(o.get("seed", 0) == 0) + int(bool(o.get("ema", True)))
+        return (-len({f["step"] for f in fs}), -n, -default, options_label(o))
+
+    key, chosen = min(groups.items(), key=rank)
+    rows, used, ignored = {}, [], []
+    for f in chosen:
+        if f["step"] in rows:
+            ignored.append(f["file"])
+            continue
+        rows[f["step"]] = {"step": f["step"], **{f"eval/{k}": v for k, v in f["values"].items() if k != "step"}}
+        used.append(f["file"])
+    ignored += [f["file"] for k, fs in groups.items() if k != key for f in fs]
+    return {"label": options_label(chosen[0]["options"]), "rows": [rows[s] for s in sorted(rows)], "files": used,
+            "ignored": sorted(ignored)}
+
+
+def _eval_file_rows(run: Path) -> list[dict]:
+    """Rows ``{"step", "eval/<key>": ...}`` of the series :func:`pick_eval_series` chooses among
+    ``run/eval/*.json`` (empty without files)."""
+    pick = pick_eval_series(eval_file_results(run)["files"])
+    return pick["rows"] if pick else []
+
+
+def _parse_line(raw: bytes, *, last: bool) -> Optional[tuple]:
+    """``(row, None)`` for a good line, ``(None, reason)`` for a damaged one, None for a torn last line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"is not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        if last:
+            return None  # the half-written last line of a killed run: not damage
+        return None, "is not valid JSON"
+    if not isinstance(obj, dict):
+        kind = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(obj), "null")
+        return None, f"is a JSON {kind}, not an object of logged values"
+    if "step" not in obj:
+        return None, "has no step"
+    step = obj["step"]
+    if isinstance(step, float) and math.isfinite(step) and step == int(step):
+        step = int(step)
+    if not isinstance(step, int) or isinstance(step, bool):
+        return None, f"has a non-integer step {json.dumps(obj['step'])[:40]}"
+    return {**obj, "step": step}, None
+
+
+def read_rows(path, *, skip_bad: bool = False) -> tuple[list[dict], list[tuple[int, str]]]:
+    """The rows of a ``metrics.jsonl``: ``(rows, bad)`` with ``bad`` the ``(line number, reason)``
+    of every damaged line (not UTF-8, not JSON, not an object, no integer step).
+
+    A half-written last line (no trailing newline: a killed run) is dropped silently, as the
+    training loop does.  Damaged lines raise a one-line :class:`UserError` naming the file, the
+    first bad line and the fix, unless ``skip_bad`` (they are then left out and returned in
+    ``bad``); an unreadable file (permissions, a folder in its place) raises one as well."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise UserError(f"'{path}' is not a file (a folder or a device is in its place); restore the run's "
+                        "metrics.jsonl (normgan train writes it)")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f"cannot read '{path}': {e.strerror or e}; make it readable (chmod u+r) or restore it") from None
+    lines = data.split(b"\n")
+    torn_ok = not data.endswith(b"\n")
+    rows, bad = [], []
+    for i, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        got = _parse_line(raw, last=torn_ok and i == len(lines))
+        if got is None:
+            continue
+        row, why = got
+        if why is None:
+            rows.append(row)
+        else:
+            bad.append((i, why))
+    if bad and not skip_bad:
+        i, why = bad[0]
+        more = (f" ({len(bad)} damaged lines in all: {', '.join(str(b[0]) for b in bad[:8])}{' …' if len(bad) > 8 else ''})"
+                if len(bad) > 1 else "")
+        raise UserError(f"'{path}' line {i} {why}{more}; repair or delete the damaged line{'s' if len(bad) > 1 else ''}, "
+                        "or pass --skip-bad-lines to diagnose the other rows")
+    return rows, bad
+
+
+def summarize_run(run, *, window: int = 10, pixels: bool = True, skip_bad: bool = False) -> dict:
+    """:func:`summarize_rows` over ``run/metrics.jsonl`` (read by :func:`read_rows`: damaged lines
+    are a one-line :class:`UserError` unless ``skip_bad``; they are then listed in
+    ``skipped_lines``).  A log without a readable row is a :class:`UserError` ("nothing logged
+    yet"), never a healthy verdict.  When the log has no ``eval/*`` rows, one series of the run's
+    ``eval/*.json`` files (from ``normgan eval``; :func:`pick_eval_series` says which, in
+    ``eval_files``) stands in for convergence and mode collapse.
     With ``pixels`` and a ``checkpoints/last.pt``, :func:`pixel_diversity` is added
     (``pixel_diversity``) and joins the mode-collapse verdict (``mode_collapse.suspected`` is
     true when either the eval indicators or the pixel diversity ratio raise it)."""
-    from normgan.train.logger import read_metrics
-
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"run folder '{run}' does not exist; give a folder made by 'normgan train'")
     path = run / "metrics.jsonl"
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"run folder '{run}' has no metrics.jsonl; give a folder made by 'normgan train'")
-    rows = read_metrics(path)
+    rows, bad = read_rows(path, skip_bad=skip_bad)
+    if not rows:
+        what = f"{len(bad)} damaged line{'s' if len(bad) != 1 else ''} and no readable row" if bad else "no logged rows"
+        raise UserError(f"'{path}' has {what}: nothing logged yet (the run has not reached its first train.log_every "
+                        "step), so there is nothing to diagnose; diagnose it once training has logged")
+    found = eval_file_results(run)
+    pick = None
     if not any(k.startswith("eval/") for r in rows for k in r):
-        extra = _eval_file_rows(run)
-        eval_source = "eval/*.json" if extra else None
+        pick = pick_eval_series(found["files"])
+        eval_source = "eval/*.json" if pick else None
     else:
-        extra, eval_source = [], "metrics.jsonl"
+        eval_source = "metrics.jsonl"
     out = summarize_rows(rows, window=window)
-    if extra:
-        out["convergence"] = convergence_step(extra)
-        out["mode_collapse"] = mode_collapse(extra)
+    out["skipped_lines"] = [{"line": i, "reason": why} for i, why in bad]
+    out["eval_files"] = None
+    if pick:
+        out["convergence"] = convergence_step(pick["rows"])
+        out["mode_collapse"] = mode_collapse(pick["rows"])
+        out["eval_files"] = {"used": pick["label"], "files": pick["files"], "ignored": pick["ignored"],
+                             "unreadable": found["unreadable"]}
+    elif found["files"] or found["unreadable"]:
+        out["eval_files"] = {"used": None, "files": [], "ignored": [f["file"] for f in found["files"]],
+                             "unreadable": found["unreadable"]}
     out["pixel_diversity"] = None
     if pixels and (run / "checkpoints" / "last.pt").is_file():
         try:
@@ -337,6 +483,24 @@ def format_summary(s: dict) -> str:
     """A readable multi-line report of :func:`summarize_run`'s dict."""
     lines = [f"run {s.get('run', '?')}: {s['rows']} logged rows, steps {s['first_step']}..{s['last_step']}"
              + (f", {s['nonfinite_values']} non-finite values" if s["nonfinite_values"] else "")]
+    skipped = s.get("skipped_lines") or []
+    if skipped:
+        lines.append(f"  skipped {len(skipped)} damaged line{'s' if len(skipped) != 1 else ''} of metrics.jsonl "
+                     f"(line {', '.join(str(b['line']) for b in skipped[:8])}{' …' if len(skipped) > 8 else ''}: "
+                     f"{skipped[0]['reason']}{' …' if len(skipped) > 1 else ''})")
+    ef = s.get("eval_files")
+    if ef and ef.get("used"):
+        text = (f"  evaluations: {len(ef['files'])} eval/*.json file{'s' if len(ef['files']) != 1 else ''} of one series "
+                f"({ef['used']})")
+        if ef["ignored"]:
+            text += (f"; not used: {len(ef['ignored'])} with other options ({', '.join(ef['ignored'][:4])}"
+                     f"{' …' if len(ef['ignored']) > 4 else ''})")
+        lines.append(text)
+    elif ef and ef.get("ignored"):
+        lines.append(f"  evaluations: from metrics.jsonl; {len(ef['ignored'])} eval/*.json file"
+                     f"{'s' if len(ef['ignored']) != 1 else ''} of normgan eval not used")
+    if ef and ef.get("unreadable"):
+        lines.append(f"  unreadable evaluation files skipped: {', '.join(ef['unreadable'][:4])}")
     for k, lv in s["loss_variance"].items():
         lines.append(f"  {k} variance (window {lv['window']}): mean {_f(lv['mean'])}, max {_f(lv['max'])}" if lv
                      else f"  {k} variance: n/a (fewer rows than the window)")

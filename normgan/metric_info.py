@@ -37,6 +37,9 @@ __all__ = [
     "is_better",
     "check_eval_args",
     "check_best_metric",
+    "eval_memory_bytes",
+    "check_eval_memory",
+    "available_memory",
 ]
 
 #: metric groups accepted by ``--metrics`` / ``eval.metrics``
@@ -51,7 +54,7 @@ PR_K = 3
 #: result keys of each metric group
 RESULT_KEYS = {
     "fid": ("fid", "fid_floor", "fid_floor_n"),
-    "kid": ("kid_mean", "kid_std"),
+    "kid": ("kid_mean", "kid_std", "kid_subset_size", "kid_subsets"),
     "pr": ("precision", "recall"),
     "is": ("is_mean", "is_std"),
 }
@@ -139,6 +142,64 @@ def check_eval_args(*, n=None, features=None, metrics=None, reference=None, pair
     if reference is not None and reference not in REFERENCES:
         raise UserError(f"--reference: unknown split {reference!r}; use test (held-out, the default) or train")
     return metrics
+
+
+#: per-sample feature (and logit) sizes of the built-in extractors, for :func:`eval_memory_bytes`;
+#: an import-path extractor is counted as the smallest (domain) size, so its estimate is a lower bound
+FEATURE_SIZES = {"domain": (128, 10), "inception": (2048, 1008)}
+
+
+def eval_memory_bytes(n: int, features: str = "domain", metrics=METRIC_NAMES) -> int:
+    """Bytes an evaluation of ``n`` generated samples holds at once, at least: their float64
+    features (plus logits for IS), twice while the batches are concatenated.  The real side is
+    bounded by the reference split and left out; images are made in batches and not kept."""
+    d, logits = FEATURE_SIZES.get(features, FEATURE_SIZES["domain"])
+    per = d + (logits if "is" in _metric_tuple(metrics) else 0)
+    return 2 * int(n) * per * 8
+
+
+def available_memory() -> Optional[int]:
+    """Memory available to a new allocation in bytes: ``MemAvailable`` of /proc/meminfo (free
+    plus reclaimable cache), else free pages from ``os.sysconf``; None where neither is known."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        pages, size = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return pages * size if pages > 0 and size > 0 else None
+
+
+def _size(b: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if b < 1024 or unit == "PiB":
+            return f"{b:.3g} {unit}"
+        b /= 1024
+    return f"{b:.3g} PiB"
+
+
+def check_eval_memory(n: int, *, features: str = "domain", metrics=METRIC_NAMES, available: Optional[int] = None,
+                      option: str = "--n") -> None:
+    """A one-line :class:`UserError` when :func:`eval_memory_bytes` of ``n`` exceeds the memory
+    available (``available``, default :func:`available_memory`; unknown: no check), naming
+    ``option``, the estimated size and the fix."""
+    available = available_memory() if available is None else available
+    need = eval_memory_bytes(n, features, metrics)
+    if available is None or need <= available:
+        return
+    d, logits = FEATURE_SIZES.get(features, FEATURE_SIZES["domain"])
+    per = d + (logits if "is" in _metric_tuple(metrics) else 0)
+    least = "" if features in FEATURE_SIZES else "at least "
+    raise UserError(f"{option}: {n} samples need {least}{_size(need)} of memory for their {features} features "
+                    f"({n} × {per} float64 values, twice while gathered), more than the {_size(available)} available; "
+                    f"use a smaller {option} (5000-10000 is usual for FID, 50000 the most in the literature)")
 
 
 def check_best_metric(*, best_metric: str, metrics, paired: bool = False) -> str:

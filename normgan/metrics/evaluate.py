@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from normgan.errors import ConfigError
 from normgan.metric_info import PR_K, min_samples
-from normgan.metrics.functional import fid_from_features, inception_score, kid_from_features, precision_recall
+from normgan.metrics.functional import (fid_from_features, inception_score, kid_from_features, kid_subset_size,
+                                        precision_recall)
 
 __all__ = ["evaluate", "real_features", "generated_features", "ReferenceScorer", "METRICS"]
 
@@ -167,9 +168,14 @@ class ReferenceScorer:
         if "kid" in self.metrics:
             gen = torch.Generator()
             gen.set_state(self._kid_state)
+            m = kid_subset_size(self.real.shape[0], fake.shape[0], self.kid_subset_size)
             result["kid_mean"], result["kid_std"] = kid_from_features(
-                self.real, fake, subsets=self.kid_subsets, subset_size=self.kid_subset_size, generator=gen
+                self.real, fake, subsets=self.kid_subsets, subset_size=m, generator=gen
             )
+            # the subset size actually used (kid_subset_size caps the request at half the smaller
+            # set so that subsets differ); one subset and no std when even that is impossible (N < 4)
+            result["kid_subset_size"] = m
+            result["kid_subsets"] = self.kid_subsets if result["kid_std"] is not None else 1
         if "pr" in self.metrics:
             result["precision"], result["recall"] = precision_recall(self.real, fake, k=self.pr_k)
         if self.want_is and fake_logits is not None:
@@ -189,7 +195,9 @@ def evaluate(*, sample_fn: Callable[[int], Tensor], reference, extractor: nn.Mod
 
     Args:
         metrics: any of ``"fid"`` (adds ``fid``, ``fid_floor``, ``fid_floor_n``), ``"kid"``
-            (``kid_mean``, ``kid_std``; ``kid_subsets`` × ``kid_subset_size``), ``"pr"``
+            (``kid_mean``, ``kid_std`` over ``kid_subsets`` subsets of ``kid_subset_size`` — the
+            request capped at half the smaller set, :func:`~normgan.metrics.functional.kid_subset_size`,
+            both stored under those names; ``kid_std`` None when no spread exists), ``"pr"``
             (``precision``, ``recall``; ``pr_k``-NN), ``"is"`` (``is_mean``, ``is_std`` over
             ``is_splits``; only when the extractor has ``logits``).  ``n`` must be at least
             :func:`normgan.metric_info.min_samples` of them (``pr_k + 1`` for ``pr``).

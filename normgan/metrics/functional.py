@@ -11,7 +11,9 @@ Conventions (stated once, used everywhere):
   symmetric form ``Tr((Σ_r Σ_g)^½) = Tr((Σ_r^½ Σ_g Σ_r^½)^½)``, which equals the
   ``torchmetrics`` / ``scipy.linalg.sqrtm`` value but stays real and stable.
 * KID is the unbiased MMD² with the cubic polynomial kernel, computed by ``torchmetrics``'
-  ``poly_mmd``; its std is the population std (``ddof = 0``) over subsets, as in torchmetrics.
+  ``poly_mmd``; its std is the population std (``ddof = 0``) over subsets, as in torchmetrics, and
+  None when the subsets cannot differ (subsets as large as both sets); :func:`kid_subset_size`
+  picks a subset size below ``N`` so that they do.
 * Inception Score's std is the population std (``ddof = 0``) over splits, as in the original code;
   splits are contiguous chunks (``numpy.array_split`` order), no shuffling.
 """
@@ -23,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["fid_from_features", "kid_from_features", "precision_recall", "inception_score", "class_coverage",
+__all__ = ["fid_from_features", "kid_from_features", "kid_subset_size", "precision_recall", "inception_score", "class_coverage",
            "mean_pairwise_distance", "DIVERSITY_SAMPLES"]
 
 #: Samples used on each side of the ``diversity`` ratio (all pairs among them).
@@ -80,6 +82,21 @@ def fid_from_features(real: Tensor, fake: Tensor) -> float:
     return float(fid)
 
 
+def kid_subset_size(n_real: int, n_fake: int, requested: int = 1000) -> int:
+    """The KID subset size for ``n_real`` real and ``n_fake`` generated samples: ``requested``,
+    capped at half the smaller set, so that every subset is a proper subset of both sets and the
+    subsets differ (at ``N = 500`` and ``requested = 1000``: 250).  When half the smaller set is
+    below 2 (``N < 4``) no spread can be had: the whole smaller set is used.
+
+    The cap at ``N // 2`` (rather than ``N``) is what makes the spread mean something: subsets of
+    the whole sample are the same sample in another order, and their "std" is rounding noise
+    (``± 7e-16``).  At the usual ``N >= 2000`` this is the standard 1000 (Bińkowski et al. 2018,
+    clean-fid, torchmetrics)."""
+    n = min(int(n_real), int(n_fake))
+    half = n // 2
+    return min(int(requested), half) if half >= 2 else n
+
+
 def kid_from_features(
     real: Tensor,
     fake: Tensor,
@@ -87,7 +104,7 @@ def kid_from_features(
     subsets: int = 100,
     subset_size: int = 1000,
     generator: torch.Generator | None = None,
-) -> tuple[float, float]:
+) -> tuple[float, float | None]:
     r"""Kernel Inception Distance: unbiased MMD² with ``k(x, y) = (xᵀy / d + 1)³``, over subsets.
 
     For each of ``subsets`` draws, ``m = min(subset_size, N_r, N_g)`` rows are taken without
@@ -98,8 +115,13 @@ def kid_from_features(
         \mathrm{MMD}^2_u = \frac{1}{m(m-1)}\sum_{i\ne j}\big(k(x_i,x_j) + k(y_i,y_j)\big)
                            - \frac{2}{m^2}\sum_{i,j} k(x_i, y_j).
 
+    When ``m`` equals both ``N_r`` and ``N_g`` every subset is the whole sample (only reordered),
+    so one estimate is computed and there is no spread; likewise for ``subsets = 1``.  Use
+    :func:`kid_subset_size` to pick an ``m`` that leaves a spread.
+
     Returns:
-        ``(mean, std)`` over subsets; std is the population std (``ddof = 0``).
+        ``(mean, std)`` over subsets; std is the population std (``ddof = 0``) of the subset
+        estimates, or None when there is only one distinct estimate (see above).
     """
     from torchmetrics.image.kid import poly_mmd
 
@@ -111,13 +133,15 @@ def kid_from_features(
         raise ValueError("KID needs at least 2 samples in each set")
     if subsets < 1:
         raise ValueError("subsets must be >= 1")
+    if m == real.shape[0] == fake.shape[0]:
+        return float(poly_mmd(real, fake, degree=3, gamma=None, coef=1.0)), None
     scores = []
     for _ in range(int(subsets)):
         ir = torch.randperm(real.shape[0], generator=generator)[:m]
         ig = torch.randperm(fake.shape[0], generator=generator)[:m]
         scores.append(poly_mmd(real[ir], fake[ig], degree=3, gamma=None, coef=1.0))
     s = torch.stack(scores)
-    return float(s.mean()), float(s.std(unbiased=False))
+    return float(s.mean()), (float(s.std(unbiased=False)) if len(scores) > 1 else None)
 
 
 def _chunk_rows(n_cols: int, budget: int = 1 << 23) -> int:
