@@ -219,23 +219,46 @@ def evaluate_paired_run(run, *, split: str = "test", metrics: Optional[Sequence[
 
 
 def format_paired(res: dict) -> str:
-    """The readable summary ``normgan eval`` prints for a paired run."""
+    """The readable summary ``normgan eval`` prints for a paired run.
+
+    Only the metrics asked for (``res["metrics"]``, from ``--metrics``) are printed, with the
+    trivial baseline of those among psnr/ssim/l1; ``sharpness_ratio`` and ``dropout_diversity``
+    (always computed) are printed when every metric was asked for (the default).  Everything
+    computed stays in the JSON (``--json``, ``eval/*.json``)."""
     def f(key, fmt=".4f"):
         v = res.get(key)
         return "n/a" if v is None else format(v, fmt)
 
+    def _pairs_text(res: dict) -> str:  # "500 pairs", or "50 of its 500 pairs (a subset drawn with seed 0)"
+        n, total = res.get("n"), res.get("n_split")
+        if isinstance(n, int) and isinstance(total, int) and n < total:
+            return f"{n} of its {total} pairs (a subset drawn with seed {res.get('subset_seed', res.get('seed', 0))})"
+        return f"{n} pairs"
+
+    asked = tuple(res.get("metrics") or PAIRED_METRIC_NAMES)
+    everything = set(PAIRED_METRIC_NAMES) <= set(asked)
     lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} ({'EMA' if res.get('ema', True) else 'raw'} generator), "
-             f"{res.get('split')} split of {res.get('dataset', '?')} ({res.get('n')} pairs)",
-             f"PSNR {f('psnr', '.2f')} dB, SSIM {f('ssim')}, L1 {f('l1')} (on [-1, 1]), sharpness ratio {f('sharpness_ratio', '.3f')} "
-             f"(outputs/targets), dropout diversity {f('dropout_diversity', '.4f')}"]
-    if "baseline_psnr" in res:
-        lines.append(f"trivial baseline of {res.get('dataset')} (docs/paired.md): PSNR {f('baseline_psnr', '.2f')} dB, "
-                     f"SSIM {f('baseline_ssim')}, L1 {f('baseline_l1')}")
+             f"{res.get('split')} split of {res.get('dataset', '?')} ({_pairs_text(res)})"]
+    shown = {"psnr": f"PSNR {f('psnr', '.2f')} dB", "ssim": f"SSIM {f('ssim')}", "l1": f"L1 {f('l1')} (on [-1, 1])"}
+    main = [text for key, text in shown.items() if key in asked]
+    if everything:
+        main += [f"sharpness ratio {f('sharpness_ratio', '.3f')} (outputs/targets)",
+                 f"dropout diversity {f('dropout_diversity', '.4f')}"]
+    if main:
+        lines.append(", ".join(main))
+    base = {"psnr": f"PSNR {f('baseline_psnr', '.2f')} dB", "ssim": f"SSIM {f('baseline_ssim')}", "l1": f"L1 {f('baseline_l1')}"}
+    base = [text for key, text in base.items() if key in asked and f"baseline_{key}" in res]
+    if base:
+        lines.append(f"trivial baseline of {res.get('dataset')} (docs/paired.md): " + ", ".join(base))
     if "lpips" in res:
         lines.append(f"LPIPS {f('lpips')} (AlexNet)")
+    elif "lpips" in asked and not everything:  # asked for by name: say why it is missing
+        lines.append("LPIPS n/a (skipped: its AlexNet weights are not on disk; see the warning above)")
     if "classifier_score" in res:
         lines.append(f"classifier score {f('classifier_score', '.3f')} on G(x) with the labels of x "
                      f"(real targets: {f('classifier_score_real', '.3f')})")
+    elif "classifier_score" in asked and not everything:
+        lines.append("classifier score n/a (the dataset has no labels)")
     if res.get("path"):
         lines.append(f"written to {res['path']}")
     return "\n".join(lines)
