@@ -9,6 +9,7 @@
     normgan search CONFIG --param KEY=SPEC ... --folds K --metric NAME (see normgan.cli_search)
     normgan study NAME|STUDY.yaml [key=value ...] [--workers N] (see normgan.cli_study)
     normgan report RUN|SEARCH|STUDY|COMPARE [--out FILE]
+    normgan --version
 
 User errors print one line ``normgan: error: ...`` and exit with code 2 (3 for a diverged run,
 130 after Ctrl-C, which saves a checkpoint first).
@@ -17,6 +18,7 @@ User errors print one line ``normgan: error: ...`` and exit with code 2 (3 for a
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import warnings
@@ -28,8 +30,9 @@ from normgan.paths import expand_path
 
 
 def cmd_train(args) -> int:
-    from normgan.config import load_config, to_yaml
+    from normgan.config import check_data_source, load_config, to_yaml
     from normgan.train import Trainer
+    from normgan.train.build import check_memory
 
     config, overrides = split_config_and_overrides(args.args)
     if args.resume:
@@ -39,11 +42,14 @@ def cmd_train(args) -> int:
             raise UserError("--resume continues the run in its own folder; drop --name")
         trainer = Trainer.resume(expand_path(args.resume), overrides=overrides, device=args.device, progress=not args.no_progress)
         if args.dry_run:
+            check_data_source(trainer.cfg)
             print(to_yaml(trainer.cfg), end="")
             return 0
     else:
         cfg = load_config(expand_path(config), overrides=overrides)
-        if args.dry_run:
+        if args.dry_run:  # what a start would refuse before its first step, without loading data
+            check_data_source(cfg)
+            check_memory(cfg, device=args.device or cfg.train.device)
             print(to_yaml(cfg), end="")
             return 0
         # one naming rule for the CLI and the Python API: runs/NNNNN-<dataset>-<loss> unless --name
@@ -54,7 +60,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    from normgan.config import check_seed
     from normgan.sample import write_sample_files
+
+    check_seed(args.seed, key="--seed")
 
     out = write_sample_files(expand_path(args.run), n=args.n, out=expand_path(args.out), seed=args.seed, ema=not args.no_ema, device=args.device or "cpu")
     print(out)
@@ -62,7 +71,10 @@ def cmd_sample(args) -> int:
 
 
 def cmd_translate(args) -> int:
+    from normgan.config import check_seed
     from normgan.translate import translate_folder
+
+    check_seed(args.seed, key="--seed")
 
     out, n = translate_folder(expand_path(args.run), input=expand_path(args.input), out=expand_path(args.out), mode=args.mode,
                               checkpoint=args.checkpoint, ema=not args.no_ema, device=args.device or "cpu", seed=args.seed,
@@ -73,6 +85,7 @@ def cmd_translate(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="normgan", description="Train GANs with composable norm regularization.")
+    parser.add_argument("--version", action="version", version=version_line(), help="print normgan's and torch's versions and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a GAN (default: the built-in mnist5k config)")
@@ -120,6 +133,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_study_parser(sub)
     return parser
+
+
+def version_line() -> str:
+    """``normgan X.Y.Z (torch A.B.C, python D.E.F)``, read without importing torch (a second)."""
+    import platform
+    from importlib import metadata
+
+    from normgan._version import __version__
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"normgan {__version__} (torch {torch_version}, python {platform.python_version()})"
+
+
+#: OS errors a user fixes (space, permissions, a file where a folder belongs), with the fix
+OS_ERROR_FIXES = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space (disk quota exceeded) or write elsewhere",
+    errno.EACCES: "check its permissions or write elsewhere",
+    errno.EPERM: "check its permissions or write elsewhere",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.ENOTDIR: "a file stands where a folder is needed; remove it or choose another path",
+    errno.EISDIR: "a folder stands where a file is needed; remove it or choose another path",
+    errno.EEXIST: "a file of that name is in the way; remove it or choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
+}
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError that reached the CLI: the path(s), the system's reason, the fix."""
+    paths = " -> ".join(f"'{p}'" for p in (e.filename, e.filename2) if p is not None)
+    reason = e.strerror or str(e)
+    fix = OS_ERROR_FIXES.get(e.errno, "check the path")
+    return f"cannot write or read {paths or 'a file'}: {reason}; {fix}" if paths else f"{reason}; {fix}"
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -193,6 +243,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("normgan: interrupted (Ctrl-C) before training started; nothing was written", file=sys.stderr)
         return 130
+    except OSError as e:
+        # a backstop: the commands name their own paths; what escapes them is still one line
+        if e.errno not in OS_ERROR_FIXES:
+            raise
+        print(f"normgan: error: {os_error_line(e)}", file=sys.stderr)
+        return 1 if e.errno in (errno.ENOSPC, errno.EDQUOT) else 2
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)

@@ -98,7 +98,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     num_samples: int = 64  # images in each fixed-noise grid
     tensorboard: bool = True
-    threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+    threads: int = 0  # torch intra-op threads on CPU; 0: the cores free when the run starts (normgan/threads.py)
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast forwards (fp16 also scales losses); weights stay fp32
     report: bool = False  # write RUN/report.html (normgan report) at the end of a finished run
     compile: bool = False  # torch.compile the adversarial forwards of G and D (terms keep the eager modules)
@@ -440,7 +440,9 @@ def validate(cfg: Config) -> None:
     _check(t.steps >= 1, "train.steps", t.steps, "must be a positive number of generator steps")
     for key in ("log_every", "sample_every", "checkpoint_every", "num_samples"):
         _check(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), "must be >= 1")
-    _check(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0 keeps torch's default)")
+    check_seed(t.seed, key="train.seed")
+    check_seed(cfg.eval.seed, key="eval.seed")
+    _check(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0: as many as cores are free at the start)")
     _check(t.precision in ("fp32", "bf16", "fp16"), "train.precision", t.precision,
            "use fp32, bf16 (autocast) or fp16 (autocast + gradient scaling)")
     _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device, "use auto, cpu, cuda or cuda:N")
@@ -471,6 +473,36 @@ def validate(cfg: Config) -> None:
 
     validate_regularizers(cfg)
     check_per_sample_penalties(cfg)
+
+
+#: seeds are unsigned 64-bit integers (torch.Generator.manual_seed's range)
+SEED_MAX = 2**64 - 1
+
+
+def check_seed(seed: Any, *, key: str) -> int:
+    """``seed`` if it is an integer in 0 .. 2**64-1, else a one-line ConfigError naming ``key``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{key}: bad value {seed!r}; a seed is an integer from 0 to 2**64-1 ({SEED_MAX})")
+    return seed
+
+
+def check_data_source(cfg: Config) -> None:
+    """A one-line DataError when ``data.root`` names a missing path (or a file where a folder is
+    needed); run by ``--dry-run``, which loads no data, and cheap enough for any start."""
+    from normgan.errors import DataError
+
+    d = cfg.data
+    if not d.root:
+        return
+    root = Path(d.root)
+    folder = d.name != "idx"
+    if not root.exists():
+        what = "folder" if folder else "IDX file"
+        raise DataError(f"data.root: {what} '{root}' does not exist (data.name={d.name}); set data.root to an existing {what}")
+    if folder and not root.is_dir():
+        raise DataError(f"data.root: '{root}' is a file, not a folder (data.name={d.name}); set data.root to a folder of images")
+    if not folder and root.is_dir():
+        raise DataError(f"data.root: '{root}' is a folder, not a file (data.name=idx); set data.root to an IDX images file")
 
 
 #: the unconditional evaluation defaults, replaced by the paired ones in a paired run's resolved config

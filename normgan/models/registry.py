@@ -56,9 +56,18 @@ def check_models(model_cfg, *, resolution: int, channels: int, in_channels: int 
     are one-line ConfigErrors before any data is loaded."""
     import torch
 
-    with torch.device("meta"):
-        build_generator(model_cfg.generator, resolution=resolution, channels=channels, in_channels=in_channels)
-        build_discriminator(model_cfg.discriminator, resolution=resolution, channels=channels + (in_channels or 0))
+    for key, net, build, kwargs in (
+            ("model.generator", model_cfg.generator, build_generator, {"channels": channels, "in_channels": in_channels}),
+            ("model.discriminator", model_cfg.discriminator, build_discriminator, {"channels": channels + (in_channels or 0)})):
+        try:
+            with torch.device("meta"):
+                build(net, resolution=resolution, **kwargs)
+        except (RuntimeError, OverflowError, MemoryError) as e:  # a tensor too large to even describe
+            if isinstance(e, RuntimeError) and "overflow" not in str(e).lower():
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            raise ConfigError(f"{key}.width={net.width}: a weight of this network is too large to allocate ({first}); "
+                              f"use a smaller {key}.width (default 32)") from None
 
 
 def _build(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> nn.Module:

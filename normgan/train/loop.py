@@ -31,7 +31,7 @@ from normgan.errors import ConfigError, Diverged, Interrupted, SignalExit, Train
 from normgan.functional.losses import LOSSES, d_accuracy
 from normgan.regularizers import Regularizer, TermContext, WeightContext
 from normgan.tasks import TASKS
-from normgan.train.build import build_networks
+from normgan.train.build import build_networks, check_memory
 from normgan.train.compiled import compile_module
 from normgan.train.distributed import Dist
 from normgan.train.checkpoint import (find_checkpoint, load_checkpoint, load_module_state, nonfinite_entries,
@@ -135,12 +135,19 @@ class Trainer:
         self.precision = PRECISIONS[t.precision]
         if t.threads:
             torch.set_num_threads(t.threads)
+        elif self.device.type == "cpu":  # 0: as many threads as cores are free at the start (normgan/threads.py)
+            from normgan.threads import apply_auto_threads
+
+            apply_auto_threads()
         torch.manual_seed(t.seed)
         if self.device.type == "cuda":
             torch.cuda.manual_seed_all(t.seed)
         d = cfg.data
         # what differs between unconditional and paired training: data, G's input, D's condition, grids
         self.task = TASKS.get(cfg.task, key="task")(cfg, device=self.device, dist=self.dist)  # gives this rank's batches
+        # sizes against free memory before allocating (one line naming the key, not the allocator's message)
+        check_memory(cfg, device=self.device, resolution=self.task.resolution, channels=self.task.channels,
+                     in_channels=self.task.in_channels)
         G, D, regs, self.constraints = build_networks(cfg, resolution=self.task.resolution, channels=self.task.channels,
                                                       in_channels=self.task.in_channels)
         self.regs: List[Regularizer] = regs
@@ -507,7 +514,7 @@ class Trainer:
             return {}
         with self._forked_rng():  # building the evaluator may train a classifier; neither may move the training RNG
             if self.evaluator is None:
-                self.evaluator = make_task_evaluator(self.cfg, device=self.device)
+                self.evaluator = make_task_evaluator(self.cfg, device=self.device, progress=self.progress)
             res = self.evaluator(self.G_ema)
         values = {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         logger.log(self.step, values)
