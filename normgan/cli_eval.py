@@ -65,8 +65,9 @@ def kid_text(res: dict) -> str:
 
 def format_eval(res: dict, *, metrics=None) -> str:
     """The readable summary ``normgan eval`` prints.  ``metrics`` (the groups of ``--metrics`` when
-    given): only their lines are printed; class coverage and diversity (always computed) only when
-    ``metrics`` is None.  The JSON keeps everything."""
+    given): only their lines are printed, even when ``res`` holds more (a reused result computed
+    with more groups); class coverage and diversity, which every evaluation computes, are always
+    printed.  The JSON keeps everything."""
     lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} "
              f"({'EMA' if res.get('ema', True) else 'raw'} generator), reference: {res.get('reference')} split "
              f"({res.get('n_reference', '?')} images)"]
@@ -77,8 +78,6 @@ def format_eval(res: dict, *, metrics=None) -> str:
         keep = {k for m in metrics for k in RESULT_KEYS.get(m, ())}
         res = {k: v for k, v in res.items()
                if k in keep or not any(k in keys for keys in RESULT_KEYS.values())}
-        res.pop("class_coverage", None)
-        res.pop("diversity", None)
     if "fid" in res:
         lines.append(f"FID {_fmt(res['fid'], '.1f' if res['fid'] >= 10 else '.3g')} ({_sizes(res)}, features={feats}, "
                      f"{floor_text(res)})")
@@ -119,14 +118,16 @@ def cmd_eval(args) -> int:
     if run_config(_path(args.run), getattr(args, "checkpoint", "last.pt")).paired:
         res = evaluate_paired_run(_path(args.run), split=getattr(args, "split", None) or "test", metrics=args.metrics,
                                   checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
-                                  device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)))
+                                  device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)),
+                                  n=args.n)
         print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False) else format_paired(res))
         return 0
     if getattr(args, "split", None):
         raise UserError("--split is for paired runs (val or test); an unconditional run is scored against --reference test|train")
-    metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics or "fid,kid,pr,is", reference=args.reference)
-    check_eval_memory(args.n, features=args.features, metrics=metrics)
-    res = evaluate_run(_path(args.run), n=args.n, features=args.features, metrics=metrics, reference=args.reference,
+    n = DEFAULT_N if args.n is None else args.n
+    metrics = check_eval_args(n=n, features=args.features, metrics=args.metrics or "fid,kid,pr,is", reference=args.reference)
+    check_eval_memory(n, features=args.features, metrics=metrics)
+    res = evaluate_run(_path(args.run), n=n, features=args.features, metrics=metrics, reference=args.reference,
                        checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
                        device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)))
     print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False)
@@ -178,8 +179,15 @@ def cmd_diagnose(args) -> int:
     return 0
 
 
-def _common(p, *, n_default: int) -> None:
-    p.add_argument("--n", type=int, default=n_default, help=f"generated samples per run (default {n_default}; compare runs at equal N)")
+#: generated samples of ``normgan eval`` / ``compare`` on an unconditional run when ``--n`` is not given
+DEFAULT_N = 5000
+
+
+def _common(p, *, paired_too: bool = False) -> None:
+    help_n = f"generated samples per run (default {DEFAULT_N}; compare runs at equal N)"
+    if paired_too:
+        help_n += "; for a paired run, pairs of the split to score (default all; fewer: a subset drawn with --seed)"
+    p.add_argument("--n", type=int, default=None if paired_too else DEFAULT_N, help=help_n)
     p.add_argument("--features", default="domain", help="domain (offline classifier, default), inception, or package.module:ClassName")
     p.add_argument("--metrics", default=None, help="comma-separated subset of fid,kid,pr,is (default all); for a paired run "
                    "of psnr,ssim,l1,lpips,classifier_score (default all that apply)")
@@ -196,14 +204,14 @@ def add_eval_parsers(subparsers) -> None:
     p = subparsers.add_parser("eval", help="FID/KID/precision-recall/IS of a run against its held-out split "
                               "(paired runs: PSNR/SSIM/L1/LPIPS/classifier score on the test split)")
     p.add_argument("run", help="run folder")
-    _common(p, n_default=5000)
+    _common(p, paired_too=True)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--split", default=None, help="paired runs: test (default) or val")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("compare", help="evaluate runs at the same N and aggregate over seeds")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
-    _common(p, n_default=5000)
+    _common(p)
     p.add_argument("--out", default=None, help="folder for compare.md and compare.json")
     p.set_defaults(func=cmd_compare)
 

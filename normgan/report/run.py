@@ -36,7 +36,8 @@ SECTIONS = ("run", "training curves", "evaluation", "samples", "diagnostics")
 #: sample grids shown at most (evenly spaced, first and last always)
 MAX_SAMPLE_GRIDS = 8
 #: eval keys that are bookkeeping, not metrics
-EVAL_BOOKKEEPING = ("n", "n_real", "eval_seconds", "domain_heldout_accuracy")
+EVAL_BOOKKEEPING = ("n", "n_real", "n_split", "subset_seed", "eval_seconds", "domain_heldout_accuracy", "kid_subset_size",
+                   "kid_subsets")
 #: display order of the metrics (others follow, sorted)
 EVAL_ORDER = ("fid", "kid_mean", "precision", "recall", "is_mean", "psnr", "ssim", "l1", "lpips", "classifier_score",
               "sharpness_ratio", "class_coverage", "diversity")
@@ -49,6 +50,9 @@ _EXTRA_CSS = """
 figcaption { font-size: 0.85em; color: #444; }
 .warn { border-left: 4px solid #c80; padding: 0.3em 0.8em; background: #fff8e6; }
 td.alarm { color: #a00; font-weight: bold; } td.note { color: #a60; } td.ok { color: #272; } td.na { color: #777; }
+.scroll { overflow-x: auto; max-width: 100%; margin: 0.5em 0; } .scroll > table { margin: 0; }
+.scroll th { overflow-wrap: anywhere; min-width: 4em; } .scroll td { overflow-wrap: anywhere; }
+.scroll td.num { overflow-wrap: normal; white-space: nowrap; }
 """
 
 
@@ -129,11 +133,12 @@ def _summary(data: RunData) -> dict:
     rows = data.rows
     out = dg.summarize_rows(rows)
     if not data.eval_rows:
-        extra = dg._eval_file_rows(data.run)
-        if extra:
-            out["convergence"] = dg.convergence_step(extra)
-            out["mode_collapse"] = dg.mode_collapse(extra)
+        pick = dg.pick_eval_series(dg.eval_file_results(data.run)["files"])
+        if pick:
+            out["convergence"] = dg.convergence_step(pick["rows"])
+            out["mode_collapse"] = dg.mode_collapse(pick["rows"])
             out["eval_source"] = "eval/*.json"
+            out["eval_files"] = {"used": pick["label"], "files": pick["files"], "ignored": pick["ignored"]}
     return out
 
 
@@ -282,8 +287,19 @@ def _figure(png: bytes, caption: str) -> str:
     return f"<figure>{_img(png, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
+def _boxed(table: str) -> str:
+    """A table inside its own horizontally scrolling box, so that a wide one never widens the page."""
+    return f'<div class="scroll">{table}</div>'
+
+
+def _name(text: Any) -> str:
+    """An escaped column name; inside a :func:`_boxed` table the CSS lets it wrap anywhere
+    (``overflow-wrap: anywhere``), so ``classifier_score_real`` does not widen its column."""
+    return _e(text)
+
+
 def _table(items: Sequence[Tuple[str, Any]]) -> str:
-    return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items) + "</table>"
+    return _boxed("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items) + "</table>")
 
 
 def _series(rows, key) -> Tuple[List[int], List[float]]:
@@ -459,11 +475,7 @@ def _eval_section(data: RunData, marks: Dict[str, List[Marker]], summary: dict) 
         else:
             setting = f"eval.every = {every}" if every is not None else "eval.every unknown"
             out.append(f'<p class="note">no evaluation row logged ({_e(setting)}): no metrics over steps</p>')
-        files = dg._eval_file_rows(data.run)
-        if files:
-            out.append(f"<p>results of <code>normgan eval</code> in eval/*.json ({len(files)} step"
-                       f"{'s' if len(files) != 1 else ''}):</p>")
-            out.append(_eval_table(files))
+        out += _eval_files_section(data, summary)
         return "\n".join(out)
     out.append(f"<p>{len(rows)} evaluation{'s' if len(rows) != 1 else ''} of the EMA generator, at steps "
                f"{_e(', '.join(str(r['step']) for r in rows[:20]))}{' …' if len(rows) > 20 else ''}.</p>")
@@ -471,16 +483,66 @@ def _eval_section(data: RunData, marks: Dict[str, List[Marker]], summary: dict) 
         out.append(_eval_figure(rows, m, marks, summary))
     out.append("<h3>Last evaluation</h3>")
     out.append(_eval_table(rows[-1:]))
+    out += _eval_files_section(data, summary)
     return "\n".join(out)
 
 
 def _eval_table(rows: Sequence[dict]) -> str:
     keys = sorted({k for r in rows for k in r if k.startswith("eval/")})
-    head = "<tr><th>step</th>" + "".join(f"<th>{_e(k[5:])}</th>" for k in keys) + "</tr>"
+    head = "<tr><th>step</th>" + "".join(f"<th>{_name(k[5:])}</th>" for k in keys) + "</tr>"
     body = "".join("<tr><td>" + _e(r.get("step")) + "</td>"
                    + "".join(f'<td class="num">{_e(format_value(r.get(k), digits=REPORT_DIGITS))}</td>' for k in keys)
                    + "</tr>" for r in rows)
-    return f"<table>{head}{body}</table>"
+    return _boxed(f"<table>{head}{body}</table>")
+
+
+#: the option columns of the evaluation-files table, in order (those some file records)
+FILE_OPTIONS = ("reference", "split", "features", "seed", "ema", "n")
+
+
+def _eval_files_table(files: Sequence[dict]) -> str:
+    """Every evaluation file, one row each (keyed by its file name): its step, the options that tell
+    files of one step apart (reference or split, features, seed, EMA, N), then its metrics."""
+    opts = [k for k in FILE_OPTIONS if any(k in f["options"] for f in files)]
+    names = {k for f in files for k in f["values"]} - {"step", "seed", "n"}
+    metrics = [m for m in EVAL_ORDER if m in names] + sorted(names - set(EVAL_ORDER))
+    head = ("<tr><th>file</th><th>step</th>" + "".join(f"<th>{_name(k)}</th>" for k in opts)
+            + "".join(f"<th>{_name(k)}</th>" for k in metrics) + "</tr>")
+
+    def opt(f, k):
+        v = f["options"].get(k)
+        return "" if v is None else ("EMA" if v else "raw") if k == "ema" else str(v)
+
+    body = "".join(
+        f"<tr><td>{_name(f['file'])}</td><td>{_e(f['step'])}</td>"
+        + "".join(f"<td>{_e(opt(f, k))}</td>" for k in opts)
+        + "".join(f'<td class="num">{_e(format_value(f["values"].get(m), digits=REPORT_DIGITS))}</td>'
+                  if m in f["values"] else "<td></td>" for m in metrics)
+        + "</tr>" for f in files)
+    return _boxed(f"<table>{head}{body}</table>")
+
+
+def _eval_files_section(data: RunData, summary: dict) -> List[str]:
+    """Every ``eval/*.json`` of ``normgan eval`` (none dropped: two files of one step are two rows)
+    and which of them the diagnostics used."""
+    found = dg.eval_file_results(data.run)
+    files = found["files"]
+    out: List[str] = []
+    if files:
+        out.append(f"<h3>Results of <code>normgan eval</code> (eval/*.json)</h3>"
+                   f"<p>{len(files)} evaluation file{'s' if len(files) != 1 else ''}, one row each.</p>")
+        out.append(_eval_files_table(files))
+        pick = summary.get("eval_files")
+        if pick and pick.get("used"):
+            note = (f"convergence and mode collapse (Diagnostics below) use the {len(pick['files'])} file"
+                    f"{'s' if len(pick['files']) != 1 else ''} of one series: {pick['used']}")
+            if pick["ignored"]:
+                note += f"; not used: {', '.join(pick['ignored'])}"
+            out.append(f'<p class="note">{_e(note)}</p>')
+    if found["unreadable"]:
+        out.append(f'<p class="warn">unreadable evaluation file{"s" if len(found["unreadable"]) != 1 else ""} '
+                   f'skipped: {_e(", ".join(found["unreadable"]))}</p>')
+    return out
 
 
 def _samples_section(data: RunData) -> str:
@@ -514,18 +576,20 @@ def _diagnostics_section(found: Sequence[dict], summary: dict) -> str:
     out = ["<h2>Diagnostics</h2>",
            "<p>The checks of <code>normgan diagnose</code> over the logged rows (definitions in docs/evaluation.md); "
            "findings with steps are marked on the curves above.</p>",
-           "<table><tr><th>check</th><th>status</th><th>finding</th><th>steps</th></tr>"]
+           '<div class="scroll"><table><tr><th>check</th><th>status</th><th>finding</th><th>steps</th></tr>']
     cls = {"alarm": "alarm", "note": "note", "ok": "ok", "n/a": "na", "info": ""}
     for f in found:
         steps = ", ".join(map(str, f["steps"][:20])) + (" …" if len(f["steps"]) > 20 else "")
         c = cls.get(f["status"], "")
         out.append(f"<tr><td>{_e(f['name'])}</td><td{f' class={chr(34)}{c}{chr(34)}' if c else ''}>{_e(f['status'])}</td>"
                    f"<td>{_e(f['text'])}</td><td>{_e(steps)}</td></tr>")
-    out.append("</table>")
+    out.append("</table></div>")
     if summary.get("nonfinite_values"):
         out.append(f'<p class="warn">{summary["nonfinite_values"]} non-finite logged values (NaN/inf)</p>')
     if summary.get("eval_source") == "eval/*.json":
-        out.append('<p class="note">convergence and mode collapse from the eval/*.json files of normgan eval</p>')
+        used = (summary.get("eval_files") or {}).get("used")
+        out.append('<p class="note">convergence and mode collapse from the eval/*.json files of normgan eval'
+                   + (f" (one series: {_e(used)})" if used else "") + "</p>")
     return "\n".join(out)
 
 

@@ -526,7 +526,7 @@ def html_table(head: Sequence[str], body: Sequence[Sequence[str]], *, first_text
     th = "".join(f"<th>{_e(h)}</th>" for h in head)
     tr = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" if i < first_text else f'<td class="num">{_e(c)}</td>'
                                   for i, c in enumerate(line)) + "</tr>" for line in body)
-    return f"<table><tr>{th}</tr>{tr}</table>"
+    return f'<div class="scroll"><table><tr>{th}</tr>{tr}</table></div>'
 
 
 def sample_strip(items: Sequence[Tuple[str, Optional[Path]]]) -> str:
@@ -583,7 +583,8 @@ def _runs_table(study: dict, runs: Sequence[dict]) -> str:
                  f'<td class="num">{_e(r["steps_to_threshold"] if r["steps_to_threshold"] is not None else "")}</td>',
                  f"<td>{_e(collapsed)}</td>", f'<td class="err">{_e(r.get("error") or "")}</td>', link]
         body.append((f'<tr class="{cls}">' if cls else "<tr>") + "".join(cells) + "</tr>")
-    return "<h2>Runs</h2><table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(body) + "</table>"
+    return ('<h2>Runs</h2><div class="scroll"><table><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"
+            + "".join(body) + "</table></div>")
 
 
 def _settings(study: dict, runs: Sequence[dict]) -> str:
@@ -594,7 +595,7 @@ def _settings(study: dict, runs: Sequence[dict]) -> str:
     variants = "".join(f"<tr><td>{_e(v.get('name'))}</td><td><code>{_e(format_value(v.get('values') or {}))}</code></td>"
                        f"</tr>" for v in study["variants"] if isinstance(v, dict))
     out = ["<h2>Settings</h2>", _kv_table(items), "<h3>Variants</h3>",
-           f"<table><tr><th>variant</th><th>values (config keys)</th></tr>{variants}</table>"]
+           f'<div class="scroll"><table><tr><th>variant</th><th>values (config keys)</th></tr>{variants}</table></div>']
     first = next((r for r in runs if r["path"] is not None and (r["path"] / "config.yaml").is_file()), None)
     if first is not None:
         text = read_config(first["path"]).text or ""
