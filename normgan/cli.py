@@ -169,7 +169,7 @@ def os_error_line(e: OSError) -> str:
     paths = " -> ".join(f"'{p}'" for p in (e.filename, e.filename2) if p is not None)
     reason = e.strerror or str(e)
     fix = OS_ERROR_FIXES.get(e.errno, "check the path")
-    return f"cannot write or read {paths or 'a file'}: {reason}; {fix}" if paths else f"{reason}; {fix}"
+    return f"{paths}: {reason}; {fix}" if paths else f"{reason}; {fix}"
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -71,7 +71,8 @@ def _make_dir(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create output folder '{out}': {e.strerror}") from None
+        raise UserError(f"cannot create output folder '{out}': {e.strerror or e}; choose another --out (a writable folder, "
+                        "not a file)") from None
     return out
 
 
@@ -93,29 +94,119 @@ def paired_triplets(G, cfg, *, n: int, seed: int = 0, split: str = "test") -> to
     return torch.stack([to_channels(v, c) for v in (x, out, y)], dim=1)
 
 
-def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 0, ema: bool = True, device: str = "cpu") -> Path:
+#: the most PNG files one ``normgan sample`` writes (a million files is already a file-system question)
+MAX_SAMPLE_FILES = 1_000_000
+
+
+def _free_bytes(folder: Path) -> tuple[int | None, int]:
+    """(free bytes, block size) of the file system that holds ``folder`` (or its nearest parent)."""
+    import os
+
+    p = folder
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None, 4096
+    return st.f_bavail * st.f_frsize, st.f_bsize or 4096
+
+
+def check_disk(out: Path, *, n: int, image_bytes: int) -> None:
+    """A one-line UserError before the first file when ``n`` PNG files of ``image_bytes`` raw bytes
+    each cannot fit in ``out``'s free space (each file takes at least one block; a PNG of a generated
+    image is taken at half its raw size, which GAN outputs seldom beat)."""
+    from normgan.train.checkpoint import _free_space
+
+    free, block = _free_bytes(out)
+    if free is None:
+        return
+    per_file = -(-max(image_bytes // 2, 1) // block) * block
+    need = (n + 1) * per_file  # + grid.png
+    if need > free:
+        raise UserError(f"--out '{out}': {n} PNG files need about {_fmt(need)}, more than the {_free_space(out if out.exists() else out.parent)} "
+                        "free there; free some space, lower --n or choose another --out")
+
+
+def _fmt(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _write_error(e: OSError, path: Path, out: Path, written: int) -> UserError:
+    import errno
+
+    from normgan.train.checkpoint import _free_space
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UserError(f"cannot write '{path}': no space left ({_free_space(out)} free in '{out}'); the {written} files "
+                         "written before are intact; free some space, lower --n or choose another --out")
+    return UserError(f"cannot write '{path}': {e.strerror or e}; choose another --out (a writable folder)")
+
+
+def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 0, ema: bool = True, device: str = "cpu",
+                       batch_size: int = 500) -> Path:
     """Write ``n`` PNG files (``000000.png`` …) at the dataset's resolution plus ``grid.png``.
 
     A paired run writes input | output | target triplets (one file each, side by side) for the
     first ``n`` pairs of its test split, and a grid of the first 16 (one triplet per row).
+    Images are generated and written ``batch_size`` at a time (memory does not grow with ``n``);
+    ``n`` above :data:`MAX_SAMPLE_FILES`, or files that cannot fit in ``out``'s free space, are
+    refused before the first file. A full disk stops with one line; the files written are kept.
     """
+    from normgan.config import check_seed
+
     if n < 1:
         raise UserError(f"--n: bad value {n}; give a positive number of images")
+    if n > MAX_SAMPLE_FILES:
+        raise UserError(f"--n: {n} images is more than normgan sample writes ({MAX_SAMPLE_FILES:,} PNG files at most); "
+                        "run it several times with other --seed values and --out folders")
+    check_seed(seed, key="--seed")
     G, cfg = load_generator(run, ema=ema, device=device)
     out = Path(out)
-    if cfg.paired:
-        trip = (paired_triplets(G, cfg, n=n, seed=seed) + 1) / 2
+    res, c = cfg.data.resolution, cfg.data.channels or 3
+    written = 0
+    path = out
+    try:
+        if cfg.paired:
+            trip = (paired_triplets(G, cfg, n=n, seed=seed) + 1) / 2
+            check_disk(out, n=trip.shape[0], image_bytes=3 * c * res * res)
+            _make_dir(out)
+            for i, t in enumerate(trip):
+                path = out / f"{i:06d}.png"
+                save_image(t, path, nrow=3, padding=0)
+                written += 1
+            k = min(trip.shape[0], 16)
+            path = out / "grid.png"
+            save_image(make_grid(trip[:k].flatten(0, 1), nrow=3, padding=2), path)
+            return out
+        check_disk(out, n=n, image_bytes=c * res * res)
         _make_dir(out)
-        for i, t in enumerate(trip):
-            save_image(t, out / f"{i:06d}.png", nrow=3, padding=0)
-        k = min(trip.shape[0], 16)
-        save_image(make_grid(trip[:k].flatten(0, 1), nrow=3, padding=2), out / "grid.png")
-        return out
-    imgs = sample_images(G, n=n, seed=seed)
-    _make_dir(out)
-    imgs01 = (imgs + 1) / 2
-    for i, img in enumerate(imgs01):
-        save_image(img, out / f"{i:06d}.png")
-    k = min(n, 64)
-    save_image(make_grid(imgs01[:k], nrow=max(1, int(math.sqrt(k)))), out / "grid.png")
+        k = min(n, 64)
+        first = []
+        device_ = next(G.parameters()).device
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for start in range(0, n, batch_size):  # the same draws as sample_images(n=n, batch_size=batch_size)
+                b = min(batch_size, n - start)
+                z = torch.randn(b, G.z_dim, generator=gen).to(device_)
+                imgs01 = (G(z).float().cpu() + 1) / 2
+                if written < k:
+                    first.append(imgs01[: k - written])
+                for img in imgs01:
+                    path = out / f"{written:06d}.png"
+                    save_image(img, path)
+                    written += 1
+        path = out / "grid.png"
+        save_image(make_grid(torch.cat(first)[:k], nrow=max(1, int(math.sqrt(k)))), path)
+    except OSError as e:
+        if path != out and path.is_file():  # the file being written is partial; those before it are whole
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        raise _write_error(e, path, out, written) from None
     return out

@@ -13,7 +13,9 @@ The input is converted to the generator's input channels (grey repeated to RGB, 
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -91,7 +93,46 @@ def translate_folder(run, *, input, out, mode: str = "resize", checkpoint: str =
     if out.resolve() == root.resolve():
         raise UserError(f"--out '{out}' is the input folder; give another folder so that no input is overwritten")
     in_channels, resolution = G.in_channels, cfg.data.resolution
+    _make_out(out)
     torch.manual_seed(seed)  # dropout kept on at test time draws from here
+    try:
+        written = _translate_files(G, files, root=root, out=out, in_channels=in_channels, resolution=resolution,
+                                   mode=mode, progress=progress)
+    except _WriteFailed as e:
+        target, written, err = e.args
+        if target.is_file():  # a partial file; those written before it are whole
+            try:
+                target.unlink()
+            except OSError:
+                pass
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"cannot write '{target}': no space left on the device; the {written} images translated before "
+                            "are intact; free some space or choose another --out") from None
+        raise UserError(f"cannot write '{target}': {err.strerror or err}; choose another --out (a writable folder)") from None
+    if not written:
+        raise UserError(f"no image below '{src}' could be read; check the files")
+    return out, written
+
+
+class _WriteFailed(Exception):
+    """(path, images written before it, the OSError) of a failed output write."""
+
+
+def _make_out(out: Path) -> None:
+    """Create ``out`` (refusing a file in its place or a read-only parent) before the first image."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; give a folder (it is created when missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".normgan-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        where = f"'{e.filename}'" if e.filename else f"'{out}'"
+        raise UserError(f"--out '{out}' cannot be written ({where}: {e.strerror or e}); choose a writable folder") from None
+
+
+def _translate_files(G, files, *, root, out, in_channels, resolution, mode, progress) -> int:
     written = 0
     with torch.no_grad():
         for path in tqdm(files, disable=not progress, desc="translate", unit="image"):
@@ -104,8 +145,10 @@ def translate_folder(run, *, input, out, mode: str = "resize", checkpoint: str =
             x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
             x = batch_to_float(convert_channels(x.contiguous(), in_channels))
             y = translate_image(G, x, resolution=resolution, mode=mode)
-            _save((y + 1) / 2, out / path.relative_to(root))
+            target = out / path.relative_to(root)
+            try:
+                _save((y + 1) / 2, target)
+            except OSError as e:
+                raise _WriteFailed(target, written, e) from None
             written += 1
-    if not written:
-        raise UserError(f"no image below '{src}' could be read; check the files")
-    return out, written
+    return written

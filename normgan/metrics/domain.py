@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normgan.errors import DataError, UserError
+from normgan.paths import check_writable_dir, write_error
 
 __all__ = ["DomainClassifier", "train_domain_classifier", "load_or_train", "domain_classifier", "ARCH_VERSION"]
 
@@ -189,6 +190,10 @@ def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS
     return model
 
 
+#: the fix named when the classifier cache cannot be written
+CACHE_FIX = "free some space, or give a writable folder with --cache-dir or $NORMGAN_CACHE"
+
+
 def cache_path(cache_dir, fingerprint: str) -> Path:
     """``cache_dir/domain-<fingerprint>.pt``."""
     return Path(cache_dir).expanduser() / f"domain-{fingerprint}.pt"
@@ -258,11 +263,16 @@ def load_or_train(train, *, heldout=None, cache_dir=None, epochs: int = DEFAULT_
             reason = (str(exc).strip().splitlines() or [""])[0][:200]
             warnings.warn(f"domain classifier cache {path} is unusable ({type(exc).__name__}: {reason}); retraining",
                           RuntimeWarning, stacklevel=2)
+    if path is not None:  # before a minute of training: a read-only folder or a file in its place is one line
+        check_writable_dir(path.parent, what="domain classifier cache folder", fix=CACHE_FIX.split(", or ", 1)[1])
     if callable(heldout):
         heldout = heldout()
     model = train_domain_classifier(train, heldout=heldout, epochs=epochs, seed=seed, device=device)
     if path is not None:
-        _save(model, path)
+        try:
+            _save(model, path)
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+            raise write_error(e, path, what="the domain classifier cache", fix=CACHE_FIX) from None
     return model
 
 
