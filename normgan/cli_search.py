@@ -2,7 +2,7 @@
 
     normgan search CONFIG --param KEY=SPEC [--param ...] [key=value ...] --folds K --metric NAME
                    [--trials N] [--direction min|max] [--sampler grid|random|tpe] [--pruner none|median|halving]
-                   [--seeds S] [--name NAME] [--storage URL] [--searches-dir DIR]
+                   [--seeds S] [--name NAME] [--storage URL] [--searches-dir DIR] [--keep best|all]
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def search_from_args(args):
     return Search(config=expand_path(config) if config else None, overrides=overrides, params=args.param, trials=args.trials,
                   folds=args.folds, metric=args.metric, direction=args.direction, sampler=args.sampler, pruner=args.pruner,
                   seeds=args.seeds, name=args.name, storage=args.storage, searches_dir=expand_path(args.searches_dir),
-                  heartbeat=args.heartbeat, trainer=args.trainer, progress=not args.no_progress, final=not args.no_final)
+                  heartbeat=args.heartbeat, trainer=args.trainer, progress=not args.no_progress, final=not args.no_final,
+                  keep=args.keep)
 
 
 def cmd_search(args) -> int:
@@ -42,8 +43,11 @@ def cmd_search(args) -> int:
         states[r["state"]] = states.get(r["state"], 0) + 1
     print(f"search '{search.name}': " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
     if best is None:
-        print(f"no trial completed; see {out['paths'].get('csv', search.folder)}")
-        return 1
+        failed = [r for r in out["rows"] if r.get("error")]
+        why = (f"trial {failed[0]['number']} failed: {' '.join(str(failed[0]['error']).split())}" if failed
+               else "every trial was pruned or interrupted")
+        raise UserError(f"search '{search.name}': no trial completed; {why}; fix it and run the command again with "
+                        f"--name a new folder (details: {out['paths'].get('csv', search.folder)})")
     params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
     std = f" ± {best['std']:.4g}" if best.get("std") is not None else ""
     print(f"best: trial {best['number']} ({params}): {search.metric} {best['mean']:.4g}{std} on the held-out folds")
@@ -72,7 +76,9 @@ def add_search_parser(subparsers) -> None:
     p.add_argument("--heartbeat", type=int, default=30, help="seconds between worker heartbeats; a trial silent for twice "
                    "this is marked failed and run again (default 30)")
     p.add_argument("--trainer", default="normgan", help=argparse.SUPPRESS)  # tests: a stub as package.module:function
+    p.add_argument("--keep", default="best", choices=("best", "all"), help="trial checkpoints kept: best (default: the "
+                   "best trial's only; every trial's metrics and samples stay) or all")
     p.add_argument("--no-final", action="store_true", help="do not retrain the best config and evaluate it on the test split")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar nor per-fold progress lines")
     p.set_defaults(func=cmd_search)
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import math
 import re
+import shutil
 import statistics
 import time
 import warnings
@@ -26,16 +28,18 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from normgan.config import load_config, to_dict, to_yaml
-from normgan.errors import ConfigError, UserError
+from normgan.errors import ConfigError, Diverged, UserError
 from normgan.metric_info import metric_direction, metric_group, task_scores
 from normgan.search.outputs import best_row, write_atomic, write_outputs
 from normgan.search.space import Param, apply_values, check_key, grid_points, parse_params
 from normgan.search.storage import default_url, mask_url
-from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, file_lock, retried_by, retry,
-                                    ticket_params)
+from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, environment_cause, environment_stop, file_lock,
+                                    retried_by, retry, ticket_params)
 from normgan.search.trainers import resolve_trainer
 
 SAMPLERS = ("grid", "random", "tpe")
+#: --keep: the trial runs' checkpoints kept (metrics, samples and configs are always kept)
+KEEP = ("best", "all")
 PRUNERS = ("none", "median", "halving")
 DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -113,6 +117,17 @@ def _load(tree: dict, *, what: str):
         raise UserError(f"{what}: {e}") from None
 
 
+def check_name(name: str, *, option: str = "--name", extra: str = "") -> str:
+    """A folder name of letters, digits, '.', '_', '-' (and ``extra``), not '.' or '..' (that would be
+    the parent folder itself, holding every other search)."""
+    allowed = "".join(sorted(set("._-" + extra)))
+    if not isinstance(name, str) or not re.fullmatch(f"[A-Za-z0-9{re.escape(allowed)}]+", name) or set(name) <= {"."}:
+        shown = ", ".join(f"'{c}'" for c in allowed)
+        raise UserError(f"{option} {name!r}: use letters, digits and {shown} only, with at least one letter or digit "
+                        "(the name of a new folder)")
+    return name
+
+
 def _spec_hash(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -122,12 +137,16 @@ class Search(TicketWorker):
     """One worker of a search (see the module docstring); :meth:`run` does everything."""
 
     kind = "search"
+    dir_option = "--searches-dir"
 
     def __init__(self, *, config: Optional[str], overrides: Sequence[str] = (), params: Sequence[str], trials: Optional[int] = None,
                  folds: int = 3, metric: Optional[str] = None, direction: Optional[str] = None, sampler: Optional[str] = None,
                  pruner: str = "none", seeds: int = 1, name: Optional[str] = None, storage: Optional[str] = None,
                  searches_dir: str | Path = "searches", heartbeat: int = 30, trainer: str = "normgan",
-                 progress: bool = True, final: bool = True) -> None:
+                 progress: bool = True, final: bool = True, keep: str = "best") -> None:
+        if keep not in KEEP:
+            raise UserError(f"--keep {keep!r}: best (the best trial's checkpoints only) or all (every trial's)")
+        self.keep = keep
         self.params: List[Param] = parse_params(params)
         cfg = load_config(config, overrides=list(overrides))
         self.paired = cfg.paired
@@ -176,9 +195,7 @@ class Search(TicketWorker):
         _check_folds(cfg, folds)
 
         stem = Path(self.config_name).stem if config else "default"
-        self.name = name or f"{stem}-{self.metric}"
-        if not NAME_RE.match(self.name):
-            raise UserError(f"--name {self.name!r}: use letters, digits, '.', '_' and '-' only")
+        self.name = check_name(name or f"{stem}-{self.metric}")
         self.folder = Path(searches_dir) / self.name
         self.storage_url = storage or default_url(self.folder)
         self.spec = {
@@ -212,7 +229,20 @@ class Search(TicketWorker):
                         "halving": optuna.pruners.SuccessiveHalvingPruner}[self.pruner]()
 
     def describe_difference(self, key: str) -> str:
-        return "the config or its overrides" if key == "config" else key
+        return "the config or its overrides" if key == "config" else ("--" + key if key in ("metric", "direction", "folds", "seeds",
+                                                                                                "sampler", "pruner") else key)
+
+    def describe_value(self, key: str, value: Any) -> str:
+        if key == "params" and isinstance(value, list):
+            return " ".join(f"--param {p.get('key')}={p.get('spec')}" for p in value if isinstance(p, dict)) or "none"
+        if key == "config":
+            return f"config {value}"
+        return super().describe_value(key, value)
+
+    def _stage(self, text: str) -> None:
+        """A progress line (stderr) for one fold: its training, evaluation and score; off with progress=False."""
+        if self.progress:
+            self.say(f"search {self.name}: {text}")
 
     # ---------------------------------------------------------------- one trial
     def _objective(self, trial) -> float:
@@ -223,13 +253,17 @@ class Search(TicketWorker):
             raise Surplus("no ticket left: another worker took the last one")
         values = {p.key: p.suggest(trial) for p in self.params}
         tree = apply_values(self.base, values)
+        # the trial's own train.seed (a searched one included) is the first of its --seeds seeds
+        first_seed = int((tree.get("train") or {}).get("seed", self.seed))
         fold_values: List[Optional[float]] = [None] * len(self.fold_plan)
         per_seed: List[List[float]] = []
+        where = "trial"
         try:
             for fi, (k, f) in enumerate(self.fold_plan):
                 vals = []
                 for si in range(self.seeds):
-                    seed = self.seed + si
+                    seed = first_seed + si
+                    where = f"trial {trial.number} fold {fi + 1}/{len(self.fold_plan)} seed {seed}"
                     run_tree = apply_values(tree, {"data.folds": k, "data.fold": f, "train.seed": seed})
                     cfg = _load(run_tree, what="trial config")
                     offset = (fi * self.seeds + si) * self.steps
@@ -243,11 +277,15 @@ class Search(TicketWorker):
                                 raise optuna.TrialPruned(f"pruned at step {offset + int(step)}")
 
                     run_dir = self.folder / "trials" / f"{trial.number:04d}" / f"fold{f}-seed{seed}"
-                    res = self.trainer(cfg, run_dir=run_dir, report=report, progress=self.progress)
+                    self._stage(f"{where}: training {self.steps} steps")
+                    t0 = time.perf_counter()
+                    extra = {"stage": lambda text, where=where: self._stage(f"{where}: {text}")} if self._takes_stage else {}
+                    res = self.trainer(cfg, run_dir=run_dir, report=report, progress=self.progress, **extra)
                     v = (res or {}).get(self.metric)
                     if not isinstance(v, (int, float)) or not math.isfinite(v):
                         raise TrialFailed(f"fold {f} seed {seed} gave no finite {self.metric} ({v!r})")
                     vals.append(float(v))
+                    self._stage(f"{where}: {self.metric} {v:.4g} ({time.perf_counter() - t0:.1f} s)")
                 per_seed.append(vals)
                 fold_values[fi] = statistics.fmean(vals)
                 trial.set_user_attr("folds", fold_values)
@@ -255,21 +293,58 @@ class Search(TicketWorker):
             trial.set_user_attr("error", str(e))
             warnings.warn(f"trial {trial.number} failed: {e}")
             raise
-        except UserError as e:  # a diverged run (NaN), a value the config refuses
+        except optuna.TrialPruned:
+            raise
+        except (UserError, OSError, MemoryError, RuntimeError) as e:
+            reason = None if isinstance(e, Diverged) else environment_cause(e)
+            if reason is not None:  # a full disk, an unwritable folder: the next trials would fail alike
+                raise environment_stop(self, trial, e, reason, what=where) from None
+            if not isinstance(e, UserError):  # a bug: kept with its traceback, the ticket queued again
+                self._interrupted(trial)
+                raise
+            # a diverged run (NaN), a value the config refuses: a result of the trial
             trial.set_user_attr("error", str(e))
             warnings.warn(f"trial {trial.number} failed: {e}")
             raise TrialFailed(str(e)) from None
-        except optuna.TrialPruned:
-            raise
         except BaseException:  # Ctrl-C, SIGTERM, a bug: the ticket goes back to the queue once
-            trial.set_user_attr("interrupted", True)
-            with contextlib.suppress(Exception):
-                retry(trial.study, trial)
+            self._interrupted(trial)
             raise
         done = [v for v in fold_values if v is not None]
         trial.set_user_attr("std", statistics.pstdev(done) if len(done) > 1 else 0.0)
         trial.set_user_attr("seed_values", per_seed)
         return statistics.fmean(done)
+
+    @staticmethod
+    def _interrupted(trial) -> None:
+        """An interrupted trial (Ctrl-C, a signal, a bug): its ticket goes back to the queue once."""
+        trial.set_user_attr("interrupted", True)
+        with contextlib.suppress(Exception):
+            retry(trial.study, trial)
+
+    @property
+    def _takes_stage(self) -> bool:
+        """Whether the trainer reports its stages (``stage=``: evaluation start and time)."""
+        try:
+            return "stage" in inspect.signature(self.trainer).parameters
+        except (TypeError, ValueError):
+            return False
+
+    def prune_checkpoints(self, study) -> List[Path]:
+        """``--keep best``: delete the checkpoints of every finished trial but the best one (their
+        metrics, samples and configs stay). Running and waiting trials are not touched."""
+        from optuna.trial import TrialState
+
+        if self.keep == "all":
+            return []
+        best = self.best(study)
+        removed = []
+        for t in study.get_trials(deepcopy=False):
+            if not t.state.is_finished() or (best is not None and t.number == best["number"] and t.state == TrialState.COMPLETE):
+                continue
+            for ck in sorted((self.folder / "trials" / f"{t.number:04d}").glob("*/checkpoints")):
+                shutil.rmtree(ck, ignore_errors=True)
+                removed.append(ck)
+        return removed
 
     # ---------------------------------------------------------------- the worker loop
     def run(self) -> dict:
@@ -279,16 +354,28 @@ class Search(TicketWorker):
 
         from normgan.data import forbid_splits
 
+        import sqlalchemy.exc
+
         study, creator = self.open()
-        self.plan_once(study, creator=creator)
-        bar = tqdm(total=self.requested, desc=f"search {self.name}", unit="trial", disable=not self.progress, dynamic_ncols=True)
         try:
-            self.work(study, self._objective, bar=bar, guard=forbid_splits(("test", "all")))
-        finally:
-            bar.close()
+            self.plan_once(study, creator=creator)
+            bar = tqdm(total=self.requested, desc=f"search {self.name}", unit="trial", disable=not self.progress, dynamic_ncols=True)
+            try:
+                self.work(study, self._objective, bar=bar, guard=forbid_splits(("test", "all")),
+                          after_trial=lambda: self.prune_checkpoints(study))
+            except BaseException:
+                with contextlib.suppress(Exception):  # the outputs so far; the error in flight is the one to show
+                    self._write(study)
+                raise
+            finally:
+                bar.close()
             self._write(study)
-        final = self._final(study) if self.final_enabled else None
-        return self._write(study, final=final)
+            final = self._final(study) if self.final_enabled else None
+            return self._write(study, final=final)
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            raise self.storage_error(e) from None
+        except OSError as e:
+            raise self.folder_error(e) from None
 
     # ---------------------------------------------------------------- results
     def rows(self, study) -> List[dict]:

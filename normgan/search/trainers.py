@@ -11,8 +11,9 @@ after every periodic evaluation: the search hands the value to Optuna's pruner a
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from normgan.errors import UserError
 from normgan.registry import Registry
@@ -21,8 +22,11 @@ TRAINERS = Registry("trainer")
 
 
 @TRAINERS.register("normgan")
-def train_normgan(cfg, *, run_dir: Path, report: Callable[[int, dict], None], progress: bool = False) -> dict:
-    """normgan's own training loop; the final evaluation's results (the loop evaluates at the end)."""
+def train_normgan(cfg, *, run_dir: Path, report: Callable[[int, dict], None], progress: bool = False,
+                  stage: Optional[Callable[[str], None]] = None) -> dict:
+    """normgan's own training loop; the final evaluation's results (the loop evaluates at the end).
+    ``stage(text)``, when given, hears when each evaluation starts and how long it took (the
+    search's per-fold progress)."""
     from normgan.train import Trainer
 
     last: dict = {}
@@ -33,7 +37,19 @@ def train_normgan(cfg, *, run_dir: Path, report: Callable[[int, dict], None], pr
         report(step, results)
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    Trainer(cfg, run_dir=run_dir, progress=progress, on_eval=on_eval).fit()
+    trainer = Trainer(cfg, run_dir=run_dir, progress=progress, on_eval=on_eval)
+    if stage is not None:
+        evaluate = trainer.evaluate
+
+        def timed_evaluate(*args, **kwargs):
+            stage(f"evaluating at step {trainer.step}")
+            t0 = time.perf_counter()
+            out = evaluate(*args, **kwargs)
+            stage(f"evaluated at step {trainer.step} in {time.perf_counter() - t0:.1f} s")
+            return out
+
+        trainer.evaluate = timed_evaluate
+    trainer.fit()
     return dict(last)
 
 

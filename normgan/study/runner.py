@@ -5,7 +5,12 @@ Optuna study stored beside them (``studies/NAME/study.db``, or ``--storage URL``
 worker processes, on one machine or several, share the work and a crashed worker's run is taken
 up again. Each (variant, seed) trains in ``studies/NAME/runs/VARIANT/seedS``: an interrupted run
 resumes from its last checkpoint, a finished one is not trained again. A run that diverges (NaN)
-is a result (counted in the divergence rate), not retried.
+is a result (counted in the divergence rate), not retried; one stopped by its environment (a full
+disk, an unwritable folder) stops the worker with one line, and the next run retries it.
+
+The runs' seeds are ``train.seed + s`` for each ``s`` of the study's seeds (``train.seed`` is 0
+unless the base config or the study's overrides set it), so ``overrides: {train.seed: 5}`` with
+``seeds: 3`` trains seeds 5, 6 and 7.
 
 After each run, ``study.json`` (settings and one row per run) is written and the outputs are
 rebuilt from it and the run folders (:func:`normgan.report.study.write_study_outputs`): table.md,
@@ -27,10 +32,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from normgan.errors import Diverged, UserError
 from normgan.search.outputs import write_atomic
-from normgan.search.runner import _spec_hash
+from normgan.search.runner import _spec_hash, check_name
 from normgan.search.storage import default_url, mask_url
-from normgan.search.tickets import Surplus, TicketWorker, TrialFailed, retried_by, retry, ticket_params
-from normgan.study.spec import NAME_RE, StudySpec, load_study
+from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, environment_cause, environment_stop, retried_by,
+                                    retry, ticket_params)
+from normgan.study.spec import StudySpec, load_study
 
 
 def _overfitting(run_dir: Path, cfg) -> dict:
@@ -92,15 +98,17 @@ class Study(TicketWorker):
     """One worker of a study: :meth:`run` trains tickets until none is left and writes the outputs."""
 
     kind = "study"
+    dir_option = "--studies-dir"
 
     def __init__(self, *, study: str, overrides: Sequence[str] = (), seeds: Optional[int] = None, name: Optional[str] = None,
                  storage: Optional[str] = None, studies_dir: str | Path = "studies", heartbeat: int = 30,
                  progress: bool = True, trainer: Callable = train_run, outputs: bool = True) -> None:
         self.spec_obj: StudySpec = load_study(study, overrides=overrides, seeds=seeds)
         s = self.spec_obj
-        self.name = name or s.name
-        if not NAME_RE.match(self.name):
-            raise UserError(f"--name {self.name!r}: use letters, digits, '.', '_', '+' and '-' only")
+        first = int(s.base.get("train", {}).get("seed", 0) or 0)
+        if first:  # train.seed set in the base config or the overrides: the first seed of the runs
+            s.seeds = [first + x for x in s.seeds]
+        self.name = check_name(name or s.name, extra="+")
         if heartbeat < 1:
             raise UserError(f"--heartbeat {heartbeat!r}: give seconds >= 1")
         self.folder = Path(studies_dir) / self.name
@@ -118,6 +126,12 @@ class Study(TicketWorker):
 
     def describe_difference(self, key: str) -> str:
         return "the base config or its overrides" if key == "config" else key
+
+    def describe_trial(self, trial) -> str:
+        params = {**(ticket_params(trial) or {}), **(trial.params or {})}
+        if "variant" in params:
+            return f"{params['variant']} seed {params.get('seed')}"
+        return super().describe_trial(trial)
 
     def run_dir(self, variant: str, seed: int) -> Path:
         return self.folder / "runs" / variant / f"seed{seed}"
@@ -143,7 +157,15 @@ class Study(TicketWorker):
             trial.set_user_attr("error", str(e))
             trial.set_user_attr("final", final_scores(run_dir))
             raise TrialFailed(str(e)) from None
-        except UserError as e:
+        except (UserError, OSError, MemoryError, RuntimeError) as e:
+            reason = environment_cause(e)
+            if reason is not None:  # a full disk, an unwritable folder: the next runs would fail alike
+                raise environment_stop(self, trial, e, reason, what=f"run {variant} seed {seed}") from None
+            if not isinstance(e, UserError):  # a bug: kept with its traceback, the ticket queued again
+                trial.set_user_attr("interrupted", True)
+                with contextlib.suppress(Exception):
+                    retry(trial.study, trial)
+                raise
             trial.set_user_attr("error", str(e))
             warnings.warn(f"study {self.name}: run {variant} seed {seed} failed: {e}")
             raise TrialFailed(str(e)) from None
@@ -232,14 +254,33 @@ class Study(TicketWorker):
         """Join (or start) the study, train tickets until none is left, write the outputs."""
         from tqdm.auto import tqdm
 
+        import sqlalchemy.exc
+
         study, creator = self.open()
-        self.plan_once(study, creator=creator)
-        bar = tqdm(total=self.requested, desc=f"study {self.name}", unit="run", disable=not self.progress, dynamic_ncols=True)
         try:
-            self.work(study, self._objective, bar=bar, after_trial=lambda: self.write(study, strict=False))
-        finally:
-            bar.close()
-        return self.write(study)
+            self.plan_once(study, creator=creator)
+            bar = tqdm(total=self.requested, desc=f"study {self.name}", unit="run", disable=not self.progress, dynamic_ncols=True)
+            try:
+                self.work(study, self._objective, bar=bar, after_trial=lambda: self._write_between(study))
+            except BaseException:
+                with contextlib.suppress(Exception):  # the outputs so far; the error in flight is the one to show
+                    self.write(study, strict=False)
+                raise
+            finally:
+                bar.close()
+            return self.write(study)
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            raise self.storage_error(e) from None
+        except OSError as e:
+            raise self.folder_error(e) from None
+
+    def _write_between(self, study) -> None:
+        """The outputs after each run; a full disk here does not hide the run's own result."""
+        try:
+            self.write(study, strict=False)
+        except OSError as e:
+            if self.stopped is None:
+                raise
 
 
 def _threads_per_worker(workers: int) -> int:
