@@ -166,7 +166,7 @@ def _sampler(G: nn.Module, device) -> Callable[[int], Tensor]:
     return sample_fn
 
 
-def _build_extractor(features: str, cfg, *, device, cache_dir, heldout=None, train=None):
+def _build_extractor(features: str, cfg, *, device, cache_dir, heldout=None, train=None, progress=None):
     from normgan.metrics import build_feature_extractor
 
     if features == "domain":
@@ -177,14 +177,15 @@ def _build_extractor(features: str, cfg, *, device, cache_dir, heldout=None, tra
             # own default, which would load the real test split
             heldout = lambda: reference_dataset(cfg, "test")  # noqa: E731  (only if it must train)
         return build_feature_extractor("domain", data=train, cache_dir=cache_dir, device=device,
-                                       heldout=heldout, seed=0)
+                                       heldout=heldout, seed=0, progress=progress)
     return build_feature_extractor(features, data=train, cache_dir=cache_dir, device=device)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate_generator(G: nn.Module, cfg, *, n: int = 5000, features: str = "domain",
                        metrics: Sequence[str] = METRIC_NAMES, reference: str = "test", device="cpu", seed: int = 0,
-                       cache_dir=None, batch_size: int = 500, extractor: Optional[nn.Module] = None) -> dict:
+                       cache_dir=None, batch_size: int = 500, extractor: Optional[nn.Module] = None,
+                       progress: Optional[bool] = None) -> dict:
     """Score generator ``G`` (``G(z)`` with ``z ~ N(0, I)`` of size ``G.z_dim``, images in
     ``[-1, 1]``) against the ``reference`` split of ``cfg``'s dataset: a :class:`PeriodicEvaluator`
     built for this one call (so the numbers equal the training loop's for equal ``n``/``seed``),
@@ -196,7 +197,7 @@ def evaluate_generator(G: nn.Module, cfg, *, n: int = 5000, features: str = "dom
     """
     t0 = time.perf_counter()
     ev = PeriodicEvaluator(cfg, device=device, cache_dir=cache_dir, n=n, features=features, metrics=metrics,
-                           reference=reference, seed=seed, batch_size=batch_size, extractor=extractor)
+                           reference=reference, seed=seed, batch_size=batch_size, extractor=extractor, progress=progress)
     res = ev(G)
     res["eval_seconds"] = time.perf_counter() - t0  # reference features included
     res["reference_fingerprint"] = ev.reference_fingerprint
@@ -209,7 +210,8 @@ def evaluate_generator(G: nn.Module, cfg, *, n: int = 5000, features: str = "dom
 
 def evaluate_run(run, *, n: int = 5000, features: str = "domain", metrics: Sequence[str] = METRIC_NAMES,
                  reference: str = "test", checkpoint: str = "last.pt", ema: bool = True, device="cpu", seed: int = 0,
-                 cache_dir=None, batch_size: int = 500, reuse: bool = False, write: bool = True) -> dict:
+                 cache_dir=None, batch_size: int = 500, reuse: bool = False, write: bool = True,
+                 progress: Optional[bool] = None) -> dict:
     """Evaluate the generator of ``run`` (EMA weights by default) and write
     ``run/eval/eval-step<NNNNNN>-<features>-n<N>.json`` (see :func:`eval_path`).
 
@@ -221,6 +223,8 @@ def evaluate_run(run, *, n: int = 5000, features: str = "domain", metrics: Seque
         reference: ``test`` (the held-out split, default) or ``train``.
         reuse: return an existing JSON for the same step/features/n/reference/seed/ema instead of
             recomputing (``normgan compare`` uses this).
+        progress: a line and bars on stderr for the slow steps (classifier training, reference
+            features); True, False, or None (default: when stderr is a terminal).
 
     Returns:
         The metrics of :func:`normgan.metrics.evaluate` (``fid``, ``fid_floor``, ``fid_floor_n``,
@@ -244,7 +248,7 @@ def evaluate_run(run, *, n: int = 5000, features: str = "domain", metrics: Seque
         raise UserError(f"run '{run}' is a paired (image-to-image) run: FID/KID/PR score unconditional generators; "
                         "'normgan eval RUN' reports its PSNR/SSIM/L1 on the test split")
     res = evaluate_generator(G, cfg, n=n, features=features, metrics=metrics, reference=reference, device=device,
-                             seed=seed, cache_dir=cache_dir, batch_size=batch_size)
+                             seed=seed, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
     res.update({"step": step, "run": str(run), "checkpoint": checkpoint, "ema": bool(ema), "seed": int(seed),
                 "features_spec": features, "metrics": list(metrics)})
     if write:
@@ -267,7 +271,8 @@ class PeriodicEvaluator:
 
     def __init__(self, cfg, *, device="cpu", cache_dir=None, n: int = 2000, features: str = "domain",
                  metrics: Sequence[str] = METRIC_NAMES, reference: str = "test", seed: int = 0,
-                 batch_size: int = 500, extractor: Optional[nn.Module] = None) -> None:
+                 batch_size: int = 500, extractor: Optional[nn.Module] = None,
+                 progress: Optional[bool] = None) -> None:
         from normgan.metrics import ReferenceScorer
 
         cfg = _cfg_from_any(cfg)
@@ -281,10 +286,10 @@ class PeriodicEvaluator:
         self.reference_fingerprint, self.n_reference = ref.fingerprint, len(ref)
         if extractor is None:
             extractor = _build_extractor(features, cfg, device=device, cache_dir=default_cache_dir(cache_dir),
-                                         heldout=ref if reference == "test" else None)
+                                         heldout=ref if reference == "test" else None, progress=progress)
         self.extractor = extractor.to(self.device).eval()
         self.scorer = ReferenceScorer(reference=ref, extractor=self.extractor, n=n, metrics=self.metrics,
-                                      batch_size=batch_size, device=self.device, seed=seed)
+                                      batch_size=batch_size, device=self.device, seed=seed, progress=progress)
         self.n, self.seed, self.features = self.scorer.n, self.scorer.seed, self.scorer.features
         self.real_spread = mean_pairwise_distance(self.scorer.real)
         self.heldout_accuracy = getattr(extractor, "heldout_accuracy", None)
@@ -310,10 +315,12 @@ class PeriodicEvaluator:
 
 def make_periodic_evaluator(cfg, *, device="cpu", cache_dir=None, n: int = 2000, features: str = "domain",
                             metrics: Sequence[str] = METRIC_NAMES, reference: str = "test", seed: int = 0,
-                            batch_size: int = 500) -> PeriodicEvaluator:
+                            batch_size: int = 500, progress: Optional[bool] = None) -> PeriodicEvaluator:
     """A callable ``evaluator(G) -> dict`` for the training loop: the extractor (domain classifier,
     trained once and cached in ``cache_dir``) and the reference features are prepared here, once;
     each call generates ``n`` images with ``G`` (put in eval mode, restored afterwards) under a
-    forked RNG and returns the same keys as :func:`evaluate_generator` (no JSON is written)."""
+    forked RNG and returns the same keys as :func:`evaluate_generator` (no JSON is written).
+    ``progress``: a line and bars on stderr while the classifier trains and the reference features
+    are extracted (True, False, or None: when stderr is a terminal)."""
     return PeriodicEvaluator(cfg, device=device, cache_dir=cache_dir, n=n, features=features, metrics=metrics,
-                             reference=reference, seed=seed, batch_size=batch_size)
+                             reference=reference, seed=seed, batch_size=batch_size, progress=progress)

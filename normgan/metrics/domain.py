@@ -140,15 +140,19 @@ def _check_labels(data, what: str) -> None:
 
 
 def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS, batch_size: int = 64,
-                            lr: float = 3e-3, width: int = DEFAULT_WIDTH, seed: int = 0, device="cpu") -> DomainClassifier:
+                            lr: float = 3e-3, width: int = DEFAULT_WIDTH, seed: int = 0, device="cpu",
+                            progress: bool | None = False) -> DomainClassifier:
     """Train a :class:`DomainClassifier` on ``train`` (an ``ImageData`` with labels).
 
     ``heldout`` (normally the TEST split) gives ``heldout_accuracy``; without it the attribute is
     ``None``.  Adam (lr ``lr``, cosine decay to 0 over all steps), batch ``batch_size``, random
     2-px shifts.  Deterministic given ``seed`` on a fixed device and thread count.  Gradients
     are enabled inside (``torch.enable_grad``, ``inference_mode(False)``), so it works when
-    called under ``torch.no_grad()`` or ``torch.inference_mode()``.
+    called under ``torch.no_grad()`` or ``torch.inference_mode()``.  ``progress``: a bar over
+    the steps on stderr (True, False, or None: when stderr is a terminal).
     """
+    from normgan.metrics import progress as prog
+
     _check_labels(train, "train split")
     if len(train) < 2:
         raise DataError(f"dataset {train.name!r} has {len(train)} training images; the domain classifier needs more")
@@ -167,6 +171,7 @@ def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS
         total = max(1, epochs * steps_per_epoch)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
         model.train()
+        bar = prog.bar(total=total, desc="domain classifier", unit="step", progress=progress, delay=0.0)
         for _ in range(epochs):
             perm = torch.randperm(len(train), generator=gen)
             for s in range(0, len(train), batch_size):
@@ -180,6 +185,8 @@ def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS
                 loss.backward()
                 opt.step()
                 sched.step()
+                bar.update(1)
+        bar.close()
     model.eval()
     model.train_seconds = time.perf_counter() - t0
     model.fingerprint = getattr(train, "fingerprint", None)
@@ -247,13 +254,19 @@ def _load(path: Path, *, fingerprint: str, channels: int, resolution: int, devic
 
 
 def load_or_train(train, *, heldout=None, cache_dir=None, epochs: int = DEFAULT_EPOCHS, seed: int = 0,
-                  device="cpu") -> DomainClassifier:
+                  device="cpu", progress: bool | None = None) -> DomainClassifier:
     """Return the cached classifier for ``train.fingerprint`` or train (and cache) a new one.
 
     ``heldout`` may be an ``ImageData``, ``None``, or a no-argument callable returning either
     (called only when training is needed).  ``cache_dir=None`` disables caching.  An unreadable or mismatching cache file triggers a
     warning and retraining; the new classifier overwrites it atomically.
+
+    Training takes a minute on CPU for the built-in digits: when it is needed, a line on stderr
+    says so ("training the domain classifier … (first use, cached in DIR)") above a bar over its
+    steps.  ``progress``: True, False, or None (default: when stderr is a terminal).
     """
+    from normgan.metrics import progress as prog
+
     _check_labels(train, "train split")
     path = cache_path(cache_dir, train.fingerprint) if cache_dir is not None else None
     if path is not None and path.exists():
@@ -267,7 +280,10 @@ def load_or_train(train, *, heldout=None, cache_dir=None, epochs: int = DEFAULT_
         check_writable_dir(path.parent, what="domain classifier cache folder", fix=CACHE_FIX.split(", or ", 1)[1])
     if callable(heldout):
         heldout = heldout()
-    model = train_domain_classifier(train, heldout=heldout, epochs=epochs, seed=seed, device=device)
+    where = f"first use, cached in {path.parent}" if path is not None else "not cached: no cache folder"
+    prog.note(f"training the domain classifier of {getattr(train, 'name', '?')} ({len(train)} images, {epochs} epochs; "
+              f"{where})…", progress=progress)
+    model = train_domain_classifier(train, heldout=heldout, epochs=epochs, seed=seed, device=device, progress=progress)
     if path is not None:
         try:
             _save(model, path)

@@ -54,20 +54,31 @@ def _cat(parts: list[Tensor | None]) -> Tensor | None:
 
 @torch.inference_mode()
 def real_features(extractor: nn.Module, data, *, n: int | None = None, batch_size: int = 500, device="cpu",
-                  indices: Tensor | None = None, logits: bool = False):
+                  indices: Tensor | None = None, logits: bool = False, progress: Optional[bool] = False):
     """Features of real images: ``data.images[indices]`` (default: the first ``n``, or all).
+
+    Batched: only ``batch_size`` images are decoded (a streamed folder), converted to float and
+    moved to the device at a time; the result is ``d`` float64 numbers per image.  ``progress``:
+    a bar on stderr (True, False, or None: when stderr is a terminal).
 
     Returns a float64 ``(n, d)`` tensor, or ``(features, logits)`` when ``logits=True``.
     """
+    from normgan.metrics import progress as prog
+
     if indices is None:
         indices = torch.arange(len(data) if n is None else min(int(n), len(data)))
     extractor.eval()
     feats, lgs = [], []
-    for s in range(0, len(indices), batch_size):
-        x = _to_float(data.images[indices[s : s + batch_size]]).to(device)
-        f, lg = _extract(extractor, x, logits)
-        feats.append(f)
-        lgs.append(lg)
+    bar = prog.bar(total=len(indices), desc="reference features", unit="image", progress=progress)
+    try:
+        for s in range(0, len(indices), batch_size):
+            x = _to_float(data.images[indices[s : s + batch_size]]).to(device)
+            f, lg = _extract(extractor, x, logits)
+            feats.append(f)
+            lgs.append(lg)
+            bar.update(x.shape[0])
+    finally:
+        bar.close()
     out = _cat(feats)
     return (out, _cat(lgs)) if logits else out
 
@@ -109,13 +120,17 @@ class ReferenceScorer:
     forked RNG seeded with ``seed``: the caller's global RNG is untouched and results are
     reproducible.
 
+    ``progress``: a bar on stderr while the reference features are extracted (True, False, or
+    None: when stderr is a terminal).
+
     Attributes: ``real`` (the ``(n_real, d)`` float64 features), ``n_real``, ``fid_floor``,
     ``fid_floor_n``, ``has_logits`` (the extractor has ``logits``), ``want_is``.
     """
 
     def __init__(self, *, reference, extractor: nn.Module, n: int, metrics: Iterable[str] = METRICS,
                  batch_size: int = 500, device="cpu", seed: int = 0, kid_subsets: int = 100,
-                 kid_subset_size: int = 1000, pr_k: int = PR_K, is_splits: int = 10) -> None:
+                 kid_subset_size: int = 1000, pr_k: int = PR_K, is_splits: int = 10,
+                 progress: Optional[bool] = False) -> None:
         metrics = tuple(metrics)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
@@ -141,7 +156,8 @@ class ReferenceScorer:
         self.n_real = min(n, len(reference))
         self.fid_floor_n = n if len(reference) >= 2 * n else len(reference) // 2
         count = max(self.n_real, 2 * self.fid_floor_n) if "fid" in metrics else self.n_real
-        real = real_features(extractor, reference, indices=perm[:count], batch_size=self.batch_size, device=self.device)
+        real = real_features(extractor, reference, indices=perm[:count], batch_size=self.batch_size, device=self.device,
+                             progress=progress)
         self.real = real[: self.n_real]
         self.fid_floor = (fid_from_features(real[: self.fid_floor_n], real[self.fid_floor_n : 2 * self.fid_floor_n])
                           if "fid" in metrics else None)

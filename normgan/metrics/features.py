@@ -106,7 +106,8 @@ def _build_inception(*, data=None, cache_dir=None, device="cpu", **_) -> nn.Modu
 
 
 @FEATURES.register("domain")
-def _build_domain(*, data=None, cache_dir=None, device="cpu", heldout=None, epochs=None, seed=0, **_) -> nn.Module:
+def _build_domain(*, data=None, cache_dir=None, device="cpu", heldout=None, epochs=None, seed=0, progress=None,
+                  **_) -> nn.Module:
     from normgan.metrics import domain
 
     if data is None:
@@ -114,7 +115,8 @@ def _build_domain(*, data=None, cache_dir=None, device="cpu", heldout=None, epoc
     if heldout is None:
         heldout = lambda: _default_heldout(data)  # noqa: E731  (loaded only if training is needed)
     kw = {} if epochs is None else {"epochs": epochs}
-    return domain.load_or_train(data, heldout=heldout, cache_dir=cache_dir, seed=seed, device=device, **kw)
+    return domain.load_or_train(data, heldout=heldout, cache_dir=cache_dir, seed=seed, device=device, progress=progress,
+                                **kw)
 
 
 def _default_heldout(data):
@@ -169,7 +171,8 @@ def build_feature_extractor(spec: str, *, data=None, cache_dir=None, device="cpu
             by the other extractors.
         cache_dir: where ``domain`` caches its classifier (``None``: no cache).
         device: torch device.
-        options: extractor-specific keywords (``domain``: ``heldout`` ImageData, ``epochs``, ``seed``).
+        options: extractor-specific keywords (``domain``: ``heldout`` ImageData, ``epochs``, ``seed``,
+            ``progress``: a line and a bar on stderr while it trains; the others ignore them).
 
     Raises:
         UserError / ConfigError: one-line messages for unknown names, bad import paths, missing
