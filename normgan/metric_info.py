@@ -180,7 +180,7 @@ def available_memory() -> Optional[int]:
 def _size(b: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if b < 1024 or unit == "PiB":
-            return f"{b:.3g} {unit}"
+            return f"{b:.0f} B" if unit == "B" else f"{b:.3g} {unit}"
         b /= 1024
     return f"{b:.3g} PiB"
 
