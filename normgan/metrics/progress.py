@@ -29,12 +29,13 @@ def enabled(progress: Optional[bool]) -> bool:
     return bool(progress)
 
 
-def bar(*, total: int, desc: str, unit: str, progress: Optional[bool], delay: float = DELAY_S):
-    """A tqdm bar on stderr (disabled unless :func:`enabled`), removed when it closes."""
+def bar(*, total: int, desc: str, unit: str, progress: Optional[bool], delay: Optional[float] = None):
+    """A tqdm bar on stderr (disabled unless :func:`enabled`), shown after ``delay`` seconds (default
+    :data:`DELAY_S`) and removed when it closes."""
     from tqdm.auto import tqdm
 
     return tqdm(total=int(total), desc=desc, unit=unit, disable=not enabled(progress), file=sys.stderr,
-                delay=delay, leave=False, dynamic_ncols=True)
+                delay=DELAY_S if delay is None else delay, leave=False, dynamic_ncols=True)
 
 
 def note(message: str, *, progress: Optional[bool]) -> None:
