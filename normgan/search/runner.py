@@ -355,6 +355,7 @@ class Search(TicketWorker):
         from normgan.data import forbid_splits
 
         import sqlalchemy.exc
+        from optuna.exceptions import StorageInternalError
 
         study, creator = self.open()
         try:
@@ -372,7 +373,7 @@ class Search(TicketWorker):
             self._write(study)
             final = self._final(study) if self.final_enabled else None
             return self._write(study, final=final)
-        except sqlalchemy.exc.SQLAlchemyError as e:
+        except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError) as e:
             raise self.storage_error(e) from None
         except OSError as e:
             raise self.folder_error(e) from None

@@ -80,8 +80,24 @@ def open_storage(url: str, *, heartbeat: int, stale_trial_callback: Optional[Cal
         raise UserError(f"--storage {shown}: malformed database URL ({_first_line(e)}); "
                         "use e.g. postgresql://user:password@host:5432/dbname") from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as e:
+        if url.startswith("sqlite"):  # a file: its disk or folder is at fault, not a server
+            raise sqlite_error(url, e) from None
         raise UserError(f"--storage {shown}: cannot connect ({_first_line(e)}); check the host, port, database "
                         "name and credentials, and that the server runs") from None
+
+
+def sqlite_error(url: str, e: BaseException) -> UserError:
+    """One line for a SQLite study file that cannot be written: a full disk (exit 1) or a folder
+    that is read-only or missing."""
+    text = _first_line(e)
+    path = url.split(":///", 1)[-1]
+    if "full" in text.lower() or "no space" in text.lower():
+        err = UserError(f"cannot write the study database '{path}': no space left ({text}); free some space and run "
+                        "the same command again (what was written is kept)")
+        err.exit_code = 1
+        return err
+    return UserError(f"cannot open the study database '{path}' ({text}); make its folder writable, or give a writable "
+                     "folder (--searches-dir, --studies-dir) or --storage URL")
 
 
 def _first_line(e: BaseException) -> str:

@@ -214,7 +214,7 @@ class TicketWorker:
                 except optuna.exceptions.DuplicatedStudyError:
                     study = optuna.load_study(study_name=self.name, storage=storage)
                     creator = False
-        except sqlalchemy.exc.SQLAlchemyError as e:
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
             raise self.storage_error(e) from None
         except OSError as e:
             raise self.folder_error(e) from None
@@ -239,7 +239,8 @@ class TicketWorker:
 
     def storage_error(self, e: BaseException) -> UserError:
         """One line for a database error (SQLite on a full disk or a read-only folder)."""
-        text = _one_line(str(getattr(e, "orig", None) or e), 160)
+        cause = e.__cause__ or e  # optuna wraps SQLAlchemy's errors (StorageInternalError)
+        text = _one_line(str(getattr(cause, "orig", None) or cause), 160)
         full = any(w in text.lower() for w in ("full", "no space"))
         err = UserError(f"{self.kind} '{self.name}': the study storage {mask_url(self.storage_url)} failed ({text}); "
                         + ("free some space and run the same command again (finished runs are kept)" if full else
@@ -409,6 +410,11 @@ class TicketWorker:
             print(text, file=sys.stderr)
 
     def plan_once(self, study, *, creator: bool) -> None:
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed and queued again, said below
         if not creator:
             self._wait_for_plan(study)
         self.plan(study)
@@ -436,7 +442,14 @@ class TicketWorker:
                     bar.refresh()
                 if any(t.state == TrialState.WAITING for t in trials):
                     self.stopped = None
-                    study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+                    try:
+                        study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+                    except Exception:
+                        # a full disk may fail the storage too (SQLite beside the runs): the trial stays
+                        # RUNNING until the heartbeat of the next run fails it and queues it again
+                        if self.stopped is not None:
+                            raise self.stopped from None
+                        raise
                     if after_trial is not None:
                         after_trial()
                     if self.stopped is not None:  # the environment failed a trial: the next ones would fail too
@@ -452,11 +465,12 @@ def environment_stop(worker: TicketWorker, trial, exc: BaseException, reason: st
     """Record a trial stopped by its environment (``env_error``) and set the worker's one-line stop:
     the trial failed, nothing more runs now, and the same command retries it."""
     message = _one_line(str(exc))
-    trial.set_user_attr("error", message)
-    trial.set_user_attr("env_error", reason)
     err = UserError(f"{worker.kind} '{worker.name}': {what} failed: {message}; the {worker.kind} stopped (finished runs are "
                     f"kept in {worker.folder}); fix it and run the same command again: it retries this run")
     full = any(w in (reason + message).lower() for w in ("space", "full", "write failed"))
     err.exit_code = 1 if full else 2
     worker.stopped = err
+    with contextlib.suppress(Exception):  # the storage may be on the full disk too
+        trial.set_user_attr("error", message)
+        trial.set_user_attr("env_error", reason)
     return EnvironmentFailed(message)

@@ -255,6 +255,7 @@ class Study(TicketWorker):
         from tqdm.auto import tqdm
 
         import sqlalchemy.exc
+        from optuna.exceptions import StorageInternalError
 
         study, creator = self.open()
         try:
@@ -269,7 +270,7 @@ class Study(TicketWorker):
             finally:
                 bar.close()
             return self.write(study)
-        except sqlalchemy.exc.SQLAlchemyError as e:
+        except (sqlalchemy.exc.SQLAlchemyError, StorageInternalError) as e:
             raise self.storage_error(e) from None
         except OSError as e:
             raise self.folder_error(e) from None
