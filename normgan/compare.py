@@ -178,8 +178,9 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
     and ``out/compare.json`` (atomically, together: a failed write leaves the previous ones).
 
     The same run folder given twice (the same resolved path) is a :class:`UserError`: it would
-    count as two seeds.  ``progress``: True prints one ``compare: …`` line per stage on stderr
-    (reading the runs, evaluating run i/N, writing the outputs); a callable gets those lines.
+    count as two seeds; so is a paired run.  ``progress``: True prints one ``compare: …`` line per
+    stage on stderr once every folder has been checked (the groups, evaluating run i/N, writing
+    the outputs); a callable gets those lines.
     """
     metrics = check_eval_args(n=n, features=features, metrics=metrics, reference=reference)
     say = _progress(progress)
@@ -195,8 +196,14 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
             raise UserError(f"run folder {same} given twice ({key}): one run would count as two seeds; "
                             "give each run once")
         seen[key] = r
-    say(f"reading {len(runs)} run folder{'s' if len(runs) != 1 else ''} (config.yaml, checkpoint step)")
     groups = group_runs(runs, checkpoint=checkpoint)  # fail on bad configs/checkpoints before any evaluation
+    for g in groups:
+        if g["config"].get("task") == "paired":
+            raise UserError(f"run '{g['runs'][0]}' is a paired (image-to-image) run: FID/KID/PR score unconditional "
+                            "generators; 'normgan eval RUN' reports its PSNR/SSIM/L1 on the test split")
+    # progress starts once every run folder has been checked, so a bad input is still one line
+    say(f"{len(runs)} run folder{'s' if len(runs) != 1 else ''} in {len(groups)} group{'s' if len(groups) != 1 else ''}; "
+        f"evaluating each at N={n}")
     per_run = {}
     for i, r in enumerate(runs, 1):
         say(f"evaluating run {i}/{len(runs)}: {r} (N={n}, features={features})")

@@ -157,7 +157,7 @@ def test_compare_shows_progress_on_stderr(runs, tmp_path, capsys):  # noqa: F811
                  "--out", str(out)]) == 0
     err = capsys.readouterr().err.splitlines()
     stages = [line for line in err if line.startswith("compare: ")]
-    assert stages[0].startswith("compare: reading 2 run folders")
+    assert stages[0].startswith("compare: 2 run folders in 1 group; evaluating each at N=40")
     assert any(line.startswith(f"compare: evaluating run 1/2: {a0}") for line in stages)
     assert any(line.startswith(f"compare: evaluating run 2/2: {a1}") for line in stages)
     assert stages[-1].startswith(f"compare: writing {out / 'compare.json'}")
