@@ -12,6 +12,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,16 +130,15 @@ def test_a_searched_train_seed_reaches_the_runs_and_progress_is_per_fold(tmp_pat
         assert f"{where}: psnr " in r.stderr
 
 
-def test_no_progress_prints_no_fold_lines(tmp_path):
-    r = _stub_cli(tmp_path, "--no-progress", "--no-final", lams="[1,10]")
-    assert r.returncode == 0, r.stderr
-    assert "fold 1/2" not in r.stderr and r.stderr.strip() == ""
-    r = _stub_cli(tmp_path, "--no-final", lams="[1,10]", name="p")
-    assert r.returncode == 0, r.stderr
+def test_progress_lines_per_fold_and_none_without_progress(tmp_path, capsys):
+    _search(tmp_path, ["regularizers.l1.weight=[1,10]"], final=False, name="q")
+    assert "fold 1/2" not in capsys.readouterr().err
+    _search(tmp_path, ["regularizers.l1.weight=[1,10]"], final=False, name="p", progress=True)
+    err = capsys.readouterr().err
     for t in (0, 1):
         for f in (1, 2):
-            assert f"search p: trial {t} fold {f}/2 seed 0: training 4 steps" in r.stderr, r.stderr
-            assert f"search p: trial {t} fold {f}/2 seed 0: psnr " in r.stderr
+            assert f"search p: trial {t} fold {f}/2 seed 0: training 4 steps" in err, err
+            assert f"search p: trial {t} fold {f}/2 seed 0: psnr " in err
 
 
 # ----------------------------------------------------------------------------------- one search per folder
@@ -163,23 +163,22 @@ def test_another_search_cannot_take_a_search_folder(tmp_path):
 
 
 def test_other_settings_in_a_search_folder_are_refused_naming_the_folder_and_the_spec(tmp_path):
-    r = _stub_cli(tmp_path, "--no-final", "--no-progress", lams="[1,100]")
-    assert r.returncode == 0, r.stderr
+    _search(tmp_path, ["regularizers.l1.weight=[1,100]"], final=False)
     before = _tree(tmp_path / "s")
     r = _stub_cli(tmp_path, "--no-final", "--no-progress", lams="[1,10]")
     assert r.returncode == 2
     _one_error_line(r, str(tmp_path / "s"), "--param regularizers.l1.weight=[1,100]", "--param regularizers.l1.weight=[1,10]",
                     "--name")
     assert _tree(tmp_path / "s") == before and _study_names(tmp_path / "s") == ["s"]
-    r = _stub_cli(tmp_path, "--no-final", "--no-progress", lams="[1,100]")  # the same spec continues (nothing left)
-    assert r.returncode == 0, r.stderr
+    again = _search(tmp_path, ["regularizers.l1.weight=[1,100]"], final=False)  # the same spec continues (nothing left)
+    assert [r["state"] for r in again["rows"]] == ["COMPLETE", "COMPLETE"]
 
 
 @pytest.mark.parametrize("name", [".", ".."])
 def test_dot_names_are_refused(tmp_path, name):
-    r = _stub_cli(tmp_path, "--no-final", "--no-progress", name=name)
-    assert r.returncode == 2
-    _one_error_line(r, f"--name {name!r}")
+    """'.' would make the searches folder itself the search folder (and '..' its parent)."""
+    with pytest.raises(UserError, match=f"--name {re.escape(repr(name))}"):
+        _search(tmp_path, ["regularizers.l1.weight=[1]"], name=name)
     assert not any(tmp_path.iterdir())
 
 

@@ -147,6 +147,8 @@ class Search(TicketWorker):
         if keep not in KEEP:
             raise UserError(f"--keep {keep!r}: best (the best trial's checkpoints only) or all (every trial's)")
         self.keep = keep
+        if name is not None:  # before the data is read (a bad name is refused at once)
+            check_name(name)
         self.params: List[Param] = parse_params(params)
         cfg = load_config(config, overrides=list(overrides))
         self.paired = cfg.paired
