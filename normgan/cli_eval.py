@@ -6,8 +6,16 @@ one-line :class:`~normgan.errors.UserError` messages (exit code 2 in ``normgan.c
 
     normgan eval RUN [--n 5000] [--features domain|inception|pkg.mod:Class] [--metrics fid,kid,pr,is]
                      [--reference test|train] [--seed 0] [--device cpu] [--checkpoint last.pt] [--no-ema] [--json]
+    normgan eval PAIRED_RUN [--split test|val] [--n PAIRS] [--metrics psnr,ssim,l1,lpips,classifier_score] [...]
     normgan compare RUN [RUN ...] [--n 5000] [--features domain] [--out DIR] [...]
     normgan diagnose RUN [--window 10] [--json] [--skip-bad-lines]
+
+``--metrics`` restricts what is printed (the JSON keeps everything computed); ``--split train`` is
+refused (a score on the training pairs measures fit, not generalisation); an ``--n`` whose
+features would not fit in the available memory is refused before anything is computed
+(:func:`normgan.metric_info.check_eval_memory`).  ``compare`` prints one ``compare: …`` line per
+stage on stderr and refuses a run given twice; ``diagnose`` refuses a damaged or empty
+``metrics.jsonl`` with one line (``--skip-bad-lines`` reads the rest, with one warning).
 """
 
 from __future__ import annotations

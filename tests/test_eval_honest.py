@@ -188,6 +188,15 @@ def test_eval_metrics_psnr_prints_psnr_only(made, capsys):
     assert saved["metrics"] == ["psnr"] and "l1" in saved  # computed anyway; kept in the JSON
 
 
+def test_eval_n_reaches_a_paired_run(made, capsys):
+    """--n 50 scores 50 of the 500 test pairs and says so (it silently scored all 500)."""
+    assert main(["eval", str(made["paired"]), "--n", "50", "--metrics", "psnr", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 50 and res["n_split"] == 500
+    assert main(["eval", str(made["paired"]), "--n", "50", "--metrics", "psnr"]) == 0
+    assert "(50 of its 500 pairs (a subset drawn with seed 0))" in capsys.readouterr().out
+
+
 def test_eval_split_train_is_refused(made, capsys):
     assert main(["eval", str(made["paired"]), "--split", "train", "--metrics", "psnr"]) == 2
     err = capsys.readouterr().err.strip()
