@@ -98,8 +98,13 @@ def paired_triplets(G, cfg, *, n: int, seed: int = 0, split: str = "test") -> to
 MAX_SAMPLE_FILES = 1_000_000
 
 
-def _free_bytes(folder: Path) -> tuple[int | None, int]:
-    """(free bytes, block size) of the file system that holds ``folder`` (or its nearest parent)."""
+#: the space a small file takes at least (a page of tmpfs, a block of ext4/xfs); network file
+#: systems report larger blocks that small files do not fill, so this is not read from statvfs
+MIN_FILE_BYTES = 4096
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Free bytes of the file system that holds ``folder`` (or its nearest existing parent)."""
     import os
 
     p = folder
@@ -108,20 +113,20 @@ def _free_bytes(folder: Path) -> tuple[int | None, int]:
     try:
         st = os.statvfs(p)
     except OSError:
-        return None, 4096
-    return st.f_bavail * st.f_frsize, st.f_bsize or 4096
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def check_disk(out: Path, *, n: int, image_bytes: int) -> None:
     """A one-line UserError before the first file when ``n`` PNG files of ``image_bytes`` raw bytes
-    each cannot fit in ``out``'s free space (each file takes at least one block; a PNG of a generated
+    each cannot fit in ``out``'s free space (each file takes at least 4 KiB; a PNG of a generated
     image is taken at half its raw size, which GAN outputs seldom beat)."""
     from normgan.train.checkpoint import _free_space
 
-    free, block = _free_bytes(out)
+    free = _free_bytes(out)
     if free is None:
         return
-    per_file = -(-max(image_bytes // 2, 1) // block) * block
+    per_file = -(-max(image_bytes // 2, 1) // MIN_FILE_BYTES) * MIN_FILE_BYTES
     need = (n + 1) * per_file  # + grid.png
     if need > free:
         raise UserError(f"--out '{out}': {n} PNG files need about {_fmt(need)}, more than the {_free_space(out if out.exists() else out.parent)} "
