@@ -5,7 +5,9 @@
     ev(G_ema)  # {"psnr": …, "ssim": …, "l1": …, "sharpness_ratio": …, "dropout_diversity": …, …}
 
 Every pair of the split is translated once (under a forked, seeded RNG, so dropout kept on at
-test time gives the same numbers for the same seed and the training RNG stream is untouched).
+test time gives the same numbers for the same seed and the training RNG stream is untouched),
+batch by batch: each batch is translated, converted to float, scored and dropped, so the memory
+does not grow with the split beyond its uint8 pairs (``n=N``: a seeded subset of N pairs instead).
 
 * ``psnr``, ``ssim`` (Gaussian window 11, σ 1.5), ``l1`` (mean |G(x) − y| on the [-1, 1] scale):
   means over images (see :mod:`normgan.metrics.paired`);
