@@ -355,3 +355,29 @@ def test_bench_memory_quick_prints_the_peaks_as_json(tmp_path):
     assert al["eval_64"]["decoded_mb"] == pytest.approx(64 * 2 * 3 * 32 * 32 / 2**20, abs=0.05)
     (check,) = report["checks"].values()
     assert isinstance(check, bool)
+
+
+# ------------------------------------------------------------------------------------------ overfit
+def test_nearest_distance_in_small_blocks_equals_numpy_brute_force(monkeypatch):
+    from normgan.metrics import overfit
+
+    rng = np.random.default_rng(0)
+    x, ref = rng.normal(size=(37, 5)), rng.normal(size=(53, 5))
+    want = np.sqrt(((x[:, None, :] - ref[None, :, :]) ** 2).sum(-1)).min(1)
+    blocks = []
+    real_cdist = torch.cdist
+
+    def spy(a, b, **kw):
+        blocks.append(a.shape[0] * b.shape[0])
+        return real_cdist(a, b, **kw)
+
+    monkeypatch.setattr(torch, "cdist", spy)
+    monkeypatch.setattr(overfit, "DISTANCE_BLOCK", 20)  # fewer than one row of 53 distances: ref sliced too
+    got = overfit.nearest_distance(torch.from_numpy(x), torch.from_numpy(ref))
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
+    assert max(blocks) <= 20 and sum(blocks) == 37 * 53
+    blocks.clear()
+    monkeypatch.setattr(overfit, "DISTANCE_BLOCK", 53 * 4)  # 4 rows per block, ref whole
+    got = overfit.nearest_distance(torch.from_numpy(x), torch.from_numpy(ref))
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
+    assert max(blocks) == 53 * 4 and len(blocks) == math.ceil(37 / 4)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["nearest_distance", "memorization_score"]
+__all__ = ["nearest_distance", "memorization_score", "DISTANCE_BLOCK"]
 
 
 def _as_features(x: Tensor, what: str) -> Tensor:
@@ -26,19 +26,25 @@ def _as_features(x: Tensor, what: str) -> Tensor:
     return x.detach().to(torch.float64)
 
 
+#: Largest block of distances held at once (float64: 32 MB), whatever the set sizes.
+DISTANCE_BLOCK = 1 << 22
+
+
 def nearest_distance(x: Tensor, ref: Tensor, *, batch: int = 1024) -> Tensor:
     r"""Distance from each row of ``x`` to its nearest row of ``ref``.
 
     .. math::
         d_i = \min_{j} \lVert x_i - r_j \rVert_2, \qquad i = 1..N_x
 
-    Computed in float64, ``batch`` rows of ``x`` at a time (a ``(batch, N_ref)`` block of
-    distances in memory).
+    Computed in float64 in blocks of at most ``batch`` rows of ``x`` and at most
+    :data:`DISTANCE_BLOCK` distances (rows of ``ref`` taken in slices too when a block of rows would
+    exceed it, with a running minimum), so the memory does not grow with either set; blocking does
+    not change any distance.
 
     Args:
         x: ``(N_x, d)`` query features.
         ref: ``(N_ref, d)`` reference features, ``N_ref >= 1``.
-        batch: rows of ``x`` per ``torch.cdist`` call.
+        batch: most rows of ``x`` per ``torch.cdist`` call.
 
     Returns:
         A float64 ``(N_x,)`` tensor on ``x``'s device.
@@ -51,10 +57,15 @@ def nearest_distance(x: Tensor, ref: Tensor, *, batch: int = 1024) -> Tensor:
         raise ValueError("the reference set is empty")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    rows = max(1, min(int(batch), DISTANCE_BLOCK // ref.shape[0]))
+    cols = min(ref.shape[0], max(1, DISTANCE_BLOCK // rows))
     out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
-    for s in range(0, x.shape[0], batch):
-        d = torch.cdist(x[s : s + batch], ref, compute_mode="donot_use_mm_for_euclid_dist")
-        out[s : s + batch] = d.min(dim=1).values
+    for s in range(0, x.shape[0], rows):
+        best = None
+        for c in range(0, ref.shape[0], cols):
+            d = torch.cdist(x[s : s + rows], ref[c : c + cols], compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+            best = d if best is None else torch.minimum(best, d)
+        out[s : s + rows] = best
     return out
 
 
