@@ -1,12 +1,14 @@
 """Stub trainers for the search/study robustness tests: the closed-form scores of search_stub.py and
 study_stub.py, plus files written the way the real loop writes them, so a small tmpfs fills up.
 
-* search ``train``: writes ``run_dir/checkpoints/last.pt`` through normgan's own
+* search ``train``: writes ``run_dir/blob.pt`` of ``STUB_BYTES`` bytes (default 1000; kept by
+  ``--keep best``) and a small ``run_dir/checkpoints/last.pt`` through normgan's own
   :func:`normgan.train.checkpoint.save_checkpoint` (a full disk: its one-line "no space left"
-  UserError) of ``STUB_BYTES`` bytes (default 1000), and ``run_dir/metrics.jsonl``; then
-  search_stub's score. ``STUB_RAW_OSERROR=1``: the blob is written with plain ``open`` instead, so
-  a full disk raises the bare OSError.
-* study ``train_study``: the same checkpoint, then study_stub's run folder.
+  UserError), and ``run_dir/metrics.jsonl``; then search_stub's score. ``STUB_RAW_OSERROR=1``:
+  the blob is written with plain ``open`` instead, so a full disk raises the bare OSError.
+* study ``train_study``: the same files, then study_stub's run folder.
+* ``train_real``: normgan's real trainer, then the EMA generator's weights copied to
+  ``run_dir/generator.pt`` (which ``--keep best`` leaves, so every trial's weights can be compared).
 
 Environment knobs are read at each call (``STUB_LOG``: one JSON line per call).
 """
@@ -24,18 +26,18 @@ import study_stub
 
 
 def _blob(run_dir: Path) -> None:
+    from normgan.train.checkpoint import save_checkpoint
+
     n = int(os.environ.get("STUB_BYTES", "1000"))
-    path = Path(run_dir) / "checkpoints" / "last.pt"
+    path = Path(run_dir) / "blob.pt"
     if os.environ.get("STUB_RAW_OSERROR"):
-        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
             fh.write(os.urandom(n))
             fh.flush()
             os.fsync(fh.fileno())
-        return
-    from normgan.train.checkpoint import save_checkpoint
-
-    save_checkpoint({"blob": torch.randint(0, 255, (n,), dtype=torch.uint8)}, path)
+    else:
+        save_checkpoint({"blob": torch.randint(0, 255, (n,), dtype=torch.uint8)}, path)
+    save_checkpoint({"step": 1}, Path(run_dir) / "checkpoints" / "last.pt")
 
 
 def _log(run_dir, cfg) -> None:
@@ -57,6 +59,15 @@ def train(cfg, *, run_dir, report, progress=False) -> dict:
 
 
 train.test = search_stub.test
+
+
+def train_real(cfg, *, run_dir, report, progress=False, stage=None) -> dict:
+    from normgan.search.trainers import train_normgan
+
+    res = train_normgan(cfg, run_dir=run_dir, report=report, progress=progress, **({"stage": stage} if stage else {}))
+    ck = torch.load(Path(run_dir) / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    torch.save(ck["generator_ema"], Path(run_dir) / "generator.pt")
+    return res
 
 
 def train_study(cfg, *, run_dir, progress=False) -> None:

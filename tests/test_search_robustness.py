@@ -97,8 +97,7 @@ def _tree(folder: Path) -> dict:
 
 # ----------------------------------------------------------------------------------- the seed
 def _weights(run: Path) -> dict:
-    ck = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-    return {k: v for k, v in ck["generator"].items()}
+    return torch.load(run / "generator.pt", map_location="cpu", weights_only=False)
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -106,12 +105,14 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def test_a_searched_train_seed_reaches_the_runs_and_progress_is_per_fold(tmp_path):
-    """Real tiny runs: ``--param train.seed=[0,1] --seeds 2`` trains seeds 0, 1 (trial 0) and 1, 2
-    (trial 1): trial 0's seed 1 equals trial 1's seed 1 weight for weight, other seeds differ; each
-    run's config holds its seed. The progress lines name each fold's training, evaluation and score."""
+    """Real tiny runs (normgan's trainer; robust_stub:train_real copies each run's EMA generator):
+    ``--param train.seed=[0,1] --seeds 2`` trains seeds 0, 1 (trial 0) and 1, 2 (trial 1): trial 0's
+    seed 1 equals trial 1's seed 1 weight for weight, other seeds differ; each run's config holds
+    its seed. The progress lines name each fold's training, evaluation and score."""
     env = _env(NORMGAN_CACHE=tmp_path / "cache")
     r = _cli("edges2digit", *TINY, "--param", "train.seed=[0,1]", "--seeds", "2", "--folds", "1", "--metric", "psnr",
-             "--name", "seed", "--searches-dir", tmp_path, "--no-final", "--keep", "all", env=env, timeout=600)
+             "--name", "seed", "--searches-dir", tmp_path, "--no-final", "--trainer", "robust_stub:train_real", env=env,
+             timeout=600)
     assert r.returncode == 0, r.stderr
     trials = tmp_path / "seed" / "trials"
     runs = {(t, s): trials / f"{t:04d}" / f"fold0-seed{s}" for t, s in ((0, 0), (0, 1), (1, 1), (1, 2))}
@@ -194,7 +195,7 @@ def test_a_full_disk_stops_the_search_in_one_line_and_the_next_run_retries(tmp_p
 
     env = _env(STUB_BYTES=120_000, STUB_DIVERGE_AT=1000, **({"STUB_RAW_OSERROR": 1} if raw else {}))
     with tmpfs(tmp_path / "disk", "size=1m") as disk:
-        r = _stub_cli(disk, "--no-final", "--no-progress", "--keep", "all", lams="[1,10,100,1000,3,30,300]", env=env, heartbeat=1)
+        r = _stub_cli(disk, "--no-final", "--no-progress", lams="[1,10,100,1000,3,30,300]", env=env, heartbeat=1)
         assert r.returncode == 1, (r.stdout, r.stderr)
         line = _one_error_line(r, "search 's'", "fold", "the same command")
         assert "space" in line.lower() or "full" in line.lower() or "write" in line.lower(), line
@@ -206,7 +207,7 @@ def test_a_full_disk_stops_the_search_in_one_line_and_the_next_run_retries(tmp_p
         assert not [t for t in study.trials if t.state.name == "WAITING" and t.user_attrs.get("retry_of") is not None]
         _remount(disk, "size=8m")
         time.sleep(2.5)  # past the heartbeat's grace period (2 × 1 s)
-        r = _stub_cli(disk, "--no-final", "--no-progress", "--keep", "all", lams="[1,10,100,1000,3,30,300]", env=env, heartbeat=1)
+        r = _stub_cli(disk, "--no-final", "--no-progress", lams="[1,10,100,1000,3,30,300]", env=env, heartbeat=1)
         assert r.returncode == 0, (r.stdout, r.stderr)
         retry_lines = [line for line in r.stderr.splitlines() if "retrying" in line]
         assert len(retry_lines) == 1 and f"trial {first_fail} (" in retry_lines[0], r.stderr
@@ -217,7 +218,7 @@ def test_a_full_disk_stops_the_search_in_one_line_and_the_next_run_retries(tmp_p
         assert len(diverged) == 1 and diverged[0].state.name == "FAIL" and "NaN" in diverged[0].user_attrs["error"]
         retried = [t for t in study.trials if t.user_attrs.get("retry_of") == first_fail]
         assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
-        r = _stub_cli(disk, "--no-final", "--no-progress", "--keep", "all", lams="[1,10,100,1000,3,30,300]", env=env)
+        r = _stub_cli(disk, "--no-final", "--no-progress", lams="[1,10,100,1000,3,30,300]", env=env)
         assert r.returncode == 0 and "retrying" not in r.stderr  # nothing left to retry; the diverged one stays
 
 
