@@ -145,9 +145,9 @@ class PairedEvaluator:
         self.cfg, self.split, self.seed, self.batch_size = cfg, split, int(seed), int(batch_size)
         self.progress = progress
         self.device = torch.device(device)
+        self.requested_n = check_n(n)  # before a minute of loading
         data = paired_split(cfg, split)
         self.n_split = len(data)
-        self.requested_n = check_n(n)
         self.data = data if self.requested_n is None else _subset(data, n=self.requested_n, seed=self.seed)
         del data
         self.metrics = tuple(metrics) if metrics is not None else PAIRED_METRIC_NAMES
