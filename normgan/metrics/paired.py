@@ -155,8 +155,9 @@ def ssim(outputs: Tensor, targets: Tensor) -> Tensor:
     images must be at least 6 px high and wide.
 
     The Gaussian filter is separable and applied as two 1-D passes of shifted multiply-adds: the
-    memory is a few float64 copies of the batch (torchmetrics' grouped 2-D convolution in float64
-    unfolds 121 copies on CPU: 1.6 GB for 64 images of 64 px) and it runs about 30× faster.
+    memory is a few float64 copies of the batch (76 MB for 64 RGB images of 64 px, where torchmetrics'
+    grouped 2-D convolution in float64 unfolds 121 copies on CPU: 1.6 GB) and it runs 10–15× faster
+    on CPU (0.35 s instead of 5.2 s for those 64 images, measured on a busy 2-core machine).
     Callers with many images still pass them in chunks (:class:`PairedScores` does).
     """
     outputs, targets = _check_pair(outputs, targets)
