@@ -11,7 +11,7 @@ the torch threads it ended with, and `others_cores`, the cores that processes ot
 benchmark's kept busy during the run (from /proc/stat): on a shared machine "quiet" means only
 "no competitor of ours", and this column says how quiet it was. Prints JSON:
 
-    python benchmarks/bench_threads.py [--steps 200] [--repeats 1] [--competitors 1]
+    python benchmarks/bench_threads.py [--steps 200] [--repeats 1] [--competitors 1] [--skip-spinning]
         [--variant NAME:OVERRIDE[,OVERRIDE]:ENV=VALUE[,ENV=VALUE]]   # extra variants to try
 """
 
@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/mnist.yaml")
     parser.add_argument("--variant", action="append", default=[], help="NAME:OVERRIDES:ENV, e.g. passive:train.threads=2:OMP_WAIT_POLICY=PASSIVE")
     parser.add_argument("--conditions", default="quiet,contended")
+    parser.add_argument("--skip-spinning", action="store_true", help="leave out the slow 'all (N), spinning' variant")
     args = parser.parse_args()
     cores = usable_cores()
     # a caller's OpenMP settings would apply to every variant; each run gets the environment a user has
@@ -101,6 +102,8 @@ def main() -> None:
     variants = [("1", ["train.threads=1"], {}), (f"all ({cores})", [f"train.threads={cores}"], {}), ("default", [], {}),
                 # before this default: all cores, and libgomp's own wait (spin 300,000 times, then sleep)
                 (f"all ({cores}), spinning", [f"train.threads={cores}"], {"GOMP_SPINCOUNT": "300000"})]
+    if args.skip_spinning:
+        variants.pop()
     variants += [parse_variant(v) for v in args.variant]
     conditions = args.conditions.split(",")
     results: dict = {c: {name: [] for name, _, _ in variants} for c in conditions}
