@@ -35,7 +35,8 @@ import json, sys
 from normgan.cli import main
 rc = main(sys.argv[2:])
 import torch
-json.dump({"rc": rc, "threads": torch.get_num_threads()}, open(sys.argv[1], "w"))
+with open(sys.argv[1], "w") as f:
+    json.dump({"rc": rc, "threads": torch.get_num_threads()}, f)
 sys.exit(rc)
 """
 
@@ -47,7 +48,7 @@ def _busy_ticks() -> tuple[int, int]:
 
 def _proc_cpu_ticks(pid: int) -> int:
     try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])  # utime + stime
     except (OSError, IndexError, ValueError):
         return 0

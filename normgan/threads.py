@@ -31,7 +31,8 @@ def usable_cores() -> int:
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
         if quota != "max":
             n = min(n, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):
@@ -42,7 +43,8 @@ def usable_cores() -> int:
 def _cpu_ticks(cpus: Optional[Sequence[int]]) -> Optional[Dict[int, Tuple[int, int]]]:
     """``{cpu: (busy, total)}`` jiffies from /proc/stat for the given CPUs (all when None)."""
     try:
-        lines = open("/proc/stat").read().splitlines()
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
     except OSError:
         return None
     out = {}

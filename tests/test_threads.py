@@ -103,3 +103,11 @@ def test_main_sets_it_before_a_command_runs():
     code = ("import os\nfrom normgan.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
             "print(os.environ.get('OMP_WAIT_POLICY'))")
     assert _child(code)[-1] == "PASSIVE"
+
+
+def test_reading_the_load_leaves_no_file_open():
+    """A user sees every warning as one line: an unclosed /proc/stat would be one in every run."""
+    r = subprocess.run([sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c",
+                        "from normgan.threads import busy_cores, usable_cores; usable_cores(); busy_cores(0.01)"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "ResourceWarning" not in r.stderr, r.stderr
