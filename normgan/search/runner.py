@@ -372,6 +372,7 @@ class Search(TicketWorker):
                 raise
             finally:
                 bar.close()
+            self.prune_checkpoints(study)  # trials other workers finished after this one's last
             self._write(study)
             final = self._final(study) if self.final_enabled else None
             return self._write(study, final=final)
