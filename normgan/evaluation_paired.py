@@ -258,7 +258,7 @@ class PairedEvaluator:
         res = scores.compute()
         k = first.shape[0]
         draws = [first] + [self.outputs(G, seed=self.seed + i, count=k) for i in range(1, DIVERSITY_DRAWS)]
-        res["dropout_diversity"] = dropout_diversity((torch.stack(draws) + 1) / 2) if k else float("nan")
+        res["dropout_diversity"] = dropout_diversity(torch.stack(draws)) if k else float("nan")  # [-1, 1] outputs
         if self.classifier_score_real is not None:
             res["classifier_score_real"] = self.classifier_score_real
         res.update(self.baseline)

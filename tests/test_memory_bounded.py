@@ -226,6 +226,32 @@ def test_paired_evaluator_scores_in_batches_and_equals_independent_metrics(monke
     assert res["baseline_l1"] == pytest.approx(bl1.mean(), abs=1e-9)
 
 
+class Noisy(nn.Module):
+    """A stochastic 'generator': G(x) = x / 2 + a·ε, ε ~ N(0, 1) per pixel and call (the RNG the
+    evaluator forks and seeds per draw)."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.a, self.dummy = a, nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return x / 2 + self.a * torch.randn_like(x)
+
+
+def test_dropout_diversity_of_the_evaluator_equals_the_closed_form_of_gaussian_draws():
+    """K = 4 draws of N(0, a²) per pixel on the [-1, 1] scale are N(0, (a/2)²) on [0, 1]; their
+    population std has mean (a/2)·E[√(χ²₃/4)] = (a/2)·√2·Γ(2)/Γ(3/2)/2 (64 images × 1,024 px make
+    the mean's relative error ≈ 0.2 %)."""
+    from normgan import evaluation_paired as ep
+
+    a = 0.2
+    ev = ep.PairedEvaluator(_digits_cfg(), split="val", metrics=("psnr", "l1"), batch_size=64, progress=False)
+    res = ev(Noisy(a))
+    k = ep.DIVERSITY_DRAWS
+    want = (a / 2) * math.sqrt(2) * math.gamma(k / 2) / math.gamma((k - 1) / 2) / math.sqrt(k)
+    assert res["dropout_diversity"] == pytest.approx(want, rel=0.02)
+
+
 def test_the_baseline_is_computed_once_per_split_and_process(monkeypatch):
     from normgan import evaluation_paired as ep
     from normgan.data import BASELINES
