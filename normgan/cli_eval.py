@@ -114,6 +114,12 @@ def format_eval(res: dict, *, metrics=None) -> str:
 EVAL_SPLITS = ("test", "val")
 
 
+def _progress(args) -> bool:
+    """Progress of the slow steps (classifier training, reference features, scoring) on stderr,
+    unless ``--no-progress``: the command says what it is doing even when stderr is a log file."""
+    return not getattr(args, "no_progress", False)
+
+
 def cmd_eval(args) -> int:
     from normgan.evaluation import check_eval_args, evaluate_run
     from normgan.evaluation_paired import evaluate_paired_run, format_paired, run_config
@@ -127,7 +133,7 @@ def cmd_eval(args) -> int:
         res = evaluate_paired_run(_path(args.run), split=getattr(args, "split", None) or "test", metrics=args.metrics,
                                   checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
                                   device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)),
-                                  n=args.n)
+                                  n=args.n, progress=_progress(args))
         print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False) else format_paired(res))
         return 0
     if getattr(args, "split", None):
@@ -137,7 +143,8 @@ def cmd_eval(args) -> int:
     check_eval_memory(n, features=args.features, metrics=metrics)
     res = evaluate_run(_path(args.run), n=n, features=args.features, metrics=metrics, reference=args.reference,
                        checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
-                       device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)))
+                       device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)),
+                       progress=_progress(args))
     print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False)
           else format_eval(res, metrics=metrics if args.metrics else None))
     return 0
@@ -154,7 +161,7 @@ def cmd_compare(args) -> int:
     table = compare_runs([_path(r) for r in args.runs], n=args.n, features=args.features, metrics=metrics,
                          reference=args.reference, checkpoint=getattr(args, "checkpoint", "last.pt"),
                          ema=not getattr(args, "no_ema", False), device=args.device or "cpu", seed=args.seed,
-                         cache_dir=_path(getattr(args, "cache_dir", None)), out=_path(args.out), progress=True)
+                         cache_dir=_path(getattr(args, "cache_dir", None)), out=_path(args.out), progress=not args.no_progress)
     print(f"N={table['n']} samples per run, features={table['features']}, reference={table['reference']} split; "
           "mean ± std (ddof=1) over the seeds of each group (one config, one checkpoint step, distinct seeds)")
     floors = {(r.get("fid_floor_n"), r.get("n_reference"), r.get("reference")) for r in table["runs"].values()
@@ -205,6 +212,7 @@ def _common(p, *, paired_too: bool = False) -> None:
     p.add_argument("--checkpoint", default="last.pt", help="checkpoint file name in RUN/checkpoints (default last.pt)")
     p.add_argument("--no-ema", action="store_true", help="evaluate the raw generator instead of its EMA copy")
     p.add_argument("--cache-dir", default=None, help="domain classifier cache (default $NORMGAN_CACHE or ~/.cache/normgan)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines or bars on stderr")
 
 
 def add_eval_parsers(subparsers) -> None:
