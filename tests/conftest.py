@@ -7,10 +7,12 @@ import pytest
 # tests run on built-in data only and never touch the network
 os.environ.setdefault("NORMGAN_OFFLINE", "1")
 
-# Caches (normgan's domain classifiers, torch hub weights) go to a temporary folder of this test
-# session, never to the user's ~/.cache: the process that loads this file first makes it (with
-# `pytest -n N` the controller, whose environment the workers inherit, so they share one) and
-# removes it at exit. Tests of a fresh machine set HOME/NORMGAN_CACHE/TORCH_HOME themselves.
+# normgan's cache (domain classifiers) goes to a temporary folder of this test session, never to
+# the user's ~/.cache/normgan: the process that loads this file first makes it (with `pytest -n N`
+# the controller, whose environment the workers inherit, so they share one) and removes it at exit.
+# Tests of a fresh machine set HOME/NORMGAN_CACHE/TORCH_HOME themselves. $TORCH_HOME stays: the
+# tests only read it (offline, nothing is downloaded), and the real-LPIPS test runs where the
+# user's AlexNet weights are.
 if not os.environ.get("NORMGAN_TESTS_TMP"):
     import atexit
     import shutil
@@ -20,7 +22,6 @@ if not os.environ.get("NORMGAN_TESTS_TMP"):
     atexit.register(shutil.rmtree, _session_tmp, ignore_errors=True)
     os.environ["NORMGAN_TESTS_TMP"] = _session_tmp
     os.environ["NORMGAN_CACHE"] = os.path.join(_session_tmp, "normgan-cache")
-    os.environ["TORCH_HOME"] = os.path.join(_session_tmp, "torch")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n N: N test processes share the cores, so each (and every command a test starts) uses
     # one torch thread; several OpenMP threads per process on shared cores run many times slower
