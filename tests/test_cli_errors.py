@@ -84,14 +84,13 @@ def test_bad_input_gives_one_line_and_exit_2(case, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # issue 19, items 7-9: tracebacks and silent acceptance that become one line (each fails on 3f81e3c)
 
-import contextlib
 import errno
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import TINY
+from faults import tmpfs
 
 import normgan
 
@@ -282,20 +281,6 @@ def runs(tmp_path_factory):
     r = run_cli("train", *PAIRED, "train.steps=1", "--runs-dir", root, "--name", "paired", "--no-progress")
     assert r.returncode == 0, r.stderr
     return root
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, *options: str):
-    """A tmpfs mounted on ``path`` (tests run as root here and in CI); skipped where mount is refused."""
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(options or ("size=64k",)), "tmpfs", str(path)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(runs, tmp_path, capsys):

@@ -8,8 +8,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from normgan.cli import main
 from normgan.errors import UserError
 
 from conftest import run_cli
+from faults import tmpfs
 from test_compare import runs  # noqa: F401  (the session's tiny runs: config A seeds 0-2, config B)
 
 GOOD = [{"step": s, "loss/G": 1.0 + 0.1 * (s % 3), "loss/D": 0.7, "d/real_acc": 0.6, "d/fake_acc": 0.5}
@@ -165,24 +164,12 @@ def test_compare_shows_progress_on_stderr(runs, tmp_path, capsys):  # noqa: F811
     assert order == sorted(order) and len(order) == 2
 
 
-def _mount_tmpfs(path: Path, size: str) -> bool:
-    path.mkdir()
-    try:
-        return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                              capture_output=True).returncode == 0
-    except OSError:
-        return False
-
-
 def test_compare_on_a_full_disk_keeps_the_previous_outputs(runs, tmp_path, capsys):  # noqa: F811
     """--out on a 64 KiB tmpfs: a first compare writes its outputs; the disk is then filled; the
     second compare (four runs: larger outputs) says so in one line (the path and the fix) and
     leaves the first outputs whole."""
     env, (a0, a1, b0, a2) = runs
-    disk = tmp_path / "disk"
-    if not _mount_tmpfs(disk, "64k"):
-        pytest.skip("mounting a tmpfs needs root (CI and the test machines run as root)")
-    try:
+    with tmpfs(tmp_path / "disk", "size=64k") as disk:
         out = disk / "cmp"
         args = ["compare", str(a0), "--n", "40", "--metrics", "fid", "--cache-dir", str(env["cache"]), "--out", str(out)]
         assert main(args) == 0
@@ -206,5 +193,3 @@ def test_compare_on_a_full_disk_keeps_the_previous_outputs(runs, tmp_path, capsy
         after = {p.name: p.read_bytes() for p in out.iterdir()}
         assert after == before  # the previous outputs, byte for byte, and no temp file left behind
         json.loads(after["compare.json"])
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)

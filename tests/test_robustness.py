@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import TINY, run_cli
+from faults import tmpfs
 from normgan import Trainer, load_config
 from normgan.errors import UserError
 from normgan.train.checkpoint import load_checkpoint, save_checkpoint
@@ -232,38 +233,18 @@ def test_deleted_samples_folder_does_not_lose_the_final_checkpoint(tmp_path):
     assert (tmp_path / "sd" / "samples" / "step-000006.png").is_file()
 
 
-def _small_tmpfs(path: Path, kib: int) -> bool:
-    path.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(path)], capture_output=True).returncode == 0
-
-
 def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_previous(tmp_path):
     _tiny(tmp_path, "full", "train.steps=3").fit()
     src = tmp_path / "full"
     size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
-    disk = tmp_path / "disk"
-    mounted = _small_tmpfs(disk, kib=size // 1024 + 200)  # the run fits, a second checkpoint does not
-    try:
+    with tmpfs(tmp_path / "disk", f"size={size // 1024 + 200}k") as disk:  # the run fits, a second checkpoint does not
         shutil.copytree(src, disk / "full")
-        if mounted:
-            proc = run_cli("train", "--resume", disk / "full", "train.steps=6", "--no-progress")
-        else:  # no permission to mount: the same failure, raised where torch.save writes
-            code = ("import errno, sys, torch\n"
-                    "def full(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device')\n"
-                    "torch.save = full\n"
-                    "from normgan.cli import main\n"
-                    f"sys.exit(main(['train', '--resume', {str(disk / 'full')!r}, 'train.steps=6', '--no-progress']))\n")
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        proc = run_cli("train", "--resume", disk / "full", "train.steps=6", "--no-progress")
         assert proc.returncode == 2, proc.stderr[-2000:]
         (line,) = _one_line(proc.stderr)
         assert "no space left" in line and "free" in line and str(disk / "full" / "checkpoints") in line
         assert load_checkpoint(disk / "full" / "checkpoints" / "last.pt")["step"] == 3
         assert not list((disk / "full" / "checkpoints").glob(".*.tmp"))
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(disk)], capture_output=True)
 
 
 # ------------------------------------------------------------------------------------------ concurrency

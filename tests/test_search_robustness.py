@@ -23,6 +23,8 @@ import torch
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
+from faults import remount, tmpfs  # noqa: E402
+
 from normgan.errors import UserError  # noqa: E402
 from normgan.search import run_search  # noqa: E402
 
@@ -65,23 +67,6 @@ def _one_error_line(r, *words):
     for w in words:
         assert w in errors[0], (w, errors[0])
     return errors[0]
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str):
-    """A tmpfs mounted at ``path`` (``size=…``, ``ro``); unmounted at the end."""
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
-def _remount(path: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True, capture_output=True)
 
 
 def _study_names(folder: Path):
@@ -204,7 +189,7 @@ def test_a_full_disk_stops_the_search_in_one_line_and_the_next_run_retries(tmp_p
         assert hit[0].state.name == "RUNNING" or hit[0].user_attrs.get("env_error")
         first_fail = hit[0].number
         assert not [t for t in study.trials if t.state.name == "WAITING" and t.user_attrs.get("retry_of") is not None]
-        _remount(disk, "size=8m")
+        remount(disk, "size=8m")
         time.sleep(2.5)  # past the heartbeat's grace period (2 × 1 s)
         r = _stub_cli(disk, "--no-final", "--no-progress", lams="[1,10,100,1000,3,30,300]", env=env, heartbeat=1)
         assert r.returncode == 0, (r.stdout, r.stderr)
@@ -322,7 +307,7 @@ def test_a_read_only_existing_search_folder_is_one_line_and_stays_intact(tmp_pat
         r = _stub_cli(disk, "--no-final", "--no-progress", lams="[1,100]")  # a process that ends: no file left open
         assert r.returncode == 0, r.stderr
         before = _tree(disk / "s")
-        _remount(disk, "ro")
+        remount(disk, "ro")
         r = _stub_cli(disk, "--no-final", "--no-progress", lams="[1,100]")
         assert r.returncode == 2, r.stderr
         _one_error_line(r, str(disk / "s"))

@@ -20,7 +20,8 @@ sys.path.insert(0, str(TESTS))
 import robust_stub  # noqa: E402
 import study_stub  # noqa: E402
 from conftest import run_cli  # noqa: E402
-from test_search_robustness import _one_error_line, _remount, _study_names, _tree, tmpfs  # noqa: E402
+from faults import remount, tmpfs  # noqa: E402
+from test_search_robustness import _one_error_line, _study_names, _tree  # noqa: E402
 
 from normgan.errors import UserError  # noqa: E402
 from normgan.study import Study  # noqa: E402
@@ -124,7 +125,7 @@ def test_a_full_disk_stops_the_study_in_one_line_and_the_next_run_retries(tmp_pa
         doc = json.loads((disk / "s" / "study.json").read_text())  # written before the stop, and kept
         assert any(r["state"] == "done" for r in doc["runs"])
         capsys.readouterr()
-        _remount(disk, "size=16m")
+        remount(disk, "size=16m")
         out = run_study(path, disk, trainer=robust_stub.train_study)
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if "retrying" in line]
