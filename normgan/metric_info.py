@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from normgan.errors import UserError
+from normgan.resources import available_memory, format_bytes
 
 __all__ = [
     "METRIC_NAMES",
@@ -158,33 +159,6 @@ def eval_memory_bytes(n: int, features: str = "domain", metrics=METRIC_NAMES) ->
     return 2 * int(n) * per * 8
 
 
-def available_memory() -> Optional[int]:
-    """Memory available to a new allocation in bytes: ``MemAvailable`` of /proc/meminfo (free
-    plus reclaimable cache), else free pages from ``os.sysconf``; None where neither is known."""
-    import os
-
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        pages, size = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-    return pages * size if pages > 0 and size > 0 else None
-
-
-def _size(b: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if b < 1024 or unit == "PiB":
-            return f"{b:.0f} B" if unit == "B" else f"{b:.3g} {unit}"
-        b /= 1024
-    return f"{b:.3g} PiB"
-
-
 def check_eval_memory(n: int, *, features: str = "domain", metrics=METRIC_NAMES, available: Optional[int] = None,
                       option: str = "--n") -> None:
     """A one-line :class:`UserError` when :func:`eval_memory_bytes` of ``n`` exceeds the memory
@@ -197,8 +171,8 @@ def check_eval_memory(n: int, *, features: str = "domain", metrics=METRIC_NAMES,
     d, logits = FEATURE_SIZES.get(features, FEATURE_SIZES["domain"])
     per = d + (logits if "is" in _metric_tuple(metrics) else 0)
     least = "" if features in FEATURE_SIZES else "at least "
-    raise UserError(f"{option}: {n} samples need {least}{_size(need)} of memory for their {features} features "
-                    f"({n} × {per} float64 values, twice while gathered), more than the {_size(available)} available; "
+    raise UserError(f"{option}: {n} samples need {least}{format_bytes(need)} of memory for their {features} features "
+                    f"({n} × {per} float64 values, twice while gathered), more than the {format_bytes(available)} available; "
                     f"use a smaller {option} (5000-10000 is usual for FID, 50000 the most in the literature)")
 
 

@@ -11,6 +11,7 @@ from torchvision.utils import make_grid, save_image
 
 from normgan.config import load_config
 from normgan.errors import UserError
+from normgan.resources import format_bytes
 from normgan.train.build import build_generator_for
 from normgan.train.checkpoint import find_checkpoint, load_checkpoint, load_module_state, require_keys
 from normgan.device import resolve_device
@@ -129,16 +130,8 @@ def check_disk(out: Path, *, n: int, image_bytes: int) -> None:
     per_file = -(-max(image_bytes // 2, 1) // MIN_FILE_BYTES) * MIN_FILE_BYTES
     need = (n + 1) * per_file  # + grid.png
     if need > free:
-        raise UserError(f"--out '{out}': {n} PNG files need about {_fmt(need)}, more than the {_free_space(out if out.exists() else out.parent)} "
+        raise UserError(f"--out '{out}': {n} PNG files need about {format_bytes(need)}, more than the {_free_space(out if out.exists() else out.parent)} "
                         "free there; free some space, lower --n or choose another --out")
-
-
-def _fmt(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _write_error(e: OSError, path: Path, out: Path, written: int) -> UserError:

@@ -142,7 +142,7 @@ BAD_OVERRIDES = {
     "train.seed beyond 64 bits": ([f"train.seed={2**64}"], ["train.seed", "2**64"]),
     "negative train.seed": (["train.seed=-1"], ["train.seed"]),
     "width too large to describe": (["model.generator.width=1000000000"], ["model.generator.width=1000000000"]),
-    "width beyond any memory": (["model.discriminator.width=100000"], ["model.discriminator.width=100000", "TB"]),
+    "width beyond any memory": (["model.discriminator.width=100000"], ["model.discriminator.width=100000", "TiB"]),
     "missing data.root": (["data.name=folder", "data.root=/nonexistent/normgan-images"], ["data.root", "/nonexistent/normgan-images"]),
     "missing aligned data.root": (["data.name=aligned", "data.root=/nonexistent/pairs", "model.generator.name=unet",
                                    "model.discriminator.name=patchgan"], ["data.root", "/nonexistent/pairs"]),
@@ -164,15 +164,16 @@ def test_dry_run_refuses_a_file_as_data_folder(tmp_path, capsys):
 
 
 def test_sizes_are_checked_against_memory_before_allocating(monkeypatch, capsys):
-    """width=4096 needs ~57 GB (2.7e9 generator parameters × 20 bytes); with 8 GB free it is one
+    """width=4096 needs ~53 GiB (2.7e9 generator parameters × 20 bytes); with 8 GiB free it is one
     line naming the key and the estimate, before anything is allocated (dry-run and a real start)."""
+    import normgan.resources as resources
     import normgan.train.build as build
 
-    monkeypatch.setattr(build, "available_memory", lambda device: (8 * 10**9, "of memory available"))
+    monkeypatch.setattr(resources, "device_memory", lambda device: (8 * 2**30, "of memory available"))
     for extra in (["--dry-run"], ["--runs-dir", "/nonexistent-runs-never-created"]):
         line = one_error_line(capsys, ["train", *TINY, "model.generator.width=4096", *extra])
-        assert "model.generator.width=4096" in line and "8 GB of memory available" in line, line
-        est = float(line.split("training needs about ")[1].split(" GB")[0])
+        assert "model.generator.width=4096" in line and "8 GiB of memory available" in line, line
+        est = float(line.split("training needs about ")[1].split(" GiB")[0])
         assert 50 <= est <= 65, line
     assert not Path("/nonexistent-runs-never-created").exists()
     from normgan import load_config
@@ -185,11 +186,11 @@ def test_sizes_are_checked_against_memory_before_allocating(monkeypatch, capsys)
 
 
 def test_width_beyond_memory_in_a_real_start_is_one_line(tmp_path):
-    """A subprocess (no allocator message, no traceback): 1.6e12 parameters need ~32 TB."""
+    """A subprocess (no allocator message, no traceback): 1.6e12 parameters need ~29 TiB."""
     r = run_cli("train", *TINY, "model.generator.width=100000", "--runs-dir", tmp_path / "runs", cwd=tmp_path, timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "model.generator.width=100000" in r.stderr and " TB" in r.stderr
+    assert "model.generator.width=100000" in r.stderr and " TiB" in r.stderr
 
 
 def test_alias_bomb_is_refused_at_once(tmp_path):

@@ -221,7 +221,7 @@ def test_eval_n_beyond_memory_is_refused_before_evaluating(made, capsys, monkeyp
     from normgan.metric_info import check_eval_memory
 
     check_eval_memory(5000, available=10**9)  # 11 MB of features: fine
-    with pytest.raises(UserError, match=r"--n: 5000 samples need .* more than the 1000 B available"):
+    with pytest.raises(UserError, match=r"--n: 5000 samples need .* more than the 1000 bytes available"):
         check_eval_memory(5000, available=1000)
 
 

@@ -14,7 +14,8 @@ ROOT = Path(normgan.__file__).parent
 
 #: lowest first; a module belongs to the layer of the longest matching prefix
 LAYERS = [
-    ["normgan.errors", "normgan._version", "normgan.registry", "normgan.device", "normgan.paths"],
+    ["normgan.errors", "normgan._version", "normgan.registry", "normgan.device", "normgan.paths", "normgan.resources",
+     "normgan.threads"],
     ["normgan.functional", "normgan.models", "normgan.data", "normgan.metrics.functional", "normgan.metrics.overfit",
      "normgan.train.ema", "normgan.train.logger", "normgan.train.checkpoint", "normgan.train.run_dir",
      "normgan.train.distributed"],

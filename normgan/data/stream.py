@@ -48,6 +48,7 @@ from normgan.data.folder import _DECODE_ERRORS, _class_labels, _load_one, find_i
 from normgan.data.folds import checked_fold_part
 from normgan.data.transforms import batch_to_float, convert_channels
 from normgan.errors import ConfigError, DataError
+from normgan.resources import available_memory
 
 __all__ = ["PROBE_FILES", "STREAM_CHOICES", "FileImageArray", "FileImages", "FileSplit", "ShuffledEpochs", "StreamBatches",
            "available_memory", "list_split", "normalize_stream", "should_stream"]
@@ -202,15 +203,6 @@ def normalize_stream(value) -> str:
     """``data.stream`` as one of :data:`STREAM_CHOICES` (YAML booleans arrive as True/False or 'True'/'False');
     anything else is returned lower-cased, for the caller's error."""
     return str(value).strip().lower()
-
-
-def available_memory() -> Optional[int]:
-    """Free physical memory in bytes (``SC_AVPHYS_PAGES × SC_PAGE_SIZE``), or None where unknown."""
-    try:
-        pages, size = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-    return pages * size if pages > 0 and size > 0 else None
 
 
 def should_stream(stream, *, name: str, root, resolution: int, available: Optional[int] = None) -> bool:

@@ -30,37 +30,6 @@ def build_generator_for(cfg, *, resolution: int, channels: int, in_channels: int
     return build_networks(cfg, resolution=resolution, channels=channels, in_channels=in_channels)[0]
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
-        n /= 1000
-    return f"{n:.3g} PB"
-
-
-def available_memory(device) -> tuple[int | None, str]:
-    """(bytes a new allocation may use, where): free CUDA memory, else the host's MemAvailable."""
-    import os
-
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free), f"free on {device}"
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, "of memory available"
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "of memory"
-    except (ValueError, OSError, AttributeError):
-        return None, ""
-
-
 def _meta_size(module: nn.Module, x) -> tuple[int, int]:
     """(parameter bytes, bytes of every module's output in one forward of ``x``), on the meta device."""
     import torch
@@ -114,11 +83,12 @@ def check_memory(cfg, *, device="cpu", resolution: int | None = None, channels: 
     (:func:`estimate_training_bytes`) exceeds what ``device`` has free, naming the key to lower."""
     from normgan.device import resolve_device
     from normgan.errors import ConfigError
+    from normgan.resources import device_memory, format_bytes
 
     est = estimate_training_bytes(cfg, resolution=resolution, channels=channels, in_channels=in_channels)
     total = est["generator"] + est["discriminator"] + est["activations"]
     dev = resolve_device(device)
-    avail, where = available_memory(dev)
+    avail, where = device_memory(dev)
     if avail is None or total <= avail:
         return
     g, d = cfg.model.generator, cfg.model.discriminator
@@ -129,8 +99,8 @@ def check_memory(cfg, *, device="cpu", resolution: int | None = None, channels: 
         key, fix = f"model.discriminator.width={d.width}", "use a smaller model.discriminator.width (default 32)"
     else:
         key, fix = f"data.batch_size={cfg.data.batch_size}", "use a smaller data.batch_size"
-    raise ConfigError(f"{key}: training needs about {_fmt_bytes(total)} (generator {est['g_params']:.3g} parameters with "
-                      f"gradients, Adam state and EMA: {_fmt_bytes(est['generator'])}; discriminator "
-                      f"{est['d_params']:.3g} parameters: {_fmt_bytes(est['discriminator'])}; activations at batch "
-                      f"{cfg.data.batch_size}: {_fmt_bytes(est['activations'])}), more than the "
-                      f"{_fmt_bytes(avail)} {where}; {fix}")
+    raise ConfigError(f"{key}: training needs about {format_bytes(total)} (generator {est['g_params']:.3g} parameters with "
+                      f"gradients, Adam state and EMA: {format_bytes(est['generator'])}; discriminator "
+                      f"{est['d_params']:.3g} parameters: {format_bytes(est['discriminator'])}; activations at batch "
+                      f"{cfg.data.batch_size}: {format_bytes(est['activations'])}), more than the "
+                      f"{format_bytes(avail)} {where}; {fix}")
