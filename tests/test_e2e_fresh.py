@@ -86,6 +86,7 @@ def test_eval_trains_the_classifier_from_an_empty_cache(fresh):
     p = fresh["cli"]("eval", "~/runs/a", "--n", str(N_EVAL))
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr and "does not require grad" not in p.stderr
+    assert "training the domain classifier of mnist5k" in p.stderr  # the minute it takes is announced
     m = re.search(rf"FID ([0-9.e+-]+) \(N={N_EVAL}, features=domain, real-vs-real floor ([0-9.e+-]+) at N={N_EVAL}\)",
                   p.stdout)
     assert m, p.stdout
