@@ -467,7 +467,7 @@ def main(argv=None) -> None:
         torch.cuda.set_device(device)
     threads = args.threads if args.threads is not None else (1 if args.quick and device.type == "cpu" else 0)
     if threads:
-        torch.set_num_threads(threads)  # every Trainer keeps it (train.threads = 0)
+        torch.set_num_threads(threads)  # a bound no Trainer raises (train.threads = 0 may lower it on a busy machine)
     name = device_name(device)
     result: dict = {
         "benchmark": "gpu",

@@ -1,8 +1,9 @@
 """Wall time of `normgan train configs/mnist.yaml train.steps=200` at 1 thread, at one thread per
 core and at the default `train.threads` (0: the cores free at the start, normgan/threads.py), on a
 quiet machine and beside a competing CPU-bound process (a busy Python loop per --competitors).
-The command line sets OMP_WAIT_POLICY=PASSIVE (waiting threads sleep); the variant "all (N),
-spinning" is the behaviour before that: all cores and libgomp's own wait (GOMP_SPINCOUNT=300000).
+The command line sets GOMP_SPINCOUNT=3000 (waiting threads spin briefly, then sleep); the variant
+"all (N), spinning" is the behaviour before that: all cores and libgomp's own wait
+(GOMP_SPINCOUNT=300000); --variant adds others (e.g. passive:train.threads=2:OMP_WAIT_POLICY=PASSIVE).
 
 Each run is the real command in a fresh process (the `normgan` entry point, normgan.cli:main), so
 start-up, logging, sample grids and checkpoints count. Runs alternate (every variant once per

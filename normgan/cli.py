@@ -222,9 +222,9 @@ def _import_holding_signals() -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; returns its exit code (2 bad input, 3 diverged, 130/143 after Ctrl-C/SIGTERM)."""
-    from normgan.threads import passive_openmp_waits
+    from normgan.threads import short_openmp_spins
 
-    passive_openmp_waits()  # before torch loads: waiting OpenMP threads sleep (normgan/threads.py, train.threads)
+    short_openmp_spins()  # before torch loads: waiting OpenMP threads spin briefly, then sleep (normgan/threads.py, train.threads)
     warnings.formatwarning = _one_line_warning  # user-facing warnings are one line, without source lines
     old_term = signal.signal(signal.SIGTERM, _raise_on_sigterm) if _main_thread() else None
     try:

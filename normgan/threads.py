@@ -121,13 +121,19 @@ def apply_auto_threads() -> int:
     return n
 
 
-def passive_openmp_waits() -> bool:
-    """For the command line, before torch loads: ``OMP_WAIT_POLICY=PASSIVE``, so that a torch
-    thread waiting for the others sleeps instead of spinning on a core that another process needs
-    (libgomp reads it once, when torch loads it). Not set when the user set ``OMP_WAIT_POLICY`` or
-    ``GOMP_SPINCOUNT``, or when torch is already loaded; returns whether it was set. Child processes
-    (search and study workers) inherit it."""
+#: busy-wait iterations of a waiting OpenMP thread before it sleeps (libgomp's default: 300,000)
+SPIN_COUNT = 3000
+
+
+def short_openmp_spins() -> bool:
+    """For the command line, before torch loads: ``GOMP_SPINCOUNT`` = :data:`SPIN_COUNT`, so that a
+    torch thread waiting for the others spins briefly, then sleeps, instead of spinning for
+    libgomp's default 300,000 iterations on a core that another process needs (libgomp reads it
+    once, when torch loads it). A short spin keeps most of the quiet machine's speed, which sleeping
+    at once (``OMP_WAIT_POLICY=PASSIVE``) loses (docs/decisions.md). Not set when the user set
+    ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, or when torch is already loaded; returns whether it
+    was set. Child processes (search and study workers) inherit it."""
     if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return False
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     return True

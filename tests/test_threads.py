@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from normgan import threads
-from normgan.threads import apply_auto_threads, auto_threads, busy_cores, passive_openmp_waits, usable_cores
+from normgan.threads import apply_auto_threads, auto_threads, busy_cores, short_openmp_spins, usable_cores
 
 
 @pytest.fixture
@@ -90,19 +90,20 @@ def _child(code, **env):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**base, **env}, check=True).stdout.split()
 
 
-def test_the_command_line_makes_waiting_openmp_threads_sleep_unless_told_otherwise():
+def test_the_command_line_shortens_openmp_spin_waits_unless_told_otherwise():
     code = ("import os, sys, normgan.cli; loaded = 'torch' in sys.modules; "
-            "from normgan.threads import passive_openmp_waits as p; print(loaded, p(), os.environ.get('OMP_WAIT_POLICY'))")
-    assert _child(code) == ["False", "True", "PASSIVE"]  # importing the CLI leaves torch unloaded, so it can
-    assert _child(code, OMP_WAIT_POLICY="ACTIVE") == ["False", "False", "ACTIVE"]
-    assert _child(code, GOMP_SPINCOUNT="1000") == ["False", "False", "None"]
-    assert _child("import torch, os; from normgan.threads import passive_openmp_waits as p; print(p())") == ["False"]
+            "from normgan.threads import short_openmp_spins as p; "
+            "print(loaded, p(), os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    assert _child(code) == ["False", "True", "3000", "None"]  # importing the CLI leaves torch unloaded, so it can
+    assert _child(code, OMP_WAIT_POLICY="ACTIVE") == ["False", "False", "None", "ACTIVE"]
+    assert _child(code, GOMP_SPINCOUNT="1000") == ["False", "False", "1000", "None"]
+    assert _child("import torch, os; from normgan.threads import short_openmp_spins as p; print(p())") == ["False"]
 
 
 def test_main_sets_it_before_a_command_runs():
     code = ("import os\nfrom normgan.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print(os.environ.get('OMP_WAIT_POLICY'))")
-    assert _child(code)[-1] == "PASSIVE"
+            "print(os.environ.get('GOMP_SPINCOUNT'))")
+    assert _child(code)[-1] == "3000"
 
 
 def test_reading_the_load_leaves_no_file_open():
