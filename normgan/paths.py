@@ -31,19 +31,17 @@ def check_writable_dir(folder: str | os.PathLike, *, what: str, fix: str) -> Non
         raise UserError(f"{what} '{folder}' cannot be written ('{where}': {e.strerror or e}); {fix}") from None
 
 
-def write_error(e: BaseException, path: str | os.PathLike, *, what: str, fix: str):
+def write_error(e: BaseException, path: str | os.PathLike, *, what: str = "", fix: str, full_fix: Optional[str] = None):
     """The one-line UserError for a failed write of ``path`` (an OSError, or torch.save's
-    RuntimeError on a full disk): no space left (with the free space) or the system's reason."""
+    RuntimeError on a full disk): no space left (with the free space; ``full_fix``, default
+    ``fix``) or the system's reason (``fix``). ``what`` names the file ("checkpoint", …)."""
     import errno
-    import shutil
 
     from normgan.errors import UserError
+    from normgan.resources import free_space
 
     folder = os.path.dirname(str(path)) or "."
+    head = f"cannot write {what} '{path}'" if what else f"cannot write '{path}'"
     if isinstance(e, RuntimeError) or getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
-        try:
-            free = f"{shutil.disk_usage(folder).free / 1024:.0f} KiB free"
-        except OSError:
-            free = "free space unknown"
-        return UserError(f"cannot write {what} '{path}': no space left ({free} in '{folder}'); {fix}")
-    return UserError(f"cannot write {what} '{path}': {getattr(e, 'strerror', None) or e}; {fix}")
+        return UserError(f"{head}: no space left ({free_space(folder)} free in '{folder}'); {full_fix or fix}")
+    return UserError(f"{head}: {getattr(e, 'strerror', None) or e}; {fix}")

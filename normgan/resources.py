@@ -4,9 +4,10 @@ torch only inside :func:`device_memory`)."""
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Optional
 
-__all__ = ["available_memory", "device_memory", "format_bytes"]
+__all__ = ["available_memory", "device_memory", "format_bytes", "free_bytes", "free_space"]
 
 
 def available_memory() -> Optional[int]:
@@ -37,6 +38,24 @@ def device_memory(device) -> tuple[Optional[int], str]:
         return int(free), f"free on {device}"
     avail = available_memory()
     return (avail, "of memory available") if avail is not None else (None, "")
+
+
+def free_bytes(folder) -> Optional[int]:
+    """Free bytes of the file system that holds ``folder`` (or its nearest existing parent); None
+    where unknown."""
+    p = os.path.abspath(str(folder))
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def free_space(folder) -> str:
+    """:func:`free_bytes` for a message: ``"1.2 MiB"``, or ``"unknown space"``."""
+    free = free_bytes(folder)
+    return "unknown space" if free is None else format_bytes(free)
 
 
 def format_bytes(n: float) -> str:

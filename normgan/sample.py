@@ -11,6 +11,7 @@ from torchvision.utils import make_grid, save_image
 
 from normgan.config import load_config
 from normgan.errors import UserError
+from normgan.paths import write_error
 from normgan.resources import format_bytes
 from normgan.train.build import build_generator_for
 from normgan.train.checkpoint import find_checkpoint, load_checkpoint, load_module_state, require_keys
@@ -56,16 +57,20 @@ def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", ch
 
 
 @torch.no_grad()
-def sample_images(G, *, n: int, seed: int = 0, batch_size: int = 500, device: Optional[torch.device] = None) -> torch.Tensor:
-    """``n`` images in [-1, 1] from noise drawn with a generator seeded by ``seed`` (CPU draw: reproducible across devices)."""
+def sample_batches(G, *, n: int, seed: int = 0, batch_size: int = 500, device: Optional[torch.device] = None):
+    """``n`` images in [-1, 1], yielded ``batch_size`` at a time (float, on the CPU), from noise drawn
+    with a generator seeded by ``seed`` (CPU draw: reproducible across devices)."""
     device = device or next(G.parameters()).device
     gen = torch.Generator().manual_seed(seed)
-    out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         z = torch.randn(b, G.z_dim, generator=gen).to(device)
-        out.append(G(z).float().cpu())
-    return torch.cat(out)
+        yield G(z).float().cpu()
+
+
+def sample_images(G, *, n: int, seed: int = 0, batch_size: int = 500, device: Optional[torch.device] = None) -> torch.Tensor:
+    """The ``n`` images of :func:`sample_batches` as one tensor."""
+    return torch.cat(list(sample_batches(G, n=n, seed=seed, batch_size=batch_size, device=device)))
 
 
 def _make_dir(out: Path) -> Path:
@@ -104,45 +109,20 @@ MAX_SAMPLE_FILES = 1_000_000
 MIN_FILE_BYTES = 4096
 
 
-def _free_bytes(folder: Path) -> int | None:
-    """Free bytes of the file system that holds ``folder`` (or its nearest existing parent)."""
-    import os
-
-    p = folder
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        st = os.statvfs(p)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
-
-
 def check_disk(out: Path, *, n: int, image_bytes: int) -> None:
     """A one-line UserError before the first file when ``n`` PNG files of ``image_bytes`` raw bytes
     each cannot fit in ``out``'s free space (each file takes at least 4 KiB; a PNG of a generated
     image is taken at half its raw size, which GAN outputs seldom beat)."""
-    from normgan.train.checkpoint import _free_space
+    from normgan.resources import free_bytes, free_space
 
-    free = _free_bytes(out)
+    free = free_bytes(out)
     if free is None:
         return
     per_file = -(-max(image_bytes // 2, 1) // MIN_FILE_BYTES) * MIN_FILE_BYTES
     need = (n + 1) * per_file  # + grid.png
     if need > free:
-        raise UserError(f"--out '{out}': {n} PNG files need about {format_bytes(need)}, more than the {_free_space(out if out.exists() else out.parent)} "
+        raise UserError(f"--out '{out}': {n} PNG files need about {format_bytes(need)}, more than the {free_space(out)} "
                         "free there; free some space, lower --n or choose another --out")
-
-
-def _write_error(e: OSError, path: Path, out: Path, written: int) -> UserError:
-    import errno
-
-    from normgan.train.checkpoint import _free_space
-
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return UserError(f"cannot write '{path}': no space left ({_free_space(out)} free in '{out}'); the {written} files "
-                         "written before are intact; free some space, lower --n or choose another --out")
-    return UserError(f"cannot write '{path}': {e.strerror or e}; choose another --out (a writable folder)")
 
 
 def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 0, ema: bool = True, device: str = "cpu",
@@ -185,13 +165,9 @@ def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 
         _make_dir(out)
         k = min(n, 64)
         first = []
-        device_ = next(G.parameters()).device
-        gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            for start in range(0, n, batch_size):  # the same draws as sample_images(n=n, batch_size=batch_size)
-                b = min(batch_size, n - start)
-                z = torch.randn(b, G.z_dim, generator=gen).to(device_)
-                imgs01 = (G(z).float().cpu() + 1) / 2
+            for batch in sample_batches(G, n=n, seed=seed, batch_size=batch_size):
+                imgs01 = (batch + 1) / 2
                 if written < k:
                     first.append(imgs01[: k - written])
                 for img in imgs01:
@@ -206,5 +182,7 @@ def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 
                 path.unlink()
             except OSError:
                 pass
-        raise _write_error(e, path, out, written) from None
+        raise write_error(e, path, fix="choose another --out (a writable folder)",
+                          full_fix=f"the {written} files written before are intact; free some space, lower --n or choose "
+                                   "another --out") from None
     return out

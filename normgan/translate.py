@@ -13,9 +13,7 @@ The input is converted to the generator's input channels (grey repeated to RGB, 
 
 from __future__ import annotations
 
-import errno
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from tqdm.auto import tqdm
 from normgan.data import batch_to_float, convert_channels
 from normgan.data.folder import _DECODE_ERRORS, decode_image, find_images
 from normgan.errors import UserError
+from normgan.paths import check_writable_dir, write_error
 from normgan.sample import load_generator
 
 MODES = ("resize", "tile")
@@ -93,7 +92,7 @@ def translate_folder(run, *, input, out, mode: str = "resize", checkpoint: str =
     if out.resolve() == root.resolve():
         raise UserError(f"--out '{out}' is the input folder; give another folder so that no input is overwritten")
     in_channels, resolution = G.in_channels, cfg.data.resolution
-    _make_out(out)
+    check_writable_dir(out, what="--out", fix="give a writable folder (it is created when missing)")
     torch.manual_seed(seed)  # dropout kept on at test time draws from here
     try:
         written = _translate_files(G, files, root=root, out=out, in_channels=in_channels, resolution=resolution,
@@ -105,10 +104,9 @@ def translate_folder(run, *, input, out, mode: str = "resize", checkpoint: str =
                 target.unlink()
             except OSError:
                 pass
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(f"cannot write '{target}': no space left on the device; the {written} images translated before "
-                            "are intact; free some space or choose another --out") from None
-        raise UserError(f"cannot write '{target}': {err.strerror or err}; choose another --out (a writable folder)") from None
+        raise write_error(err, target, fix="choose another --out (a writable folder)",
+                          full_fix=f"the {written} images translated before are intact; free some space or choose "
+                                   "another --out") from None
     if not written:
         raise UserError(f"no image below '{src}' could be read; check the files")
     return out, written
@@ -116,20 +114,6 @@ def translate_folder(run, *, input, out, mode: str = "resize", checkpoint: str =
 
 class _WriteFailed(Exception):
     """(path, images written before it, the OSError) of a failed output write."""
-
-
-def _make_out(out: Path) -> None:
-    """Create ``out`` (refusing a file in its place or a read-only parent) before the first image."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; give a folder (it is created when missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".normgan-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        where = f"'{e.filename}'" if e.filename else f"'{out}'"
-        raise UserError(f"--out '{out}' cannot be written ({where}: {e.strerror or e}); choose a writable folder") from None
 
 
 def _translate_files(G, files, *, root, out, in_channels, resolution, mode, progress) -> int:

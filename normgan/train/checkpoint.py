@@ -7,9 +7,7 @@ fsynced, then ``os.replace``: a crash never leaves a half-written ``last.pt``.
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
@@ -17,6 +15,7 @@ from typing import Any, Dict, List
 import torch
 
 from normgan.errors import UserError
+from normgan.paths import write_error
 
 
 def _umask() -> int:
@@ -62,27 +61,12 @@ def save_checkpoint(state: Dict[str, Any], path: str | Path) -> Path:
         tmp = None
     except (OSError, RuntimeError) as e:
         # torch.save reports a failed write (a full disk) as a RuntimeError from its zip writer
-        free = _free_space(path.parent)
-        if isinstance(e, RuntimeError) or e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(f"cannot write checkpoint '{path}': no space left ({free} free in '{path.parent}'); "
-                            "free some space and resume, the previous checkpoint is intact") from None
-        raise UserError(f"cannot write checkpoint '{path}': {e.strerror or e}; the previous checkpoint is intact") from None
+        raise write_error(e, path, what="checkpoint", fix="the previous checkpoint is intact",
+                          full_fix="free some space and resume, the previous checkpoint is intact") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-def _free_space(folder: Path) -> str:
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return "unknown space"
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if free < 1024 or unit == "TiB":
-            return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
-        free /= 1024
-    return f"{free:.1f} TiB"
 
 
 def remove_stale_temporaries(folder: str | Path) -> List[Path]:
