@@ -47,7 +47,7 @@ def _log(run_dir, cfg) -> None:
             fh.write(json.dumps({"run_dir": str(run_dir), "seed": cfg.train.seed}) + "\n")
 
 
-def train(cfg, *, run_dir, report, progress=False) -> dict:
+def train(cfg, *, run_dir, report, progress=False, stage=None) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _log(run_dir, cfg)

@@ -32,7 +32,7 @@ def score(lam: float, *, fold: int, seed: int, step: int, steps: int) -> float:
     return 30.0 - (math.log10(1.0 + lam) - 2.0) ** 2 + 0.5 * fold + 0.01 * seed - 2.0 * (1.0 - step / steps)
 
 
-def train(cfg, *, run_dir, report, progress=False) -> dict:
+def train(cfg, *, run_dir, report, progress=False, stage=None) -> dict:
     lam, fold, seed, steps = weight(cfg), cfg.data.fold, cfg.train.seed, cfg.train.steps
     log = os.environ.get("STUB_LOG")
     if log:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import math
 import re
@@ -281,8 +280,8 @@ class Search(TicketWorker):
                     run_dir = self.folder / "trials" / f"{trial.number:04d}" / f"fold{f}-seed{seed}"
                     self._stage(f"{where}: training {self.steps} steps")
                     t0 = time.perf_counter()
-                    extra = {"stage": lambda text, where=where: self._stage(f"{where}: {text}")} if self._takes_stage else {}
-                    res = self.trainer(cfg, run_dir=run_dir, report=report, progress=self.progress, **extra)
+                    res = self.trainer(cfg, run_dir=run_dir, report=report, progress=self.progress,
+                                       stage=lambda text, where=where: self._stage(f"{where}: {text}"))
                     v = (res or {}).get(self.metric)
                     if not isinstance(v, (int, float)) or not math.isfinite(v):
                         raise TrialFailed(f"fold {f} seed {seed} gave no finite {self.metric} ({v!r})")
@@ -323,13 +322,6 @@ class Search(TicketWorker):
         with contextlib.suppress(Exception):
             retry(trial.study, trial)
 
-    @property
-    def _takes_stage(self) -> bool:
-        """Whether the trainer reports its stages (``stage=``: evaluation start and time)."""
-        try:
-            return "stage" in inspect.signature(self.trainer).parameters
-        except (TypeError, ValueError):
-            return False
 
     def prune_checkpoints(self, study) -> List[Path]:
         """``--keep best``: delete the checkpoints of every finished trial but the best one (their
