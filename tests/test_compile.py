@@ -24,9 +24,9 @@ def test_compiled_steps_equal_eager_steps(tmp_path):
         tr = Trainer(load_config("sngan", overrides=[*OVER, f"train.compile={mode}"]), runs_dir=tmp_path, name=f"c{mode}",
                      progress=False)
         if mode == "true":
-            assert tr.G_fwd is not tr.G and tr.D_fwd is not tr.D and not tr.share_real_forward
+            assert tr.G_fwd is not tr.G and tr.D_fwd is not tr.D and not tr.objective.share_real_forward
         else:
-            assert tr.G_fwd is tr.G and tr.share_real_forward  # eager R1 reuses D's forward on the real batch
+            assert tr.G_fwd is tr.G and tr.objective.share_real_forward  # eager R1 reuses D's forward on the real batch
         tr.fit()
         runs[mode] = tr
     eager, comp = runs["false"], runs["true"]

@@ -30,7 +30,7 @@ def test_mixed_precision_trains_penalties_without_nan(tmp_path, precision, term)
     for step in range(12):
         out = tr.train_step(step, log=True)
         rows.append({k: float(v.float().mean()) for k, v in out.items()})
-        rows[-1]["raw"] = float(tr._reg_log[f"reg/{'r1' if term == 'r1' else 'gp'}/raw"])
+        rows[-1]["raw"] = float(tr.objective.term_log[f"reg/{'r1' if term == 'r1' else 'gp'}/raw"])
     assert all(math.isfinite(v) for r in rows for v in r.values()), rows
     assert all(p.dtype == torch.float32 for p in tr.G.parameters()) and all(p.dtype == torch.float32 for p in tr.D.parameters())
     assert all(r["raw"] > 0 for r in rows)  # the input gradients did not underflow to zero

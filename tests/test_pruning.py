@@ -85,7 +85,7 @@ def test_l0_term_builds_a_gated_generator_that_trains_and_prunes(tmp_path):
     assert any(not torch.equal(b, g.log_alpha) for b, g in zip(before, gates))  # the L0 term trains the gates
     G = tr.G.eval()
     with torch.no_grad():
-        torch.testing.assert_close(prune_generator(G)(tr.fixed_z[:4]), G(tr.fixed_z[:4]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(prune_generator(G)(tr.task.fixed[:4]), G(tr.task.fixed[:4]), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance"])

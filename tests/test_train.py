@@ -103,7 +103,7 @@ class NanAfter:
 def test_nan_loss_stops_without_corrupting_checkpoint(tmp_path):
     trainer = Trainer(tiny_cfg("train.steps=20"), runs_dir=tmp_path, name="nan", progress=False)
     nan = NanAfter(5)
-    trainer.loss = AdversarialLoss(nan.d, LOSSES.get("bce").g)
+    trainer.objective.loss = AdversarialLoss(nan.d, LOSSES.get("bce").g)
     with pytest.raises(UserError) as err:
         trainer.fit()
     msg = str(err.value)

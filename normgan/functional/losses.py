@@ -78,10 +78,13 @@ def zero_g_loss(fake: Tensor) -> Tensor:
 
 
 class AdversarialLoss(NamedTuple):
-    """A pair of pure functions: ``d(real_logits, fake_logits)`` and ``g(fake_logits)``."""
+    """A pair of pure functions: ``d(real_logits, fake_logits)`` and ``g(fake_logits)``; with
+    ``g_real`` G's loss is ``g(fake_logits, real_logits)``: the objective then also gives it D on the
+    step's real batch in the G phase (relativistic losses compare the two)."""
 
     d: Callable[[Tensor, Tensor], Tensor]
-    g: Callable[[Tensor], Tensor]
+    g: Callable[..., Tensor]
+    g_real: bool = False
 
 
 LOSSES = Registry("loss")

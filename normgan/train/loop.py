@@ -8,7 +8,9 @@ their gain and Adam correction, EMA, logging, samples, checkpoints, interrupts a
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import operator
 import platform
 import shutil
 import signal
@@ -20,7 +22,6 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
@@ -29,7 +30,7 @@ from normgan.config import Config, flatten, to_dict, to_yaml
 from normgan.device import resolve_device
 from normgan.errors import ConfigError, Diverged, Interrupted, SignalExit, TrainingDiverged, UserError
 from normgan.functional.losses import LOSSES, d_accuracy
-from normgan.regularizers import Regularizer, TermContext, WeightContext
+from normgan.regularizers import Regularizer
 from normgan.tasks import TASKS
 from normgan.train.build import build_networks, check_memory
 from normgan.train.compiled import compile_module
@@ -37,6 +38,8 @@ from normgan.train.distributed import Dist
 from normgan.train.checkpoint import (find_checkpoint, load_checkpoint, load_module_state, nonfinite_entries,
                                       remove_stale_temporaries, require_keys, save_checkpoint)
 from normgan.train.ema import ema_decay, make_ema, update_ema
+from normgan.train.objective import Objective
+from normgan.train.phases import Phase, build_phases, lazy_adam_correction
 from normgan.train.logger import MetricsLogger, read_metrics, truncate_metrics
 from normgan.train.run_dir import RunLock, new_run_dir
 
@@ -88,14 +91,6 @@ def check_same_run(folder_cfg, ckpt_cfg, *, ckpt_path, cfg_file) -> None:
         more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
         raise UserError(f"checkpoint '{ckpt_path}' was written by another config than '{cfg_file}': {shown}{more}; "
                         "resume with the run's own checkpoint, or start a new run; nothing was written")
-
-
-def lazy_adam_correction(lr: float, betas, every: int) -> tuple[float, tuple[float, float]]:
-    """StyleGAN2's correction for a lazy phase every k steps: c = k/(k+1), lr·c, β^c (k = 1: none)."""
-    if every <= 1:
-        return lr, tuple(betas)
-    c = every / (every + 1)
-    return lr * c, (betas[0] ** c, betas[1] ** c)
 
 
 def grad_norm(params) -> float:
@@ -153,14 +148,13 @@ class Trainer:
         self.regs: List[Regularizer] = regs
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.G_ema = make_ema(self.G)
-        self.loss = LOSSES.get(cfg.loss, key="loss")
         for r in self.regs:
             r.to(self.device)
         self.lazy_every = {net: max([r.every for r in self.regs if r.net == net], default=1) for net in ("G", "D")}
         # fp16: terms run in fp32 on their own forwards (PyTorch's recipe for gradient penalties under
         # AMP needs unscaled input gradients; an fp16 forward's input gradient underflows)
         # train.compile: also not (double backward through a compiled graph is not supported)
-        self.share_real_forward = self.precision != torch.float16 and not t.compile and any(
+        share_real_forward = self.precision != torch.float16 and not t.compile and any(
             getattr(r.term, "shares_real_forward", False) for r in self.regs if r.net == "D" and r.every == 1)
         # train.compile: the adversarial forwards go through compiled modules (sharing the parameters);
         # terms, EMA, weight rules and checkpoints see the eager ones, so penalties' double backward
@@ -171,13 +165,18 @@ class Trainer:
         self.scalers = {net: torch.amp.GradScaler(self.device.type, enabled=self.precision == torch.float16) for net in ("G", "D")}
         self.opt_g = self._adam("G", self.G, cfg.optim.g)
         self.opt_d = self._adam("D", self.D, cfg.optim.d)
+        self.opts = {"G": self.opt_g, "D": self.opt_d}
         # backward passes stop at these: no gradients into real images, z or interpolates (penalty leaves)
-        self._params = {net: [p for g in opt.param_groups for p in g["params"]] for net, opt in (("G", self.opt_g), ("D", self.opt_d))}
+        self._params = {net: [p for g in opt.param_groups for p in g["params"]] for net, opt in self.opts.items()}
+        # the step: its phases (built once) and what each computes (forwards, losses, terms)
+        self.phases = build_phases(d_steps=cfg.optim.d_steps, lazy_every=self.lazy_every)
+        self.objective = Objective(task=self.task, G=self.G, D=self.D, G_fwd=self.G_fwd, D_fwd=self.D_fwd, loss=LOSSES.get(cfg.loss, key="loss"),
+                                   regs=self.regs, precision=self.precision, device_type=self.device.type,
+                                   share_real_forward=share_real_forward)
         self.step = 0
         self.progress = progress
         self._stop_requested = False
-        self._reg_log: Dict[str, Tensor | float] = {}  # last raw/weight/loss of each term, read at log steps
-        self._grad_log: Dict[str, float] = {}
+        self._grad_log: Dict[str, float] = {}  # grad_norm/G and /D of the last main phases, read at log steps
         if run_dir is None:  # the main rank claims the folder and tells the others
             made = new_run_dir(runs_dir, label=label or f"{d.name}-{cfg.loss}", name=name) if self.dist.main else None
             run_dir = self.dist.broadcast_object(str(made) if made is not None else None)
@@ -332,138 +331,51 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ one step
-    def _terms(self, net: str, ctx: TermContext, step: int, *, lazy: bool, adv_loss: Optional[Tensor] = None,
-               d_real: Optional[Tensor] = None) -> Optional[Tensor]:
-        """Σ gain·λ_t·raw over the terms of ``net`` due at ``step`` (lazy phase or main step).
-
-        The gain is the term's interval k (a lazy term runs every k-th step with k times the weight).
-        ``d_real`` gives weight rules D's real logits in lazy phases, where the term's context has none.
-        """
-        total = None
-        module = self.G if net == "G" else self.D
-        for r in self.regs:
-            if r.net != net or (r.every > 1) != lazy or step % r.every:
-                continue
-            with self._term_precision():
-                raw = r.term(ctx).float()
-            rule_ctx = WeightContext(step=step, module=module, adv_loss=adv_loss, d_real=ctx.d_real if ctx.d_real is not None else d_real)
-            weighted, w = r.weight.apply(raw, rule_ctx)
-            gained = weighted * r.every if r.every > 1 else weighted  # no kernel for a gain of 1
-            total = gained if total is None else total + gained
-            self._reg_log[f"reg/{r.name}/raw"] = raw.detach()
-            self._reg_log[f"reg/{r.name}/weight"] = w
-            self._reg_log[f"reg/{r.name}/loss"] = weighted.detach()
-        return total
-
     def train_step(self, step: int, *, log: bool = False) -> Dict[str, Tensor]:
-        """One generator step preceded by ``d_steps`` discriminator steps, plus due lazy phases.
+        """One step: the due phases in order (:mod:`normgan.train.phases`), each a loss from the
+        objective (:mod:`normgan.train.objective`) and an update; then buffers averaged over ranks
+        and the EMA. Returns the last adversarial losses and D's logits (``loss/D``, ``loss/G``,
+        ``d_real``, ``d_fake``)."""
+        carry, pending = None, []  # pending: the losses since the last finite check
+        for phase in self.phases:
+            if not phase.due(step):
+                continue
+            for i in range(phase.repeat):  # the last D phase keeps G's graph for the G phase
+                loss, carry = self.objective.run(phase, step, carry, keep_graph=i == phase.repeat - 1)
+                pending.append(loss.detach())
+                self._update(phase, loss, log=log, pending=pending)
+        # BatchNorm statistics, EMAs and controllers of terms: the mean over ranks (one process: nothing)
+        self.dist.average_([*self.G.buffers(), *self.D.buffers(), *(b for r in self.regs for b in r.buffers())])
+        update_ema(self.G_ema, self.G, beta=ema_decay(step, decay=self.cfg.optim.ema, rampup=self.cfg.optim.ema_rampup))
+        return dict(self.objective.stats)
 
-        The task gives each batch (real images, G's input, D's condition) and D as a function of
-        the image (``critic``: D itself, or y ↦ D(cat(x, y)) in a paired run)."""
-        cfg, G, D, task = self.cfg, self.G, self.D, self.task
-        for i in range(cfg.optim.d_steps):
-            b = task.next_batch()
-            real = b.real
-            if self.share_real_forward:
-                real.requires_grad_(True)  # R1 reuses this forward: ∇ₓD(x) from d_real
-            critic, critic_fwd = task.critic(D, b), task.critic(self.D_fwd, b)  # eager for terms; maybe compiled
-            last = i == cfg.optim.d_steps - 1
-            with self._autocast():
-                if last:
-                    fake = self.G_fwd(b.g_in).float()  # kept with its graph for the G step (one G forward per step)
-                else:
-                    with torch.no_grad():
-                        fake = self.G_fwd(b.g_in).float()
-                # parametrized weights (spectral norm) are computed once per D step: one power iteration
-                # per update, and the same normalized weights for real, fake and penalty forwards
-                with parametrize.cached():
-                    d_real, d_fake = critic_fwd(real), critic_fwd(fake.detach())
-                    loss_d = self.loss.d(d_real, d_fake)
-                    ctx = TermContext(G=G, D=D, real=real, fake=fake.detach(), z=b.g_in, d_real=d_real, d_fake=d_fake,
-                                      cond=b.cond, target=b.target, critic=critic)
-                    extra = self._terms("D", ctx, step, lazy=False, adv_loss=loss_d)
-            total_d = (loss_d if extra is None else loss_d + extra).float()
-            self.opt_d.zero_grad(set_to_none=True)
-            self._backward("D", total_d)
-            if log:
-                self._grad_log["grad_norm/D"] = grad_norm(D.parameters())
-            self._step("D")
-        check = total_d.detach()
-        real = real.detach()
-        if step % self.lazy_every["D"] == 0 and self.lazy_every["D"] > 1:
-            ctx = TermContext(G=G, D=D, real=real, fake=fake.detach(), z=b.g_in, cond=b.cond, target=b.target, critic=critic)
-            with self._autocast():
-                lazy = self._terms("D", ctx, step, lazy=True, d_real=d_real.detach()).float()
-            self.opt_d.zero_grad(set_to_none=True)
-            self._backward("D", lazy)
-            self._step("D")
-            check = check + lazy.detach()
-
-        D.requires_grad_(False)  # the G step needs gradients through D, not for D's weights
-        target = None if b.target is None else real
-        with self._autocast():
-            d_fake_g = critic_fwd(fake)
-            loss_g = self.loss.g(d_fake_g)
-            ctx = TermContext(G=G, D=D, real=real, fake=fake, z=b.g_in, d_fake=d_fake_g, cond=b.cond, target=target, critic=critic)
-            extra = self._terms("G", ctx, step, lazy=False, adv_loss=loss_g)
-        total_g = (loss_g if extra is None else loss_g + extra).float()
-        self.opt_g.zero_grad(set_to_none=True)
-        self._backward("G", total_g)
-        if log:
-            self._grad_log["grad_norm/G"] = grad_norm(G.parameters())
-        # one host sync per step: the TOTAL losses (adversarial + every term) of D and G are finite
-        if not torch.isfinite(self.dist.sum(check + total_g.detach())):  # on every rank alike
-            D.requires_grad_(True)
-            raise TrainingDiverged(self._nonfinite_part(loss_d, loss_g))
-        self._step("G")
-        if step % self.lazy_every["G"] == 0 and self.lazy_every["G"] > 1:
-            ctx = TermContext(G=G, D=D, real=real, z=task.fresh_input(b), cond=b.cond, target=target,
-                              critic=critic)
-            with self._autocast():
-                lazy = self._terms("G", ctx, step, lazy=True).float()
-            if not torch.isfinite(self.dist.sum(lazy.detach())):
-                D.requires_grad_(True)
-                raise TrainingDiverged(self._nonfinite_part(loss_d, loss_g))
-            self.opt_g.zero_grad(set_to_none=True)
-            self._backward("G", lazy)
-            self._step("G")
-        D.requires_grad_(True)
-        if self.dist.enabled:  # BatchNorm statistics, EMAs and controllers of terms: the mean over ranks
-            self.dist.average_([*G.buffers(), *D.buffers(), *(b for r in self.regs for b in r.buffers())])
-        update_ema(self.G_ema, G, beta=ema_decay(step, decay=cfg.optim.ema, rampup=cfg.optim.ema_rampup))
-        return {"loss/D": loss_d.detach(), "loss/G": loss_g.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()}
-
-    def _backward(self, net: str, loss: Tensor) -> None:
-        """Backward of ``loss`` into ``net``'s parameters (scaled under fp16), gradients averaged over ranks."""
-        self.scalers[net].scale(loss).backward(inputs=self._params[net])
+    def _update(self, phase: Phase, loss: Tensor, *, log: bool, pending: List[Tensor]) -> None:
+        """``phase.net``'s update: zero_grad → backward of ``loss`` (scaled under fp16) into its
+        parameters → gradients averaged over ranks → (a checking phase: the step's host sync, the
+        ``pending`` losses since the last check must be finite; then none are pending) → optimizer step
+        (fp16: skipped on inf/NaN gradients) → projections. A main phase logs its gradient norm at log steps."""
+        net, opt, scaler = phase.net, self.opts[phase.net], self.scalers[phase.net]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward(inputs=self._params[net])
         self.dist.average_gradients(self._params[net])
-
-    def _step(self, net: str) -> None:
-        """``net``'s optimizer step (fp16: unscaled, skipped on inf/NaN gradients), then its projections."""
-        scaler = self.scalers[net]
-        scaler.step(self.opt_g if net == "G" else self.opt_d)
+        if log and not phase.lazy:
+            self._grad_log[f"grad_norm/{net}"] = grad_norm((self.G if net == "G" else self.D).parameters())
+        if phase.checks:
+            check = functools.reduce(operator.add, pending)
+            pending.clear()
+            if not torch.isfinite(self.dist.sum(check)):  # on every rank alike
+                raise TrainingDiverged(self._nonfinite_part())
+        scaler.step(opt)
         scaler.update()
         self._project(net)
 
-    def _term_precision(self):
-        """Terms run in fp32 under fp16 (input-gradient penalties), in the forwards' dtype otherwise."""
-        if self.precision == torch.float16:
-            return torch.autocast(device_type=self.device.type, enabled=False)
-        return contextlib.nullcontext()
-
-    def _autocast(self):
-        """Forwards in ``train.precision`` (bf16 autocast; fp32: nothing changes)."""
-        if self.precision is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.precision)
-
-    def _nonfinite_part(self, loss_d: Tensor, loss_g: Tensor) -> str:
+    def _nonfinite_part(self) -> str:
         """Which part of the losses is NaN/inf, in words: the D or G loss, else the first term."""
-        if not torch.isfinite(loss_d.detach()):
-            return "D loss"
-        if not torch.isfinite(loss_g.detach()):
-            return "G loss"
-        for key, v in self._reg_log.items():
+        stats = self.objective.stats
+        for net in ("D", "G"):
+            if f"loss/{net}" in stats and not torch.isfinite(stats[f"loss/{net}"]):
+                return f"{net} loss"
+        for key, v in self.objective.term_log.items():
             if key.endswith("/loss") and not math.isfinite(float(v)):
                 return f"regularization term '{key.split('/')[1]}'"
         return "a regularization term"
@@ -488,11 +400,6 @@ class Trainer:
         evaluations run on the main rank only and at steps that depend on where a run was stopped."""
         cuda = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else []
         return torch.random.fork_rng(devices=cuda)
-
-    @property
-    def fixed_z(self) -> Tensor:
-        """The fixed G input of the sample grids (noise, or a paired run's validation inputs)."""
-        return self.task.fixed
 
     def write_samples(self, logger: MetricsLogger) -> Optional[Path]:
         if not self.dist.main:
@@ -603,7 +510,7 @@ class Trainer:
                     acc_r, acc_f = d_accuracy(out["d_real"], out["d_fake"])
                     row.update({"d/real_acc": float(acc_r), "d/fake_acc": float(acc_f), "d/real_logit": float(out["d_real"].mean()),
                                 "d/fake_logit": float(out["d_fake"].mean()), "images_per_s": images / elapsed})
-                    row.update({k: float(v) for k, v in self._reg_log.items()})
+                    row.update({k: float(v) for k, v in self.objective.term_log.items()})
                     row.update(self._grad_log)
                     logger.log(self.step, row)
                     bar.set_postfix({"D": f"{row['loss/D']:.3g}", "G": f"{row['loss/G']:.3g}", "img/s": f"{row['images_per_s']:.0f}"}, refresh=False)
