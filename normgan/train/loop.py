@@ -119,14 +119,36 @@ class Trainer:
                  on_eval: Optional[Callable[[int, dict], None]] = None) -> None:
         self.cfg = cfg
         self.on_eval = on_eval
-        t = cfg.train
-        self.device = resolve_device(device or t.device)
-        # torchrun: one process per device; every rank draws the same streams and computes its shard
+        self._setup_runtime(device or cfg.train.device)
+        # what differs between unconditional and paired training: data, G's input, D's condition, grids
+        self.task = TASKS.get(cfg.task, key="task")(cfg, device=self.device, dist=self.dist)  # gives this rank's batches
+        self._build_step()
+        self.step = 0
+        self.progress = progress
+        self._stop_requested = False
+        self._grad_log: Dict[str, float] = {}  # grad_norm/G and /D of the last main phases, read at log steps
+        if run_dir is None:  # the main rank claims the folder and tells the others
+            made = new_run_dir(runs_dir, label=label or f"{cfg.data.name}-{cfg.loss}", name=name) if self.dist.main else None
+            run_dir = self.dist.broadcast_object(str(made) if made is not None else None)
+        self.run_dir = Path(run_dir)
+        self.last_checkpoint: Optional[Path] = None
+        self.last_checkpoint_step: Optional[int] = None
+        self.evaluator = None  # built at the first evaluation (the domain classifier may need training)
+        self.best_score: Optional[float] = None
+        self.best_step: Optional[int] = None
+        self.diverged: Optional[dict] = None  # the divergence found in the log at the end of fit()
+
+    # ------------------------------------------------------------------ construction helpers
+    def _setup_runtime(self, device: str) -> None:
+        """Device, ranks (torchrun: one process per device; every rank draws the same streams and
+        computes its shard), precision, CPU threads and the seeds."""
+        t = self.cfg.train
+        self.device = resolve_device(device)
         self.dist = Dist.from_env(device_type=self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
-        self.dist.check_batch(cfg.data.batch_size)
+        self.dist.check_batch(self.cfg.data.batch_size)
         self.precision = PRECISIONS[t.precision]
         if t.threads:
             torch.set_num_threads(t.threads)
@@ -137,9 +159,10 @@ class Trainer:
         torch.manual_seed(t.seed)
         if self.device.type == "cuda":
             torch.cuda.manual_seed_all(t.seed)
-        d = cfg.data
-        # what differs between unconditional and paired training: data, G's input, D's condition, grids
-        self.task = TASKS.get(cfg.task, key="task")(cfg, device=self.device, dist=self.dist)  # gives this rank's batches
+
+    def _build_step(self) -> None:
+        """Networks, terms, optimizers, the step's phases and its objective."""
+        cfg, t = self.cfg, self.cfg.train
         # sizes against free memory before allocating (one line naming the key, not the allocator's message)
         check_memory(cfg, device=self.device, resolution=self.task.resolution, channels=self.task.channels,
                      in_channels=self.task.in_channels)
@@ -170,25 +193,10 @@ class Trainer:
         self._params = {net: [p for g in opt.param_groups for p in g["params"]] for net, opt in self.opts.items()}
         # the step: its phases (built once) and what each computes (forwards, losses, terms)
         self.phases = build_phases(d_steps=cfg.optim.d_steps, lazy_every=self.lazy_every)
-        self.objective = Objective(task=self.task, G=self.G, D=self.D, G_fwd=self.G_fwd, D_fwd=self.D_fwd, loss=LOSSES.get(cfg.loss, key="loss"),
-                                   regs=self.regs, precision=self.precision, device_type=self.device.type,
-                                   share_real_forward=share_real_forward)
-        self.step = 0
-        self.progress = progress
-        self._stop_requested = False
-        self._grad_log: Dict[str, float] = {}  # grad_norm/G and /D of the last main phases, read at log steps
-        if run_dir is None:  # the main rank claims the folder and tells the others
-            made = new_run_dir(runs_dir, label=label or f"{d.name}-{cfg.loss}", name=name) if self.dist.main else None
-            run_dir = self.dist.broadcast_object(str(made) if made is not None else None)
-        self.run_dir = Path(run_dir)
-        self.last_checkpoint: Optional[Path] = None
-        self.last_checkpoint_step: Optional[int] = None
-        self.evaluator = None  # built at the first evaluation (the domain classifier may need training)
-        self.best_score: Optional[float] = None
-        self.best_step: Optional[int] = None
-        self.diverged: Optional[dict] = None  # the divergence found in the log at the end of fit()
+        self.objective = Objective(task=self.task, G=self.G, D=self.D, G_fwd=self.G_fwd, D_fwd=self.D_fwd,
+                                   loss=LOSSES.get(cfg.loss, key="loss"), regs=self.regs, precision=self.precision,
+                                   device_type=self.device.type, share_real_forward=share_real_forward)
 
-    # ------------------------------------------------------------------ construction helpers
     def _adam(self, which: str, net: nn.Module, ocfg) -> torch.optim.Adam:
         """Adam over the network's parameters and its terms' learned weights; gates (log α) get ``optim.gate_lr``."""
         lr, betas = lazy_adam_correction(ocfg.lr, ocfg.betas, self.lazy_every[which])
