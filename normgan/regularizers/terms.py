@@ -25,7 +25,7 @@ from normgan.functional.penalties import (
     grad_penalty,
     lecam_anchor_update,
     lecam_penalty,
-    path_lengths,
+    path_length_penalty,
     path_length_target_update,
     r1_from_logits,
     r1_penalty,
@@ -147,6 +147,7 @@ class GradTerm(Term):
     """
 
     nets = ("D",)
+    per_sample_gradients = True  # ∇ₓD(x_b) per sample: refused with a batch-mixing D norm
     AT = ("real", "fake", "interpolates", "perturbed")
 
     def __init__(self, *, net: str, at: str = "real", center: Optional[float] = None, one_sided: bool = False,
@@ -208,9 +209,9 @@ class JacobianTerm(Term):
     def forward(self, ctx: TermContext) -> Tensor:
         z = ctx.z.detach()
         z = z[: max(1, int(round(z.shape[0] * self.batch_fraction)))]
-        lengths = path_lengths(ctx.G, z)
-        self.target.copy_(path_length_target_update(self.target, lengths.mean().detach(), decay=self.decay))
-        return (lengths - self.target).square().mean()
+        penalty, mean_length = path_length_penalty(ctx.G, z, target=self.target, decay=self.decay)
+        self.target.copy_(path_length_target_update(self.target, mean_length, decay=self.decay))
+        return penalty
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -348,6 +349,10 @@ class ReconTerm(Term):
         except TypeError:
             allowed = [p for p in inspect.signature(fn).parameters if p != "residual"]
             raise ConfigError(f"norm_params: norm {norm!r} takes {', '.join(allowed) or 'no options'}; got {', '.join(sorted(params))}") from None
+        try:
+            fn(torch.zeros(1, 1, 1, 1), **params)  # bad values (huber delta <= 0) fail now, not in training
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"norm_params: {e}") from None
         _check_choice("reduction", reduction, ("mean", "sum"))
         self.norm, self.norm_params, self.reduction = norm, params, reduction
 
