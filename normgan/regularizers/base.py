@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
+import torch
 from torch import Tensor, nn
 
 from normgan.errors import ConfigError
@@ -46,6 +47,11 @@ class TermContext:
     def D_of(self) -> Callable[[Tensor], Tensor]:
         """D as a function of the image: ``critic`` when set, else ``D``."""
         return self.critic if self.critic is not None else self.D
+
+    def d_input(self, y: Tensor) -> Tensor:
+        """What D's layers see for image ``y``: ``cat(cond, y)`` along the channels in a paired run
+        (its D is conditional), else ``y``."""
+        return torch.cat([self.cond, y], dim=1) if self.cond is not None else y
 
 
 class Term(nn.Module):

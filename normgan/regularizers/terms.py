@@ -50,10 +50,6 @@ def _fake(ctx: TermContext) -> Tensor:
     return ctx.G(ctx.z)
 
 
-def _d_input(ctx: TermContext, y: Tensor) -> Tensor:
-    """What D's layers see for image ``y``: ``cat(x, y)`` for a conditional critic, else ``y``."""
-    join = getattr(ctx.critic, "join", None)
-    return join(y) if join is not None else y
 
 
 def _net(ctx: TermContext, net: str) -> nn.Module:
@@ -260,11 +256,11 @@ class FeaturesTerm(Term):
             if not hasattr(D, "features"):
                 raise UserError(f"features kind matching needs a discriminator with features(x); {type(D).__name__} has none")
             with torch.no_grad():
-                f_real = D.features(_d_input(ctx, real))
-            return feature_matching(f_real, D.features(_d_input(ctx, fake)))
+                f_real = D.features(ctx.d_input(real))
+            return feature_matching(f_real, D.features(ctx.d_input(fake)))
         with torch.no_grad():
-            g_real = first_layer_features(D, _d_input(ctx, real))
-        return texture_stats(g_real, first_layer_features(D, _d_input(ctx, fake)))
+            g_real = first_layer_features(D, ctx.d_input(real))
+        return texture_stats(g_real, first_layer_features(D, ctx.d_input(fake)))
 
 
 @TERMS.register("tv")
