@@ -21,7 +21,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "regularizers.md"
 
 def _sections() -> dict[str, str]:
     """The page's level-2 sections: title -> text."""
-    parts = re.split(r"^## (.+)$", DOC.read_text(encoding="utf-8"), flags=re.M)
+    parts = re.split(r"^## (.+)$", DOC.read_text(encoding="utf-8"), flags=re.MULTILINE)
     return {title.strip(): text for title, text in zip(parts[1::2], parts[2::2])}
 
 
