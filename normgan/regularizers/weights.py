@@ -1,7 +1,8 @@
 """Weights of regularization terms: modules with ``apply(raw, ctx)``, state checkpointed.
 
 A number in the config is a constant weight. Schedules and adaptive weights register in ``WEIGHTS``
-and are written as a mapping, e.g. ``weight: {schedule: warmup, base: 10, steps: 500}``.
+and in their family's registry (``SCHEDULE_RULES`` or ``ADAPTIVE``), and are written as a mapping,
+e.g. ``weight: {schedule: warmup, base: 10, steps: 500}``, built by ``Registry.build``.
 """
 
 from __future__ import annotations
