@@ -555,7 +555,8 @@ BATCH_MIXING_NORMS = ("batch",)
 
 
 def check_per_sample_penalties(cfg: Config) -> None:
-    """Refuse gradient penalties (R1, R2, WGAN-GP, DRAGAN) on a discriminator with BatchNorm.
+    """Refuse terms that declare ``per_sample_gradients`` (the gradient penalties R1, R2, WGAN-GP,
+    DRAGAN) on a discriminator with BatchNorm.
 
     With BatchNorm in training mode D(x_b) depends on every sample of the batch, so ∇_{x_b} D is not
     the per-sample gradient the penalty is defined on (R1 differs by ~12% at batch 16).
@@ -563,8 +564,10 @@ def check_per_sample_penalties(cfg: Config) -> None:
     norm = cfg.model.discriminator.norm
     if norm not in BATCH_MIXING_NORMS:
         return
+    from normgan.regularizers import TERMS
+
     for name, spec in (cfg.regularizers or {}).items():
-        if isinstance(spec, dict) and spec.get("term") == "grad":
+        if isinstance(spec, dict) and spec.get("term") in TERMS and TERMS.get(spec["term"]).per_sample_gradients:
             raise ConfigError(f"regularizers.{name}: a gradient penalty needs per-sample gradients, but "
                               f"model.discriminator.norm={norm} mixes the samples of a batch; set "
                               "model.discriminator.norm=none (or instance/layer)")

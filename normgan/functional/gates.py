@@ -18,7 +18,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from normgan.errors import ConfigError
 
 BETA = 2.0 / 3.0
 GAMMA = -0.1
@@ -27,7 +26,7 @@ ZETA = 1.1
 
 def _check(beta: float, gamma: float, zeta: float) -> None:
     if not (beta > 0 and gamma < 0 and zeta > 1):
-        raise ConfigError(
+        raise ValueError(
             f"hard-concrete needs beta > 0, gamma < 0, zeta > 1; got beta={beta}, gamma={gamma}, zeta={zeta}"
         )
 
@@ -102,9 +101,9 @@ class HardConcreteGate(nn.Module):
     ) -> None:
         super().__init__()
         if num_channels < 1:
-            raise ConfigError(f"HardConcreteGate num_channels must be >= 1, got {num_channels}")
+            raise ValueError(f"HardConcreteGate num_channels must be >= 1, got {num_channels}")
         if not 0.0 < init_drop < 1.0:
-            raise ConfigError(f"HardConcreteGate init_drop must be in (0, 1), got {init_drop}")
+            raise ValueError(f"HardConcreteGate init_drop must be in (0, 1), got {init_drop}")
         _check(beta, gamma, zeta)
         self.num_channels = num_channels
         self.beta, self.gamma, self.zeta = beta, gamma, zeta

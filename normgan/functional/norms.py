@@ -23,7 +23,6 @@ import inspect
 import torch
 from torch import Tensor
 
-from normgan.errors import ConfigError
 from normgan.registry import Registry
 
 NORMS = Registry("norm")
@@ -52,7 +51,7 @@ def _per_sample(r: Tensor) -> Tensor:
 
 def _positive(name: str, value: float) -> None:
     if not value > 0:
-        raise ConfigError(f"norm parameter {name} must be > 0, got {value!r}")
+        raise ValueError(f"norm parameter {name} must be > 0, got {value!r}")
 
 
 @NORMS.register("l1")
@@ -103,7 +102,7 @@ def lp(residual: Tensor, *, p: float = 2.0) -> Tensor:
     (C·H·W)^(1/p).
     """
     if not p >= 1:
-        raise ConfigError(f"norm parameter p must be >= 1, got {p!r}")
+        raise ValueError(f"norm parameter p must be >= 1, got {p!r}")
     return torch.linalg.vector_norm(_per_sample(residual), ord=float(p), dim=1).mean()
 
 
@@ -184,14 +183,14 @@ def logsum(residual: Tensor, *, eps: float = 1e-2) -> Tensor:
 def residual_norm(residual: Tensor, name: str = "l1", **params) -> Tensor:
     """Apply the registered norm ``name`` to ``residual`` with its parameters.
 
-    Unknown names raise :class:`~normgan.errors.ConfigError` listing the choices; unknown
-    parameters raise ConfigError too.
+    Unknown names raise the registry's :class:`~normgan.errors.ConfigError` listing the choices;
+    unknown parameters raise TypeError, bad values ValueError.
     """
     fn = NORMS.get(name)
     try:
         inspect.signature(fn).bind(residual, **params)
     except TypeError as exc:
-        raise ConfigError(f"norm {name!r}: bad parameters {sorted(params)} ({exc})") from None
+        raise TypeError(f"norm {name!r}: bad parameters {sorted(params)} ({exc})") from None
     return fn(residual, **params)
 
 

@@ -22,7 +22,6 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 
-from normgan.errors import ConfigError
 from normgan.functional.norms import residual_norm
 
 # ----------------------------------------------------------------------------- helpers
@@ -90,7 +89,7 @@ def grad_penalty(
     γ ∝ res²); with center 1 the unit target is resolution-independent.
     """
     if p < 1:
-        raise ConfigError(f"gradient penalty norm order p must be >= 1, got {p!r}")
+        raise ValueError(f"gradient penalty norm order p must be >= 1, got {p!r}")
     g = input_gradient(D, x, create_graph=create_graph).flatten(1)
     if center == 0 and p == 2:
         per_sample = g.square().sum(dim=1)  # ‖g‖² ≥ 0, so one-sided changes nothing
@@ -228,22 +227,29 @@ def path_length_penalty(
     z: Tensor,
     *,
     target: Tensor | float,
+    decay: float | None = None,
     y: Tensor | None = None,
     generator: torch.Generator | None = None,
     create_graph: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """StyleGAN2 path length: returns ``(mean_b (‖J_zᵀ y‖₂ − a)², mean_b ‖J_zᵀ y‖₂ detached)``.
 
-    Lengths as in :func:`path_lengths`; ``a = target`` is a constant here.  StyleGAN2 penalizes
-    against the target AFTER updating it with this batch's mean length (the ``jacobian`` term does
-    that: :func:`path_lengths`, then :func:`path_length_target_update`, then the penalty).
-    The weight (2, every 4 steps on half the batch in StyleGAN2) is applied by the caller.
+    Lengths as in :func:`path_lengths`.  With ``decay`` None, ``a = target`` is a constant.  With a
+    ``decay``, StyleGAN2's order: ``a`` is the target AFTER updating it with this batch's mean length,
+    ``a = path_length_target_update(target, mean, decay=decay)`` (in ``target``'s dtype when it is a
+    tensor, as a buffer holding it would be); the caller keeps that update as its new target (the
+    ``jacobian`` term does).  The weight (2, every 4 steps on half the batch in StyleGAN2) is applied
+    by the caller.
     """
     lengths = path_lengths(G, z, y=y, generator=generator, create_graph=create_graph)
+    mean = lengths.mean().detach()
+    if decay is not None:
+        updated = path_length_target_update(target, mean, decay=decay)
+        target = updated.to(target.dtype) if isinstance(target, Tensor) else updated
     if isinstance(target, Tensor):
         target = target.detach()
     penalty = (lengths - target).square().mean()
-    return penalty, lengths.mean().detach()
+    return penalty, mean
 
 
 def path_length_target_update(a: Tensor | float, mean_length: Tensor | float, *, decay: float = 0.01):
@@ -252,7 +258,7 @@ def path_length_target_update(a: Tensor | float, mean_length: Tensor | float, *,
     Returns the same kind as ``a`` (float or tensor).  StyleGAN2 starts from a = 0, decay 0.01.
     """
     if not 0.0 <= decay <= 1.0:
-        raise ConfigError(f"path length decay must be in [0, 1], got {decay!r}")
+        raise ValueError(f"path length decay must be in [0, 1], got {decay!r}")
     if isinstance(mean_length, Tensor):
         mean_length = mean_length.detach()
     if isinstance(a, Tensor):
@@ -356,7 +362,7 @@ def total_variation(img: Tensor, *, norm: str = "l1") -> Tensor:
         return dh.abs().mean() + dw.abs().mean()
     if norm == "l2":
         return dh.square().mean() + dw.square().mean()
-    raise ConfigError(f"total_variation norm must be 'l1' or 'l2', got {norm!r}")
+    raise ValueError(f"total_variation norm must be 'l1' or 'l2', got {norm!r}")
 
 
 # ----------------------------------------------------------------------------- LeCam
@@ -402,13 +408,13 @@ def lecam_anchor_update(anchor: Tensor | float, logits: Tensor, *, decay: float 
     Returns a float if ``anchor`` is a float, else a detached tensor.
     """
     if not 0.0 <= decay <= 1.0:
-        raise ConfigError(f"LeCam decay must be in [0, 1], got {decay!r}")
+        raise ValueError(f"LeCam decay must be in [0, 1], got {decay!r}")
     m = logits.detach().mean()
     a = anchor.detach() if isinstance(anchor, Tensor) else anchor
     if count is None:
         new = decay * a + (1.0 - decay) * m
     elif count < 0:
-        raise ConfigError(f"LeCam anchor count must be >= 0, got {count!r}")
+        raise ValueError(f"LeCam anchor count must be >= 0, got {count!r}")
     elif decay == 1.0:
         new = m if count == 0 else a + 0.0 * m
     else:

@@ -5,12 +5,12 @@ objects of ``normgan.regularizers``; the functions here only compute.
 
 * :func:`grad_ratio_weight` — VQGAN's ‖∇_W L_rec‖ / (‖∇_W L_adv‖ + δ).
 * :func:`uncertainty_weighting` — Kendall et al. 2018.
-* :func:`gradnorm_grad_norms`, :func:`gradnorm_targets`, :func:`gradnorm_loss`,
-  :func:`gradnorm_renormalize` — GradNorm (Chen et al. 2018).
+* :func:`gradnorm_grad_norms`, :func:`gradnorm_targets`, :func:`gradnorm_loss` — GradNorm
+  (Chen et al. 2018).
 * :func:`overfit_rt`, :func:`rt_controller_update` — the r_t overfitting controller.
 * Schedules ``fn(step, **params) -> float`` multiplier in [0, ∞) applied to a base weight:
   :func:`constant`, :func:`warmup`, :func:`linear_decay`, :func:`cosine_decay`, :func:`step_decay`,
-  :func:`start_at`; registered in ``SCHEDULES``.  Bad parameters raise ConfigError.
+  :func:`start_at`; registered in ``SCHEDULES``.  Bad parameters raise ValueError.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from normgan.errors import ConfigError
 from normgan.registry import Registry
 
 # ----------------------------------------------------------------------------- VQGAN ratio
@@ -47,9 +46,9 @@ def grad_ratio_weight(
     The base factor (0.8 in VQGAN) and any start step are applied by the caller.
     """
     if delta <= 0:
-        raise ConfigError(f"grad_ratio delta must be > 0, got {delta!r}")
+        raise ValueError(f"grad_ratio delta must be > 0, got {delta!r}")
     if max_weight < 0:
-        raise ConfigError(f"grad_ratio max_weight must be >= 0, got {max_weight!r}")
+        raise ValueError(f"grad_ratio max_weight must be >= 0, got {max_weight!r}")
     g_rec = _grad_or_zero(rec_loss, layer_weight)
     g_adv = _grad_or_zero(adv_loss, layer_weight)
     w = torch.linalg.vector_norm(g_rec) / (torch.linalg.vector_norm(g_adv) + delta)
@@ -103,7 +102,7 @@ def gradnorm_targets(grad_norms: Tensor, loss_ratios: Tensor, *, alpha: float = 
     α ≈ 0.12–1.5.
     """
     if alpha < 0:
-        raise ConfigError(f"gradnorm alpha must be >= 0, got {alpha!r}")
+        raise ValueError(f"gradnorm alpha must be >= 0, got {alpha!r}")
     g = grad_norms.detach().reshape(-1)
     lr = loss_ratios.detach().reshape(-1).to(g.dtype)
     r = lr / lr.mean()
@@ -113,16 +112,6 @@ def gradnorm_targets(grad_norms: Tensor, loss_ratios: Tensor, *, alpha: float = 
 def gradnorm_loss(grad_norms: Tensor, targets: Tensor) -> Tensor:
     """GradNorm loss ``Σ_i |G_i − target_i|`` (L1, as in the paper; targets are constants)."""
     return (grad_norms.reshape(-1) - targets.detach().reshape(-1)).abs().sum()
-
-
-def gradnorm_renormalize(weights: Tensor, *, total: float | None = None) -> Tensor:
-    """Rescale task weights so that ``Σ_i w_i = total`` (default T = number of tasks), detached."""
-    w = weights.detach()
-    t = float(w.numel()) if total is None else float(total)
-    s = w.sum()
-    if not float(s) > 0:
-        raise ValueError("gradnorm weights must have a positive sum to renormalize")
-    return w * (t / s)
 
 
 # ----------------------------------------------------------------------------- r_t controller
@@ -157,9 +146,9 @@ def rt_controller_update(
     The result is clamped to [min_value, max_value] and returned as a float.
     """
     if step_size < 0:
-        raise ConfigError(f"controller step_size must be >= 0, got {step_size!r}")
+        raise ValueError(f"controller step_size must be >= 0, got {step_size!r}")
     if min_value > max_value:
-        raise ConfigError(f"controller min_value {min_value} exceeds max_value {max_value}")
+        raise ValueError(f"controller min_value {min_value} exceeds max_value {max_value}")
     rt = float(rt)
     d = (rt > target) - (rt < target)
     if mode == "multiplicative":
@@ -167,7 +156,7 @@ def rt_controller_update(
     elif mode == "additive":
         new = value + step_size * d
     else:
-        raise ConfigError(f"controller mode must be 'multiplicative' or 'additive', got {mode!r}")
+        raise ValueError(f"controller mode must be 'multiplicative' or 'additive', got {mode!r}")
     return float(min(max(new, min_value), max_value))
 
 
@@ -183,7 +172,7 @@ def _check_step(step: int) -> None:
 
 def _nonneg(name: str, v: float, what: str) -> None:
     if v < 0:
-        raise ConfigError(f"{what} {name} must be >= 0, got {v!r}")
+        raise ValueError(f"{what} {name} must be >= 0, got {v!r}")
 
 
 @SCHEDULES.register("constant")
@@ -210,7 +199,7 @@ def warmup(step: int, *, steps: int, start_value: float = 0.0) -> float:
 def _check_window(start: int, end: int, final: float, what: str) -> None:
     _nonneg("start", start, what)
     if end < start:
-        raise ConfigError(f"{what} end ({end}) must be >= start ({start})")
+        raise ValueError(f"{what} end ({end}) must be >= start ({start})")
     _nonneg("final", final, what)
 
 
@@ -249,7 +238,7 @@ def step_decay(step: int, *, every: int, factor: float) -> float:
     """Piecewise constant ``factor ** floor(step / every)`` (every > 0, factor ≥ 0)."""
     _check_step(step)
     if every <= 0:
-        raise ConfigError(f"step_decay every must be > 0, got {every!r}")
+        raise ValueError(f"step_decay every must be > 0, got {every!r}")
     _nonneg("factor", factor, "step_decay")
     return float(factor ** (step // every))
 
@@ -268,7 +257,6 @@ __all__ = [
     "gradnorm_grad_norms",
     "gradnorm_targets",
     "gradnorm_loss",
-    "gradnorm_renormalize",
     "overfit_rt",
     "rt_controller_update",
     "SCHEDULES",

@@ -96,11 +96,6 @@ class DCGANDiscriminator(nn.Module):
         return self.head(self.body(x)).flatten()
 
 
-@GENERATORS.register("dcgan")
-def dcgan_generator(**kwargs) -> nn.Module:
-    return DCGANGenerator(**kwargs)
-
-
-@DISCRIMINATORS.register("dcgan")
-def dcgan_discriminator(**kwargs) -> nn.Module:
-    return DCGANDiscriminator(**kwargs)
+# the classes themselves: their keyword-only signatures are the options Registry.create checks
+GENERATORS.register("dcgan")(DCGANGenerator)
+DISCRIMINATORS.register("dcgan")(DCGANDiscriminator)

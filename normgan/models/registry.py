@@ -32,24 +32,6 @@ def takes_image_input(name: str) -> bool:
     return "in_channels" in _parameters(GENERATORS.get(name, key="model.generator.name"))
 
 
-def _kwargs(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> Dict[str, Any]:
-    """The factory's keyword arguments: declared shared fields, ``options``, then ``fixed`` (not None)."""
-    factory = registry.get(cfg.name, key=f"{key}.name")
-    declared = _parameters(factory)
-    accepts_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
-    kwargs = {k: getattr(cfg, k) for k in SHARED_FIELDS if hasattr(cfg, k) and (accepts_any or k in declared)}
-    options = dict(getattr(cfg, "options", None) or {})
-    reserved = ("resolution", "channels", "in_channels", "gates")
-    for opt in options:
-        if opt in reserved or opt in SHARED_FIELDS or (opt not in declared and not accepts_any):
-            allowed = [p for p in declared if p not in reserved and p not in SHARED_FIELDS]
-            raise ConfigError(f"{key}.options: unknown option '{opt}' for {registry.kind} '{cfg.name}'; "
-                              f"allowed: {', '.join(allowed) or 'none'}")
-    kwargs.update(options)
-    kwargs.update({k: v for k, v in fixed.items() if v is not None})
-    return kwargs
-
-
 def check_models(model_cfg, *, resolution: int, channels: int, in_channels: int | None) -> None:
     """Build G and D on the ``meta`` device (no memory, no compute) so that bad options and sizes
     (an unknown option, a U-Net deeper than the resolution allows, a PatchGAN with no patch left)
@@ -71,18 +53,12 @@ def check_models(model_cfg, *, resolution: int, channels: int, in_channels: int 
 
 
 def _build(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> nn.Module:
-    factory = registry.get(cfg.name, key=f"{key}.name")
-    kwargs = _kwargs(registry, cfg, key=key, fixed=fixed)
-    try:
-        return factory(**kwargs)
-    except ConfigError as e:  # the factory names its option ("depth: bad value …"); say where it is set
-        msg = str(e)
-        if msg.startswith(("data.", "model.")):
-            raise
-        where = key if msg.split(":", 1)[0] in SHARED_FIELDS else f"{key}.options"
-        raise ConfigError(f"{where}.{msg}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{key}: {e}") from None
+    """``registry.create`` with ``cfg.options`` as the options; the shared fields the factory
+    declares (all of them when it takes ``**kwargs``) and ``fixed`` are the caller's arguments."""
+    params = inspect.signature(registry.get(cfg.name, key=f"{key}.name")).parameters
+    accepts_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    shared = {k: getattr(cfg, k) for k in SHARED_FIELDS if hasattr(cfg, k) and (accepts_any or k in params)}
+    return registry.create(cfg.name, dict(cfg.options or {}), key=key, fixed={**shared, **fixed}, options_key="options")
 
 
 def build_generator(cfg, *, resolution: int, channels: int, in_channels: int | None = None, gates: bool = False) -> nn.Module:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
+import torch
 from torch import Tensor, nn
 
 from normgan.errors import ConfigError
@@ -48,17 +48,35 @@ class TermContext:
         """D as a function of the image: ``critic`` when set, else ``D``."""
         return self.critic if self.critic is not None else self.D
 
+    def d_input(self, y: Tensor) -> Tensor:
+        """What D's layers see for image ``y``: ``cat(cond, y)`` along the channels in a paired run
+        (its D is conditional), else ``y``."""
+        return torch.cat([self.cond, y], dim=1) if self.cond is not None else y
+
 
 class Term(nn.Module):
     """Base class of regularization terms.
 
-    Subclasses set ``nets`` (the networks they can regularize), may set ``paired_only``, take their
-    options as keyword-only constructor arguments and implement ``forward(ctx) -> Tensor`` returning
-    the raw (unweighted) scalar. State (EMA targets, anchors) lives in buffers so it is checkpointed.
+    Subclasses set ``nets`` (the networks they can regularize), take their options as keyword-only
+    constructor arguments and implement ``forward(ctx) -> Tensor`` returning the raw (unweighted)
+    scalar. State (EMA targets, anchors) lives in buffers so it is checkpointed.
+
+    What the loop and the config checks must know about a term is declared here, with these
+    defaults, and overridden by the terms it concerns (a class attribute, or a property when it
+    depends on the options); nothing outside probes for it:
+
+    * ``paired_only``: the term needs a paired run's ``cond``/``target``;
+    * ``per_sample_gradients`` (class level): the term differentiates D per sample, so a batch-mixing
+      D norm (BatchNorm) is refused (``config.check_per_sample_penalties``);
+    * ``shares_real_forward``: the term can reuse the D step's forward on the real batch (R1);
+    * ``needs_gates``: the generator must be built with hard-concrete gates (L0 weights term).
     """
 
     nets: tuple[str, ...] = ("G", "D")
     paired_only: bool = False
+    per_sample_gradients: bool = False
+    shares_real_forward: bool = False
+    needs_gates: bool = False
 
     def __init__(self, *, net: str) -> None:
         super().__init__()
@@ -80,15 +98,6 @@ class Regularizer(nn.Module):
         return self.term.net
 
 
-def _term_class(name: str, spec: Any):
-    key = f"regularizers.{name}"
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{key}: expected a mapping like {{term: weights, net: G, weight: 1.0e-5}}, got {spec!r}")
-    if "term" not in spec:
-        raise ConfigError(f"{key}: missing 'term'; choose one of: {', '.join(TERMS.names())}")
-    return TERMS.get(spec["term"], key=f"{key}.term")
-
-
 def build_regularizers(specs: Dict[str, Any], *, paired: bool = False) -> list[Regularizer]:
     """Regularizer objects from the config's ``regularizers`` mapping; raises ConfigError naming the key."""
     from normgan.regularizers.weights import build_weight
@@ -96,32 +105,22 @@ def build_regularizers(specs: Dict[str, Any], *, paired: bool = False) -> list[R
     out = []
     for name, spec in (specs or {}).items():
         key = f"regularizers.{name}"
-        cls = _term_class(name, spec)
+        term_name, cls = TERMS.lookup(spec, key=key, name_key="term")
         net = str(spec.get("net", cls.nets[0]))
         if net not in ("G", "D"):
             raise ConfigError(f"{key}.net: bad value {net!r}; use G or D")
         if net not in cls.nets:
-            raise ConfigError(f"{key}.net: term '{spec['term']}' cannot regularize {net}; it applies to {' and '.join(cls.nets)}")
+            raise ConfigError(f"{key}.net: term '{term_name}' cannot regularize {net}; it applies to {' and '.join(cls.nets)}")
         if cls.paired_only and not paired:
-            raise ConfigError(f"{key}: term '{spec['term']}' needs a paired (image-to-image) run; remove it from this unconditional run")
+            raise ConfigError(f"{key}: term '{term_name}' needs a paired (image-to-image) run; remove it from this unconditional run")
         every = spec.get("every", 1)
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ConfigError(f"{key}.every: bad value {every!r}; must be a positive integer interval")
         weight = build_weight(spec.get("weight", 1.0), key=f"{key}.weight")
-        weight_nets = getattr(weight, "nets", ("G", "D"))
-        if net not in weight_nets:
-            raise ConfigError(f"{key}.weight: this adaptive weight works on {' and '.join(weight_nets)} only, not on {net}")
+        if net not in weight.nets:
+            raise ConfigError(f"{key}.weight: this adaptive weight works on {' and '.join(weight.nets)} only, not on {net}")
         params = {k: v for k, v in spec.items() if k not in COMMON_KEYS}
-        allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "net")]
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise ConfigError(f"{key}: unknown option '{unknown[0]}' for term '{spec['term']}'; allowed: {', '.join(list(COMMON_KEYS) + allowed)}")
-        try:
-            term = cls(net=net, **params)
-        except ConfigError as e:
-            raise ConfigError(f"{key}.{e}") from None  # the term names its option: "norm: ..."
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{key}: {e}") from None
+        term = TERMS.create(term_name, params, key=key, fixed={"net": net}, common=COMMON_KEYS)
         out.append(Regularizer(name, term, weight, every))
     lazy: Dict[str, set] = {}
     for r in out:
@@ -137,5 +136,5 @@ def validate_regularizers(cfg) -> None:
     """Build the terms once, and check the constraints, to validate them before training starts."""
     from normgan.regularizers.constraints import validate_constraints
 
-    build_regularizers(cfg.regularizers, paired=getattr(cfg, "paired", False))
-    validate_constraints(getattr(cfg, "constraints", None))
+    build_regularizers(cfg.regularizers, paired=cfg.paired)
+    validate_constraints(cfg.constraints)

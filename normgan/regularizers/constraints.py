@@ -7,7 +7,6 @@ network. Spectral normalization is a parametrization applied once at build time.
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Dict
 
@@ -153,23 +152,11 @@ class ClipConstraint(Constraint):
 def _make(name: str, spec: Any) -> Constraint:
     """A constraint object from one config entry (no network needed); ConfigError naming the key."""
     key = f"constraints.{name}"
-    if not isinstance(spec, dict) or "kind" not in spec:
-        raise ConfigError(f"{key}: expected a mapping with 'kind'; choose one of: {', '.join(CONSTRAINTS.names())}")
-    cls = CONSTRAINTS.get(spec["kind"], key=f"{key}.kind")
+    kind, _ = CONSTRAINTS.lookup(spec, key=key, name_key="kind")
     net = spec.get("net", "D")
     if net not in ("G", "D"):
         raise ConfigError(f"{key}.net: bad value {net!r}; use G or D")
-    params = {k: v for k, v in spec.items() if k not in ("kind", "net")}
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "net")]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{key}: unknown option '{unknown[0]}' for constraint '{spec['kind']}'; allowed: kind, net{''.join(', ' + a for a in allowed)}")
-    try:
-        return cls(net=net, **params)
-    except ConfigError as e:
-        raise ConfigError(f"{key}.{e}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{key}: {e}") from None
+    return CONSTRAINTS.build(spec, key=key, name_key="kind", common=("net",), fixed={"net": net})
 
 
 def validate_constraints(specs: Dict[str, Any] | None) -> None:

@@ -25,7 +25,7 @@ from normgan.functional.penalties import (
     grad_penalty,
     lecam_anchor_update,
     lecam_penalty,
-    path_lengths,
+    path_length_penalty,
     path_length_target_update,
     r1_from_logits,
     r1_penalty,
@@ -50,10 +50,6 @@ def _fake(ctx: TermContext) -> Tensor:
     return ctx.G(ctx.z)
 
 
-def _d_input(ctx: TermContext, y: Tensor) -> Tensor:
-    """What D's layers see for image ``y``: ``cat(x, y)`` for a conditional critic, else ``y``."""
-    join = getattr(ctx.critic, "join", None)
-    return join(y) if join is not None else y
 
 
 def _net(ctx: TermContext, net: str) -> nn.Module:
@@ -147,6 +143,7 @@ class GradTerm(Term):
     """
 
     nets = ("D",)
+    per_sample_gradients = True  # ∇ₓD(x_b) per sample: refused with a batch-mixing D norm
     AT = ("real", "fake", "interpolates", "perturbed")
 
     def __init__(self, *, net: str, at: str = "real", center: Optional[float] = None, one_sided: bool = False,
@@ -208,9 +205,9 @@ class JacobianTerm(Term):
     def forward(self, ctx: TermContext) -> Tensor:
         z = ctx.z.detach()
         z = z[: max(1, int(round(z.shape[0] * self.batch_fraction)))]
-        lengths = path_lengths(ctx.G, z)
-        self.target.copy_(path_length_target_update(self.target, lengths.mean().detach(), decay=self.decay))
-        return (lengths - self.target).square().mean()
+        penalty, mean_length = path_length_penalty(ctx.G, z, target=self.target, decay=self.decay)
+        self.target.copy_(path_length_target_update(self.target, mean_length, decay=self.decay))
+        return penalty
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -259,11 +256,11 @@ class FeaturesTerm(Term):
             if not hasattr(D, "features"):
                 raise UserError(f"features kind matching needs a discriminator with features(x); {type(D).__name__} has none")
             with torch.no_grad():
-                f_real = D.features(_d_input(ctx, real))
-            return feature_matching(f_real, D.features(_d_input(ctx, fake)))
+                f_real = D.features(ctx.d_input(real))
+            return feature_matching(f_real, D.features(ctx.d_input(fake)))
         with torch.no_grad():
-            g_real = first_layer_features(D, _d_input(ctx, real))
-        return texture_stats(g_real, first_layer_features(D, _d_input(ctx, fake)))
+            g_real = first_layer_features(D, ctx.d_input(real))
+        return texture_stats(g_real, first_layer_features(D, ctx.d_input(fake)))
 
 
 @TERMS.register("tv")
@@ -348,6 +345,10 @@ class ReconTerm(Term):
         except TypeError:
             allowed = [p for p in inspect.signature(fn).parameters if p != "residual"]
             raise ConfigError(f"norm_params: norm {norm!r} takes {', '.join(allowed) or 'no options'}; got {', '.join(sorted(params))}") from None
+        try:
+            fn(torch.zeros(1, 1, 1, 1), **params)  # bad values (huber delta <= 0) fail now, not in training
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"norm_params: {e}") from None
         _check_choice("reduction", reduction, ("mean", "sum"))
         self.norm, self.norm_params, self.reduction = norm, params, reduction
 

@@ -1,7 +1,8 @@
 """Weights of regularization terms: modules with ``apply(raw, ctx)``, state checkpointed.
 
 A number in the config is a constant weight. Schedules and adaptive weights register in ``WEIGHTS``
-and are written as a mapping, e.g. ``weight: {schedule: warmup, base: 10, steps: 500}``.
+and in their family's registry (``SCHEDULE_RULES`` or ``ADAPTIVE``), and are written as a mapping,
+e.g. ``weight: {schedule: warmup, base: 10, steps: 500}``, built by ``Registry.build``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,21 @@ from normgan.functional.weighting import (
 )
 from normgan.registry import Registry
 
+#: every weight rule written as a mapping: the schedules and the adaptive rules
 WEIGHTS = Registry("weight rule")
+#: ``weight: {schedule: NAME, ...}``: one per function of ``normgan.functional.SCHEDULES``
+SCHEDULE_RULES = Registry("schedule")
+#: ``weight: {adaptive: NAME, ...}``: rules with state that follow the training
+ADAPTIVE = Registry("adaptive")
+
+
+def _rule(family: Registry, name: str):
+    """Register a weight rule under ``name`` in WEIGHTS and in its family (schedule or adaptive)."""
+    def decorator(obj):
+        WEIGHTS.register(name)(obj)
+        return family.register(name)(obj)
+
+    return decorator
 
 
 @dataclass
@@ -123,7 +138,7 @@ def _schedule_factory(name: str):
 
 
 for _name in SCHEDULES.names():
-    WEIGHTS.register(_name)(_schedule_factory(_name))
+    _rule(SCHEDULE_RULES, _name)(_schedule_factory(_name))
 
 
 # ----------------------------------------------------------------------------- adaptive
@@ -136,7 +151,7 @@ def _last_layer(module: Optional[nn.Module], rule: str) -> Tensor:
     return layer
 
 
-@WEIGHTS.register("grad_ratio")
+@_rule(ADAPTIVE, "grad_ratio")
 class GradRatioWeight(Weight):
     """VQGAN's adaptive weight: λ = base · clamp(‖∇_W L_term‖ / (‖∇_W L_adv‖ + δ), 0, max_weight).
 
@@ -166,7 +181,7 @@ class GradRatioWeight(Weight):
         return raw * lam, float(lam)
 
 
-@WEIGHTS.register("uncertainty")
+@_rule(ADAPTIVE, "uncertainty")
 class UncertaintyWeight(Weight):
     """Kendall et al. (2018): the weighted term is ½·e^{−s}·raw + ½·s with a learned s = log σ².
 
@@ -184,7 +199,7 @@ class UncertaintyWeight(Weight):
         return weighted, float(0.5 * torch.exp(-self.log_var.detach()))
 
 
-@WEIGHTS.register("gradnorm")
+@_rule(ADAPTIVE, "gradnorm")
 class GradNormWeight(Weight):
     """GradNorm (Chen et al. 2018) for ONE term against the adversarial loss: λ = w, learned.
 
@@ -226,7 +241,7 @@ class GradNormWeight(Weight):
         return weighted, float(w.detach())
 
 
-@WEIGHTS.register("target")
+@_rule(ADAPTIVE, "target")
 class TargetWeight(Weight):
     """Overfitting controller on D (StyleGAN2-ADA style): λ moves toward keeping r_t at ``target``.
 
@@ -262,33 +277,15 @@ class TargetWeight(Weight):
         return raw * lam, lam
 
 
-#: the adaptive rules (the other WEIGHTS entries are schedules)
-ADAPTIVE = ("grad_ratio", "uncertainty", "gradnorm", "target")
-
-
 def build_weight(spec: Any, *, key: str):
     """A weight object from a number or a mapping; raises ConfigError naming ``key``."""
     if isinstance(spec, bool) or not isinstance(spec, (int, float, dict)):
         raise ConfigError(f"{key}: bad value {spec!r}; give a non-negative number or a mapping (schedule/adaptive)")
     if isinstance(spec, dict):
-        family = "schedule" if "schedule" in spec else "adaptive" if "adaptive" in spec else None
-        if family is None or ("schedule" in spec and "adaptive" in spec):
-            raise ConfigError(f"{key}: a weight mapping needs exactly one of 'schedule' ({', '.join(SCHEDULES.names())}) or 'adaptive' ({', '.join(ADAPTIVE)})")
-        kind = spec[family]
-        names = SCHEDULES.names() if family == "schedule" else list(ADAPTIVE)
-        if kind not in names:
-            raise ConfigError(f"{key}.{family}: unknown {family} {kind!r}; choose one of: {', '.join(names)}")
-        cls = WEIGHTS.get(kind, key=key)
-        params = {k: v for k, v in spec.items() if k != family}
-        try:
-            return cls(**params)
-        except ConfigError as e:
-            msg = str(e)
-            option = msg.split(":", 1)[0]
-            sep = "." if option in params or option == "base" else ": "
-            raise ConfigError(f"{key}{sep}{msg}") from None
-        except TypeError as e:
-            raise ConfigError(f"{key}: {str(e).split('__init__() ')[-1]}; allowed: {', '.join(p for p in inspect.signature(cls).parameters if p != 'params')}") from None
+        if ("schedule" in spec) == ("adaptive" in spec):
+            raise ConfigError(f"{key}: a weight mapping needs exactly one of 'schedule' ({', '.join(SCHEDULE_RULES)}) or 'adaptive' ({', '.join(ADAPTIVE)})")
+        family, rules = ("schedule", SCHEDULE_RULES) if "schedule" in spec else ("adaptive", ADAPTIVE)
+        return rules.build(spec, key=key, name_key=family)
     if not math.isfinite(spec) or spec < 0:
         raise ConfigError(f"{key}: bad value {spec!r}; weights must be finite and >= 0")
     return ConstantWeight(spec)

@@ -18,7 +18,7 @@ def build_networks(cfg, *, resolution: int, channels: int, in_channels: int | No
     parametrizations (spectral normalization) are applied, so state dict keys match checkpoints.
     """
     regs = build_regularizers(cfg.regularizers, paired=cfg.paired)
-    gates = any(getattr(r.term, "needs_gates", False) for r in regs)
+    gates = any(r.term.needs_gates for r in regs)
     G = build_generator(cfg.model.generator, resolution=resolution, channels=channels, in_channels=in_channels, gates=gates)
     D = build_discriminator(cfg.model.discriminator, resolution=resolution, channels=channels + (in_channels or 0))
     constraints = build_constraints(cfg.constraints, G=G, D=D)

@@ -198,7 +198,7 @@ def test_path_length_target_update():
     assert P.path_length_target_update(0.0, 2.0) == pytest.approx(0.02)
     a = P.path_length_target_update(torch.tensor(1.0), torch.tensor(3.0), decay=0.5)
     torch.testing.assert_close(a, torch.tensor(2.0))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         P.path_length_target_update(0.0, 1.0, decay=2.0)
 
 
@@ -250,7 +250,7 @@ def test_total_variation_vs_numpy(norm):
 
 
 def test_total_variation_bad_norm():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         P.total_variation(torch.zeros(1, 1, 2, 2), norm="l3")
 
 

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from normgan.errors import ConfigError
 from normgan.functional import weighting as W
 
 DT = torch.float64
@@ -80,9 +79,7 @@ def test_gradnorm_pieces():
     torch.testing.assert_close(loss, (G - tgt).abs().sum())
     loss.backward()
     assert w.grad is not None and last.grad is None
-    renorm = W.gradnorm_renormalize(torch.tensor([1.0, 3.0]))
-    torch.testing.assert_close(renorm, torch.tensor([0.5, 1.5]))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         W.gradnorm_targets(G, ratios, alpha=-1)
 
 
@@ -99,9 +96,9 @@ def test_rt_controller_update():
     assert W.rt_controller_update(0.5, 0.9, mode="additive", step_size=0.25) == pytest.approx(0.75)
     assert W.rt_controller_update(0.1, 0.0, mode="additive", step_size=0.25) == 0.0  # clamped at min
     assert W.rt_controller_update(9.0, 1.0, step_size=1.0, max_value=10.0) == 10.0
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         W.rt_controller_update(1.0, 0.5, mode="pid")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         W.rt_controller_update(1.0, 0.5, min_value=2.0, max_value=1.0)
 
 
@@ -142,8 +139,8 @@ def test_schedules_values():
         (W.start_at, dict(start=-3)),
     ],
 )
-def test_schedules_bad_arguments_raise_config_error(fn, kwargs):
-    with pytest.raises(ConfigError) as info:
+def test_schedules_bad_arguments_raise_value_error(fn, kwargs):
+    with pytest.raises(ValueError) as info:
         fn(0, **kwargs)
     assert "\n" not in str(info.value)
 
@@ -151,5 +148,5 @@ def test_schedules_bad_arguments_raise_config_error(fn, kwargs):
 def test_grad_ratio_bad_arguments():
     net, x, target = _tiny_model()
     rec, adv = _losses(net, x, target)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         W.grad_ratio_weight(rec, adv, net[2].weight, delta=0.0)
