@@ -178,7 +178,7 @@ class Trainer:
         # AMP needs unscaled input gradients; an fp16 forward's input gradient underflows)
         # train.compile: also not (double backward through a compiled graph is not supported)
         share_real_forward = self.precision != torch.float16 and not t.compile and any(
-            getattr(r.term, "shares_real_forward", False) for r in self.regs if r.net == "D" and r.every == 1)
+            r.term.shares_real_forward for r in self.regs if r.net == "D" and r.every == 1)
         # train.compile: the adversarial forwards go through compiled modules (sharing the parameters);
         # terms, EMA, weight rules and checkpoints see the eager ones, so penalties' double backward
         # (R1, WGAN-GP, path length) runs eagerly
