@@ -110,7 +110,7 @@ def reference_dataset(cfg, split: str = "test"):
 
 def checkpoint_step(run, checkpoint: str = "last.pt") -> int:
     """The training step stored in the run's checkpoint."""
-    from normgan.train.checkpoint import find_checkpoint, load_checkpoint
+    from normgan.models.checkpoint import find_checkpoint, load_checkpoint
 
     return int(load_checkpoint(find_checkpoint(run, checkpoint), map_location="cpu").get("step", 0))
 

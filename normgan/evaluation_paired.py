@@ -290,7 +290,7 @@ def run_config(run, checkpoint: str = "last.pt"):
     """The validated config stored in a run's checkpoint (the run's config.yaml when it has none)."""
     from normgan.config import load_config
     from normgan.errors import UserError
-    from normgan.train.checkpoint import find_checkpoint, load_checkpoint
+    from normgan.models.checkpoint import find_checkpoint, load_checkpoint
 
     path = find_checkpoint(run, checkpoint)
     saved = load_checkpoint(path, map_location="cpu").get("config")

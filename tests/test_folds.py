@@ -27,7 +27,7 @@ from normgan.evaluation import PeriodicEvaluator, _build_extractor, reference_da
 from normgan.evaluation_paired import PairedEvaluator, paired_split
 from normgan.metrics import domain
 from normgan.tasks import PairedTask, UnconditionalTask
-from normgan.train.build import build_generator_for
+from normgan.models.build import build_generator_for
 
 from conftest import TINY
 
