@@ -310,7 +310,7 @@ def evaluate_paired_run(run, *, split: str = "test", metrics: Optional[Sequence[
     from pathlib import Path
 
     from normgan.device import resolve_device
-    from normgan.evaluation import _write_json, checkpoint_step
+    from normgan.evaluation import checkpoint_step, write_json
     from normgan.metric_info import check_eval_args
     from normgan.sample import load_generator
 
@@ -328,7 +328,7 @@ def evaluate_paired_run(run, *, split: str = "test", metrics: Optional[Sequence[
         name = f"eval-step{step:06d}-paired-{split}" + subset + (f"-seed{seed}" if seed else "") + ("" if ema else "-noema")
         path = Path(run) / "eval" / f"{name}.json"
         res["path"] = str(path)
-        _write_json(path, res)
+        write_json(path, res)
     return res
 
 
