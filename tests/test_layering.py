@@ -65,6 +65,14 @@ def _resolve(name: str, mods) -> str:
     return name
 
 
+def _from_module(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module of ``from … import``, a relative one resolved against ``package``."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def import_graph(mods) -> dict[str, set[str]]:
     """module -> the normgan modules it imports anywhere in its source (``from pkg import mod`` → pkg.mod)."""
     graph = {}
@@ -75,11 +83,7 @@ def import_graph(mods) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets |= {_resolve(a.name, mods) for a in node.names if a.name.split(".")[0] == "normgan"}
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    module = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    module = node.module or ""
+                module = _from_module(node, package)
                 if module.split(".")[0] != "normgan":
                     continue
                 for a in node.names:
@@ -201,11 +205,7 @@ def private_imports(mods) -> list[str]:
                         check(_resolve(a.name, mods), None, node.lineno, f"import {a.name}")
                         bound[a.asname or "normgan"] = a.name if a.asname else "normgan"
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    module = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    module = node.module or ""
+                module = _from_module(node, package)
                 if module.split(".")[0] != "normgan":
                     continue
                 for a in node.names:
