@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from normgan.config import load_config
-    from normgan.evaluation import _build_extractor, check_eval_args, default_cache_dir, evaluate_generator, reference_dataset
+    from normgan.evaluation import build_extractor, check_eval_args, default_cache_dir, evaluate_generator, reference_dataset
     from normgan.models import build_generator
 
     metrics = check_eval_args(n=args.n, metrics=args.metrics)
@@ -45,8 +45,8 @@ def main() -> None:
         G = build_generator(cfg.model.generator, resolution=cfg.data.resolution, channels=1).to(args.device).eval()
 
     t0 = time.perf_counter()
-    extractor = _build_extractor("domain", cfg, device=args.device, cache_dir=default_cache_dir(args.cache_dir),
-                                 heldout=reference_dataset(cfg, "test"))
+    extractor = build_extractor("domain", cfg, device=args.device, cache_dir=default_cache_dir(args.cache_dir),
+                                heldout=reference_dataset(cfg, "test"))
     classifier_wall = time.perf_counter() - t0
 
     t0 = time.perf_counter()

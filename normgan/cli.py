@@ -32,7 +32,7 @@ from normgan.paths import expand_path
 def cmd_train(args) -> int:
     from normgan.config import check_data_source, load_config, to_yaml
     from normgan.train import Trainer
-    from normgan.train.build import check_memory
+    from normgan.models.build import check_memory
 
     config, overrides = split_config_and_overrides(args.args)
     if args.resume:

@@ -77,7 +77,8 @@ EXPLOSION_FLOOR = 1e6
 EXPLOSION_CAP = 1e6  # m_first is clamped to [1, EXPLOSION_CAP]: T <= 1e9
 
 
-def _num(v) -> float:
+def as_float(v) -> float:
+    """``float(v)``, or NaN when ``v`` is not a number."""
     try:
         return float(v)
     except (TypeError, ValueError):
@@ -89,7 +90,7 @@ def series(rows: Iterable[dict], key: str) -> tuple[list[int], list[float]]:
     steps, values = [], []
     for r in rows:
         if key in r:
-            v = _num(r[key])
+            v = as_float(r[key])
             if math.isfinite(v):
                 steps.append(int(r.get("step", len(steps))))
                 values.append(v)
@@ -124,7 +125,7 @@ def oscillation(rows: Sequence[dict], key: str = "loss/G") -> Optional[float]:
 
 def d_saturation(rows: Sequence[dict], *, threshold: float = SATURATION) -> Optional[float]:
     """Fraction of rows (having both accuracies) where d/real_acc and d/fake_acc are both >= threshold."""
-    both = [(_num(r["d/real_acc"]), _num(r["d/fake_acc"])) for r in rows if "d/real_acc" in r and "d/fake_acc" in r]
+    both = [(as_float(r["d/real_acc"]), as_float(r["d/fake_acc"])) for r in rows if "d/real_acc" in r and "d/fake_acc" in r]
     if not both:
         return None
     return sum(1 for a, b in both if a >= threshold and b >= threshold) / len(both)
@@ -207,7 +208,7 @@ def divergence(rows: Sequence[dict], *, keys: Sequence[str] = ("loss/G", "loss/D
             if k == "step" or k.startswith("eval/") or isinstance(v, bool):
                 continue
             if isinstance(v, (int, float)) or (isinstance(v, str) and v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")):
-                x = _num(v)
+                x = as_float(v)
                 if not math.isfinite(x):
                     step = int(r.get("step", 0))
                     found.append((step, 0, k, "nonfinite", f"{k} is {x} at step {step}"))
@@ -260,7 +261,7 @@ def pixel_diversity(run, *, n: int = PIXEL_SAMPLES, seed: int = 0, checkpoint: s
 def summarize_rows(rows: Sequence[dict], *, window: int = 10, eval_key: str = "eval/fid") -> dict:
     """Every diagnostic over ``rows`` (see the module docstring)."""
     steps = [int(r["step"]) for r in rows if "step" in r]
-    nonfinite = sum(1 for r in rows for k, v in r.items() if k != "step" and not math.isfinite(_num(v)))
+    nonfinite = sum(1 for r in rows for k, v in r.items() if k != "step" and not math.isfinite(as_float(v)))
     return {
         "rows": len(rows),
         "first_step": min(steps) if steps else None,

@@ -110,7 +110,7 @@ def reference_dataset(cfg, split: str = "test"):
 
 def checkpoint_step(run, checkpoint: str = "last.pt") -> int:
     """The training step stored in the run's checkpoint."""
-    from normgan.train.checkpoint import find_checkpoint, load_checkpoint
+    from normgan.models.checkpoint import find_checkpoint, load_checkpoint
 
     return int(load_checkpoint(find_checkpoint(run, checkpoint), map_location="cpu").get("step", 0))
 
@@ -150,14 +150,14 @@ def find_eval(run, *, step: int, features: str, n: int, reference: str = "test",
     return res
 
 
-def _write_json(path: Path, obj: dict) -> None:
+def write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
 
 
-def _sampler(G: nn.Module, device) -> Callable[[int], Tensor]:
+def noise_sampler(G: nn.Module, device) -> Callable[[int], Tensor]:
     z_dim = int(G.z_dim)
 
     def sample_fn(b: int) -> Tensor:
@@ -166,7 +166,7 @@ def _sampler(G: nn.Module, device) -> Callable[[int], Tensor]:
     return sample_fn
 
 
-def _build_extractor(features: str, cfg, *, device, cache_dir, heldout=None, train=None, progress=None):
+def build_extractor(features: str, cfg, *, device, cache_dir, heldout=None, train=None, progress=None):
     from normgan.metrics import build_feature_extractor
 
     if features == "domain":
@@ -254,7 +254,7 @@ def evaluate_run(run, *, n: int = 5000, features: str = "domain", metrics: Seque
     if write:
         path = eval_path(run, step=step, features=features, n=n, reference=reference, seed=seed, ema=ema)
         res["path"] = str(path)
-        _write_json(path, res)
+        write_json(path, res)
     return res
 
 
@@ -285,8 +285,8 @@ class PeriodicEvaluator:
             raise UserError(f"the {reference} split has {len(ref)} images; the evaluation needs at least 4 (raise data.holdout)")
         self.reference_fingerprint, self.n_reference = ref.fingerprint, len(ref)
         if extractor is None:
-            extractor = _build_extractor(features, cfg, device=device, cache_dir=default_cache_dir(cache_dir),
-                                         heldout=ref if reference == "test" else None, progress=progress)
+            extractor = build_extractor(features, cfg, device=device, cache_dir=default_cache_dir(cache_dir),
+                                        heldout=ref if reference == "test" else None, progress=progress)
         self.extractor = extractor.to(self.device).eval()
         self.scorer = ReferenceScorer(reference=ref, extractor=self.extractor, n=n, metrics=self.metrics,
                                       batch_size=batch_size, device=self.device, seed=seed, progress=progress)
@@ -299,7 +299,7 @@ class PeriodicEvaluator:
         was_training = G.training
         G.eval()
         try:
-            fake, logits = self.scorer.generate(_sampler(G, self.device), logits=self.scorer.has_logits)
+            fake, logits = self.scorer.generate(noise_sampler(G, self.device), logits=self.scorer.has_logits)
         finally:
             G.train(was_training)
         res = self.scorer.score(fake, logits)

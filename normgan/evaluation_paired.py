@@ -290,7 +290,7 @@ def run_config(run, checkpoint: str = "last.pt"):
     """The validated config stored in a run's checkpoint (the run's config.yaml when it has none)."""
     from normgan.config import load_config
     from normgan.errors import UserError
-    from normgan.train.checkpoint import find_checkpoint, load_checkpoint
+    from normgan.models.checkpoint import find_checkpoint, load_checkpoint
 
     path = find_checkpoint(run, checkpoint)
     saved = load_checkpoint(path, map_location="cpu").get("config")
@@ -310,7 +310,7 @@ def evaluate_paired_run(run, *, split: str = "test", metrics: Optional[Sequence[
     from pathlib import Path
 
     from normgan.device import resolve_device
-    from normgan.evaluation import _write_json, checkpoint_step
+    from normgan.evaluation import checkpoint_step, write_json
     from normgan.metric_info import check_eval_args
     from normgan.sample import load_generator
 
@@ -328,7 +328,7 @@ def evaluate_paired_run(run, *, split: str = "test", metrics: Optional[Sequence[
         name = f"eval-step{step:06d}-paired-{split}" + subset + (f"-seed{seed}" if seed else "") + ("" if ema else "-noema")
         path = Path(run) / "eval" / f"{name}.json"
         res["path"] = str(path)
-        _write_json(path, res)
+        write_json(path, res)
     return res
 
 

@@ -13,8 +13,8 @@ from normgan.config import load_config
 from normgan.errors import UserError
 from normgan.paths import write_error
 from normgan.resources import format_bytes
-from normgan.train.build import build_generator_for
-from normgan.train.checkpoint import find_checkpoint, load_checkpoint, load_module_state, require_keys
+from normgan.models.build import build_generator_for
+from normgan.models.checkpoint import find_checkpoint, load_checkpoint, load_module_state, require_keys
 from normgan.device import resolve_device
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from normgan.data import batch_to_float, convert_channels
-from normgan.data.folder import _DECODE_ERRORS, decode_image, find_images
+from normgan.data.folder import DECODE_ERRORS, decode_image, find_images
 from normgan.errors import UserError
 from normgan.paths import check_writable_dir, write_error
 from normgan.sample import load_generator
@@ -122,7 +122,7 @@ def _translate_files(G, files, *, root, out, in_channels, resolution, mode, prog
         for path in tqdm(files, disable=not progress, desc="translate", unit="image"):
             try:
                 arr = decode_image(path)
-            except _DECODE_ERRORS as e:
+            except DECODE_ERRORS as e:
                 warnings.warn(f"skipped unreadable image '{path}' ({type(e).__name__})")
                 continue
             x = torch.from_numpy(arr)

@@ -3,7 +3,7 @@ study_stub.py, plus files written the way the real loop writes them, so a small 
 
 * search ``train``: writes ``run_dir/blob.pt`` of ``STUB_BYTES`` bytes (default 1000; kept by
   ``--keep best``) and a small ``run_dir/checkpoints/last.pt`` through normgan's own
-  :func:`normgan.train.checkpoint.save_checkpoint` (a full disk: its one-line "no space left"
+  :func:`normgan.models.checkpoint.save_checkpoint` (a full disk: its one-line "no space left"
   UserError), and ``run_dir/metrics.jsonl``; then search_stub's score. ``STUB_RAW_OSERROR=1``:
   the blob is written with plain ``open`` instead, so a full disk raises the bare OSError.
 * study ``train_study``: the same files, then study_stub's run folder.
@@ -26,7 +26,7 @@ import study_stub
 
 
 def _blob(run_dir: Path) -> None:
-    from normgan.train.checkpoint import save_checkpoint
+    from normgan.models.checkpoint import save_checkpoint
 
     n = int(os.environ.get("STUB_BYTES", "1000"))
     path = Path(run_dir) / "blob.pt"

@@ -167,7 +167,7 @@ def test_sizes_are_checked_against_memory_before_allocating(monkeypatch, capsys)
     """width=4096 needs ~53 GiB (2.7e9 generator parameters × 20 bytes); with 8 GiB free it is one
     line naming the key and the estimate, before anything is allocated (dry-run and a real start)."""
     import normgan.resources as resources
-    import normgan.train.build as build
+    import normgan.models.build as build
 
     monkeypatch.setattr(resources, "device_memory", lambda device: (8 * 2**30, "of memory available"))
     for extra in (["--dry-run"], ["--runs-dir", "/nonexistent-runs-never-created"]):

@@ -265,7 +265,7 @@ def test_paired_dropout_diversity_is_not_a_mode_collapse():
     from normgan.config import load_config
     from normgan.diagnostics import mode_collapse
     from normgan.evaluation_paired import PairedEvaluator
-    from normgan.train.build import build_networks
+    from normgan.models.build import build_networks
 
     cfg = load_config("edges2digit", overrides=["model.generator.width=4", "eval.metrics=[psnr]"])
     G = build_networks(cfg, resolution=32, channels=1, in_channels=1)[0]

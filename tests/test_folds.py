@@ -23,11 +23,11 @@ from normgan.data import (ImageData, LeakError, PairedData, apply_fold, batch_to
                           forbid_splits, kfold_indices, load_dataset, load_paired, targets_as_imagedata)
 from normgan.data import folds as folds_mod
 from normgan.errors import ConfigError
-from normgan.evaluation import PeriodicEvaluator, _build_extractor, reference_dataset
+from normgan.evaluation import PeriodicEvaluator, build_extractor, reference_dataset
 from normgan.evaluation_paired import PairedEvaluator, paired_split
 from normgan.metrics import domain
 from normgan.tasks import PairedTask, UnconditionalTask
-from normgan.train.build import build_generator_for
+from normgan.models.build import build_generator_for
 
 from conftest import TINY
 
@@ -297,7 +297,7 @@ def test_domain_extractor_with_folds_never_falls_back_to_the_test_split(quick_do
     """Even with data.holdout=0 (no test split) and reference=train the classifier's held-out set is the fold."""
     cfg = load_config(overrides=TINY + FOLDS + ["data.holdout=0"])
     with forbid_splits(SEARCH_FORBIDS):
-        ext = _build_extractor("domain", cfg, device="cpu", cache_dir=tmp_path)
+        ext = build_extractor("domain", cfg, device="cpu", cache_dir=tmp_path)
         ref = reference_dataset(cfg, "test")
         PeriodicEvaluator(cfg, n=16, metrics=("fid",), reference="train", cache_dir=tmp_path / "other")
     (first, second) = quick_domain

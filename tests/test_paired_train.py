@@ -16,7 +16,7 @@ from normgan.functional.penalties import r1_penalty, wgan_gp_penalty
 from normgan.regularizers import TermContext, build_regularizers
 from normgan.tasks import ConditionalCritic
 from normgan.train import Trainer
-from normgan.train.checkpoint import load_checkpoint
+from normgan.models.checkpoint import load_checkpoint
 
 from conftest import run_cli
 

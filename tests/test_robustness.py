@@ -20,7 +20,7 @@ from conftest import TINY, run_cli
 from faults import tmpfs
 from normgan import Trainer, load_config
 from normgan.errors import UserError
-from normgan.train.checkpoint import load_checkpoint, save_checkpoint
+from normgan.models.checkpoint import load_checkpoint, save_checkpoint
 from normgan.train.run_dir import new_run_dir
 
 LONG = [*TINY, "train.steps=100000", "train.log_every=1", "train.checkpoint_every=100000"]

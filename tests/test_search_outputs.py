@@ -12,10 +12,9 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
+from normgan.report.html import REPORT_DIGITS, format_value
 from normgan.search.outputs import (
-    REPORT_DIGITS,
     axis_scale,
-    format_value,
     plot_param,
     slug,
     write_outputs,

@@ -14,7 +14,7 @@ from conftest import TINY, run_cli
 from normgan import Trainer, load_config
 from normgan.errors import UserError
 from normgan.functional.losses import LOSSES, AdversarialLoss
-from normgan.train.checkpoint import load_checkpoint
+from normgan.models.checkpoint import load_checkpoint
 
 
 def tiny_cfg(*extra):

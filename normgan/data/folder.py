@@ -28,7 +28,7 @@ from normgan.errors import ConfigError, DataError
 EXTENSIONS = ("png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp")
 _GREY_MODES = ("1", "L", "LA")
 # Exceptions PIL raises for unreadable, truncated or hostile files.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 def find_images(root: Path) -> list[Path]:
@@ -69,7 +69,7 @@ def _load_one(path: Path, resolution: int) -> torch.Tensor | tuple[Path, BaseExc
     """Decode and resize one file to uint8 ``(C, R, R)``; a decode error is returned as ``(path, error)``."""
     try:
         arr = decode_image(path)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         return path, exc
     x = torch.from_numpy(arr)
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)

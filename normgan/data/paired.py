@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from normgan.data.builtin import PAD_UP_TO, _mnist5k
 from normgan.data.dataset import ImageData, check_split_allowed, fingerprint
-from normgan.data.folder import _DECODE_ERRORS, EXTENSIONS, decode_image, find_images, read_all, stack_images
+from normgan.data.folder import DECODE_ERRORS, EXTENSIONS, decode_image, find_images, read_all, stack_images
 from normgan.data.transforms import center_crop_resize, convert_channels, fit_to_resolution
 from normgan.errors import ConfigError, DataError
 from normgan.registry import Registry
@@ -545,7 +545,7 @@ def _read_aligned(path: Path, size: int):
     """Decode an A|B file and fit each half to ``size``; ``(path, exc)`` when unreadable."""
     try:
         arr = decode_image(path)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         return path, exc
     w = arr.shape[1]
     if w % 2:
@@ -616,7 +616,7 @@ def _read_pair(pair: tuple[Path, Path], size: int):
     for path in pair:
         try:
             out.append(_fit(decode_image(path), size))
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return path, exc
     return tuple(out)
 

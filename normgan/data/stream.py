@@ -44,7 +44,7 @@ import torch
 from PIL import Image
 
 from normgan.data.dataset import _check_options, check_split_allowed, fingerprint, split_indices
-from normgan.data.folder import _DECODE_ERRORS, _class_labels, _load_one, find_images, is_grey_mode, list_folder
+from normgan.data.folder import DECODE_ERRORS, _class_labels, _load_one, find_images, is_grey_mode, list_folder
 from normgan.data.folds import checked_fold_part
 from normgan.data.transforms import batch_to_float, convert_channels
 from normgan.errors import ConfigError, DataError
@@ -156,7 +156,7 @@ def _probe_channels(files: list[Path]) -> int:
         try:
             with Image.open(path) as im:
                 mode = im.mode
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             raise _unreadable(path, f"{type(exc).__name__}: {exc}") from None
         if not is_grey_mode(mode):
             return 3

@@ -16,9 +16,10 @@ from typing import Any, List, Optional, Sequence, Tuple
 from normgan import diagnostics as dg
 from normgan.errors import UserError
 from normgan.report.folders import COMPARE_FILE, RUN_FILES, read_json_file, read_metrics_file, sample_files
+from normgan.report.html import escape, write_atomic
+from normgan.report.plots import render
 from normgan.report.run import _figure
 from normgan.report.study import _g, cell, draw_curves, html_table, page, sample_strip, title
-from normgan.search.outputs import _e, _render, write_atomic
 
 __all__ = ["load_compare", "resolve_run", "build_compare_report", "write_compare_report"]
 
@@ -94,14 +95,14 @@ def _curves(data: dict, found: dict) -> Tuple[str, List[Tuple[str, Optional[Path
                      else (f"{g.get('group')}: no sample grid found", None))
     out = ["<h2>FID during training</h2>"]
     if any(c for _, cs in groups for c in cs):
-        out.append(_figure(_render(draw_curves, groups=groups, key="fid"),
+        out.append(_figure(render(draw_curves, groups=groups, key="fid"),
                            "eval/fid logged during training: per group the mean over its runs at each step, "
                            "shaded min–max (the training-time evaluation, not the comparison's N)"))
     else:
         out.append('<p class="note">no eval/fid logged by the runs found (training without eval.every)</p>')
     if missing:
         out.append(f'<p class="warn">run folder{"s" if len(missing) > 1 else ""} not found (moved or deleted), '
-                   f'left out of the curves and samples: {_e(", ".join(missing))}</p>')
+                   f'left out of the curves and samples: {escape(", ".join(missing))}</p>')
     return "\n".join(out), strip
 
 
@@ -115,9 +116,9 @@ def build_compare_report(folder) -> str:
     data = load_compare(folder)
     found = {str(r): resolve_run(r, folder) for g in data["groups"] for r in g.get("runs") or []}
     name = folder.resolve().name
-    head = (f"<h1>normgan compare: {_e(name)}</h1><p>N = {_e(data.get('n', '?'))} generated samples per run, "
-            f"features {_e(data.get('features', '?'))}, reference: {_e(data.get('reference', '?'))} split, seed "
-            f"{_e(data.get('seed', '?'))}; mean ± std (ddof = 1) over the seeds of each group (runs of one config "
+    head = (f"<h1>normgan compare: {escape(name)}</h1><p>N = {escape(data.get('n', '?'))} generated samples per run, "
+            f"features {escape(data.get('features', '?'))}, reference: {escape(data.get('reference', '?'))} split, seed "
+            f"{escape(data.get('seed', '?'))}; mean ± std (ddof = 1) over the seeds of each group (runs of one config "
             "at one checkpoint step).</p>")
     curves, strip = _curves(data, found)
     sections = ["<h2>Groups</h2>", _groups_table(data["groups"]) if data["groups"] else '<p class="note">no groups</p>',

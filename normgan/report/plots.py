@@ -1,8 +1,9 @@
 """Figures of a run report, as PNG bytes.
 
 Figures are :class:`matplotlib.figure.Figure` objects drawn on the Agg canvas directly (no pyplot,
-no global figure registry, no backend switch, as in :mod:`normgan.search.outputs`) and cleared
-after rendering, so nothing accumulates when many reports are written in one process.
+no global figure registry, no backend switch) and cleared after rendering, so nothing accumulates
+when many reports are written in one process. :func:`png_bytes`, :func:`axes_figure` and
+:func:`render` serve the search and study pages too.
 """
 
 from __future__ import annotations
@@ -14,12 +15,36 @@ from typing import List, Optional, Sequence, Tuple
 
 from matplotlib.figure import Figure
 
-from normgan.search.outputs import _png_bytes
-
 #: widest sample grid kept in the report (pixels); wider grids are downscaled
 MAX_SAMPLE_WIDTH = 256
 #: smallest width a sample grid is shown at (small grids are enlarged by the browser, pixelated)
 MIN_SAMPLE_DISPLAY = 128
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def axes_figure(width: float = 6.4, height: float = 4.2):
+    """A pyplot-free figure and its single Axes (garbage-collected, never registered)."""
+    fig = Figure(figsize=(width, height))
+    ax = fig.subplots()
+    return fig, ax
+
+
+def render(draw, **kw) -> bytes:
+    """PNG bytes of a fresh figure drawn by ``draw(ax, **kw)``."""
+    height = kw.pop("_height", 4.2)
+    fig, ax = axes_figure(height=height)
+    try:
+        draw(ax, **kw)
+        fig.tight_layout()
+        return png_bytes(fig)
+    finally:
+        fig.clear()
 
 
 @dataclass
@@ -112,7 +137,7 @@ def figure_png(panels: Sequence[Panel], *, markers: Sequence[Marker] = (), ncols
         for ax in axes[len(panels):]:
             ax.set_visible(False)
         fig.tight_layout()
-        return _png_bytes(fig)
+        return png_bytes(fig)
     finally:
         fig.clear()
 

@@ -26,7 +26,7 @@ from normgan.metric_info import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from normgan.report.folders import (MetricsLog, RunConfig, classify, read_config, read_metrics_file, sample_files,
                                     spread, training_pid)
 from normgan.report.plots import Marker, Panel, display_size, figure_png, sample_png
-from normgan.search.outputs import _CSS, REPORT_DIGITS, _e, write_atomic, format_value
+from normgan.report.html import CSS as _CSS, REPORT_DIGITS, escape as _e, format_value, write_atomic
 
 __all__ = ["SECTIONS", "MAX_SAMPLE_GRIDS", "RunData", "load_run", "steps_done", "run_status", "findings",
            "eval_metric_keys", "build_run_report", "write_run_report"]
@@ -146,7 +146,7 @@ def _saturated_steps(rows: Sequence[dict]) -> List[int]:
     steps = []
     for r in rows:
         if "d/real_acc" in r and "d/fake_acc" in r:
-            a, b = dg._num(r["d/real_acc"]), dg._num(r["d/fake_acc"])
+            a, b = dg.as_float(r["d/real_acc"]), dg.as_float(r["d/fake_acc"])
             if a >= dg.SATURATION and b >= dg.SATURATION:
                 steps.append(int(r["step"]))
     return steps

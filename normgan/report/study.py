@@ -37,9 +37,9 @@ from normgan import diagnostics as dg
 from normgan._version import __version__
 from normgan.errors import UserError
 from normgan.report.folders import STUDY_FILE, MetricsLog, RunConfig, read_config, read_json_file, read_metrics_file, sample_files
-from normgan.report.plots import _wide_range, display_size, sample_png
+from normgan.report.html import CSS, direction_text, escape, format_value, kv_table, write_atomic
+from normgan.report.plots import _wide_range, display_size, png_bytes, render, sample_png
 from normgan.report.run import _EXTRA_CSS, RunData, _collapse_step, _figure, _img, _summary
-from normgan.search.outputs import _CSS, _direction_text, _e, _kv_table, _png_bytes, _render, format_value, write_atomic
 
 __all__ = ["STUDY_FILE", "load_study", "curve", "steps_to_threshold", "run_collapse", "summarize",
            "format_markdown", "results_csv", "write_study_outputs"]
@@ -446,7 +446,7 @@ def panels_png(*, groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, float
         elif values:
             _scale(axes[0], values)
         fig.tight_layout()
-        return _png_bytes(fig)
+        return png_bytes(fig)
     finally:
         fig.clear()
 
@@ -475,7 +475,7 @@ def draw_finals(ax, *, rows: Sequence[dict], key: str, direction: str, threshold
     else:
         _scale(ax, values)
         ax.legend(loc="best", fontsize="x-small")
-    ax.set_title(f"final {title(key)} per seed ({_direction_text(direction)})", fontsize="medium")
+    ax.set_title(f"final {title(key)} per seed ({direction_text(direction)})", fontsize="medium")
     ax.set_ylabel(title(key))
     ax.grid(True, axis="y", alpha=0.3)
 
@@ -494,14 +494,14 @@ def _images(study: dict, runs: Sequence[dict], rows: Sequence[dict]) -> List[Tup
         groups = [(n, [r["curve"] if key == metric else _series(r["rows"], f"eval/{key}") for r in runs
                        if str(r.get("variant")) == n and r.get("state") in FINISHED]) for n in names]
         thr = study["threshold"] if key == metric else None
-        png = _render(draw_curves, groups=groups, key=key, threshold=thr)
+        png = render(draw_curves, groups=groups, key=key, threshold=thr)
         out.append((f"curves-{key}.png", f"eval/{key} over training steps: per variant the mean over its finished "
                     "seeds at each step (a diverged run counts until its last evaluation), shaded min–max", png))
         if key == metric and len(groups) > 1:
             out.append((f"panels-{key}.png", f"eval/{key} per variant: each seed (thin), their mean (thick) and min–max "
                         f"band; grey: the mean of {names[0]}, the reference", panels_png(groups=groups, key=key, threshold=thr)))
     if any(r["n_done"] for r in rows):
-        png = _render(draw_finals, rows=rows, key=metric, direction=study["direction"], threshold=study["threshold"])
+        png = render(draw_finals, rows=rows, key=metric, direction=study["direction"], threshold=study["threshold"])
         out.append((f"final-{metric}.png", f"final {title(metric)} of each done seed (dots) and their mean (bar)", png))
     return out
 
@@ -510,7 +510,7 @@ def _images(study: dict, runs: Sequence[dict], rows: Sequence[dict]) -> List[Tup
 
 
 def _description(text: Any) -> str:
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text)) if text else ""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text)) if text else ""
 
 
 def _state_counts(runs: Sequence[dict]) -> str:
@@ -523,8 +523,8 @@ def _state_counts(runs: Sequence[dict]) -> str:
 
 def html_table(head: Sequence[str], body: Sequence[Sequence[str]], *, first_text: int = 1) -> str:
     """An HTML table of text cells; columns after the first ``first_text`` are right-aligned."""
-    th = "".join(f"<th>{_e(h)}</th>" for h in head)
-    tr = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" if i < first_text else f'<td class="num">{_e(c)}</td>'
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    tr = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" if i < first_text else f'<td class="num">{escape(c)}</td>'
                                   for i, c in enumerate(line)) + "</tr>" for line in body)
     return f'<div class="scroll"><table><tr>{th}</tr>{tr}</table></div>'
 
@@ -542,9 +542,9 @@ def sample_strip(items: Sequence[Tuple[str, Optional[Path]]]) -> str:
             notes.append(f"{caption}: unreadable {path.name}")
             continue
         dw, dh = display_size(w, h)
-        figs.append(f"<figure>{_img(png, caption, width=dw, height=dh)}<figcaption>{_e(caption)}</figcaption></figure>")
+        figs.append(f"<figure>{_img(png, caption, width=dw, height=dh)}<figcaption>{escape(caption)}</figcaption></figure>")
     out = ['<div class="strip">' + "".join(figs) + "</div>"] if figs else []
-    out += [f'<p class="note">{_e(n)}</p>' for n in notes]
+    out += [f'<p class="note">{escape(n)}</p>' for n in notes]
     return "\n".join(out)
 
 
@@ -573,17 +573,17 @@ def _runs_table(study: dict, runs: Sequence[dict]) -> str:
         link = '<td class="na">none yet</td>'
         if r["path"] is not None and (r["path"] / "report.html").is_file():
             href = f"{r.get('run')}/report.html"
-            link = f'<td><a href="{_e(href)}">{_e(r.get("run"))}</a></td>'
+            link = f'<td><a href="{escape(href)}">{escape(r.get("run"))}</a></td>'
         collapsed = "n/a" if r["collapsed"] is None else (
             f"yes (step {r['collapse_step']})" if r["collapsed"] else "no")
-        cells = [f"<td>{_e(r.get('variant'))}</td>", f"<td>{_e(r.get('seed'))}</td>", f"<td>{_e(r.get('state'))}</td>",
-                 f'<td class="num">{_e(format_value(r.get("step")))}</td>',
-                 f'<td class="num">{_e(_g(r.get("seconds")) if r.get("seconds") is not None else "")}</td>',
-                 f'<td class="num">{_e(_g(r["final"].get(study["metric"])))}</td>',
-                 f'<td class="num">{_e(r["steps_to_threshold"] if r["steps_to_threshold"] is not None else "")}</td>',
-                 f"<td>{_e(collapsed)}</td>", f'<td class="err">{_e(r.get("error") or "")}</td>', link]
+        cells = [f"<td>{escape(r.get('variant'))}</td>", f"<td>{escape(r.get('seed'))}</td>", f"<td>{escape(r.get('state'))}</td>",
+                 f'<td class="num">{escape(format_value(r.get("step")))}</td>',
+                 f'<td class="num">{escape(_g(r.get("seconds")) if r.get("seconds") is not None else "")}</td>',
+                 f'<td class="num">{escape(_g(r["final"].get(study["metric"])))}</td>',
+                 f'<td class="num">{escape(r["steps_to_threshold"] if r["steps_to_threshold"] is not None else "")}</td>',
+                 f"<td>{escape(collapsed)}</td>", f'<td class="err">{escape(r.get("error") or "")}</td>', link]
         body.append((f'<tr class="{cls}">' if cls else "<tr>") + "".join(cells) + "</tr>")
-    return ('<h2>Runs</h2><div class="scroll"><table><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"
+    return ('<h2>Runs</h2><div class="scroll"><table><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"
             + "".join(body) + "</table></div>")
 
 
@@ -591,43 +591,43 @@ def _settings(study: dict, runs: Sequence[dict]) -> str:
     keys = ("name", "command", "config", "overrides", "steps", "seeds", "metric", "direction", "threshold", "columns")
     keys += tuple(k for k in ("measures", "eval", "storage") if study.get(k) not in (None, "", [], {}))
     items = [(k, study.get(k) if isinstance(study.get(k), str) else format_value(study.get(k))) for k in keys]
-    items = [(k, f"{v} ({_direction_text(v)})" if k == "direction" else v) for k, v in items]
-    variants = "".join(f"<tr><td>{_e(v.get('name'))}</td><td><code>{_e(format_value(v.get('values') or {}))}</code></td>"
+    items = [(k, f"{v} ({direction_text(v)})" if k == "direction" else v) for k, v in items]
+    variants = "".join(f"<tr><td>{escape(v.get('name'))}</td><td><code>{escape(format_value(v.get('values') or {}))}</code></td>"
                        f"</tr>" for v in study["variants"] if isinstance(v, dict))
-    out = ["<h2>Settings</h2>", _kv_table(items), "<h3>Variants</h3>",
+    out = ["<h2>Settings</h2>", kv_table(items), "<h3>Variants</h3>",
            f'<div class="scroll"><table><tr><th>variant</th><th>values (config keys)</th></tr>{variants}</table></div>']
     first = next((r for r in runs if r["path"] is not None and (r["path"] / "config.yaml").is_file()), None)
     if first is not None:
         text = read_config(first["path"]).text or ""
-        out.append(f"<details><summary>resolved config of {_e(first.get('run'))} (the other runs differ by their "
-                   f"variant's values and train.seed)</summary><pre>{_e(text)}</pre></details>")
+        out.append(f"<details><summary>resolved config of {escape(first.get('run'))} (the other runs differ by their "
+                   f"variant's values and train.seed)</summary><pre>{escape(text)}</pre></details>")
     return "\n".join(out)
 
 
 def page(*, title_text: str, head: str, sections: Sequence[str]) -> str:
     """A self-contained HTML page: inline CSS, no script, no external resource."""
-    return "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{_e(title_text)}</title>",
-                      f"<style>{_CSS}{_EXTRA_CSS}{STUDY_CSS}</style></head><body>", head, *sections,
-                      f'<p class="note">written by normgan {_e(__version__)}</p>', "</body></html>"]) + "\n"
+    return "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title_text)}</title>",
+                      f"<style>{CSS}{_EXTRA_CSS}{STUDY_CSS}</style></head><body>", head, *sections,
+                      f'<p class="note">written by normgan {escape(__version__)}</p>', "</body></html>"]) + "\n"
 
 
 def build_study_report(study: dict, runs: Sequence[dict], rows: Sequence[dict],
                        images: Sequence[Tuple[str, str, bytes]]) -> str:
     """The text of a study's report.html (see the module docstring)."""
     name = study.get("name")
-    head = [f"<h1>{_e(study.get('title') or name)}</h1>"]
+    head = [f"<h1>{escape(study.get('title') or name)}</h1>"]
     if study.get("description"):
         head.append(f"<p>{_description(study['description'])}</p>")
-    head.append(f"<p>study <code>{_e(name)}</code>: {_e(_plan(study))}; reproduce with "
-                f"<code>{_e(study.get('command') or 'normgan study')}</code></p>")
-    head.append(f'<p class="status">{len(runs)} run{"s" if len(runs) != 1 else ""}: {_e(_state_counts(runs) or "none")}</p>')
+    head.append(f"<p>study <code>{escape(name)}</code>: {escape(_plan(study))}; reproduce with "
+                f"<code>{escape(study.get('command') or 'normgan study')}</code></p>")
+    head.append(f'<p class="status">{len(runs)} run{"s" if len(runs) != 1 else ""}: {escape(_state_counts(runs) or "none")}</p>')
     finished = sum(r["n_runs"] for r in rows)
     sections = ["<h2>Results</h2>"]
     if not finished:
         sections.append('<p class="warn">no run has finished yet: the table and plots fill in as runs finish</p>')
     columns = _columns(study, runs)
     grid_head, body = _grid(study, rows, columns)
-    sections += [html_table(grid_head, body), f'<p class="note">{_e(_legend(study))}</p>']
+    sections += [html_table(grid_head, body), f'<p class="note">{escape(_legend(study))}</p>']
     sections += [_figure(png, caption) for _, caption, png in images]
     sections += [_samples(study, runs, [r["variant"] for r in rows]), _runs_table(study, runs),
                  _settings(study, runs)]

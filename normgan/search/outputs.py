@@ -11,8 +11,8 @@
 
 Every file is written atomically (a temp file in the same folder, then ``os.replace``), so a
 reader never sees a half-written file and the function may run again and again (after every
-trial) in one process. Figures are built with :class:`matplotlib.figure.Figure` directly (no
-pyplot, no global figure registry, no backend switch), so nothing leaks between calls.
+trial) in one process. Figures are built with :func:`normgan.report.plots.render` (no pyplot, no
+global figure registry, no backend switch), so nothing leaks between calls.
 
 Cell conventions (``trials.csv``): ``None`` is an empty cell; numbers are written so that
 ``float(cell)`` gives back the exact value (``repr``); a param value that is ``None``, a dict,
@@ -24,20 +24,16 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
-import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from matplotlib.figure import Figure
+from normgan.report.html import (CSS, REPORT_DIGITS, direction_text, escape, format_value, is_number, kv_table, plain,
+                                 write_atomic)
+from normgan.report.plots import render
 
-#: significant digits of the numbers shown in report.html and on plot labels
-REPORT_DIGITS = 5
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -50,40 +46,6 @@ def slug(key: str) -> str:
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(key)).lstrip(".")
     s = s[:120]
     return s or "param"
-
-
-def _plain(v: Any) -> Any:
-    """numpy scalars as Python scalars (``v.item()``); anything else unchanged."""
-    if hasattr(v, "dtype") and hasattr(v, "item") and getattr(v, "shape", None) == ():
-        return v.item()
-    return v
-
-
-def _is_number(v: Any) -> bool:
-    """A real number (int or float, numpy scalars included), not a bool."""
-    v = _plain(v)
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def format_value(v: Any, *, digits: Optional[int] = None) -> str:
-    """A table cell for ``v``.
-
-    ``None`` -> ``""``; a bool, dict, list or tuple -> compact JSON (``true``, ``{"a":1}``);
-    an int -> ``str``; a float -> ``repr`` (exact: ``float(cell) == v``), or with ``digits``
-    the ``.{digits}g`` form (``0.12346``, ``1e+05``) for display; anything else -> ``str``.
-    """
-    v = _plain(v)
-    if v is None:
-        return ""
-    if isinstance(v, (bool, dict, list, tuple)):
-        return json.dumps(v, separators=(",", ":"), sort_keys=True, default=str)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if digits is None or not math.isfinite(v):
-            return repr(v)
-        return f"{v:.{digits}g}"
-    return str(v)
 
 
 def _param_cell(params: Dict[str, Any], key: str, *, digits: Optional[int] = None, none: str = "null") -> str:
@@ -117,8 +79,8 @@ def axis_scale(values: Iterable[Any], *, log: bool) -> str:
       non-zero magnitude (:func:`symlog_linthresh`);
     * ``"linear"`` otherwise (and for no values at all).
     """
-    vals = [_plain(v) for v in values]
-    if any(not _is_number(v) for v in vals):
+    vals = [plain(v) for v in values]
+    if any(not is_number(v) for v in vals):
         return "category"
     nums = [float(v) for v in vals if math.isfinite(float(v))]
     if not nums:
@@ -133,12 +95,12 @@ def axis_scale(values: Iterable[Any], *, log: bool) -> str:
 
 def symlog_linthresh(values: Iterable[Any]) -> float:
     """The smallest non-zero magnitude among the numeric ``values`` (1.0 when there is none)."""
-    nonzero = [abs(float(v)) for v in map(_plain, values) if _is_number(v) and float(v) != 0 and math.isfinite(float(v))]
+    nonzero = [abs(float(v)) for v in map(plain, values) if is_number(v) and float(v) != 0 and math.isfinite(float(v))]
     return min(nonzero) if nonzero else 1.0
 
 
 def _finite(x: Any) -> bool:
-    return _is_number(x) and math.isfinite(float(x))
+    return is_number(x) and math.isfinite(float(x))
 
 
 def _partial_mean(folds: Sequence[Any]) -> Optional[float]:
@@ -160,49 +122,6 @@ def best_row(rows: Sequence[Dict[str, Any]], direction: str) -> Optional[Dict[st
             if best is None or _better(float(r["mean"]), float(best["mean"]), direction):
                 best = r
     return best
-
-
-def _direction_text(direction: str) -> str:
-    return "higher is better" if direction == "maximize" else "lower is better"
-
-
-# ----------------------------------------------------------------------------- atomic writes
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``;
-    the file gets the usual permissions (0666 minus the umask). On any error the temp file is
-    removed and the previous ``path`` (if any) is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
-def _png_bytes(fig: Figure) -> bytes:
-    """The figure as PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- trials.csv
@@ -252,10 +171,10 @@ def trials_csv(rows: Sequence[Dict[str, Any]], *, keys: Sequence[str], folds: in
 def _category_order(values: Sequence[Any]) -> List[str]:
     """Distinct labels (:func:`_label`): numbers first (ascending), then the others (sorted)."""
     order: List[str] = []
-    for _, lab in sorted((float(_plain(v)), _label(v)) for v in values if _is_number(v)):
+    for _, lab in sorted((float(plain(v)), _label(v)) for v in values if is_number(v)):
         if lab not in order:
             order.append(lab)
-    return order + sorted({_label(v) for v in values if not _is_number(v)} - set(order))
+    return order + sorted({_label(v) for v in values if not is_number(v)} - set(order))
 
 
 def plot_param(ax, *, param: Dict[str, Any], rows: Sequence[Dict[str, Any]], metric: str, direction: str,
@@ -277,11 +196,11 @@ def plot_param(ax, *, param: Dict[str, Any], rows: Sequence[Dict[str, Any]], met
             continue
         if r.get("state") == "COMPLETE" and _finite(r.get("mean")):
             std = float(r["std"]) if _finite(r.get("std")) else 0.0
-            complete.append((_plain(p[key]), float(r["mean"]), std))
+            complete.append((plain(p[key]), float(r["mean"]), std))
         elif r.get("state") == "PRUNED":
             m = _partial_mean(r.get("folds") or ())
             if m is not None:
-                pruned.append((_plain(p[key]), m))
+                pruned.append((plain(p[key]), m))
 
     if best is None:
         b = best_row(rows, direction)
@@ -289,7 +208,7 @@ def plot_param(ax, *, param: Dict[str, Any], rows: Sequence[Dict[str, Any]], met
             best = {"params": b["params"], "mean": b["mean"]}
     best_point = None
     if best is not None and key in (best.get("params") or {}) and _finite(best.get("mean")):
-        best_point = (_plain(best["params"][key]), float(best["mean"]))
+        best_point = (plain(best["params"][key]), float(best["mean"]))
 
     xs_all = [x for x, _, _ in complete] + [x for x, _ in pruned] + ([best_point[0]] if best_point else [])
     scale = axis_scale(xs_all, log=bool(param.get("log")))
@@ -334,7 +253,7 @@ def plot_param(ax, *, param: Dict[str, Any], rows: Sequence[Dict[str, Any]], met
         ax.legend(loc="best", fontsize="small")
     ax.set_xlabel(key)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs {key} ({_direction_text(direction)})", fontsize="medium")
+    ax.set_title(f"{metric} vs {key} ({direction_text(direction)})", fontsize="medium")
     ax.grid(True, alpha=0.3)
     return scale
 
@@ -368,7 +287,7 @@ def plot_history(ax, *, rows: Sequence[Dict[str, Any]], metric: str, direction: 
         ax.text(0.5, 0.5, "no finished trials yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("trial number")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per trial ({_direction_text(direction)})", fontsize="medium")
+    ax.set_title(f"{metric} per trial ({direction_text(direction)})", fontsize="medium")
     ax.grid(True, alpha=0.3)
 
 
@@ -382,61 +301,15 @@ def plot_importance(ax, *, importances: Dict[str, float]) -> None:
     ax.grid(True, axis="x", alpha=0.3)
 
 
-def _figure(width: float = 6.4, height: float = 4.2):
-    """A pyplot-free figure and its single Axes (garbage-collected, never registered)."""
-    fig = Figure(figsize=(width, height))
-    ax = fig.subplots()
-    return fig, ax
-
-
-def _render(draw, **kw) -> bytes:
-    """PNG bytes of a fresh figure drawn by ``draw(ax, **kw)``."""
-    height = kw.pop("_height", 4.2)
-    fig, ax = _figure(height=height)
-    try:
-        draw(ax, **kw)
-        fig.tight_layout()
-        return _png_bytes(fig)
-    finally:
-        fig.clear()
-
-
 # ----------------------------------------------------------------------------- report.html
 
-_CSS = """
-body { font-family: sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.best td { background: #fff4d6; }
-tr.fail td { color: #a00; }
-tr.pruned td { color: #777; }
-td.err { white-space: pre-wrap; font-family: monospace; max-width: 40em; }
-pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
-figure { display: inline-block; margin: 0.5em; } figure img { max-width: 100%; }
-.final { border: 2px solid #4a7; padding: 0.5em 1em; background: #f3fbf5; }
-.note { color: #555; }
-"""
-
-
-def _e(v: Any) -> str:
-    return html.escape(str(v), quote=True)
-
-
 def _num_td(v: Any) -> str:
-    return f'<td class="num">{_e(format_value(v, digits=REPORT_DIGITS))}</td>'
-
-
-def _kv_table(items: Iterable[Tuple[str, Any]]) -> str:
-    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items)
-    return f"<table>{body}</table>"
+    return f'<td class="num">{escape(format_value(v, digits=REPORT_DIGITS))}</td>'
 
 
 def _mean_std(mean: Any, std: Any) -> str:
     s = format_value(mean, digits=REPORT_DIGITS)
-    if _is_number(std):
+    if is_number(std):
         s += " ± " + format_value(std, digits=REPORT_DIGITS)
     return s
 
@@ -462,7 +335,7 @@ def _summary_section(meta: Dict[str, Any], params: Sequence[Dict[str, Any]], row
         ("name", meta.get("name", "")),
         ("config", meta.get("config", "")),
         ("metric", f"{meta.get('metric', '')} ({meta.get('direction', '')}: "
-                   f"{_direction_text(meta.get('direction', ''))})"),
+                   f"{direction_text(meta.get('direction', ''))})"),
         ("cross-validation", f"{meta.get('folds', '')} folds × {meta.get('seeds', '')} seed(s)"),
         ("sampler", meta.get("sampler", "")),
         ("pruner", meta.get("pruner", "")),
@@ -474,9 +347,9 @@ def _summary_section(meta: Dict[str, Any], params: Sequence[Dict[str, Any]], row
     known = {"name", "config", "metric", "direction", "folds", "seeds", "sampler", "pruner", "storage",
              "trials_requested", "overrides"}
     items += [(k, format_value(v)) for k, v in meta.items() if k not in known]
-    ptable = "".join(f"<tr><td>{_e(p.get('key', ''))}</td><td>{_e(p.get('kind', ''))}</td>"
-                     f"<td>{_e(p.get('spec', ''))}</td></tr>" for p in params)
-    return ("<h2>Search</h2>" + _kv_table(items)
+    ptable = "".join(f"<tr><td>{escape(p.get('key', ''))}</td><td>{escape(p.get('kind', ''))}</td>"
+                     f"<td>{escape(p.get('spec', ''))}</td></tr>" for p in params)
+    return ("<h2>Search</h2>" + kv_table(items)
             + "<h3>Searched parameters</h3><table><tr><th>key</th><th>kind</th><th>spec</th></tr>"
             + ptable + "</table>")
 
@@ -486,11 +359,11 @@ def _best_section(folder: Path, best: Optional[Dict[str, Any]], meta: Dict[str, 
     if best is None:
         out.append('<p class="note">no completed trial yet</p>')
         return "".join(out)
-    out.append(f"<p>trial {_e(best.get('number', ''))}: {_e(meta.get('metric', 'metric'))} = "
-               f"<b>{_e(_mean_std(best.get('mean'), best.get('std')))}</b> "
+    out.append(f"<p>trial {escape(best.get('number', ''))}: {escape(meta.get('metric', 'metric'))} = "
+               f"<b>{escape(_mean_std(best.get('mean'), best.get('std')))}</b> "
                f"(mean ± std over folds)</p>")
     out.append("<table><tr><th>param</th><th>value</th></tr>"
-               + "".join(f"<tr><td>{_e(k)}</td><td>{_e(_label(v))}</td></tr>"
+               + "".join(f"<tr><td>{escape(k)}</td><td>{escape(_label(v))}</td></tr>"
                          for k, v in (best.get("params") or {}).items())
                + "</table>")
     name = best.get("yaml")
@@ -501,11 +374,11 @@ def _best_section(folder: Path, best: Optional[Dict[str, Any]], meta: Dict[str, 
                 text = path.read_text(encoding="utf-8", errors="replace")
             except OSError:
                 text = None
-            out.append(f'<p>config: <a href="{_e(path.name)}">{_e(path.name)}</a></p>')
+            out.append(f'<p>config: <a href="{escape(path.name)}">{escape(path.name)}</a></p>')
             if text is not None:
-                out.append(f"<pre>{_e(text)}</pre>")
+                out.append(f"<pre>{escape(text)}</pre>")
         else:
-            out.append(f'<p class="note">{_e(path.name)} not written yet</p>')
+            out.append(f'<p class="note">{escape(path.name)} not written yet</p>')
     return "".join(out)
 
 
@@ -516,20 +389,20 @@ def _final_section(final: Optional[Dict[str, Any]]) -> str:
         return "".join(out)
     split = final.get("split", "test")
     out.append('<div class="final">')
-    out.append(f"<p>Retrained on the whole training split, evaluated once on the {_e(split)} split.</p>")
-    out.append(f"<p>{_e(final.get('metric', ''))} on {_e(split)}: "
-               f"<b>{_e(format_value(final.get('value'), digits=REPORT_DIGITS))}</b></p>")
+    out.append(f"<p>Retrained on the whole training split, evaluated once on the {escape(split)} split.</p>")
+    out.append(f"<p>{escape(final.get('metric', ''))} on {escape(split)}: "
+               f"<b>{escape(format_value(final.get('value'), digits=REPORT_DIGITS))}</b></p>")
     metrics = final.get("metrics") or {}
     baseline = final.get("baseline") or {}
     if metrics or baseline:
         head = "<tr><th>metric</th><th>best config</th>" + ("<th>baseline</th>" if baseline else "") + "</tr>"
         body = ""
         for name in list(metrics) + [n for n in baseline if n not in metrics]:
-            body += (f"<tr><td>{_e(name)}</td>{_num_td(metrics.get(name))}"
+            body += (f"<tr><td>{escape(name)}</td>{_num_td(metrics.get(name))}"
                      + (_num_td(baseline.get(name)) if baseline else "") + "</tr>")
         out.append(f"<table>{head}{body}</table>")
     extra = [("run", final.get("run")), ("seconds", format_value(final.get("seconds"), digits=REPORT_DIGITS))]
-    out.append(_kv_table((k, v) for k, v in extra if v not in (None, "")))
+    out.append(kv_table((k, v) for k, v in extra if v not in (None, "")))
     out.append("</div>")
     return "".join(out)
 
@@ -538,14 +411,14 @@ def _plots_section(images: Sequence[Tuple[str, bytes]]) -> str:
     out = ["<h2>Plots</h2>"]
     for caption, png in images:
         data = base64.b64encode(png).decode("ascii")
-        out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{_e(caption)}">'
-                   f"<figcaption>{_e(caption)}</figcaption></figure>")
+        out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption)}">'
+                   f"<figcaption>{escape(caption)}</figcaption></figure>")
     return "".join(out)
 
 
 def _trials_section(rows: Sequence[Dict[str, Any]], keys: Sequence[str], folds: int,
                     best_number: Optional[int]) -> str:
-    head = ("<tr><th>#</th><th>state</th>" + "".join(f"<th>{_e(k)}</th>" for k in keys)
+    head = ("<tr><th>#</th><th>state</th>" + "".join(f"<th>{escape(k)}</th>" for k in keys)
             + "".join(f"<th>fold {i}</th>" for i in range(folds))
             + "<th>mean</th><th>std</th><th>seconds</th><th>error</th></tr>")
     body = []
@@ -555,11 +428,11 @@ def _trials_section(rows: Sequence[Dict[str, Any]], keys: Sequence[str], folds: 
         p = r.get("params") or {}
         fv = list(r.get("folds") or ())
         fv += [None] * (folds - len(fv))
-        cells = [f'<td class="num">{_e(format_value(r.get("number")))}</td>', f"<td>{_e(_state_text(r))}</td>"]
-        cells += [f"<td>{_e(_param_cell(p, k, digits=REPORT_DIGITS, none='none'))}</td>" for k in keys]
+        cells = [f'<td class="num">{escape(format_value(r.get("number")))}</td>', f"<td>{escape(_state_text(r))}</td>"]
+        cells += [f"<td>{escape(_param_cell(p, k, digits=REPORT_DIGITS, none='none'))}</td>" for k in keys]
         cells += [_num_td(f) for f in fv]
         cells += [_num_td(r.get("mean")), _num_td(r.get("std")), _num_td(r.get("seconds"))]
-        cells.append(f'<td class="err">{_e(r.get("error") or "")}</td>')
+        cells.append(f'<td class="err">{escape(r.get("error") or "")}</td>')
         tr = f'<tr class="{cls}">' if cls else "<tr>"
         body.append(tr + "".join(cells) + "</tr>")
     return f"<h2>Trials</h2><table>{head}{''.join(body)}</table>"
@@ -576,9 +449,9 @@ def report_html(folder: Path, *, meta: Dict[str, Any], params: Sequence[Dict[str
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>normgan search: {_e(name)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>normgan search: {_e(name)}</h1>",
+        f"<title>normgan search: {escape(name)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>normgan search: {escape(name)}</h1>",
         _summary_section(meta, params, rows),
         _best_section(Path(folder), best, meta),
         _final_section(final),
@@ -631,19 +504,19 @@ def write_outputs(folder: Path, *, meta: Dict[str, Any], params: List[Dict[str, 
     written = set()
     slugs = _unique_slugs([p["key"] for p in params])
     for p in params:
-        png = _render(plot_param, param=p, rows=rows, metric=metric, direction=direction, best=best)
+        png = render(plot_param, param=p, rows=rows, metric=metric, direction=direction, best=best)
         path = write_atomic(plots / f"metric-vs-{slugs[p['key']]}.png", png)
         out[f"param:{p['key']}"] = path
         written.add(path.name)
         images.append((f"{metric} vs {p['key']}", png))
 
-    png = _render(plot_history, rows=rows, metric=metric, direction=direction)
+    png = render(plot_history, rows=rows, metric=metric, direction=direction)
     out["history"] = write_atomic(plots / "history.png", png)
     written.add("history.png")
     images.append(("history: metric per trial and best so far", png))
 
     if importances:
-        png = _render(plot_importance, importances=importances, _height=max(2.5, 1.0 + 0.45 * len(importances)))
+        png = render(plot_importance, importances=importances, _height=max(2.5, 1.0 + 0.45 * len(importances)))
         out["importance"] = write_atomic(plots / "importance.png", png)
         written.add("importance.png")
         images.append(("param importance", png))

@@ -15,10 +15,8 @@ trial trains on K−1 folds of the training split and is scored on the held-out 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
-import re
 import shutil
 import statistics
 import time
@@ -29,11 +27,12 @@ from typing import Any, Dict, List, Optional, Sequence
 from normgan.config import load_config, to_dict, to_yaml
 from normgan.errors import ConfigError, Diverged, UserError
 from normgan.metric_info import metric_direction, metric_group, task_scores
-from normgan.search.outputs import best_row, write_atomic, write_outputs
+from normgan.report.html import write_atomic
+from normgan.search.outputs import best_row, write_outputs
 from normgan.search.space import Param, apply_values, check_key, grid_points, parse_params
 from normgan.search.storage import default_url, mask_url
-from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, environment_cause, environment_stop, file_lock,
-                                    retried_by, retry, ticket_params)
+from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, check_name, environment_cause, environment_stop,
+                                    file_lock, retried_by, retry, spec_hash, ticket_params)
 from normgan.search.trainers import resolve_trainer
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -41,7 +40,6 @@ SAMPLERS = ("grid", "random", "tpe")
 KEEP = ("best", "all")
 PRUNERS = ("none", "median", "halving")
 DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 #: the validation fraction of an unconditional run's training split with --folds 1 (one fold of 5)
 SINGLE_SPLIT_FOLDS = 5
 
@@ -116,21 +114,6 @@ def _load(tree: dict, *, what: str):
         raise UserError(f"{what}: {e}") from None
 
 
-def check_name(name: str, *, option: str = "--name", extra: str = "") -> str:
-    """A folder name of letters, digits, '.', '_', '-' (and ``extra``), not '.' or '..' (that would be
-    the parent folder itself, holding every other search)."""
-    allowed = "".join(sorted(set("._-" + extra)))
-    if not isinstance(name, str) or not re.fullmatch(f"[A-Za-z0-9{re.escape(allowed)}]+", name) or set(name) <= {"."}:
-        shown = ", ".join(f"'{c}'" for c in allowed)
-        raise UserError(f"{option} {name!r}: use letters, digits and {shown} only, with at least one letter or digit "
-                        "(the name of a new folder)")
-    return name
-
-
-def _spec_hash(obj: Any) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 # ------------------------------------------------------------------------------------------- the search
 class Search(TicketWorker):
     """One worker of a search (see the module docstring); :meth:`run` does everything."""
@@ -201,7 +184,7 @@ class Search(TicketWorker):
         self.storage_url = storage or default_url(self.folder)
         self.spec = {
             "params": [p.describe() for p in self.params], "metric": self.metric, "direction": self.direction,
-            "folds": folds, "seeds": seeds, "sampler": sampler, "pruner": pruner, "config": _spec_hash(self.base),
+            "folds": folds, "seeds": seeds, "sampler": sampler, "pruner": pruner, "config": spec_hash(self.base),
         }
 
     # ---------------------------------------------------------------- validation

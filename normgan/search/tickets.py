@@ -12,7 +12,9 @@ for a reason of its own (a diverged run, a value the config refuses) is a result
 what a trial does.
 
 A folder holds one plan: ``FOLDER/.identity.json`` records its kind, name, storage and settings,
-and another plan is refused in it before anything is written (:meth:`TicketWorker.open`).
+and another plan is refused in it before anything is written (:meth:`TicketWorker.open`). The
+plan's folder name (:func:`check_name`) and the hash of its config (:func:`spec_hash`) are checked
+and computed here for both kinds.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -153,6 +157,22 @@ def retry_stale_trial(study, trial) -> None:
 def retried_by(trials) -> Dict[int, int]:
     """``{failed trial number: the number of the trial that retried it}``."""
     return {(t.user_attrs or {}).get("retry_of"): t.number for t in trials if (t.user_attrs or {}).get("retry_of") is not None}
+
+
+def check_name(name: str, *, option: str = "--name", extra: str = "") -> str:
+    """A folder name of letters, digits, '.', '_', '-' (and ``extra``), not '.' or '..' (that would be
+    the parent folder itself, holding every other search)."""
+    allowed = "".join(sorted(set("._-" + extra)))
+    if not isinstance(name, str) or not re.fullmatch(f"[A-Za-z0-9{re.escape(allowed)}]+", name) or set(name) <= {"."}:
+        shown = ", ".join(f"'{c}'" for c in allowed)
+        raise UserError(f"{option} {name!r}: use letters, digits and {shown} only, with at least one letter or digit "
+                        "(the name of a new folder)")
+    return name
+
+
+def spec_hash(obj: Any) -> str:
+    """A short stable hash of ``obj`` (as sorted JSON): the config part of a plan's identity."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 #: the file of a plan folder that names the plan it holds
@@ -307,7 +327,7 @@ class TicketWorker:
             return []
 
     def _write_identity(self) -> None:
-        from normgan.search.outputs import write_atomic
+        from normgan.report.html import write_atomic
 
         path = self.folder / IDENTITY
         if path.is_file():

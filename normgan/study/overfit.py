@@ -72,7 +72,7 @@ def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "d
         the training split (raise ``data.holdout``).
     """
     from normgan.device import resolve_device
-    from normgan.evaluation import _build_extractor, _sampler, default_cache_dir, reference_dataset
+    from normgan.evaluation import build_extractor, default_cache_dir, noise_sampler, reference_dataset
     from normgan.metric_info import check_eval_args
     from normgan.metrics.evaluate import generated_features, real_features
     from normgan.metrics.functional import fid_from_features
@@ -106,8 +106,8 @@ def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "d
     idx_a = perm[:m]
     idx_b = perm[m : 2 * m] if len(heldout) >= 2 * m else None
 
-    extractor = _build_extractor(features, cfg, device=dev, cache_dir=default_cache_dir(cache_dir), heldout=heldout,
-                                 train=train)
+    extractor = build_extractor(features, cfg, device=dev, cache_dir=default_cache_dir(cache_dir), heldout=heldout,
+                                train=train)
     extractor = extractor.to(dev).eval()
     f_train = real_features(extractor, train, batch_size=BATCH_SIZE, device=dev)
     f_a = real_features(extractor, heldout, indices=idx_a, batch_size=BATCH_SIZE, device=dev)
@@ -117,7 +117,7 @@ def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "d
     cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(int(seed))
-        fake = generated_features(extractor, _sampler(G, dev), n=int(n), batch_size=BATCH_SIZE, device=dev)
+        fake = generated_features(extractor, noise_sampler(G, dev), n=int(n), batch_size=BATCH_SIZE, device=dev)
 
     fid_train = fid_from_features(f_train, fake)
     fid_heldout = fid_from_features(f_a, fake)

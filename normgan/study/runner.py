@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from normgan.errors import Diverged, UserError
-from normgan.search.outputs import write_atomic
-from normgan.search.runner import _spec_hash, check_name
+from normgan.report.html import write_atomic
 from normgan.search.storage import default_url, mask_url
-from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, environment_cause, environment_stop, retried_by,
-                                    retry, ticket_params)
+from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, check_name, environment_cause, environment_stop,
+                                    retried_by, retry, spec_hash, ticket_params)
 from normgan.study.spec import StudySpec, load_study
 
 
@@ -119,7 +118,7 @@ class Study(TicketWorker):
         self.points = [{"variant": v.name, "seed": seed} for v in s.variants for seed in s.seeds]
         self.requested = len(self.points)
         described = s.describe()
-        self.spec = {k: _spec_hash(v) if k == "config" else v for k, v in described.items()}
+        self.spec = {k: spec_hash(v) if k == "config" else v for k, v in described.items()}
         self.progress, self.trainer, self.outputs_enabled = progress, trainer, outputs
         self.command = "normgan study " + " ".join([study, *overrides] + ([f"--seeds {seeds}"] if seeds else [])
                                                     + ([f"--name {name}"] if name else []))

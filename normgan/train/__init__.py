@@ -1,7 +1,9 @@
-"""Training: the loop, EMA, checkpoints, run folders and logging.
+"""Training: the loop, EMA, run folders and logging.
 
-``Trainer`` is imported on first use, so that the leaf modules of this package (checkpoint,
-run_dir, build, ...) can be imported by sampling and evaluation without importing the loop.
+Nothing below training (evaluation, sampling, translation, metrics, reports) imports this
+package: checkpoint I/O and network building live in :mod:`normgan.models.checkpoint` and
+:mod:`normgan.models.build`. ``Trainer`` is imported on first use, so that ``import
+normgan.train.logger`` (and the other leaves) does not import the loop.
 """
 
 __all__ = ["Trainer", "Interrupted"]

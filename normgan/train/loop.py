@@ -32,11 +32,11 @@ from normgan.errors import ConfigError, Diverged, Interrupted, SignalExit, Train
 from normgan.functional.losses import LOSSES, d_accuracy
 from normgan.regularizers import Regularizer
 from normgan.tasks import TASKS
-from normgan.train.build import build_networks, check_memory
+from normgan.models.build import build_networks, check_memory
 from normgan.train.compiled import compile_module
 from normgan.train.distributed import Dist
-from normgan.train.checkpoint import (find_checkpoint, load_checkpoint, load_module_state, nonfinite_entries,
-                                      remove_stale_temporaries, require_keys, save_checkpoint)
+from normgan.models.checkpoint import (find_checkpoint, load_checkpoint, load_module_state, nonfinite_entries,
+                                       remove_stale_temporaries, require_keys, save_checkpoint)
 from normgan.train.ema import ema_decay, make_ema, update_ema
 from normgan.train.objective import Objective
 from normgan.train.phases import Phase, build_phases, lazy_adam_correction
