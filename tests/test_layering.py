@@ -19,7 +19,7 @@ LAYERS = [
     ["normgan.functional", "normgan.models", "normgan.data", "normgan.metrics.functional", "normgan.metrics.overfit",
      "normgan.train.ema", "normgan.train.logger", "normgan.train.checkpoint", "normgan.train.run_dir",
      "normgan.train.distributed"],
-    ["normgan.metrics", "normgan.metric_info"],
+    ["normgan.metrics", "normgan.metric_info", "normgan.task_info"],
     ["normgan.regularizers", "normgan.dirac"],
     ["normgan.config"],
     ["normgan.train.build", "normgan.train.compiled", "normgan.train.batches", "normgan.tasks", "normgan.sample", "normgan.translate"],
