@@ -51,8 +51,8 @@ def cmd_eval(args) -> int:
     task = run_config(_path(args.run), checkpoint).task
     res = task_evaluation(task).score_run(
         _path(args.run), n=args.n, default_n=DEFAULT_N, features=getattr(args, "features", "domain"), metrics=args.metrics,
-        reference=getattr(args, "reference", "test"), split=split, checkpoint=checkpoint, ema=not getattr(args, "no_ema", False), device=args.device or "cpu", seed=args.seed,
-        cache_dir=_path(getattr(args, "cache_dir", None)), progress=_progress(args))
+        reference=getattr(args, "reference", "test"), split=split, checkpoint=checkpoint, ema=not getattr(args, "no_ema", False),
+        device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)), progress=_progress(args))
     print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False)
           else TASK_INFO.get(task).format_result(res, metrics=args.metrics))
     return 0

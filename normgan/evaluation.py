@@ -372,7 +372,8 @@ class UnconditionalEvaluation(TaskEvaluation):
         from normgan.metric_info import check_eval_memory
 
         if split:
-            raise UserError("--split is for paired runs (val or test); an unconditional run is scored against --reference test|train")
+            raise UserError("--split is for paired runs (val or test); "
+                            "an unconditional run is scored against --reference test|train")
         n = default_n if n is None else n
         metrics = check_eval_args(n=n, features=features, metrics=metrics or "fid,kid,pr,is", reference=reference)
         check_eval_memory(n, features=features, metrics=metrics)

@@ -98,13 +98,15 @@ class Task(TaskInfo):
     * :meth:`close` — release what the batches hold (worker processes); a no-op by default.
 
     Not built (class attributes and classmethods, inherited from :class:`normgan.task_info.TaskInfo`,
-    whose docstring lists them): the datasets it fits and G's kind (config validation), the scores
-    ``normgan eval`` prints and their checks (metric info), the eval defaults (default metrics and
-    best metric), the search's validation split, the report's labels; plus :meth:`train_size`
-    (a search's fold sizes). The evaluator — the training loop's periodic one, scoring a run folder
-    for ``normgan eval`` and a search's final test score — is the task's
-    :class:`normgan.evaluation.TaskEvaluation`, registered under the same name in
-    ``normgan.evaluation.EVALUATIONS`` (the evaluation modules sit above this one).
+    whose docstring lists them; declared there because config validation sits a layer below this
+    module and the report loads no torch, so ``TASK_INFO.get(name)`` answers for them): the
+    datasets it fits and G's kind (config validation), the scores ``normgan eval`` prints and their
+    checks (metric info), the eval defaults (default metrics and best metric), the search's
+    validation split, the report's labels; plus :meth:`train_size` (a search's fold sizes).
+    The evaluator — the training loop's periodic one, scoring a run folder for ``normgan eval`` and
+    a search's final test score — is the task's :class:`normgan.evaluation.TaskEvaluation`,
+    registered under the same name in ``normgan.evaluation.EVALUATIONS`` (the evaluation modules
+    sit a layer above this one, so a task cannot import its evaluator).
 
     A new task (e.g. class-conditional) implements: a :class:`~normgan.task_info.TaskInfo`
     subclass registered in :mod:`normgan.task_info` (its declarations, torch-free); a subclass of

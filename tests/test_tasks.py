@@ -108,7 +108,8 @@ def test_a_built_task_gives_batches_grids_and_state(name):
 
 # ------------------------------------------------------------------------ no task branches elsewhere
 #: what a task branch mentions: the task names, cfg.paired / is_paired(), the paired evaluator
-TASK_WORDS = re.compile(r"\bpaired\b|\bunconditional\b|\bis_paired\b|in_channels is None|\bPairedEvaluator\b|\bevaluate_paired_run\b")
+TASK_WORDS = re.compile(r"\bpaired\b|\bunconditional\b|\bis_paired\b|in_channels is None"
+                        r"|\bPairedEvaluator\b|\bevaluate_paired_run\b")
 #: at most this many task branches outside normgan/tasks.py and normgan/task_info.py
 MAX_BRANCHES = 5
 

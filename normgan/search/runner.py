@@ -43,6 +43,8 @@ KEEP = ("best", "all")
 PRUNERS = ("none", "median", "halving")
 DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
 # ------------------------------------------------------------------------------------------- helpers
 def _direction(metric: str, direction: Optional[str]) -> str:
     if direction is None:
