@@ -21,93 +21,12 @@ stage on stderr and refuses a run given twice; ``diagnose`` refuses a damaged or
 from __future__ import annotations
 
 import json
-import math
 
 from normgan.errors import UserError
+from normgan.metric_info import floor_text, format_eval, kid_text  # noqa: F401  (moved to metric_info; re-exported)
 from normgan.paths import expand_path as _path
 
 __all__ = ["cmd_eval", "cmd_compare", "cmd_diagnose", "add_eval_parsers", "format_eval"]
-
-
-def _fmt(v, fmt: str = ".4g") -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
-
-
-def _split_name(res: dict) -> str:
-    return "held-out split" if res.get("reference", "test") == "test" else f"{res.get('reference')} split"
-
-
-def _sizes(res: dict) -> str:
-    n, n_real = res.get("n"), res.get("n_real")
-    if n_real is None or n_real == n:
-        return f"N={n}"
-    return f"N={n} generated vs all {n_real} images of the {_split_name(res)}"
-
-
-def floor_text(res: dict) -> str:
-    """``real-vs-real floor F at N=M`` plus, when ``M`` differs from the generated N, why: the
-    reference split is too small for two disjoint real sets of N images, so the floor compares its
-    two halves (FID is biased by N: a floor at a smaller N is higher than it would be at N)."""
-    floor, fn, n = res.get("fid_floor"), res.get("fid_floor_n"), res.get("n")
-    text = f"real-vs-real floor {_fmt(floor, '.1f' if floor is not None and floor >= 10 else '.2g')} at N={fn}"
-    if fn is not None and fn != n:
-        total = res.get("n_reference")
-        has = f"has {total} images" if total is not None else "is too small"
-        text += f": the {_split_name(res)} {has}, too few for two disjoint sets of {n} (a floor at N={n} would be lower)"
-    return text
-
-
-def kid_text(res: dict) -> str:
-    """``KID m ± s (std over K subsets of M per set, …)``, or the one estimate without a spread
-    when the subsets could not differ; results written before the subset size was recorded say so
-    instead of printing their spread (subsets as large as N gave a meaningless ± 1e-16)."""
-    m, std, size, k = res.get("kid_mean"), res.get("kid_std"), res.get("kid_subset_size"), res.get("kid_subsets")
-    if size is None:
-        return (f"KID {_fmt(m)} (subset size not recorded: an evaluation saved by an older normgan; "
-                "re-evaluate for its spread)")
-    if std is None:
-        return f"KID {_fmt(m)} (one estimate on all {size} samples per set: too few for differing subsets, no spread)"
-    return (f"KID {_fmt(m)} ± {_fmt(std, '.2g')} (population std over {k} subsets of {size} samples per set, "
-            "drawn without replacement)")
-
-
-def format_eval(res: dict, *, metrics=None) -> str:
-    """The readable summary ``normgan eval`` prints.  ``metrics`` (the groups of ``--metrics`` when
-    given): only their lines are printed, even when ``res`` holds more (a reused result computed
-    with more groups); class coverage and diversity, which every evaluation computes, are always
-    printed.  The JSON keeps everything."""
-    lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} "
-             f"({'EMA' if res.get('ema', True) else 'raw'} generator), reference: {res.get('reference')} split "
-             f"({res.get('n_reference', '?')} images)"]
-    feats, n = res.get("features"), res.get("n")
-    if metrics is not None:
-        from normgan.metric_info import RESULT_KEYS
-
-        keep = {k for m in metrics for k in RESULT_KEYS.get(m, ())}
-        res = {k: v for k, v in res.items()
-               if k in keep or not any(k in keys for keys in RESULT_KEYS.values())}
-    if "fid" in res:
-        lines.append(f"FID {_fmt(res['fid'], '.1f' if res['fid'] >= 10 else '.3g')} ({_sizes(res)}, features={feats}, "
-                     f"{floor_text(res)})")
-    if "kid_mean" in res:
-        lines.append(kid_text(res))
-    if "precision" in res:
-        lines.append(f"precision {_fmt(res['precision'], '.3f')}, recall {_fmt(res['recall'], '.3f')} (k=3)")
-    if "is_mean" in res:
-        lines.append(f"IS {_fmt(res['is_mean'], '.3f')} ± {_fmt(res['is_std'], '.2g')}")
-    extra = []
-    if res.get("class_coverage") is not None:
-        extra.append(f"class coverage {_fmt(res['class_coverage'], '.2f')}")
-    if res.get("diversity") is not None:
-        extra.append(f"diversity {_fmt(res['diversity'], '.2f')} (generated/real mean pairwise feature distance)")
-    if extra:
-        lines.append(", ".join(extra))
-    if feats == "domain":
-        lines.append(f"domain classifier held-out accuracy {_fmt(res.get('domain_heldout_accuracy'), '.4f')} "
-                     "(domain FID is comparable only with domain FID of the same dataset)")
-    if res.get("path"):
-        lines.append(f"written to {res['path']}" + (" (reused)" if res.get("reused") else ""))
-    return "\n".join(lines)
 
 
 #: the paired splits ``normgan eval --split`` scores (the training split measures fit, not generalisation)
@@ -121,32 +40,21 @@ def _progress(args) -> bool:
 
 
 def cmd_eval(args) -> int:
-    from normgan.evaluation import check_eval_args, evaluate_run
-    from normgan.evaluation_paired import evaluate_paired_run, format_paired, run_config
-    from normgan.metric_info import check_eval_memory
+    from normgan.evaluation_paired import run_config, task_evaluation
+    from normgan.task_info import TASK_INFO
 
     split = getattr(args, "split", None)
     if split is not None and split not in EVAL_SPLITS:
         why = (" (a score on the pairs G was trained on says nothing about generalisation)" if split == "train" else "")
         raise UserError(f"--split: {split!r} is not a split normgan eval scores{why}; use test (the default) or val")
-    if run_config(_path(args.run), getattr(args, "checkpoint", "last.pt")).paired:
-        res = evaluate_paired_run(_path(args.run), split=getattr(args, "split", None) or "test", metrics=args.metrics,
-                                  checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
-                                  device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)),
-                                  n=args.n, progress=_progress(args))
-        print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False) else format_paired(res))
-        return 0
-    if getattr(args, "split", None):
-        raise UserError("--split is for paired runs (val or test); an unconditional run is scored against --reference test|train")
-    n = DEFAULT_N if args.n is None else args.n
-    metrics = check_eval_args(n=n, features=args.features, metrics=args.metrics or "fid,kid,pr,is", reference=args.reference)
-    check_eval_memory(n, features=args.features, metrics=metrics)
-    res = evaluate_run(_path(args.run), n=n, features=args.features, metrics=metrics, reference=args.reference,
-                       checkpoint=getattr(args, "checkpoint", "last.pt"), ema=not getattr(args, "no_ema", False),
-                       device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)),
-                       progress=_progress(args))
+    checkpoint = getattr(args, "checkpoint", "last.pt")
+    task = run_config(_path(args.run), checkpoint).task
+    res = task_evaluation(task).score_run(
+        _path(args.run), n=args.n, default_n=DEFAULT_N, features=getattr(args, "features", "domain"), metrics=args.metrics,
+        reference=getattr(args, "reference", "test"), split=split, checkpoint=checkpoint, ema=not getattr(args, "no_ema", False),
+        device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)), progress=_progress(args))
     print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False)
-          else format_eval(res, metrics=metrics if args.metrics else None))
+          else TASK_INFO.get(task).format_result(res, metrics=args.metrics))
     return 0
 
 

@@ -32,6 +32,7 @@ import yaml
 from normgan.config import flatten
 from normgan.errors import UserError
 from normgan.evaluation import METRIC_NAMES, check_eval_args, checkpoint_step, evaluate_run
+from normgan.task_info import TASK_INFO
 
 __all__ = ["compare_runs", "group_runs", "group_labels", "aggregate", "format_table", "format_markdown", "COLUMNS"]
 
@@ -198,9 +199,9 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
         seen[key] = r
     groups = group_runs(runs, checkpoint=checkpoint)  # fail on bad configs/checkpoints before any evaluation
     for g in groups:
-        if g["config"].get("task") == "paired":
-            raise UserError(f"run '{g['runs'][0]}' is a paired (image-to-image) run: FID/KID/PR score unconditional "
-                            "generators; 'normgan eval RUN' reports its PSNR/SSIM/L1 on the test split")
+        task = g["config"].get("task")
+        if task in TASK_INFO:
+            TASK_INFO.get(task).require_noise_samples(g["runs"][0])
     # progress starts once every run folder has been checked, so a bad input is still one line
     say(f"{len(runs)} run folder{'s' if len(runs) != 1 else ''} in {len(groups)} group{'s' if len(groups) != 1 else ''}; "
         f"evaluating each at N={n}")

@@ -22,10 +22,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from normgan.errors import ConfigError, UserError
 from normgan.paths import expand_path
+from normgan.task_info import TASK_INFO, auto_task, task_names
 
 RESOLUTIONS = (28, 32, 64, 128, 256)
-#: ``task: auto`` becomes ``paired`` for a paired dataset (normgan.data.PAIRED_DATASETS), else ``unconditional``
-TASK_CHOICES = ("auto", "unconditional", "paired")
+#: ``task: auto`` becomes the first task that fits data.name (normgan.task_info.auto_task: ``paired`` for a
+#: paired dataset, else ``unconditional``)
+TASK_CHOICES = ("auto",) + task_names()
 DIRECTIONS = ("AtoB", "BtoA")
 
 
@@ -460,12 +462,10 @@ def validate(cfg: Config) -> None:
     e = cfg.eval
     _check(e.every >= 0, "eval.every", e.every, "must be >= 0 (0 turns periodic evaluation off)")
     if e.every:
-        from normgan.metric_info import check_best_metric, check_eval_args
-
+        task = TASK_INFO.get(cfg.task)
         try:
-            check_eval_args(n=e.n, features=None if cfg.paired else e.features, metrics=e.metrics, reference=e.reference,
-                            paired=cfg.paired)
-            check_best_metric(best_metric=e.best_metric, metrics=e.metrics, paired=cfg.paired)
+            task.check_eval_args(n=e.n, features=e.features, metrics=e.metrics, reference=e.reference)
+            task.check_best_metric(best_metric=e.best_metric, metrics=e.metrics)
         except UserError as err:  # the CLI option names (--n) become config keys (eval.n)
             raise ConfigError(str(err).replace("--", "eval.", 1) if str(err).startswith("--") else str(err)) from None
 
@@ -505,49 +505,40 @@ def check_data_source(cfg: Config) -> None:
         raise DataError(f"data.root: '{root}' is a folder, not a file (data.name=idx); set data.root to an IDX images file")
 
 
-#: the unconditional evaluation defaults, replaced by the paired ones in a paired run's resolved config
-UNCONDITIONAL_EVAL_DEFAULTS = (["fid", "kid", "pr"], "fid")
-PAIRED_EVAL_DEFAULTS = (["psnr", "ssim", "l1"], "psnr")
-
-
 def _resolve_task(cfg: Config) -> None:
     """Resolve ``task: auto`` from ``data.name`` and check that data, models and terms fit the task.
 
-    A paired run whose eval metrics or best metric are left at the unconditional defaults gets the paired ones
-    (PSNR/SSIM/L1 on the validation split, best.pt by PSNR), written into the resolved config.
+    What differs between the tasks is declared by each (:class:`normgan.task_info.TaskInfo`): the datasets
+    it fits, its generator's input, and its eval defaults. eval metrics or best metric left at the
+    schema's defaults get the task's (a paired run: PSNR/SSIM/L1 on the validation split, best.pt by
+    PSNR), written into the resolved config.
     """
-    from normgan.data import DATASETS, PAIRED_DATASETS, is_paired
+    from normgan.data import DATASETS, PAIRED_DATASETS
     from normgan.models.registry import check_models, takes_image_input
 
     d, o, t = cfg.data, cfg.optim, cfg.train
     _check(cfg.task in TASK_CHOICES, "task", cfg.task, f"choose one of: {', '.join(TASK_CHOICES)}")
-    if d.name not in DATASETS and not is_paired(d.name):
+    if d.name not in DATASETS and d.name not in PAIRED_DATASETS:
         names = sorted(DATASETS.names()) + sorted(PAIRED_DATASETS.names())
         raise ConfigError(f"data.name: unknown dataset {d.name!r}; choose one of: {', '.join(names)}")
     if cfg.task == "auto":
-        cfg.task = "paired" if is_paired(d.name) else "unconditional"
-    if cfg.paired:
-        _check(is_paired(d.name), "data.name", d.name, f"task=paired needs a paired dataset: {', '.join(sorted(PAIRED_DATASETS.names()))}")
-    else:
-        _check(not is_paired(d.name), "task", cfg.task, f"data.name={d.name} is a paired dataset; use task: paired (or auto)")
+        cfg.task = auto_task(d.name)
+    task = TASK_INFO.get(cfg.task)
+    if not task.fits_dataset(d.name):
+        raise task.dataset_error(d.name)
     g_name = cfg.model.generator.name
-    if takes_image_input(g_name) != cfg.paired:
-        what = ("maps noise to images; a paired run needs an image-to-image generator (unet or resnet)" if cfg.paired
-                else "maps an image to an image; an unconditional run needs a noise-to-image generator (dcgan)")
-        raise ConfigError(f"model.generator.name: {g_name} {what}")
+    if takes_image_input(g_name) != task.image_input:
+        raise ConfigError(f"model.generator.name: {g_name} {task.generator_mismatch}")
     c = d.channels or 3  # the source's channels are known only once it is loaded
-    check_models(cfg.model, resolution=d.resolution, channels=c, in_channels=c if cfg.paired else None)
+    check_models(cfg.model, resolution=d.resolution, channels=c, in_channels=task.config_in_channels(c))
     _check(d.direction in DIRECTIONS, "data.direction", d.direction, "use AtoB or BtoA")
     if d.load_size is not None:
         _check(d.load_size >= d.resolution, "data.load_size", d.load_size,
                f"must be >= data.resolution ({d.resolution}); pix2pix jitter loads at 286 and crops 256")
     if d.name in ("aligned", "paired_folders"):
         _check(bool(d.root), "data.root", d.root, f"data.name={d.name} needs data.root (a folder)")
-    e = cfg.eval
-    if cfg.paired and list(e.metrics) == UNCONDITIONAL_EVAL_DEFAULTS[0]:
-        e.metrics = list(PAIRED_EVAL_DEFAULTS[0])
-    if cfg.paired and e.best_metric == UNCONDITIONAL_EVAL_DEFAULTS[1]:
-        e.best_metric = PAIRED_EVAL_DEFAULTS[1] if PAIRED_EVAL_DEFAULTS[1] in e.metrics else str(e.metrics[0]) if e.metrics else e.best_metric
+    schema = EvalConfig()
+    task.apply_eval_defaults(cfg.eval, schema=(schema.metrics, schema.best_metric))
 
 
 #: D normalization layers that mix the samples of a batch (per-sample input gradients are then wrong)

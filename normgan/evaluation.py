@@ -42,6 +42,8 @@ from normgan.errors import UserError
 from normgan.paths import expand_path
 from normgan.metric_info import METRIC_NAMES, REFERENCES, check_eval_args  # noqa: F401  (re-exported)
 from normgan.metrics.functional import DIVERSITY_SAMPLES, class_coverage, mean_pairwise_distance  # noqa: F401
+from normgan.registry import Registry
+from normgan.task_info import TASK_INFO
 
 __all__ = [
     "evaluate_run",
@@ -244,9 +246,7 @@ def evaluate_run(run, *, n: int = 5000, features: str = "domain", metrics: Seque
             old["reused"] = True
             return old
     G, cfg = load_generator(run, ema=ema, device=str(device), checkpoint=checkpoint)
-    if cfg.paired:
-        raise UserError(f"run '{run}' is a paired (image-to-image) run: FID/KID/PR score unconditional generators; "
-                        "'normgan eval RUN' reports its PSNR/SSIM/L1 on the test split")
+    TASK_INFO.get(cfg.task).require_noise_samples(run)
     res = evaluate_generator(G, cfg, n=n, features=features, metrics=metrics, reference=reference, device=device,
                              seed=seed, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
     res.update({"step": step, "run": str(run), "checkpoint": checkpoint, "ema": bool(ema), "seed": int(seed),
@@ -324,3 +324,63 @@ def make_periodic_evaluator(cfg, *, device="cpu", cache_dir=None, n: int = 2000,
     are extracted (True, False, or None: when stderr is a terminal)."""
     return PeriodicEvaluator(cfg, device=device, cache_dir=cache_dir, n=n, features=features, metrics=metrics,
                              reference=reference, seed=seed, batch_size=batch_size, progress=progress)
+
+
+# ------------------------------------------------------------------------------ each task's evaluation
+#: task name -> its :class:`TaskEvaluation`; the paired one registers in :mod:`normgan.evaluation_paired`,
+#: whose :func:`~normgan.evaluation_paired.task_evaluation` looks them up (it imports both modules)
+EVALUATIONS = Registry("task")
+
+
+class TaskEvaluation:
+    """The evaluation side of a task (:class:`normgan.tasks.Task`, same name), kept here because the
+    evaluators sit a layer above the tasks. A task's evaluation provides:
+
+    * :meth:`periodic` — the training loop's evaluator for ``cfg.eval``, a callable ``G -> {score: value}``;
+    * :meth:`score_run` — ``normgan eval RUN``: score a run folder's generator, write ``RUN/eval/*.json``
+      and return the result (what it prints: the task's ``format_result``);
+    * :meth:`test` — a search's final, once-only score of a run on the test split.
+    """
+
+    @classmethod
+    def periodic(cls, cfg, *, device="cpu", progress: Optional[bool] = None):
+        raise NotImplementedError
+
+    @classmethod
+    def score_run(cls, run, *, n: Optional[int], default_n: int, features: str, metrics, reference: str,
+                  split: Optional[str], checkpoint: str, ema: bool, device, seed: int, cache_dir, progress: bool) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def test(cls, cfg, run_dir, *, device) -> dict:
+        raise NotImplementedError
+
+
+@EVALUATIONS.register("unconditional")
+class UnconditionalEvaluation(TaskEvaluation):
+    """FID/KID/PR (and IS) of samples G(z) against the held-out split."""
+
+    @classmethod
+    def periodic(cls, cfg, *, device="cpu", progress: Optional[bool] = None):
+        e = cfg.eval
+        return make_periodic_evaluator(cfg, device=device, cache_dir=e.cache_dir, n=e.n, features=e.features,
+                                       metrics=tuple(e.metrics), reference=e.reference, seed=e.seed, progress=progress)
+
+    @classmethod
+    def score_run(cls, run, *, n, default_n, features, metrics, reference, split, checkpoint, ema, device, seed, cache_dir,
+                  progress) -> dict:
+        from normgan.metric_info import check_eval_memory
+
+        if split:
+            raise UserError("--split is for paired runs (val or test); "
+                            "an unconditional run is scored against --reference test|train")
+        n = default_n if n is None else n
+        metrics = check_eval_args(n=n, features=features, metrics=metrics or "fid,kid,pr,is", reference=reference)
+        check_eval_memory(n, features=features, metrics=metrics)
+        return evaluate_run(run, n=n, features=features, metrics=metrics, reference=reference, checkpoint=checkpoint, ema=ema,
+                            device=device, seed=seed, cache_dir=cache_dir, progress=progress)
+
+    @classmethod
+    def test(cls, cfg, run_dir, *, device) -> dict:
+        return evaluate_run(run_dir, n=cfg.eval.n, features=cfg.eval.features, metrics=list(cfg.eval.metrics), reference="test",
+                            device=device, seed=cfg.eval.seed, cache_dir=cfg.eval.cache_dir)

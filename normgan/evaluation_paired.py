@@ -37,7 +37,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from normgan.metric_info import PAIRED_METRIC_NAMES
+from normgan.evaluation import EVALUATIONS, TaskEvaluation
+from normgan.metric_info import PAIRED_METRIC_NAMES, format_paired  # noqa: F401  (format_paired moved there; re-exported)
 
 PAIRED_SPLITS = ("train", "val", "test")
 DIVERSITY_INPUTS = 64
@@ -269,21 +270,40 @@ class PairedEvaluator:
         return res
 
 
-def make_task_evaluator(cfg, *, device="cpu", progress: Optional[bool] = None):
-    """The training loop's periodic evaluator for ``cfg.task`` with the ``eval`` section's options:
-    FID/KID/PR against the held-out split (unconditional), or the paired metrics on ``val``.
-    ``progress``: bars on stderr for its slow steps (see :mod:`normgan.metrics.progress`)."""
-    from normgan.evaluation import make_periodic_evaluator
+@EVALUATIONS.register("paired")
+class PairedEvaluation(TaskEvaluation):
+    """The paired metrics of G(x) against y: on ``val`` while training, on ``test`` (or ``--split``) after."""
 
-    e = cfg.eval
-    factories = {
-        "unconditional": lambda: make_periodic_evaluator(cfg, device=device, cache_dir=e.cache_dir, n=e.n, features=e.features,
-                                                         metrics=tuple(e.metrics), reference=e.reference, seed=e.seed,
-                                                         progress=progress),
-        "paired": lambda: PairedEvaluator(cfg, device=device, cache_dir=e.cache_dir, split="val", metrics=tuple(e.metrics),
-                                          seed=e.seed, progress=progress),
-    }
-    return factories[cfg.task]()
+    @classmethod
+    def periodic(cls, cfg, *, device="cpu", progress: Optional[bool] = None):
+        e = cfg.eval
+        return PairedEvaluator(cfg, device=device, cache_dir=e.cache_dir, split="val", metrics=tuple(e.metrics), seed=e.seed,
+                               progress=progress)
+
+    @classmethod
+    def score_run(cls, run, *, n, default_n, features, metrics, reference, split, checkpoint, ema, device, seed, cache_dir,
+                  progress) -> dict:
+        # every pair of the split is scored (``n``: a subset), against its targets: no features or reference
+        return evaluate_paired_run(run, split=split or "test", metrics=metrics, checkpoint=checkpoint, ema=ema, device=device,
+                                   seed=seed, cache_dir=cache_dir, n=n, progress=progress)
+
+    @classmethod
+    def test(cls, cfg, run_dir, *, device) -> dict:
+        return evaluate_paired_run(run_dir, split="test", metrics=list(cfg.eval.metrics), device=device, seed=cfg.eval.seed,
+                                   cache_dir=cfg.eval.cache_dir)
+
+
+def task_evaluation(task: str) -> type:
+    """The :class:`~normgan.evaluation.TaskEvaluation` of task ``task`` (every task's is registered
+    once this module is imported)."""
+    return EVALUATIONS.get(task, key="task")
+
+
+def make_task_evaluator(cfg, *, device="cpu", progress: Optional[bool] = None):
+    """The training loop's periodic evaluator for ``cfg.task`` with the ``eval`` section's options
+    (:meth:`TaskEvaluation.periodic`). ``progress``: bars on stderr for its slow steps (see
+    :mod:`normgan.metrics.progress`)."""
+    return task_evaluation(cfg.task).periodic(cfg, device=device, progress=progress)
 
 
 def run_config(run, checkpoint: str = "last.pt"):
@@ -311,10 +331,10 @@ def evaluate_paired_run(run, *, split: str = "test", metrics: Optional[Sequence[
 
     from normgan.device import resolve_device
     from normgan.evaluation import checkpoint_step, write_json
-    from normgan.metric_info import check_eval_args
+    from normgan.metric_info import check_paired_metrics
     from normgan.sample import load_generator
 
-    metrics = check_eval_args(metrics=metrics, paired=True) or PAIRED_METRIC_NAMES
+    metrics = check_paired_metrics(metrics) or PAIRED_METRIC_NAMES
     n = check_n(n)
     device = resolve_device(str(device))
     G, cfg = load_generator(run, ema=ema, device=str(device), checkpoint=checkpoint)
@@ -330,49 +350,3 @@ def evaluate_paired_run(run, *, split: str = "test", metrics: Optional[Sequence[
         res["path"] = str(path)
         write_json(path, res)
     return res
-
-
-def format_paired(res: dict) -> str:
-    """The readable summary ``normgan eval`` prints for a paired run.
-
-    Only the metrics asked for (``res["metrics"]``, from ``--metrics``) are printed, with the
-    trivial baseline of those among psnr/ssim/l1; ``sharpness_ratio`` and ``dropout_diversity``
-    (always computed) are printed when every metric was asked for (the default).  Everything
-    computed stays in the JSON (``--json``, ``eval/*.json``)."""
-    def f(key, fmt=".4f"):
-        v = res.get(key)
-        return "n/a" if v is None else format(v, fmt)
-
-    def _pairs_text(res: dict) -> str:  # "500 pairs", or "50 of its 500 pairs (a subset drawn with seed 0)"
-        n, total = res.get("n"), res.get("n_split")
-        if isinstance(n, int) and isinstance(total, int) and n < total:
-            return f"{n} of its {total} pairs (a subset drawn with seed {res.get('subset_seed', res.get('seed', 0))})"
-        return f"{n} pairs"
-
-    asked = tuple(res.get("metrics") or PAIRED_METRIC_NAMES)
-    everything = set(PAIRED_METRIC_NAMES) <= set(asked)
-    lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} ({'EMA' if res.get('ema', True) else 'raw'} generator), "
-             f"{res.get('split')} split of {res.get('dataset', '?')} ({_pairs_text(res)})"]
-    shown = {"psnr": f"PSNR {f('psnr', '.2f')} dB", "ssim": f"SSIM {f('ssim')}", "l1": f"L1 {f('l1')} (on [-1, 1])"}
-    main = [text for key, text in shown.items() if key in asked]
-    if everything:
-        main += [f"sharpness ratio {f('sharpness_ratio', '.3f')} (outputs/targets)",
-                 f"dropout diversity {f('dropout_diversity', '.4f')}"]
-    if main:
-        lines.append(", ".join(main))
-    base = {"psnr": f"PSNR {f('baseline_psnr', '.2f')} dB", "ssim": f"SSIM {f('baseline_ssim')}", "l1": f"L1 {f('baseline_l1')}"}
-    base = [text for key, text in base.items() if key in asked and f"baseline_{key}" in res]
-    if base:
-        lines.append(f"trivial baseline of {res.get('dataset')} (docs/paired.md): " + ", ".join(base))
-    if "lpips" in res:
-        lines.append(f"LPIPS {f('lpips')} (AlexNet)")
-    elif "lpips" in asked and not everything:  # asked for by name: say why it is missing
-        lines.append("LPIPS n/a (skipped: its AlexNet weights are not on disk; see the warning above)")
-    if "classifier_score" in res:
-        lines.append(f"classifier score {f('classifier_score', '.3f')} on G(x) with the labels of x "
-                     f"(real targets: {f('classifier_score_real', '.3f')})")
-    elif "classifier_score" in asked and not everything:
-        lines.append("classifier score n/a (the dataset has no labels)")
-    if res.get("path"):
-        lines.append(f"written to {res['path']}")
-    return "\n".join(lines)

@@ -13,10 +13,13 @@ A leaf module: at import time it needs only the standard library and :mod:`normg
   excluding itself), IS needs 2 (one split per sample at most).
 * :data:`HIGHER_IS_BETTER` / :data:`LOWER_IS_BETTER` — the direction of every score that can
   select ``best.pt`` (``eval.best_metric``); :func:`is_better` compares two values.
+* :func:`format_eval` / :func:`format_paired` — the readable summaries ``normgan eval`` prints
+  (torch-free, so :mod:`normgan.task_info` can name each task's summary).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Optional
 
 from normgan.errors import UserError
@@ -37,10 +40,15 @@ __all__ = [
     "produced_keys",
     "is_better",
     "check_eval_args",
+    "check_paired_metrics",
     "check_best_metric",
+    "check_paired_best_metric",
+    "metric_group",
     "eval_memory_bytes",
     "check_eval_memory",
     "available_memory",
+    "format_eval",
+    "format_paired",
 ]
 
 #: metric groups accepted by ``--metrics`` / ``eval.metrics``
@@ -99,23 +107,28 @@ def is_better(*, metric: str, value: float, best: Optional[float]) -> bool:
     return value > best if metric in HIGHER_IS_BETTER else value < best
 
 
-def check_eval_args(*, n=None, features=None, metrics=None, reference=None, paired: bool = False) -> Optional[tuple]:
-    """Validate user-facing evaluation options; returns ``metrics`` as a tuple (None when not given).
+def check_paired_metrics(metrics=None) -> Optional[tuple]:
+    """``metrics`` of a paired run as a tuple (None when not given); a one-line :class:`UserError`
+    for a name outside :data:`PAIRED_METRIC_NAMES` or an empty list (they are computed on every
+    image of the split, so there is no ``n`` to check)."""
+    metrics = _metric_tuple(metrics) if metrics is not None else None
+    for m in metrics or ():
+        if m not in PAIRED_METRIC_NAMES:
+            raise UserError(f"--metrics: unknown metric {m!r} for a paired run; choose from {','.join(PAIRED_METRIC_NAMES)}")
+    if metrics is not None and not metrics:
+        raise UserError(f"--metrics: empty list; give a comma-separated subset of {','.join(PAIRED_METRIC_NAMES)}")
+    return metrics
+
+
+def check_eval_args(*, n=None, features=None, metrics=None, reference=None) -> Optional[tuple]:
+    """Validate user-facing evaluation options of an evaluation of samples (FID/KID/PR/IS); returns
+    ``metrics`` as a tuple (None when not given).
 
     Raises a one-line :class:`UserError` for an ``n`` below :func:`min_samples` of the requested
     metrics (all of :data:`METRIC_NAMES` when ``metrics`` is not given), an unknown feature name
     (not a registered name and not an import path ``pkg.mod:Class``), an unknown or empty metric
-    list, or an unknown reference split. ``paired``: the metrics are :data:`PAIRED_METRIC_NAMES`
-    (computed on every image of the split; ``n`` is not checked).
+    list, or an unknown reference split. A paired run's metrics: :func:`check_paired_metrics`.
     """
-    if paired:
-        metrics = _metric_tuple(metrics) if metrics is not None else None
-        for m in metrics or ():
-            if m not in PAIRED_METRIC_NAMES:
-                raise UserError(f"--metrics: unknown metric {m!r} for a paired run; choose from {','.join(PAIRED_METRIC_NAMES)}")
-        if metrics is not None and not metrics:
-            raise UserError(f"--metrics: empty list; give a comma-separated subset of {','.join(PAIRED_METRIC_NAMES)}")
-        return metrics
     if metrics is not None:
         metrics = _metric_tuple(metrics)
         if not metrics:
@@ -176,19 +189,24 @@ def check_eval_memory(n: int, *, features: str = "domain", metrics=METRIC_NAMES,
                     f"use a smaller {option} (5000-10000 is usual for FID, 50000 the most in the literature)")
 
 
-def check_best_metric(*, best_metric: str, metrics, paired: bool = False) -> str:
+def check_paired_best_metric(*, best_metric: str, metrics) -> str:
+    """``best_metric`` when it is among a paired run's ``metrics`` (each paired metric is one score),
+    else a one-line :class:`UserError`."""
+    metrics = _metric_tuple(metrics)
+    if best_metric not in metrics:
+        raise UserError(f"eval.best_metric: {best_metric!r} is not among eval.metrics [{', '.join(metrics)}] of this paired run, "
+                        f"so best.pt would never be written; choose one of: {', '.join(metrics)}")
+    return best_metric
+
+
+def check_best_metric(*, best_metric: str, metrics) -> str:
     """Raise a one-line :class:`UserError` unless an evaluation with ``metrics`` produces
     ``best_metric`` (one of :data:`BEST_METRIC_CHOICES`); returns ``best_metric``.
 
     E.g. ``best_metric="precision"`` needs ``pr`` in ``metrics``; ``class_coverage`` and
-    ``diversity`` are produced by every evaluation.
+    ``diversity`` are produced by every evaluation. A paired run: :func:`check_paired_best_metric`.
     """
     metrics = _metric_tuple(metrics)
-    if paired:
-        if best_metric not in metrics:
-            raise UserError(f"eval.best_metric: {best_metric!r} is not among eval.metrics [{', '.join(metrics)}] of this paired run, "
-                            f"so best.pt would never be written; choose one of: {', '.join(metrics)}")
-        return best_metric
     if best_metric not in BEST_METRIC_CHOICES:
         raise UserError(f"eval.best_metric: unknown score {best_metric!r}; choose one of: {', '.join(BEST_METRIC_CHOICES)}")
     if best_metric in produced_keys(metrics):
@@ -209,15 +227,133 @@ def metric_direction(metric: str) -> str:
     raise UserError(f"--metric: {metric!r} has no known direction; give --direction min or max")
 
 
-def task_scores(*, paired: bool) -> tuple:
-    """The scores an evaluation of this kind of run can produce, by the name a search optimizes:
-    paired: :data:`PAIRED_METRIC_NAMES`; unconditional: :data:`BEST_METRIC_CHOICES`."""
-    return PAIRED_METRIC_NAMES if paired else BEST_METRIC_CHOICES
-
-
-def metric_group(score: str, *, paired: bool) -> Optional[str]:
+def metric_group(score: str) -> Optional[str]:
     """The ``eval.metrics`` entry that produces ``score`` (``kid_mean`` → ``kid``); None for the
-    scores every unconditional evaluation adds (``class_coverage``, ``diversity``)."""
-    if paired:
-        return score
+    scores every evaluation of samples adds (``class_coverage``, ``diversity``)."""
     return next((m for m, keys in RESULT_KEYS.items() if score in keys), None)
+
+
+# ------------------------------------------------------------------ what ``normgan eval`` prints
+def _fmt(v, fmt: str = ".4g") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def _split_name(res: dict) -> str:
+    return "held-out split" if res.get("reference", "test") == "test" else f"{res.get('reference')} split"
+
+
+def _sizes(res: dict) -> str:
+    n, n_real = res.get("n"), res.get("n_real")
+    if n_real is None or n_real == n:
+        return f"N={n}"
+    return f"N={n} generated vs all {n_real} images of the {_split_name(res)}"
+
+
+def floor_text(res: dict) -> str:
+    """``real-vs-real floor F at N=M`` plus, when ``M`` differs from the generated N, why: the
+    reference split is too small for two disjoint real sets of N images, so the floor compares its
+    two halves (FID is biased by N: a floor at a smaller N is higher than it would be at N)."""
+    floor, fn, n = res.get("fid_floor"), res.get("fid_floor_n"), res.get("n")
+    text = f"real-vs-real floor {_fmt(floor, '.1f' if floor is not None and floor >= 10 else '.2g')} at N={fn}"
+    if fn is not None and fn != n:
+        total = res.get("n_reference")
+        has = f"has {total} images" if total is not None else "is too small"
+        text += f": the {_split_name(res)} {has}, too few for two disjoint sets of {n} (a floor at N={n} would be lower)"
+    return text
+
+
+def kid_text(res: dict) -> str:
+    """``KID m ± s (std over K subsets of M per set, …)``, or the one estimate without a spread
+    when the subsets could not differ; results written before the subset size was recorded say so
+    instead of printing their spread (subsets as large as N gave a meaningless ± 1e-16)."""
+    m, std, size, k = res.get("kid_mean"), res.get("kid_std"), res.get("kid_subset_size"), res.get("kid_subsets")
+    if size is None:
+        return (f"KID {_fmt(m)} (subset size not recorded: an evaluation saved by an older normgan; "
+                "re-evaluate for its spread)")
+    if std is None:
+        return f"KID {_fmt(m)} (one estimate on all {size} samples per set: too few for differing subsets, no spread)"
+    return (f"KID {_fmt(m)} ± {_fmt(std, '.2g')} (population std over {k} subsets of {size} samples per set, "
+            "drawn without replacement)")
+
+
+def format_eval(res: dict, *, metrics=None) -> str:
+    """The readable summary ``normgan eval`` prints.  ``metrics`` (the groups of ``--metrics`` when
+    given): only their lines are printed, even when ``res`` holds more (a reused result computed
+    with more groups); class coverage and diversity, which every evaluation computes, are always
+    printed.  The JSON keeps everything."""
+    lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} "
+             f"({'EMA' if res.get('ema', True) else 'raw'} generator), reference: {res.get('reference')} split "
+             f"({res.get('n_reference', '?')} images)"]
+    feats, n = res.get("features"), res.get("n")
+    if metrics is not None:
+        keep = {k for m in metrics for k in RESULT_KEYS.get(m, ())}
+        res = {k: v for k, v in res.items()
+               if k in keep or not any(k in keys for keys in RESULT_KEYS.values())}
+    if "fid" in res:
+        lines.append(f"FID {_fmt(res['fid'], '.1f' if res['fid'] >= 10 else '.3g')} ({_sizes(res)}, features={feats}, "
+                     f"{floor_text(res)})")
+    if "kid_mean" in res:
+        lines.append(kid_text(res))
+    if "precision" in res:
+        lines.append(f"precision {_fmt(res['precision'], '.3f')}, recall {_fmt(res['recall'], '.3f')} (k=3)")
+    if "is_mean" in res:
+        lines.append(f"IS {_fmt(res['is_mean'], '.3f')} ± {_fmt(res['is_std'], '.2g')}")
+    extra = []
+    if res.get("class_coverage") is not None:
+        extra.append(f"class coverage {_fmt(res['class_coverage'], '.2f')}")
+    if res.get("diversity") is not None:
+        extra.append(f"diversity {_fmt(res['diversity'], '.2f')} (generated/real mean pairwise feature distance)")
+    if extra:
+        lines.append(", ".join(extra))
+    if feats == "domain":
+        lines.append(f"domain classifier held-out accuracy {_fmt(res.get('domain_heldout_accuracy'), '.4f')} "
+                     "(domain FID is comparable only with domain FID of the same dataset)")
+    if res.get("path"):
+        lines.append(f"written to {res['path']}" + (" (reused)" if res.get("reused") else ""))
+    return "\n".join(lines)
+
+
+def format_paired(res: dict) -> str:
+    """The readable summary ``normgan eval`` prints for a paired run.
+
+    Only the metrics asked for (``res["metrics"]``, from ``--metrics``) are printed, with the
+    trivial baseline of those among psnr/ssim/l1; ``sharpness_ratio`` and ``dropout_diversity``
+    (always computed) are printed when every metric was asked for (the default).  Everything
+    computed stays in the JSON (``--json``, ``eval/*.json``)."""
+    def f(key, fmt=".4f"):
+        v = res.get(key)
+        return "n/a" if v is None else format(v, fmt)
+
+    def _pairs_text(res: dict) -> str:  # "500 pairs", or "50 of its 500 pairs (a subset drawn with seed 0)"
+        n, total = res.get("n"), res.get("n_split")
+        if isinstance(n, int) and isinstance(total, int) and n < total:
+            return f"{n} of its {total} pairs (a subset drawn with seed {res.get('subset_seed', res.get('seed', 0))})"
+        return f"{n} pairs"
+
+    asked = tuple(res.get("metrics") or PAIRED_METRIC_NAMES)
+    everything = set(PAIRED_METRIC_NAMES) <= set(asked)
+    lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} ({'EMA' if res.get('ema', True) else 'raw'} generator), "
+             f"{res.get('split')} split of {res.get('dataset', '?')} ({_pairs_text(res)})"]
+    shown = {"psnr": f"PSNR {f('psnr', '.2f')} dB", "ssim": f"SSIM {f('ssim')}", "l1": f"L1 {f('l1')} (on [-1, 1])"}
+    main = [text for key, text in shown.items() if key in asked]
+    if everything:
+        main += [f"sharpness ratio {f('sharpness_ratio', '.3f')} (outputs/targets)",
+                 f"dropout diversity {f('dropout_diversity', '.4f')}"]
+    if main:
+        lines.append(", ".join(main))
+    base = {"psnr": f"PSNR {f('baseline_psnr', '.2f')} dB", "ssim": f"SSIM {f('baseline_ssim')}", "l1": f"L1 {f('baseline_l1')}"}
+    base = [text for key, text in base.items() if key in asked and f"baseline_{key}" in res]
+    if base:
+        lines.append(f"trivial baseline of {res.get('dataset')} (docs/paired.md): " + ", ".join(base))
+    if "lpips" in res:
+        lines.append(f"LPIPS {f('lpips')} (AlexNet)")
+    elif "lpips" in asked and not everything:  # asked for by name: say why it is missing
+        lines.append("LPIPS n/a (skipped: its AlexNet weights are not on disk; see the warning above)")
+    if "classifier_score" in res:
+        lines.append(f"classifier score {f('classifier_score', '.3f')} on G(x) with the labels of x "
+                     f"(real targets: {f('classifier_score_real', '.3f')})")
+    elif "classifier_score" in asked and not everything:
+        lines.append("classifier score n/a (the dataset has no labels)")
+    if res.get("path"):
+        lines.append(f"written to {res['path']}")
+    return "\n".join(lines)

@@ -42,13 +42,9 @@ def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", ch
     except (TypeError, ValueError):
         raise UserError(f"checkpoint '{path}' has a damaged 'image_shape' entry {shape!r}; "
                         "expected [channels, resolution, resolution]") from None
-    in_channels = None
-    if cfg.paired:
-        try:
-            in_channels = int(state["input_shape"][0])
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise UserError(f"checkpoint '{path}' of a paired run has no valid 'input_shape' entry; "
-                            "it was not written by 'normgan train'") from None
+    from normgan.task_info import TASK_INFO
+
+    in_channels = TASK_INFO.get(cfg.task).checkpoint_in_channels(state, path=path)
     G = build_generator_for(cfg, resolution=resolution, channels=channels, in_channels=in_channels)
     fix = ("the weights were not written with the checkpoint's own config; use a checkpoint written by "
            "'normgan train' (or --no-ema / --checkpoint for another file)")
@@ -148,8 +144,10 @@ def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 
     res, c = cfg.data.resolution, cfg.data.channels or 3
     written = 0
     path = out
+    from normgan.task_info import TASK_INFO
+
     try:
-        if cfg.paired:
+        if TASK_INFO.get(cfg.task).image_input:  # G maps the split's inputs: input | output | target triplets
             trip = (paired_triplets(G, cfg, n=n, seed=seed) + 1) / 2
             check_disk(out, n=trip.shape[0], image_bytes=3 * c * res * res)
             _make_dir(out)

@@ -1,19 +1,12 @@
 """Tasks: what differs between unconditional (z → image) and paired (image x → image y) training.
 
-The training loop is written once, against this small protocol; a task owns
-
-* the next batch: ``Batch(real, g_in, cond, target)`` — the images D sees as real, G's input
-  (noise z, or the input image x), D's condition (x for a conditional D) and G's target (y);
-  under torchrun (``dist``, a :class:`normgan.train.distributed.Dist`) this rank's contiguous part
-  of the global batch: every rank draws the same global noise, indices and jitter, and keeps its rows;
-* ``fresh_input(batch)`` — G's input for a lazy G phase (new noise, or the same x; this rank's part);
-* ``critic(D, batch)`` — D as a function of the image: ``D`` itself, or ``y ↦ D(cat(x, y))``
-  (pix2pix's conditional D; x is a constant input, so gradient penalties are w.r.t. y only);
-* the fixed batch of the sample grids (noise, or validation pairs shown as input | output | target
-  rows) and the checkpointed data position (``state_dict``).
+The training loop, the evaluation, the search, the study and the report are written once, against
+the :class:`Task` protocol; everything a task does differently is a method or a declaration of its
+class (see :class:`Task` for the contract and for what a new task implements).
 
     task = TASKS.get(cfg.task)(cfg, device=device, dist=dist)   # dist: optional, one process by default
     b = task.next_batch(); fake = G(b.g_in); d_real = task.critic(D, b)(b.real)
+    TASKS.get(cfg.task).scores                                   # declarations: no data is built
 """
 
 from __future__ import annotations
@@ -28,6 +21,7 @@ from torchvision.utils import make_grid
 from normgan.data import (StreamBatches, apply_fold, batch_to_float, list_split, load_dataset, load_paired, paired_crop_flip,
                           should_stream)
 from normgan.registry import Registry
+from normgan.task_info import PairedInfo, TaskInfo, UnconditionalInfo
 from normgan.train.batches import EpochBatches
 from normgan.train.distributed import Dist
 
@@ -83,8 +77,82 @@ def grid01(images: Tensor, *, nrow: int) -> Tensor:
     return make_grid(images.float().cpu(), nrow=max(1, nrow), normalize=True, value_range=(-1, 1), padding=2)
 
 
+class Task(TaskInfo):
+    """The protocol of a task. The training loop builds one per run; everything else asks the class.
+
+    Built (``Task(cfg, device=..., dist=...)``, which loads the training data), a task owns
+
+    * the batches: :meth:`next_batch` returns ``Batch(real, g_in, cond, target)`` — the images D
+      sees as real, G's input (noise z, or the input image x), D's condition (x for a conditional D)
+      and G's target (y); under torchrun (``dist``, a :class:`normgan.train.distributed.Dist`) this
+      rank's contiguous part of the global batch: every rank draws the same global noise, indices
+      and jitter, and keeps its rows;
+    * G's input: :meth:`fresh_input` — G's input for a lazy G phase (new noise, or the same x);
+      ``resolution``, ``channels`` and ``in_channels`` (G's input image channels, None for noise)
+      size the networks;
+    * D's condition: :meth:`critic` — D as a function of the image: ``D`` itself, or
+      ``y ↦ D(cat(x, y))`` (pix2pix's conditional D; gradient penalties are then w.r.t. y only);
+    * the sample grids: ``fixed`` (G's fixed input) and :meth:`sample_grid` (one [0, 1] image);
+    * the checkpoint: :meth:`checkpoint_entries` (shapes that rebuild G without the data),
+      :meth:`state_dict` / :meth:`load_state_dict` (the data position; resume is exact);
+    * :meth:`close` — release what the batches hold (worker processes); a no-op by default.
+
+    Not built (class attributes and classmethods, inherited from :class:`normgan.task_info.TaskInfo`,
+    whose docstring lists them; declared there because config validation sits a layer below this
+    module and the report loads no torch, so ``TASK_INFO.get(name)`` answers for them): the
+    datasets it fits and G's kind (config validation), the scores ``normgan eval`` prints and their
+    checks (metric info), the eval defaults (default metrics and best metric), the search's
+    validation split, the report's labels; plus :meth:`train_size` (a search's fold sizes).
+    The evaluator — the training loop's periodic one, scoring a run folder for ``normgan eval`` and
+    a search's final test score — is the task's :class:`normgan.evaluation.TaskEvaluation`,
+    registered under the same name in ``normgan.evaluation.EVALUATIONS`` (the evaluation modules
+    sit a layer above this one, so a task cannot import its evaluator).
+
+    A new task (e.g. class-conditional) implements: a :class:`~normgan.task_info.TaskInfo`
+    subclass registered in :mod:`normgan.task_info` (its declarations, torch-free); a subclass of
+    it and of :class:`Task` registered in :data:`TASKS` (the methods above); and a
+    :class:`~normgan.evaluation.TaskEvaluation` registered in ``EVALUATIONS``. The loop, the
+    evaluation entry points, search, study and report need no new branch.
+    """
+
+    #: G's input image channels (None: G maps noise)
+    in_channels: Optional[int] = None
+
+    def __init__(self, cfg, *, device: torch.device, dist: Optional[Dist] = None) -> None:
+        raise NotImplementedError
+
+    def next_batch(self) -> Batch:
+        raise NotImplementedError
+
+    def fresh_input(self, batch: Optional[Batch]) -> Tensor:
+        raise NotImplementedError
+
+    def critic(self, D: nn.Module, batch: Batch) -> Callable[[Tensor], Tensor]:
+        raise NotImplementedError
+
+    def sample_grid(self, G: nn.Module) -> Tensor:
+        raise NotImplementedError
+
+    def checkpoint_entries(self) -> dict:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
+
+    def close(self) -> None:
+        """Release what the batches hold; nothing by default."""
+
+    @classmethod
+    def train_size(cls, cfg) -> int:
+        """The number of items in ``cfg``'s training split (loads it; a streamed folder is only listed)."""
+        raise NotImplementedError
+
+
 @TASKS.register("unconditional")
-class UnconditionalTask:
+class UnconditionalTask(UnconditionalInfo, Task):
     """G(z), z ~ N(0, I); D sees images alone. The data is the dataset's training split (with
     ``data.folds``: its fit part, every fold but ``data.fold``).
 
@@ -93,8 +161,6 @@ class UnconditionalTask:
     :class:`normgan.data.StreamBatches` that decodes each batch in ``data.workers`` processes: the same
     batches as in memory for a folder of readable files, each rank decoding only its own part;
     :meth:`close` stops its workers."""
-
-    paired = False
 
     def __init__(self, cfg, *, device: torch.device, dist: Optional[Dist] = None) -> None:
         d, t = cfg.data, cfg.train
@@ -138,20 +204,22 @@ class UnconditionalTask:
     def checkpoint_entries(self) -> dict:
         return {"image_shape": [self.channels, self.resolution, self.resolution]}
 
-    def state_dict(self) -> dict:
-        return self.batches.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.batches.load_state_dict(state)
-
     def close(self) -> None:
         """Stop the streaming workers, if any (a later batch starts them again)."""
         if self.streaming:
             self.batches.close()
 
+    @classmethod
+    def train_size(cls, cfg) -> int:
+        d = cfg.data
+        if should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution):
+            return len(list_split(d.root, resolution=d.resolution, channels=d.channels, split="train", holdout=d.holdout))
+        return len(load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
+                                holdout=d.holdout, strict=d.strict, seed=cfg.train.seed))
+
 
 @TASKS.register("paired")
-class PairedTask:
+class PairedTask(PairedInfo, Task):
     """G(x) for the input image x of each pair (x, y); D is conditional: D(cat(x, y)) vs D(cat(x, G(x))).
 
     Training pairs are stored at ``data.load_size`` (default ``data.resolution``); with a larger
@@ -161,8 +229,6 @@ class PairedTask:
     With ``data.folds`` the training pairs are the fit part of the training split and the grid's pairs
     come from its held-out fold (neither the val nor the test split is read).
     """
-
-    paired = True
 
     def __init__(self, cfg, *, device: torch.device, dist: Optional[Dist] = None) -> None:
         d, t = cfg.data, cfg.train
@@ -211,8 +277,8 @@ class PairedTask:
         r = self.resolution
         return {"image_shape": [self.channels, r, r], "input_shape": [self.in_channels, r, r]}
 
-    def state_dict(self) -> dict:
-        return self.batches.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.batches.load_state_dict(state)
+    @classmethod
+    def train_size(cls, cfg) -> int:
+        d = cfg.data
+        return len(load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train", direction=d.direction,
+                               load_size=d.load_size, strict=d.strict, seed=cfg.train.seed))

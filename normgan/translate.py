@@ -77,8 +77,11 @@ def translate_folder(run, *, input, out, mode: str = "resize", checkpoint: str =
     if mode not in MODES:
         raise UserError(f"--mode: unknown mode {mode!r}; use resize or tile")
     G, cfg = load_generator(run, ema=ema, device=device, checkpoint=checkpoint)
-    if not cfg.paired:
-        raise UserError(f"run '{run}' is unconditional (its generator maps noise to images, it has no input image); "
+    from normgan.task_info import TASK_INFO
+
+    task = TASK_INFO.get(cfg.task)
+    if not task.image_input:
+        raise UserError(f"run '{run}' is {task.run_kind}; "
                         "translate needs a paired run (e.g. data.name=gray2color); use 'normgan sample' for this one")
     src, out = Path(input), Path(out)
     if src.is_file():

@@ -22,7 +22,7 @@ LAYERS = [
     # checkpoints without importing normgan.train
     ["normgan.functional", "normgan.models", "normgan.data", "normgan.metrics.functional", "normgan.metrics.overfit",
      "normgan.train.distributed"],
-    ["normgan.metrics", "normgan.metric_info"],
+    ["normgan.metrics", "normgan.metric_info", "normgan.task_info"],
     ["normgan.regularizers", "normgan.dirac"],
     ["normgan.config"],
     # building the networks a config describes (with their regularizers' parametrizations) is

@@ -65,7 +65,9 @@ def estimate_training_bytes(cfg, *, resolution: int | None = None, channels: int
 
     res = resolution or cfg.data.resolution
     c = channels or cfg.data.channels or 3
-    cin = in_channels if in_channels is not None else (c if cfg.paired else None)
+    from normgan.task_info import TASK_INFO
+
+    cin = in_channels if in_channels is not None else TASK_INFO.get(cfg.task).config_in_channels(c)
     b = cfg.data.batch_size
     with torch.device("meta"):
         G = build_generator(cfg.model.generator, resolution=res, channels=c, in_channels=cin)

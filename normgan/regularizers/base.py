@@ -111,6 +111,8 @@ def build_regularizers(specs: Dict[str, Any], *, paired: bool = False) -> list[R
             raise ConfigError(f"{key}.net: bad value {net!r}; use G or D")
         if net not in cls.nets:
             raise ConfigError(f"{key}.net: term '{term_name}' cannot regularize {net}; it applies to {' and '.join(cls.nets)}")
+        # task branch kept outside the tasks (tests/test_tasks.py): the requirement is the term's (a target y to
+        # reconstruct), checked where terms are built; the caller passes the task's answer (``paired``)
         if cls.paired_only and not paired:
             raise ConfigError(f"{key}: term '{term_name}' needs a paired (image-to-image) run; remove it from this unconditional run")
         every = spec.get("every", 1)

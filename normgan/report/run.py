@@ -115,13 +115,25 @@ def run_status(data: RunData) -> str:
 
 
 def _task(data: RunData) -> str:
+    """The run's task: its config's, else the task whose ``legacy_eval_keys`` its eval rows carry."""
+    from normgan.task_info import TASK_INFO, task_names
+
     task = data.config.get("task")
-    if task in ("unconditional", "paired"):
+    if task in TASK_INFO:
         return task
-    keys = {k for r in data.rows for k in r}
-    if any(k.startswith("eval/") and k[5:] in ("psnr", "ssim", "l1") for k in keys):
-        return "paired"
+    keys = {k[5:] for r in data.rows for k in r if k.startswith("eval/")}
+    found = next((n for n in task_names() if keys & set(TASK_INFO.get(n).legacy_eval_keys)), None)
+    if found is not None:
+        return found
     return "unknown" if task is None else str(task)
+
+
+def _task_info(data: RunData):
+    """The :class:`normgan.task_info.TaskInfo` of the run's task; an unknown task reads as unconditional."""
+    from normgan.task_info import TASK_INFO, UnconditionalInfo
+
+    task = _task(data)
+    return TASK_INFO.get(task) if task in TASK_INFO else UnconditionalInfo
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -338,7 +350,7 @@ def _run_section(data: RunData) -> str:
     if every:
         metrics = c.get("eval.metrics")
         ev = f"every {every} steps" + (f": {', '.join(map(str, metrics))}" if isinstance(metrics, list) else "")
-        if c.get("eval.n") is not None and _task(data) != "paired":
+        if c.get("eval.n") is not None and _task_info(data).report_eval_size:
             ev += f" (N = {c.get('eval.n')}, features {c.get('eval.features')})"
     else:
         ev = "off (eval.every = 0)" if every == 0 else "unknown"
@@ -551,8 +563,7 @@ def _samples_section(data: RunData) -> str:
         out.append('<p class="note">no sample grids in samples/</p>')
         return "\n".join(out)
     picked = [data.samples[i] for i in spread(len(data.samples), MAX_SAMPLE_GRIDS)]
-    what = ("each grid: rows of validation inputs, generator outputs and targets (EMA generator)"
-            if _task(data) == "paired" else "each grid: the EMA generator's images for the same fixed noise")
+    what = _task_info(data).grid_caption
     shown = (f"all {len(picked)} grids" if len(picked) == len(data.samples)
              else f"{len(picked)} of {len(data.samples)} grids, evenly spaced (the first and the last included)")
     out.append(f"<p>{_e(what)}; {_e(shown)}.</p>")

@@ -26,9 +26,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from normgan.config import load_config, to_dict, to_yaml
 from normgan.errors import ConfigError, Diverged, UserError
-from normgan.metric_info import metric_direction, metric_group, task_scores
+from normgan.metric_info import metric_direction
 from normgan.report.html import write_atomic
 from normgan.search.outputs import best_row, write_outputs
+from normgan.task_info import TASK_INFO
 from normgan.search.space import Param, apply_values, check_key, grid_points, parse_params
 from normgan.search.storage import default_url, mask_url
 from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, check_name, environment_cause, environment_stop,
@@ -40,8 +41,6 @@ SAMPLERS = ("grid", "random", "tpe")
 KEEP = ("best", "all")
 PRUNERS = ("none", "median", "halving")
 DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
-#: the validation fraction of an unconditional run's training split with --folds 1 (one fold of 5)
-SINGLE_SPLIT_FOLDS = 5
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -53,26 +52,25 @@ def _direction(metric: str, direction: Optional[str]) -> str:
     return DIRECTIONS[direction]
 
 
+def _single_split_folds(cfg) -> Optional[int]:
+    """--folds 1: the K whose fold 0 is held out (an unconditional run: one fixed fifth of the
+    training split), or None for the task's validation split (a paired task)."""
+    return TASK_INFO.get(cfg.task).single_split_folds
+
+
 def _fold_plan(cfg, folds: int) -> List[tuple]:
-    """(data.folds, data.fold) of each fold: K folds of the training split; --folds 1: the
-    validation split of a paired task, or one fixed fifth of an unconditional training split."""
+    """(data.folds, data.fold) of each fold: K folds of the training split; --folds 1: the task's
+    validation split, or fold 0 of its ``single_split_folds`` (:func:`_single_split_folds`)."""
     if folds >= 2:
         return [(folds, f) for f in range(folds)]
-    return [(0, 0)] if cfg.paired else [(SINGLE_SPLIT_FOLDS, 0)]
+    return [(_single_split_folds(cfg) or 0, 0)]
 
 
 def train_size(cfg) -> int:
     """The number of items in the config's training split (loads it; a streamed folder is only listed)."""
-    from normgan.data import list_split, load_dataset, load_paired, should_stream
+    from normgan.tasks import TASKS
 
-    d = cfg.data
-    if not cfg.paired and should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution):
-        return len(list_split(d.root, resolution=d.resolution, channels=d.channels, split="train", holdout=d.holdout))
-    if cfg.paired:
-        return len(load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train", direction=d.direction,
-                               load_size=d.load_size, strict=d.strict, seed=cfg.train.seed))
-    return len(load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
-                            holdout=d.holdout, strict=d.strict, seed=cfg.train.seed))
+    return TASKS.get(cfg.task).train_size(cfg)
 
 
 def _check_folds(cfg, folds: int) -> None:
@@ -80,7 +78,7 @@ def _check_folds(cfg, folds: int) -> None:
 
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
         raise UserError(f"--folds {folds!r}: give 1 (the validation split) or K >= 2 folds of the training split")
-    k = folds if folds >= 2 else (None if cfg.paired else SINGLE_SPLIT_FOLDS)
+    k = folds if folds >= 2 else _single_split_folds(cfg)
     if k is None:
         return
     n = train_size(cfg)
@@ -90,11 +88,13 @@ def _check_folds(cfg, folds: int) -> None:
         raise UserError(f"--folds {folds}: {str(e).split(': ', 1)[-1]}") from None
 
 
-def _trial_eval(cfg_dict: dict, *, metric: str, paired: bool, steps: int) -> dict:
+def _trial_eval(cfg_dict: dict, *, metric: str, task: str, steps: int) -> dict:
     """The trials' eval settings: the searched score among the metrics (and best.pt by it), at
-    least one evaluation (at the end), the held-out reference."""
+    least one evaluation (at the end), and the task's (:meth:`~normgan.task_info.TaskInfo.trial_eval`:
+    the held-out reference of an unconditional run)."""
+    info = TASK_INFO.get(task)
     e = cfg_dict.setdefault("eval", {})
-    group = metric_group(metric, paired=paired)
+    group = info.metric_group(metric)
     metrics = list(e.get("metrics") or [])
     if group is not None and group not in metrics:
         metrics.append(group)
@@ -102,8 +102,7 @@ def _trial_eval(cfg_dict: dict, *, metric: str, paired: bool, steps: int) -> dic
     e["best_metric"] = metric
     if not e.get("every") or e["every"] > steps:
         e["every"] = steps
-    if not paired:
-        e["reference"] = "test"  # the held-out part: with folds on, the held-out fold
+    info.trial_eval(e)
     return cfg_dict
 
 
@@ -133,12 +132,11 @@ class Search(TicketWorker):
             check_name(name)
         self.params: List[Param] = parse_params(params)
         cfg = load_config(config, overrides=list(overrides))
-        self.paired = cfg.paired
+        self.task = cfg.task
         self.metric = metric or cfg.eval.best_metric
-        scores = task_scores(paired=self.paired)
+        scores = TASK_INFO.get(self.task).scores
         if self.metric not in scores:
-            kind = "paired" if self.paired else "unconditional"
-            raise UserError(f"--metric {self.metric}: the {kind} task does not compute it; choose one of: {', '.join(scores)}")
+            raise UserError(f"--metric {self.metric}: the {self.task} task does not compute it; choose one of: {', '.join(scores)}")
         self.direction = _direction(self.metric, direction)
         if sampler is None:
             sampler = "grid" if all(p.discrete for p in self.params) else "tpe"
@@ -162,7 +160,7 @@ class Search(TicketWorker):
         for p in self.params:
             check_key(base, p)
         self.steps = cfg.train.steps
-        self.base = _trial_eval(base, metric=self.metric, paired=self.paired, steps=self.steps)
+        self.base = _trial_eval(base, metric=self.metric, task=self.task, steps=self.steps)
         self._check_values()
         if sampler == "grid":
             self.points = grid_points(self.params, limit=trials, seed=cfg.train.seed)

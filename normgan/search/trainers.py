@@ -57,16 +57,10 @@ def test_normgan(cfg, *, run_dir: Path) -> dict:
     """The run's scores on the test split: the paired metrics, or FID/KID/PR against the held-out split."""
     from normgan.device import resolve_device
 
+    from normgan.evaluation_paired import task_evaluation
+
     device = str(resolve_device(cfg.train.device))
-    if cfg.paired:
-        from normgan.evaluation_paired import evaluate_paired_run
-
-        return evaluate_paired_run(run_dir, split="test", metrics=list(cfg.eval.metrics), device=device, seed=cfg.eval.seed,
-                                   cache_dir=cfg.eval.cache_dir)
-    from normgan.evaluation import evaluate_run
-
-    return evaluate_run(run_dir, n=cfg.eval.n, features=cfg.eval.features, metrics=list(cfg.eval.metrics), reference="test",
-                        device=device, seed=cfg.eval.seed, cache_dir=cfg.eval.cache_dir)
+    return task_evaluation(cfg.task).test(cfg, run_dir, device=device)
 
 
 train_normgan.test = test_normgan  # the search's final, once-only evaluation

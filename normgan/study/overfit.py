@@ -82,9 +82,9 @@ def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "d
     check_eval_args(n=n, features=features, metrics=("fid",))
     dev = resolve_device(str(device))
     G, cfg = load_generator(run_dir, ema=ema, device=str(dev))
-    if cfg.paired:
-        raise UserError(f"run '{run_dir}' is a paired (image-to-image) run; overfitting scores need an "
-                        "unconditional generator")
+    from normgan.task_info import TASK_INFO
+
+    TASK_INFO.get(cfg.task).require_noise_samples(run_dir, what="; overfitting scores need an unconditional generator")
     if cfg.data.holdout <= 0 and not cfg.data.folds:
         raise UserError(f"run '{run_dir}' was trained with data.holdout=0, so it has no held-out split; "
                         "train with data.holdout=0.9 (any value that leaves at least as many held-out as training "

@@ -216,7 +216,9 @@ class Study(TicketWorker):
 
     def document(self, study) -> dict:
         s = self.spec_obj
-        columns = ["fid", "kid_mean", "precision", "recall"] if not s.paired else ["psnr", "ssim", "l1"]
+        from normgan.task_info import TASK_INFO
+
+        columns = list(TASK_INFO.get(s.task).study_columns)
         if s.metric not in columns:
             columns.insert(0, s.metric)
         if "overfitting" in s.measures:

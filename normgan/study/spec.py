@@ -27,8 +27,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from normgan.config import load_config, parse_override, read_yaml_file, resolve_config_path, to_dict
 from normgan.errors import ConfigError, UserError
-from normgan.metric_info import metric_direction, task_scores
+from normgan.metric_info import metric_direction
 from normgan.search.space import ABSENT, FREE_SECTIONS, TERM_PRESETS, apply_values, check_key, Param
+from normgan.task_info import TASK_INFO
 
 #: top-level keys of a study file
 KEYS = ("title", "description", "config", "overrides", "seeds", "metric", "threshold", "measures", "variants")
@@ -113,7 +114,7 @@ class StudySpec:
     threshold: Optional[float]
     measures: List[str]
     variants: List[Variant] = field(default_factory=list)
-    paired: bool = False
+    task: str = "unconditional"  # the resolved cfg.task (normgan.task_info.TASK_INFO names what it declares)
 
     @property
     def steps(self) -> int:
@@ -188,10 +189,10 @@ def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optio
     except ConfigError as e:
         raise UserError(f"{where}: overrides: {e}") from None
     base = to_dict(cfg)
-    paired = cfg.paired
+    info = TASK_INFO.get(cfg.task)
 
     metric = str(doc.get("metric") or cfg.eval.best_metric)
-    scores = task_scores(paired=paired)
+    scores = info.scores
     if metric not in scores:
         raise UserError(f"{where}: metric {metric!r} is not computed for this task; choose one of: {', '.join(scores)}")
     if not cfg.eval.every:
@@ -203,8 +204,8 @@ def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optio
     measures = doc.get("measures") or []
     if not isinstance(measures, list) or any(m not in MEASURE_NAMES for m in measures):
         raise UserError(f"{where}: measures {measures!r}; choose from: {', '.join(MEASURE_NAMES)}")
-    if "overfitting" in measures and paired:
-        raise UserError(f"{where}: the overfitting measure scores unconditional generators; drop it for a paired config")
+    if "overfitting" in measures and not info.noise_samples:
+        raise UserError(f"{where}: the overfitting measure scores unconditional generators; drop it for a {cfg.task} config")
     raw_variants = doc.get("variants")
     if not isinstance(raw_variants, dict) or not raw_variants:
         raise UserError(f"{where}: variants: give a mapping of variant names to dotted config keys, e.g. {{none: {{}}, r1: {{regularizers.r1: r1}}}}")
@@ -212,7 +213,7 @@ def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optio
                      description=str(doc.get("description") or "").strip(), config=config, base=base,
                      overrides=all_over, seeds=_seeds(doc.get("seeds", 3) if seeds is None else seeds, where=where),
                      metric=metric, direction=metric_direction(metric),
-                     threshold=None if threshold is None else float(threshold), measures=list(measures), paired=paired)
+                     threshold=None if threshold is None else float(threshold), measures=list(measures), task=cfg.task)
     for vname, values in raw_variants.items():
         vname = str(vname)
         if not NAME_RE.match(vname):
