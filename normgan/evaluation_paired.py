@@ -299,13 +299,6 @@ def task_evaluation(task: str) -> type:
     return EVALUATIONS.get(task, key="task")
 
 
-def make_task_evaluator(cfg, *, device="cpu", progress: Optional[bool] = None):
-    """The training loop's periodic evaluator for ``cfg.task`` with the ``eval`` section's options
-    (:meth:`TaskEvaluation.periodic`). ``progress``: bars on stderr for its slow steps (see
-    :mod:`normgan.metrics.progress`)."""
-    return task_evaluation(cfg.task).periodic(cfg, device=device, progress=progress)
-
-
 def run_config(run, checkpoint: str = "last.pt"):
     """The validated config stored in a run's checkpoint (the run's config.yaml when it has none)."""
     from normgan.config import load_config

@@ -82,7 +82,7 @@ _WHY = {"fid": "a covariance needs 2", "kid": "the unbiased MMD² needs 2",
         "pr": f"precision/recall with k={PR_K} needs k+1 = {PR_K + 1}", "is": "the Inception Score needs 2"}
 
 
-def _metric_tuple(metrics) -> tuple:
+def metric_tuple(metrics) -> tuple:
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     return tuple(metrics)
@@ -90,12 +90,12 @@ def _metric_tuple(metrics) -> tuple:
 
 def min_samples(metrics: Iterable[str] = METRIC_NAMES) -> int:
     """The smallest N valid for every group in ``metrics``: ``max(MIN_SAMPLES[m])`` (2 when empty)."""
-    return max([2] + [MIN_SAMPLES[m] for m in _metric_tuple(metrics) if m in MIN_SAMPLES])
+    return max([2] + [MIN_SAMPLES[m] for m in metric_tuple(metrics) if m in MIN_SAMPLES])
 
 
 def produced_keys(metrics: Iterable[str]) -> tuple:
     """The result keys an evaluation with these metric groups produces (``ALWAYS_KEYS`` included)."""
-    keys = [k for m in _metric_tuple(metrics) for k in RESULT_KEYS.get(m, ())]
+    keys = [k for m in metric_tuple(metrics) for k in RESULT_KEYS.get(m, ())]
     return tuple(keys) + ALWAYS_KEYS
 
 
@@ -111,7 +111,7 @@ def check_paired_metrics(metrics=None) -> Optional[tuple]:
     """``metrics`` of a paired run as a tuple (None when not given); a one-line :class:`UserError`
     for a name outside :data:`PAIRED_METRIC_NAMES` or an empty list (they are computed on every
     image of the split, so there is no ``n`` to check)."""
-    metrics = _metric_tuple(metrics) if metrics is not None else None
+    metrics = metric_tuple(metrics) if metrics is not None else None
     for m in metrics or ():
         if m not in PAIRED_METRIC_NAMES:
             raise UserError(f"--metrics: unknown metric {m!r} for a paired run; choose from {','.join(PAIRED_METRIC_NAMES)}")
@@ -130,7 +130,7 @@ def check_eval_args(*, n=None, features=None, metrics=None, reference=None) -> O
     list, or an unknown reference split. A paired run's metrics: :func:`check_paired_metrics`.
     """
     if metrics is not None:
-        metrics = _metric_tuple(metrics)
+        metrics = metric_tuple(metrics)
         if not metrics:
             raise UserError(f"--metrics: empty list; give a comma-separated subset of {','.join(METRIC_NAMES)}")
         for m in metrics:
@@ -168,7 +168,7 @@ def eval_memory_bytes(n: int, features: str = "domain", metrics=METRIC_NAMES) ->
     features (plus logits for IS), twice while the batches are concatenated.  The real side is
     bounded by the reference split and left out; images are made in batches and not kept."""
     d, logits = FEATURE_SIZES.get(features, FEATURE_SIZES["domain"])
-    per = d + (logits if "is" in _metric_tuple(metrics) else 0)
+    per = d + (logits if "is" in metric_tuple(metrics) else 0)
     return 2 * int(n) * per * 8
 
 
@@ -182,7 +182,7 @@ def check_eval_memory(n: int, *, features: str = "domain", metrics=METRIC_NAMES,
     if available is None or need <= available:
         return
     d, logits = FEATURE_SIZES.get(features, FEATURE_SIZES["domain"])
-    per = d + (logits if "is" in _metric_tuple(metrics) else 0)
+    per = d + (logits if "is" in metric_tuple(metrics) else 0)
     least = "" if features in FEATURE_SIZES else "at least "
     raise UserError(f"{option}: {n} samples need {least}{format_bytes(need)} of memory for their {features} features "
                     f"({n} × {per} float64 values, twice while gathered), more than the {format_bytes(available)} available; "
@@ -192,7 +192,7 @@ def check_eval_memory(n: int, *, features: str = "domain", metrics=METRIC_NAMES,
 def check_paired_best_metric(*, best_metric: str, metrics) -> str:
     """``best_metric`` when it is among a paired run's ``metrics`` (each paired metric is one score),
     else a one-line :class:`UserError`."""
-    metrics = _metric_tuple(metrics)
+    metrics = metric_tuple(metrics)
     if best_metric not in metrics:
         raise UserError(f"eval.best_metric: {best_metric!r} is not among eval.metrics [{', '.join(metrics)}] of this paired run, "
                         f"so best.pt would never be written; choose one of: {', '.join(metrics)}")
@@ -206,7 +206,7 @@ def check_best_metric(*, best_metric: str, metrics) -> str:
     E.g. ``best_metric="precision"`` needs ``pr`` in ``metrics``; ``class_coverage`` and
     ``diversity`` are produced by every evaluation. A paired run: :func:`check_paired_best_metric`.
     """
-    metrics = _metric_tuple(metrics)
+    metrics = metric_tuple(metrics)
     if best_metric not in BEST_METRIC_CHOICES:
         raise UserError(f"eval.best_metric: unknown score {best_metric!r}; choose one of: {', '.join(BEST_METRIC_CHOICES)}")
     if best_metric in produced_keys(metrics):

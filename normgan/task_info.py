@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Tuple
 
 from normgan.errors import ConfigError, UserError
-from normgan.metric_info import (BEST_METRIC_CHOICES, PAIRED_METRIC_NAMES, _metric_tuple, check_best_metric, check_eval_args,
+from normgan.metric_info import (BEST_METRIC_CHOICES, PAIRED_METRIC_NAMES, metric_tuple, check_best_metric, check_eval_args,
                                  check_paired_best_metric, check_paired_metrics, format_eval, format_paired, metric_group)
 from normgan.registry import Registry
 
@@ -183,7 +183,7 @@ class UnconditionalInfo(TaskInfo):
 
     @classmethod
     def format_result(cls, res: dict, *, metrics=None) -> str:
-        return format_eval(res, metrics=_metric_tuple(metrics) if metrics else None)
+        return format_eval(res, metrics=metric_tuple(metrics) if metrics else None)
 
 
 @register("paired")

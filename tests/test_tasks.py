@@ -87,7 +87,7 @@ def test_a_built_task_gives_batches_grids_and_state(name):
         assert b.g_in.shape[0] == n and task.fresh_input(b).shape == b.g_in.shape
         assert task.in_channels is None or b.g_in.shape[1] == task.in_channels
         assert (task.in_channels is not None) == TASK_INFO.get(name).image_input
-        from normgan.train.build import build_networks
+        from normgan.models.build import build_networks
 
         G, D, _, _ = build_networks(cfg, resolution=r, channels=task.channels, in_channels=task.in_channels)
         fake = G(b.g_in)

@@ -421,7 +421,7 @@ class Trainer:
 
     def evaluate(self, logger: MetricsLogger) -> Dict[str, float]:
         """Evaluate the EMA generator (cfg.eval), log ``eval/<metric>`` and keep best.pt by the main metric."""
-        from normgan.evaluation_paired import make_task_evaluator
+        from normgan.evaluation_paired import task_evaluation
         from normgan.metric_info import is_better
 
         e = self.cfg.eval
@@ -429,7 +429,7 @@ class Trainer:
             return {}
         with self._forked_rng():  # building the evaluator may train a classifier; neither may move the training RNG
             if self.evaluator is None:
-                self.evaluator = make_task_evaluator(self.cfg, device=self.device, progress=self.progress)
+                self.evaluator = task_evaluation(self.cfg.task).periodic(self.cfg, device=self.device, progress=self.progress)
             res = self.evaluator(self.G_ema)
         values = {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         logger.log(self.step, values)
@@ -476,9 +476,7 @@ class Trainer:
         finally:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
-            close = getattr(self.task, "close", None)  # a streaming task's decoding workers
-            if close is not None:
-                close()
+            self.task.close()  # a streaming task's decoding workers
         if self.dist.main:
             self._summarize()
             if self.cfg.train.report:  # normgan report RUN, at the end of a finished run
