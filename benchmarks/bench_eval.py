@@ -31,12 +31,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from normgan.config import load_config
-    from normgan.evaluation import build_extractor, check_eval_args, default_cache_dir, evaluate_generator, reference_dataset
+    from normgan.eval.evaluation import build_extractor, check_eval_args, default_cache_dir, evaluate_generator, reference_dataset
     from normgan.models import build_generator
 
     metrics = check_eval_args(n=args.n, metrics=args.metrics)
     if args.run:
-        from normgan.sample import load_generator
+        from normgan.inference.sample import load_generator
 
         G, cfg = load_generator(args.run, device=args.device)
     else:

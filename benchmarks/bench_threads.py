@@ -1,5 +1,5 @@
 """Wall time of `normgan train configs/mnist.yaml train.steps=200` at 1 thread, at one thread per
-core and at the default `train.threads` (0: the cores free at the start, normgan/threads.py), on a
+core and at the default `train.threads` (0: the cores free at the start, normgan/runtime/threads.py), on a
 quiet machine and beside a competing CPU-bound process (a busy Python loop per --competitors).
 The command line sets GOMP_SPINCOUNT=3000 (waiting threads spin briefly, then sleep); the variant
 "all (N), spinning" is the behaviour before that: all cores and libgomp's own wait
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from normgan.threads import _cpu_ticks, usable_cores  # noqa: E402
+from normgan.runtime.threads import _cpu_ticks, usable_cores  # noqa: E402
 
 CHILD = """
 import json, sys

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from normgan.dirac import dirac_trajectory  # noqa: E402
+from normgan.study.dirac import dirac_trajectory  # noqa: E402
 
 SETTINGS = [
     ("unregularized, alternating GD (bce)", dict(loss="bce", penalty="none")),

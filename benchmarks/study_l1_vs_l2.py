@@ -110,7 +110,7 @@ def figure(task: str, runs: Path, out: Path, *, seed: int = 0, n: int = 6) -> Pa
     import torch
     from torchvision.utils import save_image
 
-    from normgan.sample import load_generator, paired_triplets
+    from normgan.inference.sample import load_generator, paired_triplets
 
     cols = []
     for variant in VARIANTS:

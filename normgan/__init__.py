@@ -8,7 +8,7 @@
 ``import normgan.cli`` stays light: the command line handles Ctrl-C while torch loads.
 """
 
-from normgan._version import __version__
+from normgan.runtime.version import __version__
 
 __all__ = ["Config", "load_config", "Trainer", "__version__"]
 

@@ -21,11 +21,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from normgan.errors import ConfigError, UserError
-from normgan.paths import expand_path
-from normgan.task_info import TASK_INFO, auto_task, task_names
+from normgan.runtime.paths import expand_path
+from normgan.tasks.info import TASK_INFO, auto_task, task_names
 
 RESOLUTIONS = (28, 32, 64, 128, 256)
-#: ``task: auto`` becomes the first task that fits data.name (normgan.task_info.auto_task: ``paired`` for a
+#: ``task: auto`` becomes the first task that fits data.name (normgan.tasks.info.auto_task: ``paired`` for a
 #: paired dataset, else ``unconditional``)
 TASK_CHOICES = ("auto",) + task_names()
 DIRECTIONS = ("AtoB", "BtoA")
@@ -100,7 +100,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     num_samples: int = 64  # images in each fixed-noise grid
     tensorboard: bool = True
-    threads: int = 0  # torch intra-op threads on CPU; 0: the cores free when the run starts (normgan/threads.py)
+    threads: int = 0  # torch intra-op threads on CPU; 0: the cores free when the run starts (normgan/runtime/threads.py)
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast forwards (fp16 also scales losses); weights stay fp32
     report: bool = False  # write RUN/report.html (normgan report) at the end of a finished run
     compile: bool = False  # torch.compile the adversarial forwards of G and D (terms keep the eager modules)
@@ -508,7 +508,7 @@ def check_data_source(cfg: Config) -> None:
 def _resolve_task(cfg: Config) -> None:
     """Resolve ``task: auto`` from ``data.name`` and check that data, models and terms fit the task.
 
-    What differs between the tasks is declared by each (:class:`normgan.task_info.TaskInfo`): the datasets
+    What differs between the tasks is declared by each (:class:`normgan.tasks.info.TaskInfo`): the datasets
     it fits, its generator's input, and its eval defaults. eval metrics or best metric left at the
     schema's defaults get the task's (a paired run: PSNR/SSIM/L1 on the validation split, best.pt by
     PSNR), written into the resolved config.

@@ -166,7 +166,7 @@ def test_dry_run_refuses_a_file_as_data_folder(tmp_path, capsys):
 def test_sizes_are_checked_against_memory_before_allocating(monkeypatch, capsys):
     """width=4096 needs ~53 GiB (2.7e9 generator parameters × 20 bytes); with 8 GiB free it is one
     line naming the key and the estimate, before anything is allocated (dry-run and a real start)."""
-    import normgan.resources as resources
+    import normgan.runtime.resources as resources
     import normgan.models.build as build
 
     monkeypatch.setattr(resources, "device_memory", lambda device: (8 * 2**30, "of memory available"))
@@ -228,7 +228,7 @@ def test_one_yaml_loader_for_configs_studies_and_overrides(tmp_path):
 
 
 def test_version(capsys):
-    from normgan._version import __version__
+    from normgan import __version__
     from normgan.cli import main
 
     with pytest.raises(SystemExit) as e:
@@ -244,14 +244,14 @@ def test_version(capsys):
 def test_gitignore_ignores_search_and_study_folders_not_shipped_studies():
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    paths = ["searches/s/trials.csv", "studies/x/study.json", "runs/r/config.yaml", "normgan/studies/stability-digits.yaml"]
+    paths = ["searches/s/trials.csv", "studies/x/study.json", "runs/r/config.yaml", "normgan/configs/studies/stability-digits.yaml"]
     r = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
     assert sorted(r.stdout.split()) == sorted(paths[:3]), r.stdout
 
 
 def test_os_error_backstop_is_one_line(monkeypatch, capsys):
     """An OSError no command turned into a message still prints one line with its path and a fix."""
-    import normgan.cli as cli
+    import normgan.cli.sample as cli
 
     def boom(args):
         raise OSError(errno.ENOSPC, "No space left on device", "/data/out/000001.png")
@@ -323,7 +323,7 @@ def test_sample_writes_in_batches(runs, tmp_path, monkeypatch):
     import torch
     from PIL import Image
 
-    from normgan.sample import load_generator, sample_images, write_sample_files
+    from normgan.inference.sample import load_generator, sample_images, write_sample_files
 
     write_sample_files(runs / "w8", n=7, out=tmp_path / "o", seed=3, batch_size=3)
     G, _ = load_generator(runs / "w8")
@@ -342,7 +342,7 @@ def test_sample_on_a_full_disk(runs, tmp_path, capsys, monkeypatch):
         assert f"{small / 's'}" in line and "free" in line and "--n" in line
         assert not any((small / "s").glob("*.png"))
         # past the estimate, the disk fills while writing: one line, the files before are whole PNGs
-        import normgan.sample as sample
+        import normgan.inference.sample as sample
         from PIL import Image
 
         monkeypatch.setattr(sample, "check_disk", lambda *a, **k: None)

@@ -1,4 +1,4 @@
-"""normgan.compare: seed groups, mean ± std equal to numpy's, reuse of eval JSON, the outputs and CLI."""
+"""normgan.eval.compare: seed groups, mean ± std equal to numpy's, reuse of eval JSON, the outputs and CLI."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import normgan
-from normgan.compare import aggregate, compare_runs, format_table, group_runs
+from normgan.eval.compare import aggregate, compare_runs, format_table, group_runs
 from normgan.errors import UserError
 
 from test_evaluation import TINY_RUN, needs_cli, shared_env
@@ -51,7 +51,7 @@ def test_compare_runs_table_and_files(runs, tmp_path, monkeypatch):
     env, (a0, a1, b0, a2) = runs
     out = tmp_path / "cmp"
     # a0 evaluated beforehand: compare must reuse its JSON (same step, features, n)
-    from normgan.evaluation import evaluate_run
+    from normgan.eval.evaluation import evaluate_run
 
     pre = evaluate_run(a0, n=40, metrics=("fid", "pr"), cache_dir=env["cache"])
     table = compare_runs([a0, a1, b0, a2], n=40, metrics=("fid", "pr"), cache_dir=env["cache"], out=out)
@@ -80,7 +80,7 @@ def test_compare_runs_table_and_files(runs, tmp_path, monkeypatch):
     assert len({len(line) for line in lines[:2]}) == 1  # header and rule aligned
 
     # a second compare reuses every result: no generator is evaluated again
-    import normgan.evaluation as ev
+    import normgan.eval.evaluation as ev
 
     monkeypatch.setattr(ev, "evaluate_generator", lambda *a, **k: pytest.fail("recomputed"))
     again = compare_runs([a0, a1, b0, a2], n=40, metrics=("fid", "pr"), cache_dir=env["cache"])
@@ -99,11 +99,10 @@ def test_compare_errors(runs, tmp_path):
 
 
 def test_cmd_compare_in_process(runs, tmp_path, capsys):
-    from normgan.cli_eval import add_eval_parsers
+    from normgan.cli import build_parser
 
     env, (a0, a1, b0, _) = runs
-    parser = argparse.ArgumentParser(prog="normgan")
-    add_eval_parsers(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     args = parser.parse_args(["compare", str(a0), str(a1), str(b0), "--n", "40", "--metrics", "fid,pr",
                               "--cache-dir", str(env["cache"]), "--out", str(tmp_path / "o")])
     assert args.func(args) == 0
@@ -170,7 +169,7 @@ def test_groups_need_distinct_seeds_and_one_step(mixed_runs):
 
 
 def test_group_labels_are_short():
-    from normgan.compare import group_labels
+    from normgan.eval.compare import group_labels
 
     base = {"optim.g.lr": 0.0002, "loss": "bce", "data.name": "mnist5k"}
     groups = [

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from normgan import diagnostics as dg
+from normgan.eval import diagnostics as dg
 from normgan.cli import main
 from normgan.errors import UserError
 
@@ -144,7 +144,7 @@ def test_compare_refuses_one_run_given_twice(runs, tmp_path, capsys):  # noqa: F
         rc = main(["compare", *map(str, argv), "--n", "40", "--metrics", "fid", "--cache-dir", str(env["cache"])])
         _one_line_exit_2(rc, capsys.readouterr().err, needle, "two seeds")
     with pytest.raises(UserError, match="given twice"):
-        from normgan.compare import compare_runs
+        from normgan.eval.compare import compare_runs
 
         compare_runs([a1, Path(str(a1) + "/")], n=40, metrics=("fid",), cache_dir=env["cache"])
 

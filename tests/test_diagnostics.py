@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from normgan import diagnostics as dg
+from normgan.eval import diagnostics as dg
 from normgan.errors import UserError
 
 
@@ -138,11 +138,10 @@ def test_missing_run_is_a_user_error(tmp_path):
 
 
 def test_cmd_diagnose_in_process(tmp_path, capsys):
-    from normgan.cli_eval import add_eval_parsers
+    from normgan.cli import build_parser
 
     run = _write_run(tmp_path, [{"step": i, "loss/G": float(i), "loss/D": 1.0} for i in range(1, 15)])
-    parser = argparse.ArgumentParser()
-    add_eval_parsers(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     args = parser.parse_args(["diagnose", str(run), "--json"])
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
@@ -225,7 +224,7 @@ def test_diagnose_a_run_made_to_collapse(tmp_path):
     import normgan
     from conftest import run_cli
     from normgan.data import batch_to_float, load_dataset
-    from normgan.sample import load_generator, sample_images
+    from normgan.inference.sample import load_generator, sample_images
 
     run = normgan.Trainer(normgan.load_config(overrides=TINY_FAST), runs_dir=tmp_path, name="ok", progress=False).fit()
     # the pixel diversity ratio of the intact run, recomputed with scipy
@@ -263,8 +262,8 @@ def test_paired_dropout_diversity_is_not_a_mode_collapse():
     """A paired run's evaluation logs the dropout diversity of G(x) (≈ 0 without test-time dropout)
     under its own name: the collapse check, meant for unconditional generators, says nothing there."""
     from normgan.config import load_config
-    from normgan.diagnostics import mode_collapse
-    from normgan.evaluation_paired import PairedEvaluator
+    from normgan.eval.diagnostics import mode_collapse
+    from normgan.eval.paired import PairedEvaluator
     from normgan.models.build import build_networks
 
     cfg = load_config("edges2digit", overrides=["model.generator.width=4", "eval.metrics=[psnr]"])

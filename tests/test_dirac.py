@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from normgan.dirac import dirac_trajectory
+from normgan.study.dirac import dirac_trajectory
 
 
 def _radius(p):

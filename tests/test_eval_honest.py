@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import normgan
-from normgan import diagnostics as dg
+from normgan.eval import diagnostics as dg
 from normgan.cli import main
 from normgan.errors import UserError
 from normgan.metrics import ReferenceScorer
@@ -119,7 +119,7 @@ def test_kid_without_a_spread_says_so():
 
 
 def test_eval_text_states_the_kid_subsets():
-    from normgan.cli_eval import format_eval
+    from normgan.cli.eval import format_eval
 
     base = {"run": "r", "step": 1, "reference": "test", "n": 500, "features": "domain"}
     text = format_eval({**base, "kid_mean": 0.0123, "kid_std": 0.0021, "kid_subset_size": 250, "kid_subsets": 100})
@@ -139,7 +139,7 @@ PAIRED_RES = {"run": "runs/p", "step": 6, "ema": True, "split": "test", "dataset
 
 
 def test_format_paired_prints_only_the_metrics_asked_for():
-    from normgan.evaluation_paired import format_paired
+    from normgan.eval.paired import format_paired
 
     text = format_paired({**PAIRED_RES, "metrics": ["psnr"]})
     assert "PSNR 11.50 dB" in text and "PSNR 6.10 dB" in text  # the metric and its own baseline
@@ -154,7 +154,7 @@ def test_format_paired_prints_only_the_metrics_asked_for():
 
 def test_format_eval_prints_only_the_groups_asked_for():
     """A reused evaluation may hold more groups than --metrics asks for: only those are printed."""
-    from normgan.cli_eval import format_eval
+    from normgan.cli.eval import format_eval
 
     res = {"run": "r", "step": 1, "reference": "test", "n": 40, "features": "domain", "fid": 50.0, "fid_floor": 5.0,
            "fid_floor_n": 40, "kid_mean": 0.1, "kid_std": 0.01, "kid_subset_size": 20, "kid_subsets": 100,
@@ -206,19 +206,19 @@ def test_eval_split_train_is_refused(made, capsys):
 
 
 def test_eval_n_beyond_memory_is_refused_before_evaluating(made, capsys, monkeypatch):
-    import normgan.evaluation as ev
+    import normgan.eval.evaluation as ev
 
     monkeypatch.setattr(ev, "evaluate_run", lambda *a, **k: pytest.fail("evaluation started for --n 1e9"))
     assert main(["eval", str(made["plain"]), "--n", "1000000000"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("normgan: error: --n: 1000000000 samples need") and len(err.splitlines()) == 1
     assert "TiB" in err and "available" in err
-    from normgan.metric_info import eval_memory_bytes
+    from normgan.eval.metric_info import eval_memory_bytes
 
     # the estimate: float64 features and logits of the domain classifier (128 + 10), twice while gathered
     assert eval_memory_bytes(1000, "domain", ("fid", "is")) == 2 * 1000 * (128 + 10) * 8
     assert eval_memory_bytes(1000, "inception", ("fid",)) == 2 * 1000 * 2048 * 8
-    from normgan.metric_info import check_eval_memory
+    from normgan.eval.metric_info import check_eval_memory
 
     check_eval_memory(5000, available=10**9)  # 11 MB of features: fine
     with pytest.raises(UserError, match=r"--n: 5000 samples need .* more than the 1000 bytes available"):

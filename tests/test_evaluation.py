@@ -1,4 +1,4 @@
-"""normgan.evaluation: evaluate_run (JSON, held-out reference), evaluate_generator on known
+"""normgan.eval.evaluation: evaluate_run (JSON, held-out reference), evaluate_generator on known
 generators, the periodic evaluator, input errors, and the eval CLI."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 import normgan
 from normgan.data import ImageData, batch_to_float, load_dataset
 from normgan.errors import UserError
-from normgan.evaluation import (check_eval_args, class_coverage, default_cache_dir, eval_path, evaluate_generator,
+from normgan.eval.evaluation import (check_eval_args, class_coverage, default_cache_dir, eval_path, evaluate_generator,
                                 evaluate_run, make_periodic_evaluator, mean_pairwise_distance, reference_dataset)
 from normgan.metrics import domain
 
@@ -126,7 +126,7 @@ def test_reference_train_and_seed_get_their_own_file(env):
 
 def test_reuse_returns_the_saved_result(env, monkeypatch):
     first = evaluate_run(env["run"], n=40, metrics=("fid",), cache_dir=env["cache"])
-    import normgan.evaluation as ev
+    import normgan.eval.evaluation as ev
 
     monkeypatch.setattr(ev, "evaluate_generator", lambda *a, **k: pytest.fail("recomputed despite a saved result"))
     again = evaluate_run(env["run"], n=40, metrics=("fid",), cache_dir=env["cache"], reuse=True)
@@ -161,7 +161,7 @@ def test_class_coverage_and_pairwise_distance_definitions():
 
 # ------------------------------------------------------------------------------------------ periodic evaluator
 def test_periodic_evaluator_matches_evaluate_and_keeps_rng(env, extractor):
-    from normgan.sample import load_generator
+    from normgan.inference.sample import load_generator
 
     G, cfg = load_generator(env["run"])
     ev = make_periodic_evaluator(cfg, device="cpu", cache_dir=env["cache"], n=60, metrics=("fid", "kid", "pr", "is"))
@@ -203,11 +203,9 @@ def test_bad_inputs_are_one_line_user_errors(env, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------ CLI
 def _parser():
-    from normgan.cli_eval import add_eval_parsers
+    from normgan.cli import build_parser
 
-    parser = argparse.ArgumentParser(prog="normgan")
-    add_eval_parsers(parser.add_subparsers(dest="command", required=True))
-    return parser
+    return build_parser()
 
 
 FID_LINE = re.compile(r"FID [0-9.e+-]+ \(N=30, features=domain, real-vs-real floor [0-9.e+-]+ at N=30\)")
@@ -240,7 +238,7 @@ def _cli_wired() -> bool:
         return False
 
 
-needs_cli = pytest.mark.skipif(not _cli_wired(), reason="normgan.cli does not register the eval commands yet (add_eval_parsers)")
+needs_cli = pytest.mark.skipif(not _cli_wired(), reason="normgan.cli does not register the eval commands yet (normgan.cli.COMMANDS)")
 
 
 @needs_cli
@@ -280,8 +278,8 @@ def test_metric_info_is_a_leaf_module():
     import ast
     import sys
 
-    import normgan.metric_info as mi
-    import normgan.resources as resources
+    import normgan.eval.metric_info as mi
+    import normgan.runtime.resources as resources
 
     def top_imports(module):
         tree = ast.parse(Path(module.__file__).read_text())
@@ -293,15 +291,15 @@ def test_metric_info_is_a_leaf_module():
 
     # metric_info loads no torch: the standard library, the errors and the memory reader, itself a leaf
     names = top_imports(mi)
-    assert all(m in ("normgan.errors", "normgan.resources") or stdlib(m) for m in names), names
+    assert all(m in ("normgan.errors", "normgan.runtime.resources") or stdlib(m) for m in names), names
     assert all(stdlib(m) for m in top_imports(resources)), top_imports(resources)
-    from normgan import evaluation
+    from normgan.eval import evaluation
 
     assert evaluation.check_eval_args is mi.check_eval_args  # re-exported, one implementation
 
 
 def test_minimum_n_follows_the_requested_metrics():
-    from normgan.metric_info import check_eval_args as check
+    from normgan.eval.metric_info import check_eval_args as check
 
     for n, metrics in ((2, "fid"), (2, "fid,kid,is"), (4, "pr"), (4, "fid,kid,pr,is")):
         assert check(n=n, metrics=metrics) == tuple(metrics.split(","))
@@ -314,7 +312,7 @@ def test_minimum_n_follows_the_requested_metrics():
 
 
 def test_best_metric_must_be_produced_by_the_metrics():
-    from normgan.metric_info import BEST_METRIC_CHOICES, HIGHER_IS_BETTER, LOWER_IS_BETTER, check_best_metric, is_better
+    from normgan.eval.metric_info import BEST_METRIC_CHOICES, HIGHER_IS_BETTER, LOWER_IS_BETTER, check_best_metric, is_better
 
     assert check_best_metric(best_metric="fid", metrics=["fid"]) == "fid"
     assert check_best_metric(best_metric="precision", metrics=["fid", "pr"]) == "precision"
@@ -334,7 +332,7 @@ def test_best_metric_must_be_produced_by_the_metrics():
 
 
 def test_produced_keys_match_a_real_evaluation(env, extractor):
-    from normgan.metric_info import RESULT_KEYS, produced_keys
+    from normgan.eval.metric_info import RESULT_KEYS, produced_keys
 
     cfg = normgan.load_config(overrides=TINY_RUN)
     for metrics in (("fid",), ("kid", "pr"), ("is",)):
@@ -362,7 +360,7 @@ def test_floor_line_states_its_n_and_why(env, capsys):
     perm = torch.randperm(500, generator=torch.Generator().manual_seed(0))
     feats = real_features(ext, env["test"], indices=perm)
     assert saved["fid_floor"] == pytest.approx(fid_from_features(feats[:250], feats[250:500]), rel=1e-9)
-    from normgan.cli_eval import format_eval
+    from normgan.cli.eval import format_eval
 
     same = format_eval({**saved, "n": 100, "fid_floor_n": 100})
     assert "at N=100)" in same and "too few" not in same  # no explanation when the floor is at N

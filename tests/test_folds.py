@@ -23,10 +23,10 @@ from normgan.data import (ImageData, LeakError, PairedData, apply_fold, batch_to
                           forbid_splits, kfold_indices, load_dataset, load_paired, targets_as_imagedata)
 from normgan.data import folds as folds_mod
 from normgan.errors import ConfigError
-from normgan.evaluation import PeriodicEvaluator, build_extractor, reference_dataset
-from normgan.evaluation_paired import PairedEvaluator, paired_split
+from normgan.eval.evaluation import PeriodicEvaluator, build_extractor, reference_dataset
+from normgan.eval.paired import PairedEvaluator, paired_split
 from normgan.metrics import domain
-from normgan.tasks import PairedTask, UnconditionalTask
+from normgan.tasks.builtin import PairedTask, UnconditionalTask
 from normgan.models.build import build_generator_for
 
 from conftest import TINY

@@ -16,37 +16,33 @@ ROOT = Path(normgan.__file__).parent
 
 #: lowest first; a module belongs to the layer of the longest matching prefix
 LAYERS = [
-    ["normgan.errors", "normgan._version", "normgan.registry", "normgan.device", "normgan.paths", "normgan.resources",
-     "normgan.threads"],
+    ["normgan.errors", "normgan.runtime.version", "normgan.registry", "normgan.runtime.device", "normgan.runtime.paths", "normgan.runtime.resources",
+     "normgan.runtime.threads"],
     # normgan.models holds checkpoint I/O (models.checkpoint) too: evaluation and sampling read
     # checkpoints without importing normgan.train
     ["normgan.functional", "normgan.models", "normgan.data", "normgan.metrics.functional", "normgan.metrics.overfit",
-     "normgan.train.distributed"],
-    ["normgan.metrics", "normgan.metric_info", "normgan.task_info"],
-    ["normgan.regularizers", "normgan.dirac"],
+     "normgan.runtime.distributed"],
+    ["normgan.metrics", "normgan.eval.metric_info", "normgan.tasks.info"],
+    ["normgan.regularizers", "normgan.study.dirac"],
     ["normgan.config"],
     # building the networks a config describes (with their regularizers' parametrizations) is
     # shared by training, sampling and evaluation, so it sits below all three
-    ["normgan.models.build", "normgan.train.batches", "normgan.tasks", "normgan.sample", "normgan.translate"],
-    ["normgan.evaluation", "normgan.evaluation_paired"],
-    ["normgan.diagnostics", "normgan.study.overfit"],
+    ["normgan.models.build", "normgan.data.batches", "normgan.tasks.builtin", "normgan.inference.sample", "normgan.inference.translate"],
+    ["normgan.eval.evaluation", "normgan.eval.paired"],
+    ["normgan.eval.diagnostics", "normgan.study.overfit"],
     # the reports: below the loop (train.report makes Trainer.fit import it); report.html and
     # report.plots are the page and plot helpers the search and study pages use too
     ["normgan.report"],
-    # training: the loop and its leaves (compiled, ema, logger, run_dir) sit above evaluation,
-    # except the two leaves normgan.tasks builds training batches with (TRAIN_LEAVES_BELOW)
+    # training: the loop and its leaves (compiled, ema, logger, objective, phases, run_dir) sit above
+    # evaluation; the training batches (data.batches) and ranks (runtime.distributed) that tasks use are below
     ["normgan.train.loop", "normgan.train"],
     ["normgan.search", "normgan.study"],
-    ["normgan.compare", "normgan.cli_eval", "normgan.cli_search", "normgan.cli_report", "normgan.cli_study", "normgan.cli", "normgan.__main__",
-     "normgan"],
+    ["normgan.eval.compare", "normgan.cli", "normgan.__main__", "normgan"],
 ]
 
 #: what sits below training and imports no module of normgan.train
-BELOW_TRAINING = ["normgan.evaluation", "normgan.evaluation_paired", "normgan.sample", "normgan.translate",
+BELOW_TRAINING = ["normgan.eval.evaluation", "normgan.eval.paired", "normgan.inference.sample", "normgan.inference.translate",
                   "normgan.metrics", "normgan.report"]
-#: the only modules of normgan.train that BELOW_TRAINING reaches, through normgan.tasks (the
-#: training batches of a task and their sharding over ranks), never directly
-TRAIN_LEAVES_BELOW = {"normgan.train.batches", "normgan.train.distributed"}
 
 
 def modules() -> dict[str, Path]:
@@ -146,11 +142,11 @@ def _under(name: str, prefixes) -> bool:
 def test_nothing_below_training_imports_normgan_train():
     """Evaluation, sampling, translation, metrics and reports import no module of normgan.train
     (checkpoint I/O is normgan.models.checkpoint, network building normgan.models.build); what
-    they import in turn reaches only the two leaves normgan.tasks uses."""
+    they import in turn reaches only the two leaves normgan.tasks.builtin uses."""
     mods = modules()
     graph = import_graph(mods)
     below = [m for m in mods if _under(m, BELOW_TRAINING)]
-    assert {"normgan.evaluation", "normgan.sample", "normgan.translate"} <= set(below)
+    assert {"normgan.eval.evaluation", "normgan.inference.sample", "normgan.inference.translate"} <= set(below)
     direct = [f"{a} imports {b}" for a in sorted(below) for b in sorted(graph[a]) if _under(b, ["normgan.train"])]
     assert not direct, "\n".join(direct)
     for start in below:
@@ -160,7 +156,7 @@ def test_nothing_below_training_imports_normgan_train():
                 if m not in seen:
                     seen.add(m)
                     todo.append(m)
-        reached = {m for m in seen if _under(m, ["normgan.train"])} - TRAIN_LEAVES_BELOW
+        reached = {m for m in seen if _under(m, ["normgan.train"])}
         assert not reached, f"{start} reaches {sorted(reached)}"
 
 

@@ -192,7 +192,7 @@ def _digits_cfg(*extra):
 
 
 def test_paired_evaluator_scores_in_batches_and_equals_independent_metrics(monkeypatch):
-    from normgan import evaluation_paired as ep
+    from normgan.eval import paired as ep
     from normgan.data import batch_to_float
 
     ep.clear_baseline_cache()
@@ -242,7 +242,7 @@ def test_dropout_diversity_of_the_evaluator_equals_the_closed_form_of_gaussian_d
     """K = 4 draws of N(0, a²) per pixel on the [-1, 1] scale are N(0, (a/2)²) on [0, 1]; their
     population std has mean (a/2)·E[√(χ²₃/4)] = (a/2)·√2·Γ(2)/Γ(3/2)/2 (64 images × 1,024 px make
     the mean's relative error ≈ 0.2 %)."""
-    from normgan import evaluation_paired as ep
+    from normgan.eval import paired as ep
 
     a = 0.2
     ev = ep.PairedEvaluator(_digits_cfg(), split="val", metrics=("psnr", "l1"), batch_size=64, progress=False)
@@ -253,7 +253,7 @@ def test_dropout_diversity_of_the_evaluator_equals_the_closed_form_of_gaussian_d
 
 
 def test_the_baseline_is_computed_once_per_split_and_process(monkeypatch):
-    from normgan import evaluation_paired as ep
+    from normgan.eval import paired as ep
     from normgan.data import BASELINES
 
     ep.clear_baseline_cache()
@@ -274,7 +274,7 @@ def test_the_baseline_is_computed_once_per_split_and_process(monkeypatch):
 
 
 def test_n_scores_a_seeded_subset_of_the_split():
-    from normgan import evaluation_paired as ep
+    from normgan.eval import paired as ep
     from normgan.data import batch_to_float
 
     cfg = _digits_cfg()
@@ -299,7 +299,7 @@ def test_n_scores_a_seeded_subset_of_the_split():
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "50"])
 def test_n_must_be_a_positive_integer(bad):
     from normgan.errors import UserError
-    from normgan.evaluation_paired import check_n
+    from normgan.eval.paired import check_n
 
     with pytest.raises(UserError, match=r"^--n: .* positive integer") as info:
         check_n(bad)
@@ -350,7 +350,7 @@ def test_the_domain_classifier_training_bar_counts_its_steps(capsys):
 
 
 def test_paired_evaluation_progress_is_on_stderr_and_off_when_disabled(capsys):
-    from normgan import evaluation_paired as ep
+    from normgan.eval import paired as ep
     from normgan.metrics import progress as prog
 
     cfg = _digits_cfg()

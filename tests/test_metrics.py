@@ -268,7 +268,7 @@ def test_unknown_name_lists_choices():
 # ---------------------------------------------------------------------------------------- minimum N
 def test_min_samples_agree_with_the_metric_functions():
     """metric_info.MIN_SAMPLES is the smallest N each metric function accepts (one below fails)."""
-    from normgan.metric_info import MIN_SAMPLES, PR_K, min_samples
+    from normgan.eval.metric_info import MIN_SAMPLES, PR_K, min_samples
 
     x = torch.from_numpy(_feats(10, 4, 0))
     calls = {

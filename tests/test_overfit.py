@@ -16,7 +16,7 @@ from normgan.data import batch_to_float, load_dataset
 from normgan.errors import UserError
 from normgan.metrics import domain
 from normgan.metrics.overfit import memorization_score, nearest_distance
-from normgan.sample import load_generator
+from normgan.inference.sample import load_generator
 from normgan.study.overfit import overfitting_scores
 from normgan.train import Trainer
 
@@ -138,7 +138,7 @@ def test_overfitting_scores_end_to_end(tiny_run):
 def test_fid_train_is_the_evaluations_fid_against_the_training_split(tiny_run):
     """Same generation and features as ``normgan eval --reference train``: with n >= the training
     split, the evaluation's reference is the whole training split, so the FIDs agree."""
-    from normgan.evaluation import evaluate_generator
+    from normgan.eval.evaluation import evaluate_generator
 
     run, cache, s = tiny_run
     G, cfg = load_generator(run)

@@ -14,7 +14,7 @@ from normgan.config import load_config
 from normgan.errors import ConfigError
 from normgan.functional.penalties import r1_penalty, wgan_gp_penalty
 from normgan.regularizers import TermContext, build_regularizers
-from normgan.tasks import ConditionalCritic
+from normgan.tasks.builtin import ConditionalCritic
 from normgan.train import Trainer
 from normgan.models.checkpoint import load_checkpoint
 
@@ -200,7 +200,7 @@ def test_translate_refuses_an_unconditional_run(tmp_path):
 
 
 def test_translate_keeps_dropout_on_only_when_configured(tmp_path):
-    from normgan.translate import translate_folder
+    from normgan.inference.translate import translate_folder
 
     _write(tmp_path / "in" / "a.png", np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8))
     outputs = {}

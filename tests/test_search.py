@@ -315,7 +315,7 @@ def test_documented_searches_are_valid(command, tmp_path):
     import shlex
 
     from normgan.cli import build_parser, parse_args
-    from normgan.cli_search import search_from_args
+    from normgan.cli.search import search_from_args
 
     args = parse_args(build_parser(), shlex.split(command)[1:] + ["--searches-dir", str(tmp_path)])
     search = search_from_args(args)

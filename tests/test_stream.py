@@ -15,8 +15,8 @@ from normgan import Trainer, load_config
 from normgan.data import FileSplit, StreamBatches, apply_fold, list_split, load_dataset, should_stream
 from normgan.data.stream import FileImages
 from normgan.errors import ConfigError, DataError
-from normgan.tasks import UnconditionalTask
-from normgan.train.batches import EpochBatches
+from normgan.tasks.builtin import UnconditionalTask
+from normgan.data.batches import EpochBatches
 
 CPU = torch.device("cpu")
 R = 32
@@ -134,7 +134,7 @@ def test_file_image_array_decodes_what_is_indexed(folder):
 
 def test_streamed_folder_is_evaluated_without_loading_it(folder, monkeypatch):
     """The reference of a streamed run is the file list; its scores equal the in-memory ones."""
-    from normgan.evaluation import PeriodicEvaluator, reference_dataset
+    from normgan.eval.evaluation import PeriodicEvaluator, reference_dataset
 
     over = [*TINY, "data.name=folder", f"data.root={folder}", "data.channels=3", "data.holdout=0.5"]
     cfg_on, cfg_off = (load_config(overrides=[*over, f"data.stream={v}"]) for v in ("true", "false"))

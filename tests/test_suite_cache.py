@@ -5,7 +5,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from normgan.evaluation import default_cache_dir
+from normgan.eval.evaluation import default_cache_dir
 
 HOME_CACHE = Path("~/.cache/normgan").expanduser()
 
@@ -17,6 +17,6 @@ def test_the_suites_cache_is_a_session_temp_folder_not_the_users():
 
 
 def test_commands_the_tests_start_use_the_same_cache():
-    code = "from normgan.evaluation import default_cache_dir; print(default_cache_dir())"
+    code = "from normgan.eval.evaluation import default_cache_dir; print(default_cache_dir())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout.strip()
     assert Path(out) == Path(os.environ["NORMGAN_TESTS_TMP"]) / "normgan-cache"

@@ -1,4 +1,4 @@
-"""The Task protocol (normgan.tasks.Task): every registered task implements it, and what differs
+"""The Task protocol (normgan.tasks.builtin.Task): every registered task implements it, and what differs
 between the tasks stays in the tasks (at most a handful of task branches elsewhere in normgan/)."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 
 import normgan
 from normgan.config import load_config
-from normgan.evaluation import TaskEvaluation
-from normgan.evaluation_paired import task_evaluation
-from normgan.task_info import TASK_INFO, TaskInfo, auto_task, task_names
-from normgan.tasks import TASKS, Batch, Task
+from normgan.eval.evaluation import TaskEvaluation
+from normgan.eval.paired import task_evaluation
+from normgan.tasks.info import TASK_INFO, TaskInfo, auto_task, task_names
+from normgan.tasks.builtin import TASKS, Batch, Task
 
 from conftest import TINY
 
@@ -110,7 +110,7 @@ def test_a_built_task_gives_batches_grids_and_state(name):
 #: what a task branch mentions: the task names, cfg.paired / is_paired(), the paired evaluator
 TASK_WORDS = re.compile(r"\bpaired\b|\bunconditional\b|\bis_paired\b|in_channels is None"
                         r"|\bPairedEvaluator\b|\bevaluate_paired_run\b")
-#: at most this many task branches outside normgan/tasks.py and normgan/task_info.py
+#: at most this many task branches outside normgan/tasks/builtin.py and normgan/tasks/info.py
 MAX_BRANCHES = 5
 
 
@@ -122,7 +122,7 @@ def task_branches(root: Path = ROOT) -> list[str]:
     out = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root.parent).as_posix()
-        if rel in ("normgan/tasks.py", "normgan/task_info.py"):
+        if rel in ("normgan/tasks/builtin.py", "normgan/tasks/info.py"):
             continue
         src = path.read_text()
         for node in ast.walk(ast.parse(src)):
@@ -149,7 +149,7 @@ def test_task_branches_stay_in_the_tasks():
     """Before issue 20 this found 35 (config 9, search/runner 6, metric_info 4, report/run 3, …); each one
     left must say in a comment why it cannot live in the task."""
     found = task_branches()
-    assert len(found) <= MAX_BRANCHES, "task branches outside normgan/tasks.py:\n" + "\n".join(found)
+    assert len(found) <= MAX_BRANCHES, "task branches outside normgan/tasks/builtin.py:\n" + "\n".join(found)
     for where in found:
         rel, line = where.split(":")[:2]
         lines = (ROOT.parent / rel).read_text().splitlines()
@@ -162,5 +162,6 @@ def test_the_scan_finds_the_kinds_of_branch_it_counts(tmp_path):
     pkg.mkdir()
     (pkg / "a.py").write_text("def f(cfg, g):\n    if cfg.paired:\n        pass\n    x = 1 if g.task == 'paired' else 2\n"
                               "    y = {'unconditional': 1, 'paired': 2}[cfg.task]\n    z = 'paired_folders' if cfg else 0\n")
-    (pkg / "tasks.py").write_text("def f(cfg):\n    if cfg.paired:\n        pass\n")
+    (pkg / "tasks").mkdir()
+    (pkg / "tasks" / "builtin.py").write_text("def f(cfg):\n    if cfg.paired:\n        pass\n")
     assert [w.split(":")[1] for w in task_branches(pkg)] == ["2", "4", "5"]

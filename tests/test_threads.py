@@ -1,4 +1,4 @@
-"""train.threads = 0 (the default): torch threads from the cores free at the start (normgan/threads.py)."""
+"""train.threads = 0 (the default): torch threads from the cores free at the start (normgan/runtime/threads.py)."""
 import os
 import subprocess
 import sys
@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from normgan import threads
-from normgan.threads import apply_auto_threads, auto_threads, busy_cores, short_openmp_spins, usable_cores
+from normgan.runtime import threads
+from normgan.runtime.threads import apply_auto_threads, auto_threads, busy_cores, short_openmp_spins, usable_cores
 
 
 @pytest.fixture
@@ -92,12 +92,12 @@ def _child(code, **env):
 
 def test_the_command_line_shortens_openmp_spin_waits_unless_told_otherwise():
     code = ("import os, sys, normgan.cli; loaded = 'torch' in sys.modules; "
-            "from normgan.threads import short_openmp_spins as p; "
+            "from normgan.runtime.threads import short_openmp_spins as p; "
             "print(loaded, p(), os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
     assert _child(code) == ["False", "True", "3000", "None"]  # importing the CLI leaves torch unloaded, so it can
     assert _child(code, OMP_WAIT_POLICY="ACTIVE") == ["False", "False", "None", "ACTIVE"]
     assert _child(code, GOMP_SPINCOUNT="1000") == ["False", "False", "1000", "None"]
-    assert _child("import torch, os; from normgan.threads import short_openmp_spins as p; print(p())") == ["False"]
+    assert _child("import torch, os; from normgan.runtime.threads import short_openmp_spins as p; print(p())") == ["False"]
 
 
 def test_main_sets_it_before_a_command_runs():
@@ -109,6 +109,6 @@ def test_main_sets_it_before_a_command_runs():
 def test_reading_the_load_leaves_no_file_open():
     """A user sees every warning as one line: an unclosed /proc/stat would be one in every run."""
     r = subprocess.run([sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c",
-                        "from normgan.threads import busy_cores, usable_cores; usable_cores(); busy_cores(0.01)"],
+                        "from normgan.runtime.threads import busy_cores, usable_cores; usable_cores(); busy_cores(0.01)"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "ResourceWarning" not in r.stderr, r.stderr

@@ -9,7 +9,7 @@
 
 :class:`ShuffledEpochs` is the index stream both ways of training share: shuffled epochs drawn
 from a seeded ``torch.Generator``, the last incomplete batch dropped; ``EpochBatches``
-(:mod:`normgan.train.batches`, in memory) and :class:`StreamBatches` (from disk) are both
+(:mod:`normgan.data.batches`, in memory) and :class:`StreamBatches` (from disk) are both
 ``ShuffledEpochs``, so the same seed gives the same index sequence and the same checkpoint state.
 
 :func:`list_split` lists a split without decoding it: the files of :func:`~normgan.data.folder.find_images`,
@@ -48,7 +48,7 @@ from normgan.data.folder import DECODE_ERRORS, _class_labels, _load_one, find_im
 from normgan.data.folds import checked_fold_part
 from normgan.data.transforms import batch_to_float, convert_channels
 from normgan.errors import ConfigError, DataError
-from normgan.resources import available_memory
+from normgan.runtime.resources import available_memory
 
 __all__ = ["PROBE_FILES", "STREAM_CHOICES", "FileImageArray", "FileImages", "FileSplit", "ShuffledEpochs", "StreamBatches",
            "available_memory", "list_split", "normalize_stream", "should_stream"]
@@ -336,7 +336,7 @@ class StreamBatches(ShuffledEpochs):
     Several processes (``rank`` of ``world``, torchrun): every rank follows the same global index stream
     of ``batch_size`` (the global batch; the same state on every rank) and decodes only its contiguous
     part, rows ``rank·B/world … (rank+1)·B/world − 1``: :meth:`next` returns ``B / world`` images, the
-    rows of the global batch that :meth:`normgan.train.distributed.Dist.shard` would give this rank.
+    rows of the global batch that :meth:`normgan.runtime.distributed.Dist.shard` would give this rank.
     """
 
     def __init__(self, split: FileSplit, *, batch_size: int, seed: int, device: torch.device, workers: int = 2,

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normgan.errors import DataError, UserError
-from normgan.paths import check_writable_dir, write_error
+from normgan.runtime.paths import check_writable_dir, write_error
 
 __all__ = ["DomainClassifier", "train_domain_classifier", "load_or_train", "domain_classifier", "ARCH_VERSION"]
 

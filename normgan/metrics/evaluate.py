@@ -10,7 +10,7 @@ float64 under ``torch.inference_mode``.
 
 :class:`ReferenceScorer` is the one implementation of the reference sampling and scoring: it
 prepares the reference features once and scores any number of generated sets against them.
-:func:`evaluate` is one scorer called once; ``normgan.evaluation`` (``normgan eval``, the periodic
+:func:`evaluate` is one scorer called once; ``normgan.eval.evaluation`` (``normgan eval``, the periodic
 evaluator of the training loop) builds one per evaluation target and adds its extra numbers.
 """
 
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from normgan.errors import ConfigError
-from normgan.metric_info import PR_K, min_samples
+from normgan.eval.metric_info import PR_K, min_samples
 from normgan.metrics.functional import (fid_from_features, inception_score, kid_from_features, kid_subset_size,
                                         precision_recall)
 
@@ -216,7 +216,7 @@ def evaluate(*, sample_fn: Callable[[int], Tensor], reference, extractor: nn.Mod
             both stored under those names; ``kid_std`` None when no spread exists), ``"pr"``
             (``precision``, ``recall``; ``pr_k``-NN), ``"is"`` (``is_mean``, ``is_std`` over
             ``is_splits``; only when the extractor has ``logits``).  ``n`` must be at least
-            :func:`normgan.metric_info.min_samples` of them (``pr_k + 1`` for ``pr``).
+            :func:`normgan.eval.metric_info.min_samples` of them (``pr_k + 1`` for ``pr``).
 
     Returns:
         A flat dict of floats plus ``n`` (generated count), ``n_real`` and ``features``

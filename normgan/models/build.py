@@ -65,7 +65,7 @@ def estimate_training_bytes(cfg, *, resolution: int | None = None, channels: int
 
     res = resolution or cfg.data.resolution
     c = channels or cfg.data.channels or 3
-    from normgan.task_info import TASK_INFO
+    from normgan.tasks.info import TASK_INFO
 
     cin = in_channels if in_channels is not None else TASK_INFO.get(cfg.task).config_in_channels(c)
     b = cfg.data.batch_size
@@ -83,9 +83,9 @@ def check_memory(cfg, *, device="cpu", resolution: int | None = None, channels: 
                  in_channels: int | None = None) -> None:
     """A one-line ConfigError, before anything is allocated, when the estimated training memory
     (:func:`estimate_training_bytes`) exceeds what ``device`` has free, naming the key to lower."""
-    from normgan.device import resolve_device
+    from normgan.runtime.device import resolve_device
     from normgan.errors import ConfigError
-    from normgan.resources import device_memory, format_bytes
+    from normgan.runtime.resources import device_memory, format_bytes
 
     est = estimate_training_bytes(cfg, resolution=resolution, channels=channels, in_channels=in_channels)
     total = est["generator"] + est["discriminator"] + est["activations"]

@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 import torch
 
 from normgan.errors import UserError
-from normgan.paths import write_error
+from normgan.runtime.paths import write_error
 
 
 def _umask() -> int:

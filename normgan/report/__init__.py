@@ -12,7 +12,7 @@ comparison folder (``normgan compare --out DIR``) its page from :func:`write_com
 ``normgan search`` (:mod:`normgan.search.outputs`).
 
 Layering: this package sits below the training loop (``train.report`` makes ``Trainer.fit``
-import it) and above :mod:`normgan.diagnostics`. The page and plot helpers every report uses
+import it) and above :mod:`normgan.eval.diagnostics`. The page and plot helpers every report uses
 (search and study pages included) are here: :mod:`normgan.report.html` (stylesheet, escaping,
 number cells, atomic writes) and :mod:`normgan.report.plots` (figures as PNG bytes).
 Attributes load on first use (PEP 562): ``import normgan.report`` does not load matplotlib.

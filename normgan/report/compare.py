@@ -1,6 +1,6 @@
 """The report of a comparison folder: ``normgan compare RUN [RUN ...] --out DIR``, then ``normgan report DIR``.
 
-The folder holds ``compare.json`` (:func:`normgan.compare.compare_runs`: the seed groups with
+The folder holds ``compare.json`` (:func:`normgan.eval.compare.compare_runs`: the seed groups with
 mean ± std per metric, every run's evaluation, N, features, reference split, seed). The page
 shows the groups' table, per group the FID curves logged during training by its runs (their
 metrics.jsonl, while the run folders exist) and its last sample grid, and every run. It is
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
-from normgan import diagnostics as dg
+from normgan.eval import diagnostics as dg
 from normgan.errors import UserError
 from normgan.report.folders import COMPARE_FILE, RUN_FILES, read_json_file, read_metrics_file, sample_files
 from normgan.report.html import escape, write_atomic

@@ -3,7 +3,7 @@
 Sections: the run (name, task, steps done, versions, resolved config), training curves (losses,
 D's logits and accuracies, gradient norms, throughput, every regularization term), evaluation
 metrics over steps (with the real-vs-real floor or the trivial baseline where logged), sample
-grids over time, and the findings of :mod:`normgan.diagnostics` (also drawn on the curves).
+grids over time, and the findings of :mod:`normgan.eval.diagnostics` (also drawn on the curves).
 
 The page has inline CSS, images as ``data:image/png;base64`` URIs, no script and no external
 resource; every piece of text is escaped. It is written atomically. Reading the run needs no
@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from normgan import diagnostics as dg
-from normgan._version import __version__
+from normgan.eval import diagnostics as dg
+from normgan.runtime.version import __version__
 from normgan.errors import UserError
-from normgan.metric_info import HIGHER_IS_BETTER, LOWER_IS_BETTER
+from normgan.eval.metric_info import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from normgan.report.folders import (MetricsLog, RunConfig, classify, read_config, read_metrics_file, sample_files,
                                     spread, training_pid)
 from normgan.report.plots import Marker, Panel, display_size, figure_png, sample_png
@@ -116,7 +116,7 @@ def run_status(data: RunData) -> str:
 
 def _task(data: RunData) -> str:
     """The run's task: its config's, else the task whose ``legacy_eval_keys`` its eval rows carry."""
-    from normgan.task_info import TASK_INFO, task_names
+    from normgan.tasks.info import TASK_INFO, task_names
 
     task = data.config.get("task")
     if task in TASK_INFO:
@@ -129,8 +129,8 @@ def _task(data: RunData) -> str:
 
 
 def _task_info(data: RunData):
-    """The :class:`normgan.task_info.TaskInfo` of the run's task; an unknown task reads as unconditional."""
-    from normgan.task_info import TASK_INFO, UnconditionalInfo
+    """The :class:`normgan.tasks.info.TaskInfo` of the run's task; an unknown task reads as unconditional."""
+    from normgan.tasks.info import TASK_INFO, UnconditionalInfo
 
     task = _task(data)
     return TASK_INFO.get(task) if task in TASK_INFO else UnconditionalInfo
@@ -140,7 +140,7 @@ def _task_info(data: RunData):
 
 
 def _summary(data: RunData) -> dict:
-    """:func:`normgan.diagnostics.summarize_rows` over the readable rows, with the run's eval/*.json
+    """:func:`normgan.eval.diagnostics.summarize_rows` over the readable rows, with the run's eval/*.json
     files standing in for missing eval rows (as ``normgan diagnose``, without the pixel check)."""
     rows = data.rows
     out = dg.summarize_rows(rows)

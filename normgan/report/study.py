@@ -33,8 +33,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from normgan import diagnostics as dg
-from normgan._version import __version__
+from normgan.eval import diagnostics as dg
+from normgan.runtime.version import __version__
 from normgan.errors import UserError
 from normgan.report.folders import STUDY_FILE, MetricsLog, RunConfig, read_config, read_json_file, read_metrics_file, sample_files
 from normgan.report.html import CSS, direction_text, escape, format_value, kv_table, write_atomic

@@ -26,10 +26,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from normgan.config import load_config, to_dict, to_yaml
 from normgan.errors import ConfigError, Diverged, UserError
-from normgan.metric_info import metric_direction
+from normgan.eval.metric_info import metric_direction
 from normgan.report.html import write_atomic
 from normgan.search.outputs import best_row, write_outputs
-from normgan.task_info import TASK_INFO
+from normgan.tasks.info import TASK_INFO
 from normgan.search.space import Param, apply_values, check_key, grid_points, parse_params
 from normgan.search.storage import default_url, mask_url
 from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, check_name, environment_cause, environment_stop,
@@ -68,7 +68,7 @@ def _fold_plan(cfg, folds: int) -> List[tuple]:
 
 def train_size(cfg) -> int:
     """The number of items in the config's training split (loads it; a streamed folder is only listed)."""
-    from normgan.tasks import TASKS
+    from normgan.tasks.builtin import TASKS
 
     return TASKS.get(cfg.task).train_size(cfg)
 
@@ -90,7 +90,7 @@ def _check_folds(cfg, folds: int) -> None:
 
 def _trial_eval(cfg_dict: dict, *, metric: str, task: str, steps: int) -> dict:
     """The trials' eval settings: the searched score among the metrics (and best.pt by it), at
-    least one evaluation (at the end), and the task's (:meth:`~normgan.task_info.TaskInfo.trial_eval`:
+    least one evaluation (at the end), and the task's (:meth:`~normgan.tasks.info.TaskInfo.trial_eval`:
     the held-out reference of an unconditional run)."""
     info = TASK_INFO.get(task)
     e = cfg_dict.setdefault("eval", {})

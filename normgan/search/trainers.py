@@ -55,9 +55,9 @@ def train_normgan(cfg, *, run_dir: Path, report: Callable[[int, dict], None], pr
 
 def test_normgan(cfg, *, run_dir: Path) -> dict:
     """The run's scores on the test split: the paired metrics, or FID/KID/PR against the held-out split."""
-    from normgan.device import resolve_device
+    from normgan.runtime.device import resolve_device
 
-    from normgan.evaluation_paired import task_evaluation
+    from normgan.eval.paired import task_evaluation
 
     device = str(resolve_device(cfg.train.device))
     return task_evaluation(cfg.task).test(cfg, run_dir, device=device)

@@ -1,6 +1,6 @@
 """Studies: a grid of config variants × seeds, trained, scored at equal N and reported.
 
-    normgan study stability-digits            # a shipped study (normgan/studies/*.yaml)
+    normgan study stability-digits            # a shipped study (normgan/configs/studies/*.yaml)
     normgan study my-study.yaml --workers 2   # a study file, two worker processes
 
     from normgan.study import run_study

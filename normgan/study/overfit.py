@@ -25,7 +25,7 @@ drawn from one seeded permutation of the held-out split; ``G`` = ``n`` generated
   control (the ``domain`` classifier, trained on ``T``, places ``T`` a little apart); a generator
   overfits when its ``fid_gap`` exceeds this; ``None`` without ``B``.
 
-Generation and featurization are those of the normal evaluation (:class:`normgan.evaluation.
+Generation and featurization are those of the normal evaluation (:class:`normgan.eval.evaluation.
 PeriodicEvaluator`): ``G(z)`` with ``z ~ N(0, I)`` drawn by ``torch.randn`` under a forked RNG seeded
 with ``seed``, in batches of 500, features in float64 under ``inference_mode``.  So with
 ``n >= M`` the generated images — and ``fid_train`` — equal those of
@@ -71,18 +71,18 @@ def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "d
         UserError: a paired run, a run without a held-out split, or a held-out split smaller than
         the training split (raise ``data.holdout``).
     """
-    from normgan.device import resolve_device
-    from normgan.evaluation import build_extractor, default_cache_dir, noise_sampler, reference_dataset
-    from normgan.metric_info import check_eval_args
+    from normgan.runtime.device import resolve_device
+    from normgan.eval.evaluation import build_extractor, default_cache_dir, noise_sampler, reference_dataset
+    from normgan.eval.metric_info import check_eval_args
     from normgan.metrics.evaluate import generated_features, real_features
     from normgan.metrics.functional import fid_from_features
     from normgan.metrics.overfit import memorization_score
-    from normgan.sample import load_generator
+    from normgan.inference.sample import load_generator
 
     check_eval_args(n=n, features=features, metrics=("fid",))
     dev = resolve_device(str(device))
     G, cfg = load_generator(run_dir, ema=ema, device=str(dev))
-    from normgan.task_info import TASK_INFO
+    from normgan.tasks.info import TASK_INFO
 
     TASK_INFO.get(cfg.task).require_noise_samples(run_dir, what="; overfitting scores need an unconditional generator")
     if cfg.data.holdout <= 0 and not cfg.data.folds:

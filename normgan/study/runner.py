@@ -39,7 +39,7 @@ from normgan.study.spec import StudySpec, load_study
 
 
 def _overfitting(run_dir: Path, cfg) -> dict:
-    from normgan.device import resolve_device
+    from normgan.runtime.device import resolve_device
     from normgan.study.overfit import overfitting_scores
 
     e = cfg.eval
@@ -65,7 +65,7 @@ def final_scores(run_dir: Path) -> dict:
 
 
 def _last_step(run_dir: Path) -> Optional[int]:
-    from normgan.evaluation import checkpoint_step
+    from normgan.eval.evaluation import checkpoint_step
 
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         return None
@@ -216,7 +216,7 @@ class Study(TicketWorker):
 
     def document(self, study) -> dict:
         s = self.spec_obj
-        from normgan.task_info import TASK_INFO
+        from normgan.tasks.info import TASK_INFO
 
         columns = list(TASK_INFO.get(s.task).study_columns)
         if s.metric not in columns:

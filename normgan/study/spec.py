@@ -27,9 +27,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from normgan.config import load_config, parse_override, read_yaml_file, resolve_config_path, to_dict
 from normgan.errors import ConfigError, UserError
-from normgan.metric_info import metric_direction
+from normgan.eval.metric_info import metric_direction
 from normgan.search.space import ABSENT, FREE_SECTIONS, TERM_PRESETS, apply_values, check_key, Param
-from normgan.task_info import TASK_INFO
+from normgan.tasks.info import TASK_INFO
 
 #: top-level keys of a study file
 KEYS = ("title", "description", "config", "overrides", "seeds", "metric", "threshold", "measures", "variants")
@@ -44,7 +44,7 @@ def packaged_study_dir() -> Path:
     """The folder of studies that ships inside the package (``normgan study stability-digits``)."""
     from importlib import resources
 
-    return Path(str(resources.files("normgan") / "studies"))
+    return Path(str(resources.files("normgan") / "configs" / "studies"))
 
 
 def shipped_studies() -> List[str]:
@@ -114,7 +114,7 @@ class StudySpec:
     threshold: Optional[float]
     measures: List[str]
     variants: List[Variant] = field(default_factory=list)
-    task: str = "unconditional"  # the resolved cfg.task (normgan.task_info.TASK_INFO names what it declares)
+    task: str = "unconditional"  # the resolved cfg.task (normgan.tasks.info.TASK_INFO names what it declares)
 
     @property
     def steps(self) -> int:

@@ -25,16 +25,16 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from normgan._version import __version__
+from normgan.runtime.version import __version__
 from normgan.config import Config, flatten, to_dict, to_yaml
-from normgan.device import resolve_device
+from normgan.runtime.device import resolve_device
 from normgan.errors import ConfigError, Diverged, Interrupted, SignalExit, TrainingDiverged, UserError
 from normgan.functional.losses import LOSSES, d_accuracy
 from normgan.regularizers import Regularizer
-from normgan.tasks import TASKS
+from normgan.tasks.builtin import TASKS
 from normgan.models.build import build_networks, check_memory
 from normgan.train.compiled import compile_module
-from normgan.train.distributed import Dist
+from normgan.runtime.distributed import Dist
 from normgan.models.checkpoint import (find_checkpoint, load_checkpoint, load_module_state, nonfinite_entries,
                                        remove_stale_temporaries, require_keys, save_checkpoint)
 from normgan.train.ema import ema_decay, make_ema, update_ema
@@ -152,8 +152,8 @@ class Trainer:
         self.precision = PRECISIONS[t.precision]
         if t.threads:
             torch.set_num_threads(t.threads)
-        elif self.device.type == "cpu":  # 0: as many threads as cores are free at the start (normgan/threads.py)
-            from normgan.threads import apply_auto_threads
+        elif self.device.type == "cpu":  # 0: as many threads as cores are free at the start (normgan/runtime/threads.py)
+            from normgan.runtime.threads import apply_auto_threads
 
             apply_auto_threads()
         torch.manual_seed(t.seed)
@@ -421,8 +421,8 @@ class Trainer:
 
     def evaluate(self, logger: MetricsLogger) -> Dict[str, float]:
         """Evaluate the EMA generator (cfg.eval), log ``eval/<metric>`` and keep best.pt by the main metric."""
-        from normgan.evaluation_paired import task_evaluation
-        from normgan.metric_info import is_better
+        from normgan.eval.paired import task_evaluation
+        from normgan.eval.metric_info import is_better
 
         e = self.cfg.eval
         if not self.dist.main:  # the main rank evaluates; the others wait at the next all-reduce
@@ -548,7 +548,7 @@ class Trainer:
 
     def _summarize(self) -> None:
         """Warn (one line) when the logged losses show a divergence that stayed finite (e.g. lr = 1e6)."""
-        from normgan.diagnostics import divergence
+        from normgan.eval.diagnostics import divergence
 
         found = divergence(read_metrics(self.run_dir / "metrics.jsonl"))
         if found and found.get("detected"):

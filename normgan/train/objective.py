@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from normgan.regularizers import Regularizer, TermContext, WeightContext
-from normgan.tasks import Batch
+from normgan.tasks.builtin import Batch
 from normgan.train.phases import Phase, frozen
 
 

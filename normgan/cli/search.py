@@ -11,7 +11,7 @@ import argparse
 import signal
 
 from normgan.errors import Interrupted, UserError
-from normgan.paths import expand_path
+from normgan.runtime.paths import expand_path
 
 
 def search_from_args(args):
@@ -57,7 +57,7 @@ def cmd_search(args) -> int:
     return 0
 
 
-def add_search_parser(subparsers) -> None:
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser("search", help="choose config values (e.g. a term's weight) by grid/random/TPE search "
                               "with k-fold cross-validation, on Optuna")
     p.add_argument("args", nargs="*", metavar="CONFIG|key=value", help="a YAML config (or a shipped one) and dotted overrides")

@@ -1,6 +1,6 @@
 """Evaluate a paired (image-to-image) run: G(x) against y on a whole split.
 
-    from normgan.evaluation_paired import PairedEvaluator
+    from normgan.eval.paired import PairedEvaluator
     ev = PairedEvaluator(cfg, split="val")          # the training loop: the validation split
     ev(G_ema)  # {"psnr": …, "ssim": …, "l1": …, "sharpness_ratio": …, "dropout_diversity": …, …}
 
@@ -37,8 +37,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from normgan.evaluation import EVALUATIONS, TaskEvaluation
-from normgan.metric_info import PAIRED_METRIC_NAMES, format_paired  # noqa: F401  (format_paired moved there; re-exported)
+from normgan.eval.evaluation import EVALUATIONS, TaskEvaluation
+from normgan.eval.metric_info import PAIRED_METRIC_NAMES, format_paired  # noqa: F401  (format_paired moved there; re-exported)
 
 PAIRED_SPLITS = ("train", "val", "test")
 DIVERSITY_INPUTS = 64
@@ -53,7 +53,7 @@ def paired_split(cfg, split: str):
     test split; ``test`` stays the real test split (for ``normgan eval`` only).
     """
     from normgan.data import load_paired
-    from normgan.tasks import fold_of
+    from normgan.tasks.builtin import fold_of
 
     d = cfg.data
     source = "train" if d.folds and split in ("train", "val") else split
@@ -191,7 +191,7 @@ class PairedEvaluator:
 
     def _classifier(self, cache_dir):
         from normgan.data import targets_as_imagedata
-        from normgan.evaluation import default_cache_dir
+        from normgan.eval.evaluation import default_cache_dir
         from normgan.metrics import load_or_train
 
         train = targets_as_imagedata(paired_split(self.cfg, "train"))
@@ -294,7 +294,7 @@ class PairedEvaluation(TaskEvaluation):
 
 
 def task_evaluation(task: str) -> type:
-    """The :class:`~normgan.evaluation.TaskEvaluation` of task ``task`` (every task's is registered
+    """The :class:`~normgan.eval.evaluation.TaskEvaluation` of task ``task`` (every task's is registered
     once this module is imported)."""
     return EVALUATIONS.get(task, key="task")
 
@@ -322,10 +322,10 @@ def evaluate_paired_run(run, *, split: str = "test", metrics: Optional[Sequence[
     the split's size: every pair); the result states ``n`` and ``n_split``."""
     from pathlib import Path
 
-    from normgan.device import resolve_device
-    from normgan.evaluation import checkpoint_step, write_json
-    from normgan.metric_info import check_paired_metrics
-    from normgan.sample import load_generator
+    from normgan.runtime.device import resolve_device
+    from normgan.eval.evaluation import checkpoint_step, write_json
+    from normgan.eval.metric_info import check_paired_metrics
+    from normgan.inference.sample import load_generator
 
     metrics = check_paired_metrics(metrics) or PAIRED_METRIC_NAMES
     n = check_n(n)

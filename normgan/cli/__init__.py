@@ -6,8 +6,8 @@
     normgan eval RUN [--n 5000] [--features domain|inception|pkg.mod:Class]
     normgan compare RUN [RUN ...] [--out DIR]
     normgan diagnose RUN
-    normgan search CONFIG --param KEY=SPEC ... --folds K --metric NAME (see normgan.cli_search)
-    normgan study NAME|STUDY.yaml [key=value ...] [--workers N] (see normgan.cli_study)
+    normgan search CONFIG --param KEY=SPEC ... --folds K --metric NAME (see normgan.cli.search)
+    normgan study NAME|STUDY.yaml [key=value ...] [--workers N] (see normgan.cli.study)
     normgan report RUN|SEARCH|STUDY|COMPARE [--out FILE]
     normgan --version
 
@@ -19,119 +19,26 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import signal
 import sys
 import warnings
 from typing import List, Optional
 
-from normgan.config import split_config_and_overrides
 from normgan.errors import Interrupted, SignalExit, UserError
-from normgan.paths import expand_path
 
 
-def cmd_train(args) -> int:
-    from normgan.config import check_data_source, load_config, to_yaml
-    from normgan.train import Trainer
-    from normgan.models.build import check_memory
-
-    config, overrides = split_config_and_overrides(args.args)
-    if args.resume:
-        if config is not None:
-            raise UserError("--resume takes its config from the run folder; give only key=value overrides (e.g. train.steps=6000)")
-        if args.name is not None:
-            raise UserError("--resume continues the run in its own folder; drop --name")
-        trainer = Trainer.resume(expand_path(args.resume), overrides=overrides, device=args.device, progress=not args.no_progress)
-        if args.dry_run:
-            check_data_source(trainer.cfg)
-            print(to_yaml(trainer.cfg), end="")
-            return 0
-    else:
-        cfg = load_config(expand_path(config), overrides=overrides)
-        if args.dry_run:  # what a start would refuse before its first step, without loading data
-            check_data_source(cfg)
-            check_memory(cfg, device=args.device or cfg.train.device)
-            print(to_yaml(cfg), end="")
-            return 0
-        # one naming rule for the CLI and the Python API: runs/NNNNN-<dataset>-<loss> unless --name
-        trainer = Trainer(cfg, runs_dir=expand_path(args.runs_dir), name=args.name, device=args.device, progress=not args.no_progress)
-    run_dir = trainer.fit()
-    print(run_dir)
-    return 0
-
-
-def cmd_sample(args) -> int:
-    from normgan.config import check_seed
-    from normgan.sample import write_sample_files
-
-    check_seed(args.seed, key="--seed")
-
-    out = write_sample_files(expand_path(args.run), n=args.n, out=expand_path(args.out), seed=args.seed, ema=not args.no_ema, device=args.device or "cpu")
-    print(out)
-    return 0
-
-
-def cmd_translate(args) -> int:
-    from normgan.config import check_seed
-    from normgan.translate import translate_folder
-
-    check_seed(args.seed, key="--seed")
-
-    out, n = translate_folder(expand_path(args.run), input=expand_path(args.input), out=expand_path(args.out), mode=args.mode,
-                              checkpoint=args.checkpoint, ema=not args.no_ema, device=args.device or "cpu", seed=args.seed,
-                              progress=not args.no_progress)
-    print(f"translated {n} image{'s' if n != 1 else ''} into {out}")
-    return 0
+#: the commands in the order ``normgan --help`` lists them; each is a module of this package whose
+#: ``add_parser(subparsers)`` registers it (its ``cmd_<name>(args)`` runs it and returns the exit code)
+COMMANDS = ("train", "sample", "translate", "eval", "compare", "diagnose", "search", "report", "study")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="normgan", description="Train GANs with composable norm regularization.")
     parser.add_argument("--version", action="version", version=version_line(), help="print normgan's and torch's versions and exit")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a GAN (default: the built-in mnist5k config)")
-    p.add_argument("args", nargs="*", metavar="CONFIG|key=value", help="an optional YAML config (or a shipped one, e.g. configs/mnist.yaml) and dotted overrides")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--runs-dir", default="runs", help="folder that holds run folders (default: runs)")
-    p.add_argument("--name", default=None, help="run folder name (default: a numbered name)")
-    p.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this folder from its last checkpoint")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (overrides train.device)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("sample", help="write N generated images as PNG files plus a grid")
-    p.add_argument("run", help="run folder (or a checkpoint .pt file)")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA copy")
-    p.add_argument("--device", default=None)
-    p.set_defaults(func=cmd_sample)
-
-    p = sub.add_parser("translate", help="apply a paired run's generator to a folder of images (any size, grey or colour)")
-    p.add_argument("run", help="run folder of a paired run (or a checkpoint .pt file)")
-    p.add_argument("--input", required=True, help="folder of images (searched recursively) or one image file")
-    p.add_argument("--out", required=True, help="output folder; relative paths and file names are kept")
-    p.add_argument("--mode", default="resize", help="resize (default: whole image at the training resolution, resized back) "
-                   "or tile (training-resolution tiles, full detail)")
-    p.add_argument("--checkpoint", default="last.pt", help="checkpoint file name in RUN/checkpoints (default last.pt)")
-    p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA copy")
-    p.add_argument("--seed", type=int, default=0, help="seed of dropout kept on at test time (default 0)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_translate)
-
-    from normgan.cli_eval import add_eval_parsers
-
-    add_eval_parsers(sub)
-    from normgan.cli_search import add_search_parser
-
-    add_search_parser(sub)
-    from normgan.cli_report import add_report_parser
-
-    add_report_parser(sub)
-    from normgan.cli_study import add_study_parser
-
-    add_study_parser(sub)
+    for name in COMMANDS:  # light modules: each imports what its command needs when it runs
+        importlib.import_module(f"normgan.cli.{name}").add_parser(sub)
     return parser
 
 
@@ -140,7 +47,7 @@ def version_line() -> str:
     import platform
     from importlib import metadata
 
-    from normgan._version import __version__
+    from normgan.runtime.version import __version__
 
     try:
         torch_version = metadata.version("torch")
@@ -222,9 +129,9 @@ def _import_holding_signals() -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; returns its exit code (2 bad input, 3 diverged, 130/143 after Ctrl-C/SIGTERM)."""
-    from normgan.threads import short_openmp_spins
+    from normgan.runtime.threads import short_openmp_spins
 
-    short_openmp_spins()  # before torch loads: waiting OpenMP threads spin briefly, then sleep (normgan/threads.py, train.threads)
+    short_openmp_spins()  # before torch loads: waiting OpenMP threads spin briefly, then sleep (normgan/runtime/threads.py, train.threads)
     warnings.formatwarning = _one_line_warning  # user-facing warnings are one line, without source lines
     old_term = signal.signal(signal.SIGTERM, _raise_on_sigterm) if _main_thread() else None
     try:

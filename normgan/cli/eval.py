@@ -1,6 +1,6 @@
 """``normgan eval``, ``normgan compare`` and ``normgan diagnose``.
 
-``normgan.cli.build_parser`` registers them with ``add_eval_parsers(sub)``; each ``cmd_*`` takes
+``normgan.cli.build_parser`` registers each from its own module (``add_parser(sub)``); each ``cmd_*`` takes
 the parsed ``argparse.Namespace``, prints its report and returns the exit code.  Bad inputs raise
 one-line :class:`~normgan.errors.UserError` messages (exit code 2 in ``normgan.cli.main``).
 
@@ -13,7 +13,7 @@ one-line :class:`~normgan.errors.UserError` messages (exit code 2 in ``normgan.c
 ``--metrics`` restricts what is printed (the JSON keeps everything computed); ``--split train`` is
 refused (a score on the training pairs measures fit, not generalisation); an ``--n`` whose
 features would not fit in the available memory is refused before anything is computed
-(:func:`normgan.metric_info.check_eval_memory`).  ``compare`` prints one ``compare: …`` line per
+(:func:`normgan.eval.metric_info.check_eval_memory`).  ``compare`` prints one ``compare: …`` line per
 stage on stderr and refuses a run given twice; ``diagnose`` refuses a damaged or empty
 ``metrics.jsonl`` with one line (``--skip-bad-lines`` reads the rest, with one warning).
 """
@@ -23,25 +23,25 @@ from __future__ import annotations
 import json
 
 from normgan.errors import UserError
-from normgan.metric_info import floor_text, format_eval, kid_text  # noqa: F401  (moved to metric_info; re-exported)
-from normgan.paths import expand_path as _path
+from normgan.eval.metric_info import floor_text, format_eval, kid_text  # noqa: F401  (moved to metric_info; re-exported)
+from normgan.runtime.paths import expand_path as _path
 
-__all__ = ["cmd_eval", "cmd_compare", "cmd_diagnose", "add_eval_parsers", "format_eval"]
+__all__ = ["cmd_eval", "add_parser", "add_eval_options", "format_eval"]
 
 
 #: the paired splits ``normgan eval --split`` scores (the training split measures fit, not generalisation)
 EVAL_SPLITS = ("test", "val")
 
 
-def _progress(args) -> bool:
+def progress(args) -> bool:
     """Progress of the slow steps (classifier training, reference features, scoring) on stderr,
     unless ``--no-progress``: the command says what it is doing even when stderr is a log file."""
     return not getattr(args, "no_progress", False)
 
 
 def cmd_eval(args) -> int:
-    from normgan.evaluation_paired import run_config, task_evaluation
-    from normgan.task_info import TASK_INFO
+    from normgan.eval.paired import run_config, task_evaluation
+    from normgan.tasks.info import TASK_INFO
 
     split = getattr(args, "split", None)
     if split is not None and split not in EVAL_SPLITS:
@@ -52,53 +52,9 @@ def cmd_eval(args) -> int:
     res = task_evaluation(task).score_run(
         _path(args.run), n=args.n, default_n=DEFAULT_N, features=getattr(args, "features", "domain"), metrics=args.metrics,
         reference=getattr(args, "reference", "test"), split=split, checkpoint=checkpoint, ema=not getattr(args, "no_ema", False),
-        device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)), progress=_progress(args))
+        device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)), progress=progress(args))
     print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False)
           else TASK_INFO.get(task).format_result(res, metrics=args.metrics))
-    return 0
-
-
-def cmd_compare(args) -> int:
-    from normgan.compare import compare_runs, format_table
-    from normgan.evaluation import check_eval_args
-
-    from normgan.metric_info import check_eval_memory
-
-    metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics or "fid,kid,pr,is", reference=args.reference)
-    check_eval_memory(args.n, features=args.features, metrics=metrics)
-    table = compare_runs([_path(r) for r in args.runs], n=args.n, features=args.features, metrics=metrics,
-                         reference=args.reference, checkpoint=getattr(args, "checkpoint", "last.pt"),
-                         ema=not getattr(args, "no_ema", False), device=args.device or "cpu", seed=args.seed,
-                         cache_dir=_path(getattr(args, "cache_dir", None)), out=_path(args.out), progress=not args.no_progress)
-    print(f"N={table['n']} samples per run, features={table['features']}, reference={table['reference']} split; "
-          "mean ± std (ddof=1) over the seeds of each group (one config, one checkpoint step, distinct seeds)")
-    floors = {(r.get("fid_floor_n"), r.get("n_reference"), r.get("reference")) for r in table["runs"].values()
-              if r.get("fid_floor_n") is not None}
-    if len(floors) == 1:
-        fn, total, ref = floors.pop()
-        if fn != table["n"]:
-            print(f"FID floor at N={fn}: the {'held-out' if ref == 'test' else ref} split has {total} images, "
-                  f"too few for two disjoint sets of {table['n']}")
-    print(format_table(table["groups"]))
-    if table.get("out"):
-        print(f"written to {table['out']}/compare.md and compare.json")
-    return 0
-
-
-def cmd_diagnose(args) -> int:
-    from normgan.diagnostics import format_summary, summarize_run
-
-    if getattr(args, "window", 10) < 2:
-        raise UserError(f"--window: {args.window} is too small; use at least 2 logged rows")
-    s = summarize_run(_path(args.run), window=getattr(args, "window", 10), skip_bad=getattr(args, "skip_bad_lines", False))
-    bad = s.get("skipped_lines") or []
-    if bad:
-        import sys
-
-        print(f"normgan: warning: skipped {len(bad)} damaged line{'s' if len(bad) != 1 else ''} of "
-              f"'{_path(args.run)}/metrics.jsonl' (line {', '.join(str(b['line']) for b in bad[:8])}"
-              f"{' …' if len(bad) > 8 else ''}: {bad[0]['reason']})", file=sys.stderr)
-    print(json.dumps(s, indent=2, sort_keys=True) if getattr(args, "json", False) else format_summary(s))
     return 0
 
 
@@ -106,7 +62,7 @@ def cmd_diagnose(args) -> int:
 DEFAULT_N = 5000
 
 
-def _common(p, *, paired_too: bool = False) -> None:
+def add_eval_options(p, *, paired_too: bool = False) -> None:
     help_n = f"generated samples per run (default {DEFAULT_N}; compare runs at equal N)"
     if paired_too:
         help_n += "; for a paired run, pairs of the split to score (default all; fewer: a subset drawn with --seed)"
@@ -123,26 +79,11 @@ def _common(p, *, paired_too: bool = False) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress lines or bars on stderr")
 
 
-def add_eval_parsers(subparsers) -> None:
-    """Register ``eval``, ``compare`` and ``diagnose`` on an ``argparse`` subparsers object."""
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser("eval", help="FID/KID/precision-recall/IS of a run against its held-out split "
                               "(paired runs: PSNR/SSIM/L1/LPIPS/classifier score on the test split)")
     p.add_argument("run", help="run folder")
-    _common(p, paired_too=True)
+    add_eval_options(p, paired_too=True)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--split", default=None, help="paired runs: test (default) or val")
     p.set_defaults(func=cmd_eval)
-
-    p = subparsers.add_parser("compare", help="evaluate runs at the same N and aggregate over seeds")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
-    _common(p)
-    p.add_argument("--out", default=None, help="folder for compare.md and compare.json")
-    p.set_defaults(func=cmd_compare)
-
-    p = subparsers.add_parser("diagnose", help="training-stability diagnostics from a run's metrics.jsonl")
-    p.add_argument("run", help="run folder")
-    p.add_argument("--window", type=int, default=10, help="rolling window of logged rows for the loss variance (default 10)")
-    p.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
-    p.add_argument("--skip-bad-lines", action="store_true", help="leave out damaged lines of metrics.jsonl (not JSON, "
-                   "not UTF-8, no integer step) with one warning, instead of refusing")
-    p.set_defaults(func=cmd_diagnose)

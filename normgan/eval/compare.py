@@ -1,10 +1,10 @@
 """Compare runs at the same N: ``normgan compare RUN [RUN ...] --n 5000 --out DIR``.
 
-    from normgan.compare import compare_runs, format_table
+    from normgan.eval.compare import compare_runs, format_table
     table = compare_runs(["runs/a-s0", "runs/a-s1", "runs/b-s0"], n=5000, out="compare/")
     print(format_table(table["groups"]))
 
-Every run is evaluated with :func:`normgan.evaluation.evaluate_run` at the same ``n``, features,
+Every run is evaluated with :func:`normgan.eval.evaluation.evaluate_run` at the same ``n``, features,
 reference split and seed (an existing ``run/eval/*.json`` for the same checkpoint step and
 options is reused).  A group is a set of runs that differ only by their seed: the same
 ``config.yaml`` apart from ``train.seed`` and the keys that do not change the model
@@ -31,8 +31,8 @@ import yaml
 
 from normgan.config import flatten
 from normgan.errors import UserError
-from normgan.evaluation import METRIC_NAMES, check_eval_args, checkpoint_step, evaluate_run
-from normgan.task_info import TASK_INFO
+from normgan.eval.evaluation import METRIC_NAMES, check_eval_args, checkpoint_step, evaluate_run
+from normgan.tasks.info import TASK_INFO
 
 __all__ = ["compare_runs", "group_runs", "group_labels", "aggregate", "format_table", "format_markdown", "COLUMNS"]
 

@@ -234,7 +234,7 @@ def divergence(rows: Sequence[dict], *, keys: Sequence[str] = ("loss/G", "loss/D
 def pixel_diversity(run, *, n: int = PIXEL_SAMPLES, seed: int = 0, checkpoint: str = "last.pt", device: str = "cpu") -> dict:
     """Mean pairwise pixel distance of ``n`` EMA-generator images over that of ``n`` training images.
 
-    Generated: :func:`normgan.sample.sample_images` with noise seed ``seed``; real: the first ``n``
+    Generated: :func:`normgan.inference.sample.sample_images` with noise seed ``seed``; real: the first ``n``
     of a permutation (``torch.Generator`` seeded with ``seed``) of the run's training split, both
     as float images in [-1, 1] compared by :func:`normgan.metrics.functional.mean_pairwise_distance`
     over flattened pixels.  Returns ``{"ratio", "generated", "real", "n", "suspected"}`` with
@@ -243,9 +243,9 @@ def pixel_diversity(run, *, n: int = PIXEL_SAMPLES, seed: int = 0, checkpoint: s
     import torch
 
     from normgan.data import batch_to_float
-    from normgan.evaluation import reference_dataset
+    from normgan.eval.evaluation import reference_dataset
     from normgan.metrics.functional import mean_pairwise_distance
-    from normgan.sample import load_generator, sample_images
+    from normgan.inference.sample import load_generator, sample_images
 
     G, cfg = load_generator(run, ema=True, device=device, checkpoint=checkpoint)
     fake = sample_images(G, n=n, seed=seed)

@@ -1,16 +1,16 @@
-"""What a task declares without loading data or torch: the class side of :class:`normgan.tasks.Task`.
+"""What a task declares without loading data or torch: the class side of :class:`normgan.tasks.builtin.Task`.
 
-A leaf like :mod:`normgan.metric_info` (standard library, :mod:`normgan.errors`,
-:mod:`normgan.registry` and :mod:`normgan.metric_info` only), so that the config validation (a
+A leaf like :mod:`normgan.eval.metric_info` (standard library, :mod:`normgan.errors`,
+:mod:`normgan.registry` and :mod:`normgan.eval.metric_info` only), so that the config validation (a
 lower layer than the tasks), the run report (which loads no torch) and the search/study planners
 can ask a task what it is without building it:
 
-    info = TASK_INFO.get(cfg.task)          # UnconditionalInfo or PairedInfo (normgan.tasks subclasses them)
+    info = TASK_INFO.get(cfg.task)          # UnconditionalInfo or PairedInfo (normgan.tasks.builtin subclasses them)
     info.scores, info.eval_defaults, info.check_eval_args(metrics=...), info.format_result(res)
 
-:class:`TaskInfo` states this part of the contract; :class:`normgan.tasks.Task` adds the part that
+:class:`TaskInfo` states this part of the contract; :class:`normgan.tasks.builtin.Task` adds the part that
 needs data (batches, G's input, D's condition, sample grids), and
-:class:`normgan.evaluation.TaskEvaluation` the part that needs the evaluators.
+:class:`normgan.eval.evaluation.TaskEvaluation` the part that needs the evaluators.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Tuple
 
 from normgan.errors import ConfigError, UserError
-from normgan.metric_info import (BEST_METRIC_CHOICES, PAIRED_METRIC_NAMES, metric_tuple, check_best_metric, check_eval_args,
+from normgan.eval.metric_info import (BEST_METRIC_CHOICES, PAIRED_METRIC_NAMES, metric_tuple, check_best_metric, check_eval_args,
                                  check_paired_best_metric, check_paired_metrics, format_eval, format_paired, metric_group)
 from normgan.registry import Registry
 

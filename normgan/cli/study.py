@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from normgan.paths import expand_path
+from normgan.runtime.paths import expand_path
 
 
 def cmd_study(args) -> int:
@@ -38,7 +38,7 @@ def cmd_study(args) -> int:
     return 0 if done == len(states) and "failed" not in states else 1
 
 
-def add_study_parser(subparsers) -> None:
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser("study", help="train a study (config variants x seeds) and write its table and HTML report")
     p.add_argument("study", metavar="NAME|STUDY.yaml", help="a shipped study (stability-digits, …) or a study file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run (a smaller study: train.steps=300)")

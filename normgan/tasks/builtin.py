@@ -21,9 +21,9 @@ from torchvision.utils import make_grid
 from normgan.data import (StreamBatches, apply_fold, batch_to_float, list_split, load_dataset, load_paired, paired_crop_flip,
                           should_stream)
 from normgan.registry import Registry
-from normgan.task_info import PairedInfo, TaskInfo, UnconditionalInfo
-from normgan.train.batches import EpochBatches
-from normgan.train.distributed import Dist
+from normgan.tasks.info import PairedInfo, TaskInfo, UnconditionalInfo
+from normgan.data.batches import EpochBatches
+from normgan.runtime.distributed import Dist
 
 TASKS = Registry("task")
 
@@ -84,7 +84,7 @@ class Task(TaskInfo):
 
     * the batches: :meth:`next_batch` returns ``Batch(real, g_in, cond, target)`` — the images D
       sees as real, G's input (noise z, or the input image x), D's condition (x for a conditional D)
-      and G's target (y); under torchrun (``dist``, a :class:`normgan.train.distributed.Dist`) this
+      and G's target (y); under torchrun (``dist``, a :class:`normgan.runtime.distributed.Dist`) this
       rank's contiguous part of the global batch: every rank draws the same global noise, indices
       and jitter, and keeps its rows;
     * G's input: :meth:`fresh_input` — G's input for a lazy G phase (new noise, or the same x);
@@ -97,21 +97,21 @@ class Task(TaskInfo):
       :meth:`state_dict` / :meth:`load_state_dict` (the data position; resume is exact);
     * :meth:`close` — release what the batches hold (worker processes); a no-op by default.
 
-    Not built (class attributes and classmethods, inherited from :class:`normgan.task_info.TaskInfo`,
+    Not built (class attributes and classmethods, inherited from :class:`normgan.tasks.info.TaskInfo`,
     whose docstring lists them; declared there because config validation sits a layer below this
     module and the report loads no torch, so ``TASK_INFO.get(name)`` answers for them): the
     datasets it fits and G's kind (config validation), the scores ``normgan eval`` prints and their
     checks (metric info), the eval defaults (default metrics and best metric), the search's
     validation split, the report's labels; plus :meth:`train_size` (a search's fold sizes).
     The evaluator — the training loop's periodic one, scoring a run folder for ``normgan eval`` and
-    a search's final test score — is the task's :class:`normgan.evaluation.TaskEvaluation`,
-    registered under the same name in ``normgan.evaluation.EVALUATIONS`` (the evaluation modules
+    a search's final test score — is the task's :class:`normgan.eval.evaluation.TaskEvaluation`,
+    registered under the same name in ``normgan.eval.evaluation.EVALUATIONS`` (the evaluation modules
     sit a layer above this one, so a task cannot import its evaluator).
 
-    A new task (e.g. class-conditional) implements: a :class:`~normgan.task_info.TaskInfo`
-    subclass registered in :mod:`normgan.task_info` (its declarations, torch-free); a subclass of
+    A new task (e.g. class-conditional) implements: a :class:`~normgan.tasks.info.TaskInfo`
+    subclass registered in :mod:`normgan.tasks.info` (its declarations, torch-free); a subclass of
     it and of :class:`Task` registered in :data:`TASKS` (the methods above); and a
-    :class:`~normgan.evaluation.TaskEvaluation` registered in ``EVALUATIONS``. The loop, the
+    :class:`~normgan.eval.evaluation.TaskEvaluation` registered in ``EVALUATIONS``. The loop, the
     evaluation entry points, search, study and report need no new branch.
     """
 

@@ -11,7 +11,7 @@ already has its report.html: its path is printed.
 from __future__ import annotations
 
 from normgan.errors import UserError
-from normgan.paths import expand_path
+from normgan.runtime.paths import expand_path
 
 
 def cmd_report(args) -> int:
@@ -44,7 +44,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def add_report_parser(subparsers) -> None:
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser("report", help="write one self-contained HTML page of a run (config, curves, evaluation, "
                               "samples over time, diagnostics), a study (table, curves over seeds, samples per "
                               "variant) or a comparison")

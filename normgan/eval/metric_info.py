@@ -14,7 +14,7 @@ A leaf module: at import time it needs only the standard library and :mod:`normg
 * :data:`HIGHER_IS_BETTER` / :data:`LOWER_IS_BETTER` — the direction of every score that can
   select ``best.pt`` (``eval.best_metric``); :func:`is_better` compares two values.
 * :func:`format_eval` / :func:`format_paired` — the readable summaries ``normgan eval`` prints
-  (torch-free, so :mod:`normgan.task_info` can name each task's summary).
+  (torch-free, so :mod:`normgan.tasks.info` can name each task's summary).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import math
 from typing import Iterable, Optional
 
 from normgan.errors import UserError
-from normgan.resources import available_memory, format_bytes
+from normgan.runtime.resources import available_memory, format_bytes
 
 __all__ = [
     "METRIC_NAMES",

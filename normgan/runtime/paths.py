@@ -38,7 +38,7 @@ def write_error(e: BaseException, path: str | os.PathLike, *, what: str = "", fi
     import errno
 
     from normgan.errors import UserError
-    from normgan.resources import free_space
+    from normgan.runtime.resources import free_space
 
     folder = os.path.dirname(str(path)) or "."
     head = f"cannot write {what} '{path}'" if what else f"cannot write '{path}'"

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from normgan.data import batch_to_float, convert_channels
 from normgan.data.folder import DECODE_ERRORS, decode_image, find_images
 from normgan.errors import UserError
-from normgan.paths import check_writable_dir, write_error
-from normgan.sample import load_generator
+from normgan.runtime.paths import check_writable_dir, write_error
+from normgan.inference.sample import load_generator
 
 MODES = ("resize", "tile")
 
@@ -77,7 +77,7 @@ def translate_folder(run, *, input, out, mode: str = "resize", checkpoint: str =
     if mode not in MODES:
         raise UserError(f"--mode: unknown mode {mode!r}; use resize or tile")
     G, cfg = load_generator(run, ema=ema, device=device, checkpoint=checkpoint)
-    from normgan.task_info import TASK_INFO
+    from normgan.tasks.info import TASK_INFO
 
     task = TASK_INFO.get(cfg.task)
     if not task.image_input:

@@ -11,11 +11,11 @@ from torchvision.utils import make_grid, save_image
 
 from normgan.config import load_config
 from normgan.errors import UserError
-from normgan.paths import write_error
-from normgan.resources import format_bytes
+from normgan.runtime.paths import write_error
+from normgan.runtime.resources import format_bytes
 from normgan.models.build import build_generator_for
 from normgan.models.checkpoint import find_checkpoint, load_checkpoint, load_module_state, require_keys
-from normgan.device import resolve_device
+from normgan.runtime.device import resolve_device
 
 
 def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str = "last.pt"):
@@ -42,7 +42,7 @@ def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", ch
     except (TypeError, ValueError):
         raise UserError(f"checkpoint '{path}' has a damaged 'image_shape' entry {shape!r}; "
                         "expected [channels, resolution, resolution]") from None
-    from normgan.task_info import TASK_INFO
+    from normgan.tasks.info import TASK_INFO
 
     in_channels = TASK_INFO.get(cfg.task).checkpoint_in_channels(state, path=path)
     G = build_generator_for(cfg, resolution=resolution, channels=channels, in_channels=in_channels)
@@ -82,7 +82,7 @@ def paired_triplets(G, cfg, *, n: int, seed: int = 0, split: str = "test") -> to
     """(n, 3, C, H, W) [-1, 1] triplets input | output | target for the first ``n`` pairs of ``split``
     (grey shown as 3 channels when the two sides differ); G's dropout RNG is seeded by ``seed``."""
     from normgan.data import batch_to_float, load_paired
-    from normgan.tasks import to_channels
+    from normgan.tasks.builtin import to_channels
 
     d = cfg.data
     data = load_paired(name=d.name, root=d.root, resolution=d.resolution, split=split, direction=d.direction,
@@ -109,7 +109,7 @@ def check_disk(out: Path, *, n: int, image_bytes: int) -> None:
     """A one-line UserError before the first file when ``n`` PNG files of ``image_bytes`` raw bytes
     each cannot fit in ``out``'s free space (each file takes at least 4 KiB; a PNG of a generated
     image is taken at half its raw size, which GAN outputs seldom beat)."""
-    from normgan.resources import free_bytes, free_space
+    from normgan.runtime.resources import free_bytes, free_space
 
     free = free_bytes(out)
     if free is None:
@@ -144,7 +144,7 @@ def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 
     res, c = cfg.data.resolution, cfg.data.channels or 3
     written = 0
     path = out
-    from normgan.task_info import TASK_INFO
+    from normgan.tasks.info import TASK_INFO
 
     try:
         if TASK_INFO.get(cfg.task).image_input:  # G maps the split's inputs: input | output | target triplets

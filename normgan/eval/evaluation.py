@@ -1,6 +1,6 @@
 """Evaluate a run's generator: ``normgan eval RUN`` and the periodic evaluator of the training loop.
 
-    from normgan.evaluation import evaluate_run, make_periodic_evaluator
+    from normgan.eval.evaluation import evaluate_run, make_periodic_evaluator
     res = evaluate_run("runs/00000-mnist5k-bce", n=5000)          # also writes runs/.../eval/*.json
     res["fid"], res["fid_floor"], res["class_coverage"]
 
@@ -39,11 +39,11 @@ import torch
 from torch import Tensor, nn
 
 from normgan.errors import UserError
-from normgan.paths import expand_path
-from normgan.metric_info import METRIC_NAMES, REFERENCES, check_eval_args  # noqa: F401  (re-exported)
+from normgan.runtime.paths import expand_path
+from normgan.eval.metric_info import METRIC_NAMES, REFERENCES, check_eval_args  # noqa: F401  (re-exported)
 from normgan.metrics.functional import DIVERSITY_SAMPLES, class_coverage, mean_pairwise_distance  # noqa: F401
 from normgan.registry import Registry
-from normgan.task_info import TASK_INFO
+from normgan.tasks.info import TASK_INFO
 
 __all__ = [
     "evaluate_run",
@@ -89,7 +89,7 @@ def reference_dataset(cfg, split: str = "test"):
     an evaluation samples — the same pixels, so the same scores, as in memory.
     """
     from normgan.data import list_split, load_dataset, should_stream
-    from normgan.tasks import fold_of
+    from normgan.tasks.builtin import fold_of
 
     cfg = _cfg_from_any(cfg)
     d = cfg.data
@@ -234,8 +234,8 @@ def evaluate_run(run, *, n: int = 5000, features: str = "domain", metrics: Seque
         ``features``, ``reference``, ``step``, ``class_coverage``, ``diversity``,
         ``domain_heldout_accuracy`` (domain only), ``run``, ``path`` (the JSON written).
     """
-    from normgan.sample import load_generator
-    from normgan.device import resolve_device
+    from normgan.inference.sample import load_generator
+    from normgan.runtime.device import resolve_device
 
     metrics = check_eval_args(n=n, features=features, metrics=metrics, reference=reference)
     step = checkpoint_step(run, checkpoint)
@@ -327,13 +327,13 @@ def make_periodic_evaluator(cfg, *, device="cpu", cache_dir=None, n: int = 2000,
 
 
 # ------------------------------------------------------------------------------ each task's evaluation
-#: task name -> its :class:`TaskEvaluation`; the paired one registers in :mod:`normgan.evaluation_paired`,
-#: whose :func:`~normgan.evaluation_paired.task_evaluation` looks them up (it imports both modules)
+#: task name -> its :class:`TaskEvaluation`; the paired one registers in :mod:`normgan.eval.paired`,
+#: whose :func:`~normgan.eval.paired.task_evaluation` looks them up (it imports both modules)
 EVALUATIONS = Registry("task")
 
 
 class TaskEvaluation:
-    """The evaluation side of a task (:class:`normgan.tasks.Task`, same name), kept here because the
+    """The evaluation side of a task (:class:`normgan.tasks.builtin.Task`, same name), kept here because the
     evaluators sit a layer above the tasks. A task's evaluation provides:
 
     * :meth:`periodic` — the training loop's evaluator for ``cfg.eval``, a callable ``G -> {score: value}``;
@@ -369,7 +369,7 @@ class UnconditionalEvaluation(TaskEvaluation):
     @classmethod
     def score_run(cls, run, *, n, default_n, features, metrics, reference, split, checkpoint, ema, device, seed, cache_dir,
                   progress) -> dict:
-        from normgan.metric_info import check_eval_memory
+        from normgan.eval.metric_info import check_eval_memory
 
         if split:
             raise UserError("--split is for paired runs (val or test); "
