@@ -156,7 +156,9 @@ def normgan_loop(cfg, device: torch.device, steps: int, warmup: int, progress: b
     return steps * cfg.data.batch_size * cfg.optim.d_steps / elapsed, steady
 
 
-def bench_overhead(device: torch.device, batches: List[int], steps: int, warmup: int, repeats: int, progress: bool) -> dict:
+def bench_overhead(
+    device: torch.device, batches: List[int], steps: int, warmup: int, repeats: int, progress: bool
+) -> dict:
     """``ratio``: normgan's whole fit() (its end-of-run sample grid and checkpoint included) ÷ the bare
     loop; ``ratio_steady``: normgan's logged steady-state images/s ÷ the bare loop, the per-step
     overhead (on a fast GPU a few hundred steps take under a second, and the run's fixed end costs,
@@ -172,20 +174,30 @@ def bench_overhead(device: torch.device, batches: List[int], steps: int, warmup:
         bare, ours, steady = [], [], []
         for _ in range(repeats):  # alternate, so that slow phases of the machine hit both
             bare.append(bare_loop(cfg, device, steps, warmup))
-            whole, st = normgan_loop(load_config(CONFIG, overrides=base_overrides(device, B)), device, steps, warmup, progress)
+            whole, st = normgan_loop(
+                load_config(CONFIG, overrides=base_overrides(device, B)), device, steps, warmup, progress
+            )
             ours.append(whole)
             if st:
                 steady.append(st)
-        out[str(B)] = {"device": name, "batch_size": B, "normgan": rnd(max(ours)), "bare": rnd(max(bare)),
-                       "ratio": round(max(ours) / max(bare), 3), "all_normgan": [rnd(x) for x in ours], "all_bare": [rnd(x) for x in bare],
-                       "normgan_steady": rnd(max(steady)) if steady else None,
-                       "ratio_steady": round(max(steady) / max(bare), 3) if steady else None}
+        out[str(B)] = {
+            "device": name,
+            "batch_size": B,
+            "normgan": rnd(max(ours)),
+            "bare": rnd(max(bare)),
+            "ratio": round(max(ours) / max(bare), 3),
+            "all_normgan": [rnd(x) for x in ours],
+            "all_bare": [rnd(x) for x in bare],
+            "normgan_steady": rnd(max(steady)) if steady else None,
+            "ratio_steady": round(max(steady) / max(bare), 3) if steady else None,
+        }
     return out
 
 
 # ---------------------------------------------------------------------------------------------- interleaved train_step timing
-def time_interleaved(trainers: Dict[str, Trainer], device: torch.device, steps: int, warmup: int, repeats: int,
-                     chunk: int) -> Dict[str, List[float]]:
+def time_interleaved(
+    trainers: Dict[str, Trainer], device: torch.device, steps: int, warmup: int, repeats: int, chunk: int
+) -> Dict[str, List[float]]:
     """images/s of each trainer per repeat: ``warmup`` untimed steps, then ``steps`` timed steps in
     chunks of ``chunk`` steps taken in turn by every trainer, each repeat starting at a multiple of
     ``chunk`` (so that every chunk holds the same lazy phases)."""
@@ -230,13 +242,22 @@ def bench_regularizers(device: torch.device, batch: int, steps: int, warmup: int
             trainers[key] = Trainer(cfg, runs_dir=tmp, progress=False)
         ips = time_interleaved(trainers, device, steps, warmup, repeats, chunk)
     base = max(ips["none"])
-    return {key: {"device": name, "batch_size": batch, "ratio": round(max(v) / base, 3), "images_per_s": rnd(max(v)),
-                  "all_images_per_s": [rnd(x) for x in v], "spec": {"regularizers": REGULARIZERS[key][0], "constraints": REGULARIZERS[key][1]}}
-            for key, v in ips.items()}
+    return {
+        key: {
+            "device": name,
+            "batch_size": batch,
+            "ratio": round(max(v) / base, 3),
+            "images_per_s": rnd(max(v)),
+            "all_images_per_s": [rnd(x) for x in v],
+            "spec": {"regularizers": REGULARIZERS[key][0], "constraints": REGULARIZERS[key][1]},
+        }
+        for key, v in ips.items()
+    }
 
 
-def bench_precision(device: torch.device, batches: List[int], precisions: List[str], steps: int, warmup: int, repeats: int,
-                    chunk: int) -> dict:
+def bench_precision(
+    device: torch.device, batches: List[int], precisions: List[str], steps: int, warmup: int, repeats: int, chunk: int
+) -> dict:
     """fp32 and each of ``precisions`` (``train.precision``) at each batch; a precision the config
     refuses (ConfigError) or the device cannot run is reported as not supported, with the message."""
     name, out = device_name(device), {}
@@ -247,14 +268,21 @@ def bench_precision(device: torch.device, batches: List[int], precisions: List[s
             for prec in PRECISIONS:
                 fig = {"device": name, "batch_size": B}
                 try:
-                    cfg = load_config(CONFIG, overrides=base_overrides(device, B, "train.tensorboard=false", f"train.precision={prec}"))
+                    cfg = load_config(
+                        CONFIG,
+                        overrides=base_overrides(device, B, "train.tensorboard=false", f"train.precision={prec}"),
+                    )
                 except ConfigError as e:
                     if prec == "fp32":
                         raise
                     entry[prec] = {**fig, "supported": False, "reason": f"not supported: {e}"}
                     continue
                 if prec != "fp32" and prec not in precisions:
-                    entry[prec] = {**fig, "supported": True, "skipped": f"accepted by the config, not timed in this run (timed: fp32,{','.join(precisions)}; choose with --precisions)"}
+                    entry[prec] = {
+                        **fig,
+                        "supported": True,
+                        "skipped": f"accepted by the config, not timed in this run (timed: fp32,{','.join(precisions)}; choose with --precisions)",
+                    }
                     continue
                 tr = Trainer(cfg, runs_dir=tmp, progress=False)
                 if prec == "fp16":  # accepted by the config; the device may still lack fp16 kernels
@@ -268,8 +296,14 @@ def bench_precision(device: torch.device, batches: List[int], precisions: List[s
             ips = time_interleaved(trainers, device, steps, warmup, repeats, chunk)
         fp32 = max(ips["fp32"])
         for prec, v in ips.items():
-            entry[prec] = {"device": name, "batch_size": B, "supported": True, "images_per_s": rnd(max(v)),
-                           "speedup_vs_fp32": round(max(v) / fp32, 3), "all_images_per_s": [rnd(x) for x in v]}
+            entry[prec] = {
+                "device": name,
+                "batch_size": B,
+                "supported": True,
+                "images_per_s": rnd(max(v)),
+                "speedup_vs_fp32": round(max(v) / fp32, 3),
+                "all_images_per_s": [rnd(x) for x in v],
+            }
         out[str(B)] = {p: entry[p] for p in PRECISIONS if p in entry}
     return out
 
@@ -288,25 +322,68 @@ def steady_images_per_s(metrics: Path) -> Optional[float]:
     return total / sum(n / ips for n, ips in intervals)
 
 
-def launch(nproc: int, device: torch.device, batch: int, steps: int, log_every: int, threads: Optional[int], tmp: Path,
-           timeout: int) -> dict:
+def launch(
+    nproc: int,
+    device: torch.device,
+    batch: int,
+    steps: int,
+    log_every: int,
+    threads: Optional[int],
+    tmp: Path,
+    timeout: int,
+) -> dict:
     name = f"procs{nproc}"
-    overrides = base_overrides(device, batch, f"train.steps={steps}", f"train.log_every={log_every}", f"train.sample_every={steps + 1}",
-                               f"train.checkpoint_every={steps + 1}", "train.tensorboard=false")
+    overrides = base_overrides(
+        device,
+        batch,
+        f"train.steps={steps}",
+        f"train.log_every={log_every}",
+        f"train.sample_every={steps + 1}",
+        f"train.checkpoint_every={steps + 1}",
+        "train.tensorboard=false",
+    )
     if threads:
         overrides.append(f"train.threads={threads}")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "normgan", "train",
-           str(CONFIG), *overrides, "--runs-dir", str(tmp), "--name", name, "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "normgan",
+        "train",
+        str(CONFIG),
+        *overrides,
+        "--runs-dir",
+        str(tmp),
+        "--name",
+        name,
+        "--no-progress",
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-        return {"ok": False, "returncode": proc.returncode, "wall_s": round(wall, 2), "stderr_tail": tail, "command": cmd}
-    return {"ok": True, "wall_s": round(wall, 2), "steady_images_per_s": steady_images_per_s(tmp / name / "metrics.jsonl"), "command": cmd}
+        return {
+            "ok": False,
+            "returncode": proc.returncode,
+            "wall_s": round(wall, 2),
+            "stderr_tail": tail,
+            "command": cmd,
+        }
+    return {
+        "ok": True,
+        "wall_s": round(wall, 2),
+        "steady_images_per_s": steady_images_per_s(tmp / name / "metrics.jsonl"),
+        "command": cmd,
+    }
 
 
-def bench_ddp(device: torch.device, procs: int, batch: int, steps: int, log_every: int, repeats: int, timeout: int) -> dict:
+def bench_ddp(
+    device: torch.device, procs: int, batch: int, steps: int, log_every: int, repeats: int, timeout: int
+) -> dict:
     if device.type == "cuda":
         name = f"{procs} x {torch.cuda.get_device_name(0)}"
         backend, threads1, threadsN = "nccl", None, None
@@ -316,9 +393,16 @@ def bench_ddp(device: torch.device, procs: int, batch: int, steps: int, log_ever
         # the same threads in all: one process uses them all, N processes share them (at least 1 each)
         threads1 = torch.get_num_threads()
         threadsN = max(1, threads1 // procs)
-    out = {"device": name, "device_1_process": device_name(torch.device("cuda", 0)) if device.type == "cuda" else name,
-           "backend": backend, "procs": procs, "global_batch": batch, "steps": steps, "log_every": log_every,
-           "threads_per_process": {"1": threads1, str(procs): threadsN} if device.type == "cpu" else None}
+    out = {
+        "device": name,
+        "device_1_process": device_name(torch.device("cuda", 0)) if device.type == "cuda" else name,
+        "backend": backend,
+        "procs": procs,
+        "global_batch": batch,
+        "steps": steps,
+        "log_every": log_every,
+        "threads_per_process": {"1": threads1, str(procs): threadsN} if device.type == "cpu" else None,
+    }
     if batch % procs:
         out["skipped"] = f"global batch {batch} does not split over {procs} processes (--ddp-batch)"
         return out
@@ -348,49 +432,103 @@ def bench_ddp(device: torch.device, procs: int, batch: int, steps: int, log_ever
 
 # ---------------------------------------------------------------------------------------------- main
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cuda, cuda:N or cpu")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 300; --quick: 20)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps before each measurement (default 30; --quick: 3)")
-    ap.add_argument("--repeats", type=int, default=None, help="measurements per figure, the best counts (default 3; --quick: 1)")
-    ap.add_argument("--batches", default="64,256", help="batch sizes of the overhead and precision sections (default 64,256)")
+    ap.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps before each measurement (default 30; --quick: 3)"
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="measurements per figure, the best counts (default 3; --quick: 1)"
+    )
+    ap.add_argument(
+        "--batches", default="64,256", help="batch sizes of the overhead and precision sections (default 64,256)"
+    )
     ap.add_argument("--reg-batch", type=int, default=64, help="batch size of the regularizers section (default 64)")
-    ap.add_argument("--chunk", type=int, default=16, help="steps per configuration in turn in interleaved timings (default 16)")
-    ap.add_argument("--precisions", default=None,
-                    help="precisions timed besides fp32 (default bf16,fp16; --quick on CPU: bf16, as CPU fp16 is emulated, ~20x slower)")
-    ap.add_argument("--compile-cases", default=",".join(COMPILE_CASES),
-                    help=f"configurations of the compile section (default {','.join(COMPILE_CASES)}; any of the regularizers section's)")
-    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
-    ap.add_argument("--ddp-procs", type=int, default=0,
-                    help="processes of the DDP section (default: the number of CUDA GPUs when >= 2; on CPU it runs only when given)")
+    ap.add_argument(
+        "--chunk", type=int, default=16, help="steps per configuration in turn in interleaved timings (default 16)"
+    )
+    ap.add_argument(
+        "--precisions",
+        default=None,
+        help="precisions timed besides fp32 (default bf16,fp16; --quick on CPU: bf16, as CPU fp16 is emulated, ~20x slower)",
+    )
+    ap.add_argument(
+        "--compile-cases",
+        default=",".join(COMPILE_CASES),
+        help=f"configurations of the compile section (default {','.join(COMPILE_CASES)}; any of the regularizers section's)",
+    )
+    ap.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+    )
+    ap.add_argument(
+        "--ddp-procs",
+        type=int,
+        default=0,
+        help="processes of the DDP section (default: the number of CUDA GPUs when >= 2; on CPU it runs only when given)",
+    )
     ap.add_argument("--ddp-batch", type=int, default=256, help="global batch of the DDP runs (default 256)")
     ap.add_argument("--ddp-steps", type=int, default=None, help="steps of each DDP run (default 1000; --quick: 20)")
-    ap.add_argument("--ddp-timeout", type=int, default=600, help="seconds before a DDP run counts as failed (default 600)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (0: torch's default; default 0, --quick on CPU: 1, robust on a busy machine)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar in the overhead section's fit() (it is on by default, as in training)")
-    ap.add_argument("--quick", action="store_true", help="smoke-test sizes: 20 steps, 3 warm-up steps, 1 repeat, 20 DDP steps, 1 CPU thread (explicit flags win)")
+    ap.add_argument(
+        "--ddp-timeout", type=int, default=600, help="seconds before a DDP run counts as failed (default 600)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (0: torch's default; default 0, --quick on CPU: 1, robust on a busy machine)",
+    )
+    ap.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar in the overhead section's fit() (it is on by default, as in training)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke-test sizes: 20 steps, 3 warm-up steps, 1 repeat, 20 DDP steps, 1 CPU thread (explicit flags win)",
+    )
     args = ap.parse_args(argv)
     q = args.quick
     args.steps = args.steps if args.steps is not None else (20 if q else 300)
     args.warmup = args.warmup if args.warmup is not None else (3 if q else 30)
     args.repeats = args.repeats if args.repeats is not None else (1 if q else 3)
     args.ddp_steps = args.ddp_steps if args.ddp_steps is not None else (20 if q else 1000)
-    args.precision_list = None if args.precisions is None else [p.strip() for p in args.precisions.split(",") if p.strip()]
+    args.precision_list = (
+        None if args.precisions is None else [p.strip() for p in args.precisions.split(",") if p.strip()]
+    )
     args.batch_list = [int(b) for b in args.batches.split(",") if b.strip()]
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     args.compile_list = [c.strip() for c in args.compile_cases.split(",") if c.strip()]
-    bad = ([s for s in args.sections if s not in SECTIONS] + [p for p in args.precision_list or [] if p not in PRECISIONS]
-           + [c for c in args.compile_list if c not in REGULARIZERS])
-    if bad or not args.batch_list or min(args.batch_list) < 1 or args.steps < 1 or args.warmup < 0 or args.repeats < 1 or args.chunk < 1:
-        ap.error(f"bad arguments: sections must be among {','.join(SECTIONS)}, precisions among {','.join(PRECISIONS)} and "
-                 f"compile cases among {','.join(REGULARIZERS)} (bad: {bad}); "
-                 "batches, steps, repeats and chunk must be positive, warmup >= 0")
+    bad = (
+        [s for s in args.sections if s not in SECTIONS]
+        + [p for p in args.precision_list or [] if p not in PRECISIONS]
+        + [c for c in args.compile_list if c not in REGULARIZERS]
+    )
+    if (
+        bad
+        or not args.batch_list
+        or min(args.batch_list) < 1
+        or args.steps < 1
+        or args.warmup < 0
+        or args.repeats < 1
+        or args.chunk < 1
+    ):
+        ap.error(
+            f"bad arguments: sections must be among {','.join(SECTIONS)}, precisions among {','.join(PRECISIONS)} and "
+            f"compile cases among {','.join(REGULARIZERS)} (bad: {bad}); "
+            "batches, steps, repeats and chunk must be positive, warmup >= 0"
+        )
     return args
 
 
-def bench_compile(device: torch.device, batch: int, steps: int, warmup: int, repeats: int, chunk: int,
-                  cases=COMPILE_CASES) -> dict:
+def bench_compile(
+    device: torch.device, batch: int, steps: int, warmup: int, repeats: int, chunk: int, cases=COMPILE_CASES
+) -> dict:
     """Eager vs ``train.compile`` for each of ``cases``; the first step of each timed apart."""
     name = device_name(device)
     overrides = base_overrides(device, batch, "train.tensorboard=false", "model.discriminator.norm=none")
@@ -412,10 +550,15 @@ def bench_compile(device: torch.device, batch: int, steps: int, warmup: int, rep
                 trainers[mode] = tr
             ips = time_interleaved(trainers, device, steps, warmup, repeats, chunk)
             eager, compiled = max(ips["eager"]), max(ips["compiled"])
-            out[key] = {"device": name, "batch_size": batch, "speedup": round(compiled / eager, 3),
-                        "eager_images_per_s": rnd(eager), "compiled_images_per_s": rnd(compiled),
-                        "first_step_s": {m: round(v, 2) for m, v in first.items()},
-                        "spec": {"regularizers": regs, "constraints": cons}}
+            out[key] = {
+                "device": name,
+                "batch_size": batch,
+                "speedup": round(compiled / eager, 3),
+                "eager_images_per_s": rnd(eager),
+                "compiled_images_per_s": rnd(compiled),
+                "first_step_s": {m: round(v, 2) for m, v in first.items()},
+                "spec": {"regularizers": regs, "constraints": cons},
+            }
     return out
 
 
@@ -438,9 +581,15 @@ def bench_ops(device: torch.device, batch: int, reg_batch: int, chunk: int, case
         cfg = load_config(CONFIG, overrides=base_overrides(device, batch, "train.tensorboard=false"))
         bare = op_count.count(bare_step_fn(cfg, device, foreach=True), repeats=chunk)
         ours = trainer_counts(cfg, tmp)
-        out["step"] = {"device": name, "batch_size": batch, "bare_kernels": bare["kernels"], "normgan_kernels": ours["kernels"],
-                       "bare_host_reads": bare["host_reads"], "normgan_host_reads": ours["host_reads"],
-                       "launch_bound_ratio": round(bare["kernels"] / ours["kernels"], 3)}
+        out["step"] = {
+            "device": name,
+            "batch_size": batch,
+            "bare_kernels": bare["kernels"],
+            "normgan_kernels": ours["kernels"],
+            "bare_host_reads": bare["host_reads"],
+            "normgan_host_reads": ours["host_reads"],
+            "launch_bound_ratio": round(bare["kernels"] / ours["kernels"], 3),
+        }
         overrides = base_overrides(device, reg_batch, "train.tensorboard=false", "model.discriminator.norm=none")
         regs_out, base = {}, None
         for key in ("none", *(c for c in cases if c != "none")):
@@ -450,15 +599,24 @@ def bench_ops(device: torch.device, batch: int, reg_batch: int, chunk: int, case
             validate(cfg)
             c = trainer_counts(cfg, tmp)
             base = c["kernels"] if key == "none" else base
-            regs_out[key] = {"device": name, "batch_size": reg_batch, "kernels": c["kernels"], "host_reads": c["host_reads"],
-                             "launch_bound_ratio": round(base / c["kernels"], 3)}
+            regs_out[key] = {
+                "device": name,
+                "batch_size": reg_batch,
+                "kernels": c["kernels"],
+                "host_reads": c["host_reads"],
+                "launch_bound_ratio": round(base / c["kernels"], 3),
+            }
         out["regularizers"] = regs_out
     return out
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
+    device = (
+        torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if args.device == "auto"
+        else torch.device(args.device)
+    )
     if device.type == "cuda":
         if not torch.cuda.is_available():
             sys.exit("bench_gpu.py: --device cuda but torch finds no CUDA GPU; use --device cpu")
@@ -479,25 +637,53 @@ def main(argv=None) -> None:
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "model": "configs/mnist.yaml (DCGAN 32 px, width 32, z 64), regularizers={}",
-        "settings": {"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "batches": args.batch_list,
-                     "reg_batch": args.reg_batch, "chunk": args.chunk, "quick": args.quick, "sections": args.sections},
+        "settings": {
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "batches": args.batch_list,
+            "reg_batch": args.reg_batch,
+            "chunk": args.chunk,
+            "quick": args.quick,
+            "sections": args.sections,
+        },
     }
     if device.type == "cuda":
-        result["settings"].update(gpu_count=torch.cuda.device_count(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
-                                  tf32_cudnn=torch.backends.cudnn.allow_tf32, cudnn_benchmark=torch.backends.cudnn.benchmark,
-                                  bf16_supported=torch.cuda.is_bf16_supported())
+        result["settings"].update(
+            gpu_count=torch.cuda.device_count(),
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+            bf16_supported=torch.cuda.is_bf16_supported(),
+        )
     started = time.perf_counter()
     skipped = {"device": name, "skipped": f"not selected (--only {args.only})"}
-    result["overhead"] = (bench_overhead(device, args.batch_list, args.steps, args.warmup, args.repeats, not args.no_progress)
-                          if "overhead" in args.sections else dict(skipped))
-    result["regularizers"] = (bench_regularizers(device, args.reg_batch, args.steps, args.warmup, args.repeats, args.chunk)
-                              if "regularizers" in args.sections else dict(skipped))
-    precisions = args.precision_list if args.precision_list is not None else (["bf16"] if args.quick and device.type == "cpu" else ["bf16", "fp16"])
+    result["overhead"] = (
+        bench_overhead(device, args.batch_list, args.steps, args.warmup, args.repeats, not args.no_progress)
+        if "overhead" in args.sections
+        else dict(skipped)
+    )
+    result["regularizers"] = (
+        bench_regularizers(device, args.reg_batch, args.steps, args.warmup, args.repeats, args.chunk)
+        if "regularizers" in args.sections
+        else dict(skipped)
+    )
+    precisions = (
+        args.precision_list
+        if args.precision_list is not None
+        else (["bf16"] if args.quick and device.type == "cpu" else ["bf16", "fp16"])
+    )
     result["settings"]["precisions"] = ["fp32", *[p for p in precisions if p != "fp32"]]
-    result["precision"] = (bench_precision(device, args.batch_list, precisions, args.steps, args.warmup, args.repeats, args.chunk)
-                           if "precision" in args.sections else dict(skipped))
-    result["compile"] = (bench_compile(device, args.reg_batch, args.steps, args.warmup, args.repeats, args.chunk, args.compile_list)
-                         if "compile" in args.sections else dict(skipped))
+    result["precision"] = (
+        bench_precision(device, args.batch_list, precisions, args.steps, args.warmup, args.repeats, args.chunk)
+        if "precision" in args.sections
+        else dict(skipped)
+    )
+    result["compile"] = (
+        bench_compile(device, args.reg_batch, args.steps, args.warmup, args.repeats, args.chunk, args.compile_list)
+        if "compile" in args.sections
+        else dict(skipped)
+    )
     if "ddp" not in args.sections:
         result["ddp"] = dict(skipped)
     else:
@@ -506,14 +692,25 @@ def main(argv=None) -> None:
         if device.type == "cuda" and procs > gpus:
             result["ddp"] = {"device": name, "skipped": f"--ddp-procs {procs} needs {procs} GPUs; torch sees {gpus}"}
         elif procs >= 2:
-            result["ddp"] = bench_ddp(device, procs, args.ddp_batch, args.ddp_steps, max(1, args.ddp_steps // 10), args.repeats,
-                                      args.ddp_timeout)
+            result["ddp"] = bench_ddp(
+                device,
+                procs,
+                args.ddp_batch,
+                args.ddp_steps,
+                max(1, args.ddp_steps // 10),
+                args.repeats,
+                args.ddp_timeout,
+            )
         else:
-            why = (f"{gpus} CUDA GPU(s): DDP scaling needs >= 2" if device.type == "cuda"
-                   else "CPU without --ddp-procs N (N >= 2)") + "; pass --ddp-procs N to run N processes"
+            why = (
+                f"{gpus} CUDA GPU(s): DDP scaling needs >= 2"
+                if device.type == "cuda"
+                else "CPU without --ddp-procs N (N >= 2)"
+            ) + "; pass --ddp-procs N to run N processes"
             result["ddp"] = {"device": name, "skipped": why}
-    result["ops"] = (bench_ops(device, args.batch_list[0], args.reg_batch, args.chunk) if "ops" in args.sections
-                     else dict(skipped))
+    result["ops"] = (
+        bench_ops(device, args.batch_list[0], args.reg_batch, args.chunk) if "ops" in args.sections else dict(skipped)
+    )
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=2))
 

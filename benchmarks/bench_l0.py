@@ -48,25 +48,36 @@ def main() -> None:
     test = load_dataset(name="mnist5k", resolution=32, split="test")
     clf = load_or_train(train, heldout=test, cache_dir=args.cache_dir or tempfile.mkdtemp())
     with torch.no_grad():
-        m = evaluate(sample_fn=lambda b: pruned(torch.randn(b, cfg.model.generator.z_dim)), reference=test, extractor=clf,
-                     n=args.n, metrics=("fid", "pr"), seed=0)
-    print(json.dumps({
-        "benchmark": "l0_pruning",
-        "config": "configs/l0-gates.yaml",
-        "steps": args.steps,
-        "wall_time_s": round(wall, 1),
-        "hidden_channels": channels,
-        "open_channels": open_,
-        "pruned_fraction": round(1 - open_ / channels, 3),
-        "params_gated": count_parameters(G),
-        "params_pruned": count_parameters(pruned),
-        "max_abs_output_difference": max_diff,
-        "pruned_domain_fid": round(m["fid"], 3),
-        "fid_floor": round(m["fid_floor"], 3),
-        "precision": round(m["precision"], 3),
-        "recall": round(m["recall"], 3),
-        "n": m["n"],
-    }, indent=2))
+        m = evaluate(
+            sample_fn=lambda b: pruned(torch.randn(b, cfg.model.generator.z_dim)),
+            reference=test,
+            extractor=clf,
+            n=args.n,
+            metrics=("fid", "pr"),
+            seed=0,
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "l0_pruning",
+                "config": "configs/l0-gates.yaml",
+                "steps": args.steps,
+                "wall_time_s": round(wall, 1),
+                "hidden_channels": channels,
+                "open_channels": open_,
+                "pruned_fraction": round(1 - open_ / channels, 3),
+                "params_gated": count_parameters(G),
+                "params_pruned": count_parameters(pruned),
+                "max_abs_output_difference": max_diff,
+                "pruned_domain_fid": round(m["fid"], 3),
+                "fid_floor": round(m["fid_floor"], 3),
+                "precision": round(m["precision"], 3),
+                "recall": round(m["recall"], 3),
+                "n": m["n"],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

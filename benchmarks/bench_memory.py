@@ -53,8 +53,16 @@ def _measure_child(argv: list[str]) -> None:
     seconds = time.perf_counter() - t0
     kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
     tail = (rc.stderr or "").strip().splitlines()[-3:]
-    print(json.dumps({"rc": rc.returncode, "peak_rss_mb": round(kb / 1024, 1), "seconds": round(seconds, 1),
-                      "stderr_tail": tail if rc.returncode else []}))
+    print(
+        json.dumps(
+            {
+                "rc": rc.returncode,
+                "peak_rss_mb": round(kb / 1024, 1),
+                "seconds": round(seconds, 1),
+                "stderr_tail": tail if rc.returncode else [],
+            }
+        )
+    )
 
 
 def measure(args: list[str], *, env: dict, cwd: Path) -> dict:
@@ -69,8 +77,10 @@ def measure(args: list[str], *, env: dict, cwd: Path) -> dict:
 def _run_folder(runs: Path, train: dict) -> str:
     found = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
     if train["rc"] != 0 or not found:
-        raise SystemExit(f"{train.get('command', 'training')} failed (exit {train['rc']}): "
-                         + " | ".join(train.get("stderr_tail", [])))
+        raise SystemExit(
+            f"{train.get('command', 'training')} failed (exit {train['rc']}): "
+            + " | ".join(train.get("stderr_tail", []))
+        )
     return str(found[-1])
 
 
@@ -96,14 +106,33 @@ def write_aligned_split(folder: Path, pairs: int, *, size: int, seed: int) -> No
 def bench_task(task: str, *, steps: int, env: dict, work: Path) -> dict:
     runs, searches = work / f"runs-{task}", work / f"searches-{task}"
     cfg = f"configs/{task}.yaml"
-    short = [f"train.steps={steps}", f"train.log_every={max(1, steps // 3)}", f"train.sample_every={steps}",
-             f"train.checkpoint_every={steps}"]
+    short = [
+        f"train.steps={steps}",
+        f"train.log_every={max(1, steps // 3)}",
+        f"train.sample_every={steps}",
+        f"train.checkpoint_every={steps}",
+    ]
     out = {"train": measure(["train", cfg, *short, "--runs-dir", str(runs), "--no-progress"], env=env, cwd=work)}
     run = _run_folder(runs, out["train"])
     out["eval"] = measure(["eval", run], env=env, cwd=work)
-    out["search_2fold"] = measure(["search", cfg, *short, "--param", "regularizers.l1.weight=[100]", "--folds", "2",
-                                   "--searches-dir", str(searches), "--name", f"mem-{task}", "--no-progress"],
-                                  env=env, cwd=work)
+    out["search_2fold"] = measure(
+        [
+            "search",
+            cfg,
+            *short,
+            "--param",
+            "regularizers.l1.weight=[100]",
+            "--folds",
+            "2",
+            "--searches-dir",
+            str(searches),
+            "--name",
+            f"mem-{task}",
+            "--no-progress",
+        ],
+        env=env,
+        cwd=work,
+    )
     return out
 
 
@@ -113,21 +142,38 @@ def bench_aligned(*, pairs: list[int], size: int, steps: int, env: dict, work: P
     write_aligned_split(root / "val", 50 if size >= 32 else 16, size=size, seed=1)
     write_aligned_split(root / "test", min(pairs), size=size, seed=2)
     runs = work / "runs-aligned"
-    overrides = ["data.name=aligned", f"data.root={root}", f"data.resolution={size}", "data.batch_size=16",
-                 "model.generator.width=16", "model.discriminator.width=16", f"train.steps={steps}",
-                 f"train.log_every={max(1, steps // 2)}", f"train.sample_every={steps}", f"train.checkpoint_every={steps}",
-                 "eval.metrics=[psnr,ssim,l1]"]
+    overrides = [
+        "data.name=aligned",
+        f"data.root={root}",
+        f"data.resolution={size}",
+        "data.batch_size=16",
+        "model.generator.width=16",
+        "model.discriminator.width=16",
+        f"train.steps={steps}",
+        f"train.log_every={max(1, steps // 2)}",
+        f"train.sample_every={steps}",
+        f"train.checkpoint_every={steps}",
+        "eval.metrics=[psnr,ssim,l1]",
+    ]
     if in_process:  # --quick: the run is only a means to the evaluations; train it here, unmeasured
         from normgan.config import load_config
         from normgan.train import Trainer
 
         t0 = time.perf_counter()
-        Trainer(load_config("configs/blur2sharp.yaml", overrides=overrides + ["train.threads=1"]), runs_dir=runs,
-                progress=False).fit()
+        Trainer(
+            load_config("configs/blur2sharp.yaml", overrides=overrides + ["train.threads=1"]),
+            runs_dir=runs,
+            progress=False,
+        ).fit()
         out = {"train": {"rc": 0, "in_process": True, "seconds": round(time.perf_counter() - t0, 1)}}
     else:
-        out = {"train": measure(["train", "configs/blur2sharp.yaml", *overrides, "--runs-dir", str(runs), "--no-progress"],
-                                env=env, cwd=work)}
+        out = {
+            "train": measure(
+                ["train", "configs/blur2sharp.yaml", *overrides, "--runs-dir", str(runs), "--no-progress"],
+                env=env,
+                cwd=work,
+            )
+        }
     run = _run_folder(runs, out["train"])
     for k, n in enumerate(sorted(pairs)):
         if k:  # the same run and model: only the test split grows
@@ -150,7 +196,8 @@ def checks(results: dict, pairs: list[int]) -> dict:
     if small and large:
         bound = 1.25 * small["peak_rss_mb"] + large["decoded_mb"]
         out[f"aligned/eval_{max(pairs)} <= 1.25 x eval_{min(pairs)} + decoded ({bound:.0f} MB)"] = (
-            small["rc"] == 0 and large["rc"] == 0 and large["peak_rss_mb"] <= bound)
+            small["rc"] == 0 and large["rc"] == 0 and large["peak_rss_mb"] <= bound
+        )
     return out
 
 
@@ -181,7 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for task in tasks:
             results[task] = bench_task(task, steps=steps, env=env, work=work)
-        results["aligned"] = bench_aligned(pairs=pairs, size=size, steps=steps, env=env, work=work, in_process=args.quick)
+        results["aligned"] = bench_aligned(
+            pairs=pairs, size=size, steps=steps, env=env, work=work, in_process=args.quick
+        )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

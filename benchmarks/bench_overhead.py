@@ -57,10 +57,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    cfg = load_config("configs/mnist.yaml", overrides=["regularizers={}", f"train.steps={args.steps}", "train.device=cpu"])
+    cfg = load_config(
+        "configs/mnist.yaml", overrides=["regularizers={}", f"train.steps={args.steps}", "train.device=cpu"]
+    )
     # warm-up both (one-time process costs such as imports are not framework overhead per run)
     bare_loop(cfg, 20)
-    normgan_loop(load_config("configs/mnist.yaml", overrides=["regularizers={}", "train.steps=20", "train.device=cpu"]), 20)
+    normgan_loop(
+        load_config("configs/mnist.yaml", overrides=["regularizers={}", "train.steps=20", "train.device=cpu"]), 20
+    )
     bare, ours = [], []
     for _ in range(args.repeats):
         bare.append(bare_loop(cfg, args.steps))

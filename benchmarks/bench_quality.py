@@ -71,9 +71,16 @@ class LeNetJudge(nn.Module):
     def __init__(self, channels: int = 1, num_classes: int = 10):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU())
+            nn.Conv2d(channels, 32, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * 4 * 4, 128),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(128, num_classes)
 
     def forward(self, x):
@@ -99,7 +106,9 @@ def train_judge(train28, test28, *, seed: int = 1, epochs: int = 8) -> LeNetJudg
                 opt.step()
     judge.eval()
     with torch.no_grad():
-        judge.heldout_accuracy = float((judge.head(judge(batch_to_float(test28.images))).argmax(1) == test28.labels).float().mean())
+        judge.heldout_accuracy = float(
+            (judge.head(judge(batch_to_float(test28.images))).argmax(1) == test28.labels).float().mean()
+        )
     return judge
 
 
@@ -155,18 +164,25 @@ def interleaved_step_times(cfg, data, *, rounds: int, burst: int, runs_dir: str)
             ratios.append(a / b)
     B = cfg.data.batch_size
     return {
-        "rounds": rounds, "burst_steps": burst,
-        "normgan_step_s": statistics.median(t_ng), "bare_step_s": statistics.median(t_bare),
+        "rounds": rounds,
+        "burst_steps": burst,
+        "normgan_step_s": statistics.median(t_ng),
+        "bare_step_s": statistics.median(t_bare),
         "ratio_normgan_over_bare": statistics.median(ratios),
         "ratio_range": [min(ratios), max(ratios)],
-        "normgan_images_per_s": B / statistics.median(t_ng), "bare_images_per_s": B / statistics.median(t_bare),
+        "normgan_images_per_s": B / statistics.median(t_ng),
+        "bare_images_per_s": B / statistics.median(t_bare),
     }
 
 
 # ----------------------------------------------------------------------------- scoring
 def mean_std(values):
     values = [float(v) for v in values]
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
 
 
 def rounded(obj, nd=4):
@@ -186,9 +202,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both sides")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds")
     parser.add_argument("--burst", type=int, default=40, help="steps per timing burst")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the default config (both sides)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the default config (both sides)"
+    )
     parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--runs-dir", default=None, help="keep normgan's run folders here (default: a temporary folder)")
+    parser.add_argument(
+        "--runs-dir", default=None, help="keep normgan's run folders here (default: a temporary folder)"
+    )
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -221,9 +241,20 @@ def main() -> None:
         """domain and judge FID (+ floors) of ``sample_fn`` at N = args.n against the held-out split."""
         with torch.no_grad():
             dom = evaluate(sample_fn=sample_fn, reference=test, extractor=clf, n=args.n, metrics=("fid",), seed=0)
-            jdg = evaluate(sample_fn=lambda b: to_native(sample_fn(b)), reference=test28, extractor=judge, n=args.n,
-                           metrics=("fid",), seed=0)
-        return {"domain_fid": dom["fid"], "domain_floor": dom["fid_floor"], "judge_fid": jdg["fid"], "judge_floor": jdg["fid_floor"]}
+            jdg = evaluate(
+                sample_fn=lambda b: to_native(sample_fn(b)),
+                reference=test28,
+                extractor=judge,
+                n=args.n,
+                metrics=("fid",),
+                seed=0,
+            )
+        return {
+            "domain_fid": dom["fid"],
+            "domain_floor": dom["fid_floor"],
+            "judge_fid": jdg["fid"],
+            "judge_floor": jdg["fid_floor"],
+        }
 
     def score_judge_only(sample_fn):
         with torch.no_grad():
@@ -238,13 +269,24 @@ def main() -> None:
         return lambda b: batch_to_float(images[torch.randint(0, len(images), (b,), generator=g)])
 
     # what the data handling alone costs: the training images as the model sees them, judged at 28 px
-    data_handling = {"mode": mode, "resolution": d.resolution, "native": native,
-                     "train_images_as_trained": score(real_sampler(train.images))}
+    data_handling = {
+        "mode": mode,
+        "resolution": d.resolution,
+        "native": native,
+        "train_images_as_trained": score(real_sampler(train.images)),
+    }
     # the earlier handling, for comparison: bilinear 28 -> 32 px resize (uint8), judged after resizing back to 28 px
-    resized32 = F.interpolate(train28.images.float(), size=32, mode="bilinear", antialias=True,
-                              align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+    resized32 = (
+        F.interpolate(train28.images.float(), size=32, mode="bilinear", antialias=True, align_corners=False)
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+    )
     data_handling["train_images_resized_to_32_and_back"] = score_judge_only(
-        lambda b: F.interpolate(real_sampler(resized32)(b), size=native, mode="bilinear", antialias=True, align_corners=False))
+        lambda b: F.interpolate(
+            real_sampler(resized32)(b), size=native, mode="bilinear", antialias=True, align_corners=False
+        )
+    )
     data_handling["train_images_native"] = score_judge_only(real_sampler(train28.images))
 
     timing = interleaved_step_times(cfg, train, rounds=args.rounds, burst=args.burst, runs_dir=runs_dir)
@@ -258,7 +300,10 @@ def main() -> None:
 
     # plain_same_arch: the bare loop with the PyTorch DCGAN example's Adam (what the earlier benchmark ran);
     # plain_same_arch_same_adam: also normgan's Adam settings (the control: what the defaults' optimizer alone gives)
-    same_adam = all(abs(o.lr - EXAMPLE_ADAM["lr"]) < 1e-12 and tuple(o.betas) == EXAMPLE_ADAM["betas"] for o in (cfg.optim.g, cfg.optim.d))
+    same_adam = all(
+        abs(o.lr - EXAMPLE_ADAM["lr"]) < 1e-12 and tuple(o.betas) == EXAMPLE_ADAM["betas"]
+        for o in (cfg.optim.g, cfg.optim.d)
+    )
     BARE_SIDES = [("plain_same_arch", EXAMPLE_ADAM)] + ([] if same_adam else [("plain_same_arch_same_adam", None)])
     per_seed = []
     for seed in args.seeds:
@@ -267,9 +312,13 @@ def main() -> None:
         trainer = Trainer(scfg, runs_dir=runs_dir, progress=False)
         trainer.fit()
         ng_wall = time.perf_counter() - t0
-        row = {"seed": seed, "normgan_run": str(trainer.run_dir), "normgan_wall_s": ng_wall,
-               "normgan_images_per_s": scfg.train.steps * scfg.data.batch_size / ng_wall,
-               "normgan_default": score(gen_sampler(trainer.G_ema.eval()))}
+        row = {
+            "seed": seed,
+            "normgan_run": str(trainer.run_dir),
+            "normgan_wall_s": ng_wall,
+            "normgan_images_per_s": scfg.train.steps * scfg.data.batch_size / ng_wall,
+            "normgan_default": score(gen_sampler(trainer.G_ema.eval())),
+        }
         for side, adam in BARE_SIDES:
             G_bare, _, bare_step = bare_setup(scfg, train, seed=seed, adam=adam)
             t0 = time.perf_counter()
@@ -279,19 +328,33 @@ def main() -> None:
             row[side] = score(gen_sampler(G_bare.eval()))
             row[side]["wall_s"] = bare_wall
             row[side]["images_per_s"] = bare_steps * scfg.data.batch_size / bare_wall
-        row["ratio_bare_over_normgan"] = {side: {k: row[side][k] / row["normgan_default"][k] for k in ("domain_fid", "judge_fid")}
-                                          for side, _ in BARE_SIDES}
+        row["ratio_bare_over_normgan"] = {
+            side: {k: row[side][k] / row["normgan_default"][k] for k in ("domain_fid", "judge_fid")}
+            for side, _ in BARE_SIDES
+        }
         per_seed.append(row)
         print(json.dumps(rounded(row)), file=sys.stderr, flush=True)
 
-    summary = {"normgan_default": {k: mean_std([r["normgan_default"][k] for r in per_seed]) for k in ("domain_fid", "judge_fid")}}
+    summary = {
+        "normgan_default": {
+            k: mean_std([r["normgan_default"][k] for r in per_seed]) for k in ("domain_fid", "judge_fid")
+        }
+    }
     summary["normgan_default"]["wall_s"] = mean_std([r["normgan_wall_s"] for r in per_seed])
     summary["normgan_default"]["images_per_s"] = mean_std([r["normgan_images_per_s"] for r in per_seed])
     for side, _ in BARE_SIDES:
-        summary[side] = {k: mean_std([r[side][k] for r in per_seed]) for k in ("domain_fid", "judge_fid", "wall_s", "images_per_s")}
-    summary["floors"] = {k: mean_std([r["normgan_default"][k] for r in per_seed]) for k in ("domain_floor", "judge_floor")}
-    summary["ratio_bare_over_normgan"] = {side: {k: mean_std([r["ratio_bare_over_normgan"][side][k] for r in per_seed])
-                                                 for k in ("domain_fid", "judge_fid")} for side, _ in BARE_SIDES}
+        summary[side] = {
+            k: mean_std([r[side][k] for r in per_seed]) for k in ("domain_fid", "judge_fid", "wall_s", "images_per_s")
+        }
+    summary["floors"] = {
+        k: mean_std([r["normgan_default"][k] for r in per_seed]) for k in ("domain_floor", "judge_floor")
+    }
+    summary["ratio_bare_over_normgan"] = {
+        side: {
+            k: mean_std([r["ratio_bare_over_normgan"][side][k] for r in per_seed]) for k in ("domain_fid", "judge_fid")
+        }
+        for side, _ in BARE_SIDES
+    }
     out = {
         "benchmark": "default_quality",
         "config_overrides": args.set,
@@ -299,13 +362,22 @@ def main() -> None:
         "seeds": args.seeds,
         "n": args.n,
         "steps": {"normgan_default": cfg.train.steps, "bare_loops": bare_steps, "bare_equal_time": equal_time_steps},
-        "bare_loops": {side: (dict(adam, betas=list(adam["betas"])) if adam else "normgan's optim.g / optim.d") for side, adam in BARE_SIDES},
+        "bare_loops": {
+            side: (dict(adam, betas=list(adam["betas"])) if adam else "normgan's optim.g / optim.d")
+            for side, adam in BARE_SIDES
+        },
         "config": to_dict(cfg),
         "extractors": {
             "domain": {"heldout_accuracy": getattr(clf, "heldout_accuracy", None), "resolution": d.resolution},
-            "lenet28": {"heldout_accuracy": judge.heldout_accuracy, "resolution": native,
-                        "generated_images": {"native": "as generated", "pad": "centre-cropped (exact)",
-                                             "resize": "resized to 28 px (bilinear, antialiased)"}[mode]},
+            "lenet28": {
+                "heldout_accuracy": judge.heldout_accuracy,
+                "resolution": native,
+                "generated_images": {
+                    "native": "as generated",
+                    "pad": "centre-cropped (exact)",
+                    "resize": "resized to 28 px (bilinear, antialiased)",
+                }[mode],
+            },
         },
         "classifiers_train_s": setup_s,
         "data_handling": data_handling,

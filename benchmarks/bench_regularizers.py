@@ -42,7 +42,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     # D without BatchNorm in every configuration: per-sample gradient penalties need it (docs/decisions.md)
-    overrides = ["train.tensorboard=false", f"train.threads={args.threads}", "train.device=cpu", "model.discriminator.norm=none"]
+    overrides = [
+        "train.tensorboard=false",
+        f"train.threads={args.threads}",
+        "train.device=cpu",
+        "model.discriminator.norm=none",
+    ]
     trainers, steps, elapsed = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (regs, cons) in CONFIGS.items():
@@ -85,7 +90,9 @@ def main() -> None:
         "ratio_to_none": {k: round(v / ips["none"], 3) for k, v in ips.items()},
         # per round, every configuration ran the same steps back to back: the median of the per-round
         # ratios is robust to bursts of machine noise (CPU steal) that hit one configuration's chunk
-        "median_round_ratio_to_none": {k: round(statistics.median(r["none"] / r[k] for r in rounds), 3) for k in trainers},
+        "median_round_ratio_to_none": {
+            k: round(statistics.median(r["none"] / r[k] for r in rounds), 3) for k in trainers
+        },
         "rounds": len(rounds),
     }
     print(json.dumps(out, indent=2))

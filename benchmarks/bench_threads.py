@@ -64,8 +64,13 @@ def run_once(*, steps: int, config: str, overrides: list[str], env: dict, compet
         comp0 = sum(_proc_cpu_ticks(p.pid) for p in competitors)
         start = time.perf_counter()
         before = os.times()
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(out), *argv], env={**os.environ, **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, str(out), *argv],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wall = time.perf_counter() - start
         after = os.times()
         busy1, total1 = _busy_ticks()
@@ -77,7 +82,12 @@ def run_once(*, steps: int, config: str, overrides: list[str], env: dict, compet
     span = max(1, total1 - total0)  # jiffies per CPU during the run
     all_busy = (busy1 - busy0) / span
     others = all_busy - cpu * hz / span - (comp1 - comp0) / span
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "threads": child["threads"], "others_cores": round(max(0.0, others), 2)}
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "threads": child["threads"],
+        "others_cores": round(max(0.0, others), 2),
+    }
 
 
 def parse_variant(text: str) -> tuple[str, list[str], dict]:
@@ -90,20 +100,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--competitors", type=int, default=1, help="busy processes beside the contended runs (default 1)")
+    parser.add_argument(
+        "--competitors", type=int, default=1, help="busy processes beside the contended runs (default 1)"
+    )
     parser.add_argument("--config", default="configs/mnist.yaml")
-    parser.add_argument("--variant", action="append", default=[], help="NAME:OVERRIDES:ENV, e.g. passive:train.threads=2:OMP_WAIT_POLICY=PASSIVE")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME:OVERRIDES:ENV, e.g. passive:train.threads=2:OMP_WAIT_POLICY=PASSIVE",
+    )
     parser.add_argument("--conditions", default="quiet,contended")
     parser.add_argument("--skip-spinning", action="store_true", help="leave out the slow 'all (N), spinning' variant")
     args = parser.parse_args()
     cores = usable_cores()
     # a caller's OpenMP settings would apply to every variant; each run gets the environment a user has
-    base_env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    base_env = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    }
     os.environ.clear()
     os.environ.update(base_env)
-    variants = [("1", ["train.threads=1"], {}), (f"all ({cores})", [f"train.threads={cores}"], {}), ("default", [], {}),
-                # before this default: all cores, and libgomp's own wait (spin 300,000 times, then sleep)
-                (f"all ({cores}), spinning", [f"train.threads={cores}"], {"GOMP_SPINCOUNT": "300000"})]
+    variants = [
+        ("1", ["train.threads=1"], {}),
+        (f"all ({cores})", [f"train.threads={cores}"], {}),
+        ("default", [], {}),
+        # before this default: all cores, and libgomp's own wait (spin 300,000 times, then sleep)
+        (f"all ({cores}), spinning", [f"train.threads={cores}"], {"GOMP_SPINCOUNT": "300000"}),
+    ]
     if args.skip_spinning:
         variants.pop()
     variants += [parse_variant(v) for v in args.variant]
@@ -113,7 +136,9 @@ def main() -> None:
         for cond in conditions:
             competitors = []
             if cond == "contended":
-                competitors = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.competitors)]
+                competitors = [
+                    subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.competitors)
+                ]
                 time.sleep(1.0)  # running before the run starts, as a user's other job would be
             try:
                 for name, ov, env in variants:
@@ -128,9 +153,19 @@ def main() -> None:
     for cond in conditions:
         med = {name: statistics.median(r["wall_s"] for r in rs) for name, rs in results[cond].items()}
         best = min(med["1"], med[f"all ({cores})"])
-        summary[cond] = {"median_wall_s": med, "best_of_1_and_all_s": best, "default_over_best": round(med["default"] / best, 3)}
-    out = {"command": f"normgan train {args.config} train.steps={args.steps}", "cores": cores, "competitors": args.competitors,
-           "repeats": args.repeats, "summary": summary, "runs": results}
+        summary[cond] = {
+            "median_wall_s": med,
+            "best_of_1_and_all_s": best,
+            "default_over_best": round(med["default"] / best, 3),
+        }
+    out = {
+        "command": f"normgan train {args.config} train.steps={args.steps}",
+        "cores": cores,
+        "competitors": args.competitors,
+        "repeats": args.repeats,
+        "summary": summary,
+        "runs": results,
+    }
     if "contended" in summary:
         out["acceptance_default_within_1.5x_of_best_when_contended"] = summary["contended"]["default_over_best"] <= 1.5
     print(json.dumps(out, indent=1))

@@ -22,8 +22,20 @@ from typing import Callable
 from torch.utils._python_dispatch import TorchDispatchMode
 
 #: operators that allocate or alias without a kernel of their own
-FREE = frozenset({"empty", "empty_strided", "empty_like", "detach", "lift_fresh", "alias", "set_", "resize_",
-                  "_record_function_enter_new", "_record_function_exit"})
+FREE = frozenset(
+    {
+        "empty",
+        "empty_strided",
+        "empty_like",
+        "detach",
+        "lift_fresh",
+        "alias",
+        "set_",
+        "resize_",
+        "_record_function_enter_new",
+        "_record_function_exit",
+    }
+)
 #: operators that copy a device value to the host (a synchronization on CUDA)
 HOST_READS = frozenset({"_local_scalar_dense", "is_nonzero", "equal"})
 

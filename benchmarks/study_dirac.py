@@ -45,7 +45,11 @@ def main() -> None:
         ax.set_xlabel("θ (generator)")
         ax.set_ylabel("ψ (discriminator)")
         ax.grid(alpha=0.3)
-        result[title] = {"distance_end": math.hypot(*traj[-1]), "theta_end": float(traj[-1, 0]), "psi_end": float(traj[-1, 1])}
+        result[title] = {
+            "distance_end": math.hypot(*traj[-1]),
+            "theta_end": float(traj[-1, 0]),
+            "psi_end": float(traj[-1, 1]),
+        }
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)

@@ -38,8 +38,15 @@ VARIANTS = {
     "l2+cgan": ["loss=bce", L2],
     "l1+l2+cgan": ["loss=bce", L1, L2],
 }
-COMMON = ["regularizers={}", "+model.generator.options.test_dropout=true", "eval.every=0", "train.tensorboard=false",
-          "train.threads=1", "train.checkpoint_every=100000", "train.sample_every=100000"]
+COMMON = [
+    "regularizers={}",
+    "+model.generator.options.test_dropout=true",
+    "eval.every=0",
+    "train.tensorboard=false",
+    "train.threads=1",
+    "train.checkpoint_every=100000",
+    "train.sample_every=100000",
+]
 TASKS = {
     "blur2sharp": ["model.generator.width=16", "model.discriminator.width=16", "train.steps=1500"],
     "edges2digit": ["train.steps=1200"],
@@ -54,14 +61,41 @@ def run_one(task: str, variant: str, seed: int, out: Path, runs: Path) -> dict:
         return json.loads(result.read_text())
     t0 = time.perf_counter()
     if not (runs / name / "checkpoints" / "last.pt").is_file() or not _finished(runs / name):
-        cmd = [sys.executable, "-m", "normgan", "train", task, *COMMON, *TASKS[task], *VARIANTS[variant], f"train.seed={seed}",
-               "--runs-dir", str(runs), "--name", name, "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "normgan",
+            "train",
+            task,
+            *COMMON,
+            *TASKS[task],
+            *VARIANTS[variant],
+            f"train.seed={seed}",
+            "--runs-dir",
+            str(runs),
+            "--name",
+            name,
+            "--no-progress",
+        ]
         if (runs / name).exists():
             cmd = [sys.executable, "-m", "normgan", "train", "--resume", str(runs / name), "--no-progress"]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
     train_s = time.perf_counter() - t0
-    ev = subprocess.run([sys.executable, "-m", "normgan", "eval", str(runs / name), "--json",
-                         "--metrics", "psnr,ssim,l1,classifier_score"], check=True, capture_output=True, text=True)
+    ev = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "normgan",
+            "eval",
+            str(runs / name),
+            "--json",
+            "--metrics",
+            "psnr,ssim,l1,classifier_score",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     res = json.loads(ev.stdout)
     row = {"task": task, "variant": variant, "seed": seed, "train_seconds": train_s, **{m: res.get(m) for m in METRICS}}
     result.parent.mkdir(parents=True, exist_ok=True)
@@ -89,15 +123,26 @@ def table(rows: list[dict]) -> str:
     lines = []
     for task in TASKS:
         cls = task == "edges2digit"
-        head = "| variant | PSNR (dB) ↑ | SSIM ↑ | L1 ↓ | sharpness ratio (→ 1) | diversity | " + ("classifier score ↑ |" if cls else "")
-        lines += [f"### {task} (test split, {len({r['seed'] for r in rows if r['task'] == task})} seeds)", "", head,
-                  "|" + "---|" * (head.count("|") - 1)]
+        head = "| variant | PSNR (dB) ↑ | SSIM ↑ | L1 ↓ | sharpness ratio (→ 1) | diversity | " + (
+            "classifier score ↑ |" if cls else ""
+        )
+        lines += [
+            f"### {task} (test split, {len({r['seed'] for r in rows if r['task'] == task})} seeds)",
+            "",
+            head,
+            "|" + "---|" * (head.count("|") - 1),
+        ]
         for variant in VARIANTS:
             rs = [r for r in rows if r["task"] == task and r["variant"] == variant]
             if not rs:
                 continue
-            cells = [_fmt([r["psnr"] for r in rs], 2), _fmt([r["ssim"] for r in rs], 3), _fmt([r["l1"] for r in rs], 3),
-                     _fmt([r["sharpness_ratio"] for r in rs], 3), _fmt([r["dropout_diversity"] for r in rs], 4)]
+            cells = [
+                _fmt([r["psnr"] for r in rs], 2),
+                _fmt([r["ssim"] for r in rs], 3),
+                _fmt([r["l1"] for r in rs], 3),
+                _fmt([r["sharpness_ratio"] for r in rs], 3),
+                _fmt([r["dropout_diversity"] for r in rs], 4),
+            ]
             if cls:
                 cells.append(_fmt([r["classifier_score"] for r in rs], 3))
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")

@@ -41,7 +41,9 @@ class DataConfig:
     holdout: float = 0.1  # fraction kept out of training, as the evaluation reference
     strict: bool = False  # unreadable image files are an error instead of a warning
     direction: str = "AtoB"  # paired: AtoB (G maps A to B) or BtoA
-    load_size: Optional[int] = None  # paired jitter (pix2pix: 286 for 256): load at this size, random-crop data.resolution
+    load_size: Optional[int] = (
+        None  # paired jitter (pix2pix: 286 for 256): load at this size, random-crop data.resolution
+    )
     flip: bool = False  # paired: random horizontal flip, the same on both sides of a pair
     folds: int = 0  # 0: off; K >= 2: cut the training split into K folds, train on K-1, evaluate on the held-out one
     fold: int = 0  # with data.folds: which fold (0..folds-1) is held out as the evaluation reference / validation set
@@ -56,7 +58,9 @@ class GeneratorConfig:
     width: int = 32
     norm: str = "batch"  # batch | instance | layer | none
     dropout: float = 0.0
-    options: Dict[str, Any] = field(default_factory=dict)  # architecture options (unet: depth, test_dropout; resnet: blocks)
+    options: Dict[str, Any] = field(
+        default_factory=dict
+    )  # architecture options (unet: depth, test_dropout; resnet: blocks)
 
 
 @dataclass
@@ -100,7 +104,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     num_samples: int = 64  # images in each fixed-noise grid
     tensorboard: bool = True
-    threads: int = 0  # torch intra-op threads on CPU; 0: the cores free when the run starts (normgan/runtime/threads.py)
+    threads: int = (
+        0  # torch intra-op threads on CPU; 0: the cores free when the run starts (normgan/runtime/threads.py)
+    )
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast forwards (fp16 also scales losses); weights stay fp32
     report: bool = False  # write RUN/report.html (normgan report) at the end of a finished run
     compile: bool = False  # torch.compile the adversarial forwards of G and D (terms keep the eager modules)
@@ -172,8 +178,12 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} (YAML anchors and aliases are not "
-                                              "supported; write the values out)", event.start_mark)
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"alias *{event.anchor} (YAML anchors and aliases are not supported; write the values out)",
+                event.start_mark,
+            )
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
@@ -185,22 +195,29 @@ class _Loader(yaml.SafeLoader):
             except TypeError:
                 continue  # an unhashable key: the safe constructor reports it
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first at line {seen[key] + 1}); "
-                                                        "keep one", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1}); keep one", key_node.start_mark
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                   |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
-                                   for k, v in _Loader.yaml_implicit_resolvers.items()}
+                  |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in _Loader.yaml_implicit_resolvers.items()
+}
 
 
 def load_yaml(text: str, *, source: str) -> Any:
@@ -251,7 +268,9 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping of keys (data:, model:, …), not {type(data).__name__}")
+        raise ConfigError(
+            f"config file '{path}' must hold a mapping of keys (data:, model:, …), not {type(data).__name__}"
+        )
     return data
 
 
@@ -268,7 +287,9 @@ def split_config_and_overrides(items: List[str]) -> tuple[Optional[str], List[st
     return config, overrides
 
 
-def load_config(path: str | Path | None = None, *, overrides: List[str] | None = None, base: Dict[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, *, overrides: List[str] | None = None, base: Dict[str, Any] | None = None
+) -> Config:
     """Defaults ← ``base`` (a saved run's config) ← the YAML file ← dotted overrides; validated.
 
     Raises :class:`ConfigError` with one line naming the key for unknown keys, wrong types and bad values.
@@ -286,7 +307,7 @@ def load_config(path: str | Path | None = None, *, overrides: List[str] | None =
             _check_sections(layer)
             _check_shapes(layer, merged)
             merged = OmegaConf.merge(merged, OmegaConf.create(layer))
-        for item, key, value in parsed:
+        for _item, key, value in parsed:
             node = OmegaConf.select(merged, key, default=None) if value == {} else None
             if node is not None and OmegaConf.get_type(node) is dict:
                 # merging {} would keep a free mapping's keys; `regularizers={}` means "no terms"
@@ -325,8 +346,10 @@ def _check_sections(layer: Any) -> None:
     for key, example in MAPPING_SECTIONS.items():
         value = layer.get(key)
         if value is not None and not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of names, got a {type(value).__name__} ({str(value)[:40]}); "
-                              f"write it as {example}")
+            raise ConfigError(
+                f"{key}: expected a mapping of names, got a {type(value).__name__} ({str(value)[:40]}); "
+                f"write it as {example}"
+            )
 
 
 def _check_shapes(layer: Any, node: Any, prefix: str = "") -> None:
@@ -339,16 +362,22 @@ def _check_shapes(layer: Any, node: Any, prefix: str = "") -> None:
         return
     for k, v in layer.items():
         if not isinstance(k, str):
-            raise ConfigError(f"{prefix}{k!r}: config keys are names, not {type(k).__name__}s; "
-                              f"check the key (normgan train --dry-run prints every key)")
+            raise ConfigError(
+                f"{prefix}{k!r}: config keys are names, not {type(k).__name__}s; "
+                f"check the key (normgan train --dry-run prints every key)"
+            )
         child = node.get(k) if isinstance(node, DictConfig) and k in node else None
         if isinstance(child, ListConfig) and isinstance(v, dict):
             whole = list(child)
-            raise ConfigError(f"{prefix}{k} is a list {whole}, not a mapping of keys (an index such as {prefix}{k}.0 "
-                              f"cannot be set); set the whole list, e.g. {prefix}{k}=[{','.join(map(str, whole))}]")
+            raise ConfigError(
+                f"{prefix}{k} is a list {whole}, not a mapping of keys (an index such as {prefix}{k}.0 "
+                f"cannot be set); set the whole list, e.g. {prefix}{k}=[{','.join(map(str, whole))}]"
+            )
         if isinstance(child, DictConfig) and v is not None and not isinstance(v, dict):
-            raise ConfigError(f"{prefix}{k}: expected a mapping of keys, got a {type(v).__name__} ({str(v)[:40]}); "
-                              f"write it as {prefix}{k}: {{key: value}}")
+            raise ConfigError(
+                f"{prefix}{k}: expected a mapping of keys, got a {type(v).__name__} ({str(v)[:40]}); "
+                f"write it as {prefix}{k}: {{key: value}}"
+            )
         if isinstance(v, dict) and isinstance(child, DictConfig):
             _check_shapes(v, child, f"{prefix}{k}.")
 
@@ -358,7 +387,11 @@ def _explain(e: OmegaConfBaseException) -> str:
     name = type(e).__name__
     if name in ("ConfigKeyError", "ConfigAttributeError"):
         key = getattr(e, "full_key", None) or ""
-        return f"unknown config key '{key}'" + (f" ({msg})" if key not in msg else "") + "; check the spelling (normgan train --dry-run prints every key)"
+        return (
+            f"unknown config key '{key}'"
+            + (f" ({msg})" if key not in msg else "")
+            + "; check the spelling (normgan train --dry-run prints every key)"
+        )
     if name == "ValidationError":
         key = getattr(e, "full_key", None) or "?"
         return f"{key}: {msg}"
@@ -413,29 +446,53 @@ def validate(cfg: Config) -> None:
     d, g, dd, o, t = cfg.data, cfg.model.generator, cfg.model.discriminator, cfg.optim, cfg.train
     d.root = expand_path(d.root)
     cfg.eval.cache_dir = expand_path(cfg.eval.cache_dir)
-    _check(d.resolution in RESOLUTIONS, "data.resolution", d.resolution, f"supported resolutions are {', '.join(map(str, RESOLUTIONS))}")
+    _check(
+        d.resolution in RESOLUTIONS,
+        "data.resolution",
+        d.resolution,
+        f"supported resolutions are {', '.join(map(str, RESOLUTIONS))}",
+    )
     _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
     _check(d.channels in (None, 1, 3), "data.channels", d.channels, "use 1 (grey), 3 (RGB) or null (as the source)")
     _check(0.0 <= d.holdout < 1.0, "data.holdout", d.holdout, "must be in [0, 1)")
     _check(d.folds == 0 or d.folds >= 2, "data.folds", d.folds, "use 0 (off) or a number of folds >= 2")
     if d.folds:
-        _check(0 <= d.fold < d.folds, "data.fold", d.fold, f"the held-out fold must be in 0..{d.folds - 1} (data.folds={d.folds})")
+        _check(
+            0 <= d.fold < d.folds,
+            "data.fold",
+            d.fold,
+            f"the held-out fold must be in 0..{d.folds - 1} (data.folds={d.folds})",
+        )
     else:
         _check(d.fold == 0, "data.fold", d.fold, "set data.folds >= 2 to hold out a fold (data.fold needs data.folds)")
     d.stream = str(d.stream).strip().lower()  # a str field: YAML true/false arrive as 'True'/'False'
     _check(d.stream in ("auto", "true", "false"), "data.stream", d.stream, "use auto, true or false")
-    _check(d.stream != "true" or d.name == "folder", "data.stream", d.stream,
-           f"streaming is for data.name=folder (data.name is {d.name}); set data.stream to auto or false")
+    _check(
+        d.stream != "true" or d.name == "folder",
+        "data.stream",
+        d.stream,
+        f"streaming is for data.name=folder (data.name is {d.name}); set data.stream to auto or false",
+    )
     _check(d.workers >= 0, "data.workers", d.workers, "must be >= 0 (0 decodes in the main process)")
     if d.name in ("folder", "idx"):
-        _check(bool(d.root), "data.root", d.root, f"data.name={d.name} needs data.root (a {'folder' if d.name == 'folder' else 'IDX file'})")
+        _check(
+            bool(d.root),
+            "data.root",
+            d.root,
+            f"data.name={d.name} needs data.root (a {'folder' if d.name == 'folder' else 'IDX file'})",
+        )
     _check(g.z_dim >= 1, "model.generator.z_dim", g.z_dim, "must be >= 1")
     for key, net in (("model.generator", g), ("model.discriminator", dd)):
         _check(net.width >= 1, f"{key}.width", net.width, "must be >= 1")
         _check(0.0 <= net.dropout < 1.0, f"{key}.dropout", net.dropout, "must be in [0, 1)")
     for key, adam in (("optim.g", o.g), ("optim.d", o.d)):
         _check(adam.lr > 0, f"{key}.lr", adam.lr, "must be > 0")
-        _check(len(adam.betas) == 2 and all(0.0 <= b < 1.0 for b in adam.betas), f"{key}.betas", adam.betas, "two numbers in [0, 1)")
+        _check(
+            len(adam.betas) == 2 and all(0.0 <= b < 1.0 for b in adam.betas),
+            f"{key}.betas",
+            adam.betas,
+            "two numbers in [0, 1)",
+        )
     _check(o.gate_lr > 0, "optim.gate_lr", o.gate_lr, "must be > 0")
     _check(o.d_steps >= 1, "optim.d_steps", o.d_steps, "must be >= 1")
     _check(0.0 <= o.ema < 1.0, "optim.ema", o.ema, "must be in [0, 1)")
@@ -445,9 +502,18 @@ def validate(cfg: Config) -> None:
     check_seed(t.seed, key="train.seed")
     check_seed(cfg.eval.seed, key="eval.seed")
     _check(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0: as many as cores are free at the start)")
-    _check(t.precision in ("fp32", "bf16", "fp16"), "train.precision", t.precision,
-           "use fp32, bf16 (autocast) or fp16 (autocast + gradient scaling)")
-    _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device, "use auto, cpu, cuda or cuda:N")
+    _check(
+        t.precision in ("fp32", "bf16", "fp16"),
+        "train.precision",
+        t.precision,
+        "use fp32, bf16 (autocast) or fp16 (autocast + gradient scaling)",
+    )
+    _check(
+        t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+        "train.device",
+        t.device,
+        "use auto, cpu, cuda or cuda:N",
+    )
 
     # names against registries (imported here: they import config-free modules only)
     from normgan.functional.losses import LOSSES
@@ -498,11 +564,17 @@ def check_data_source(cfg: Config) -> None:
     folder = d.name != "idx"
     if not root.exists():
         what = "folder" if folder else "IDX file"
-        raise DataError(f"data.root: {what} '{root}' does not exist (data.name={d.name}); set data.root to an existing {what}")
+        raise DataError(
+            f"data.root: {what} '{root}' does not exist (data.name={d.name}); set data.root to an existing {what}"
+        )
     if folder and not root.is_dir():
-        raise DataError(f"data.root: '{root}' is a file, not a folder (data.name={d.name}); set data.root to a folder of images")
+        raise DataError(
+            f"data.root: '{root}' is a file, not a folder (data.name={d.name}); set data.root to a folder of images"
+        )
     if not folder and root.is_dir():
-        raise DataError(f"data.root: '{root}' is a folder, not a file (data.name=idx); set data.root to an IDX images file")
+        raise DataError(
+            f"data.root: '{root}' is a folder, not a file (data.name=idx); set data.root to an IDX images file"
+        )
 
 
 def _resolve_task(cfg: Config) -> None:
@@ -516,7 +588,7 @@ def _resolve_task(cfg: Config) -> None:
     from normgan.data import DATASETS, PAIRED_DATASETS
     from normgan.models.registry import check_models, takes_image_input
 
-    d, o, t = cfg.data, cfg.optim, cfg.train
+    d = cfg.data
     _check(cfg.task in TASK_CHOICES, "task", cfg.task, f"choose one of: {', '.join(TASK_CHOICES)}")
     if d.name not in DATASETS and d.name not in PAIRED_DATASETS:
         names = sorted(DATASETS.names()) + sorted(PAIRED_DATASETS.names())
@@ -533,8 +605,12 @@ def _resolve_task(cfg: Config) -> None:
     check_models(cfg.model, resolution=d.resolution, channels=c, in_channels=task.config_in_channels(c))
     _check(d.direction in DIRECTIONS, "data.direction", d.direction, "use AtoB or BtoA")
     if d.load_size is not None:
-        _check(d.load_size >= d.resolution, "data.load_size", d.load_size,
-               f"must be >= data.resolution ({d.resolution}); pix2pix jitter loads at 286 and crops 256")
+        _check(
+            d.load_size >= d.resolution,
+            "data.load_size",
+            d.load_size,
+            f"must be >= data.resolution ({d.resolution}); pix2pix jitter loads at 286 and crops 256",
+        )
     if d.name in ("aligned", "paired_folders"):
         _check(bool(d.root), "data.root", d.root, f"data.name={d.name} needs data.root (a folder)")
     schema = EvalConfig()
@@ -559,6 +635,8 @@ def check_per_sample_penalties(cfg: Config) -> None:
 
     for name, spec in (cfg.regularizers or {}).items():
         if isinstance(spec, dict) and spec.get("term") in TERMS and TERMS.get(spec["term"]).per_sample_gradients:
-            raise ConfigError(f"regularizers.{name}: a gradient penalty needs per-sample gradients, but "
-                              f"model.discriminator.norm={norm} mixes the samples of a batch; set "
-                              "model.discriminator.norm=none (or instance/layer)")
+            raise ConfigError(
+                f"regularizers.{name}: a gradient penalty needs per-sample gradients, but "
+                f"model.discriminator.norm={norm} mixes the samples of a batch; set "
+                "model.discriminator.norm=none (or instance/layer)"
+            )

@@ -64,12 +64,22 @@ class Registry:
         """(name, factory) of the config entry ``spec``, a mapping whose ``name_key`` names the entry."""
         if not isinstance(spec, Mapping) or name_key not in spec:
             got = "" if isinstance(spec, Mapping) else f", got {spec!r}"
-            raise ConfigError(f"{key}: expected a mapping with '{name_key}'{got}; choose one of: {', '.join(self.names())}")
+            raise ConfigError(
+                f"{key}: expected a mapping with '{name_key}'{got}; choose one of: {', '.join(self.names())}"
+            )
         name = spec[name_key]
         return name, self.get(name, key=f"{key}.{name_key}")
 
-    def create(self, name: str, options: Mapping[str, Any], *, key: str, fixed: Mapping[str, Any] | None = None,
-               common: Sequence[str] = (), options_key: str | None = None):
+    def create(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        *,
+        key: str,
+        fixed: Mapping[str, Any] | None = None,
+        common: Sequence[str] = (),
+        options_key: str | None = None,
+    ):
         """Construct entry ``name`` with the user's ``options`` and the caller's ``fixed`` arguments.
 
         ``options`` are checked against the factory's keyword parameters (an unknown one, or one
@@ -92,8 +102,10 @@ class Registry:
         allowed = [p for p in declared if p not in fixed]
         for option in options:
             if option in fixed or (option not in declared and not accepts_any):
-                raise ConfigError(f"{where}: unknown option '{option}' for {self.kind} '{name}'; "
-                                  f"allowed: {', '.join([*common, *allowed]) or 'none'}")
+                raise ConfigError(
+                    f"{where}: unknown option '{option}' for {self.kind} '{name}'; "
+                    f"allowed: {', '.join([*common, *allowed]) or 'none'}"
+                )
         kwargs = {**options, **{k: v for k, v in fixed.items() if v is not None}}
         try:
             return factory(**kwargs)
@@ -110,8 +122,15 @@ class Registry:
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{key}: {e}") from None
 
-    def build(self, spec: Any, *, key: str, name_key: str = "name", fixed: Mapping[str, Any] | None = None,
-              common: Sequence[str] = ()):
+    def build(
+        self,
+        spec: Any,
+        *,
+        key: str,
+        name_key: str = "name",
+        fixed: Mapping[str, Any] | None = None,
+        common: Sequence[str] = (),
+    ):
         """The one builder: config entry → registry lookup → options checked → constructed.
 
         ``spec`` is a mapping like ``{kind: max_norm, c: 3.0}``; ``name_key`` (here ``kind``) names
@@ -120,4 +139,6 @@ class Registry:
         """
         name, _ = self.lookup(spec, key=key, name_key=name_key)
         options = {k: v for k, v in spec.items() if k != name_key and k not in common}
-        return self.create(name, options, key=key, fixed=fixed, common=[name_key, *(c for c in common if c != name_key)])
+        return self.create(
+            name, options, key=key, fixed=fixed, common=[name_key, *(c for c in common if c != name_key)]
+        )

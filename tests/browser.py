@@ -26,6 +26,7 @@ Use from a test module in tests/ (tests/ is not a package; pytest puts it on sys
 
     from browser import render
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,8 +80,10 @@ return Math.ceil(Math.max(d.scrollHeight, d.offsetHeight, b ? b.scrollHeight : 0
 
 def browser_paths() -> Dict[str, str]:
     """The Chromium and chromedriver executables; fails the test (never skips) when missing."""
-    paths = {"chromium": os.environ.get("CHROMIUM", CHROMIUM),
-             "chromedriver": os.environ.get("CHROMEDRIVER", CHROMEDRIVER)}
+    paths = {
+        "chromium": os.environ.get("CHROMIUM", CHROMIUM),
+        "chromedriver": os.environ.get("CHROMEDRIVER", CHROMEDRIVER),
+    }
     missing = [f"{name} ({path})" for name, path in paths.items() if not os.access(path, os.X_OK)]
     if missing:
         pytest.fail(f"not found: {', '.join(missing)}. {INSTALL_HINT}", pytrace=False)
@@ -145,8 +148,9 @@ def chromium_driver(*, width: int = 1280, height: int = 2000) -> Iterator[Any]:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError as e:  # pragma: no cover - the test extras install it
-        pytest.fail(f"selenium is not installed ({e}); pip install -e '.[test]' installs it. {INSTALL_HINT}",
-                    pytrace=False)
+        pytest.fail(
+            f"selenium is not installed ({e}); pip install -e '.[test]' installs it. {INSTALL_HINT}", pytrace=False
+        )
 
     tmp = tempfile.mkdtemp(prefix="normgan-chromium-")
     profile = os.path.join(tmp, "profile")
@@ -167,8 +171,10 @@ def chromium_driver(*, width: int = 1280, height: int = 2000) -> Iterator[Any]:
             except Exception as e:
                 log = Path(tmp, "chromedriver.log")
                 tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
-                pytest.fail(f"could not start headless Chromium: {e}\nchromedriver log (tail):\n{tail}\n{INSTALL_HINT}",
-                            pytrace=False)
+                pytest.fail(
+                    f"could not start headless Chromium: {e}\nchromedriver log (tail):\n{tail}\n{INSTALL_HINT}",
+                    pytrace=False,
+                )
         driver.set_page_load_timeout(PAGE_LOAD_TIMEOUT)
         yield driver
     finally:
@@ -194,8 +200,9 @@ def _requests(driver, *, page: str) -> List[str]:
             continue
         if msg.get("method") == "Network.requestWillBeSent":
             events.append(msg.get("params", {}))
-    loaders = {e.get("loaderId") for e in events
-               if e.get("type") == "Document" and e.get("request", {}).get("url") == page}
+    loaders = {
+        e.get("loaderId") for e in events if e.get("type") == "Document" and e.get("request", {}).get("url") == page
+    }
     if not loaders:
         raise RuntimeError(f"the browser log shows no request for {page}")
     urls: List[str] = []
@@ -231,8 +238,10 @@ def render(html_path, png_path, *, width: int = 1280, height: int = 2000, max_he
         page_height = int(driver.execute_script(_HEIGHT_JS))
         shot_height = max(1, min(page_height, max_height))
         # set the viewport itself (--window-size is the window, whose viewport is smaller)
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": width, "height": shot_height, "deviceScaleFactor": 1, "mobile": False})
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": shot_height, "deviceScaleFactor": 1, "mobile": False},
+        )
         _wait_complete(driver)
         result: Dict[str, Any] = {
             "title": driver.title,

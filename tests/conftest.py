@@ -46,7 +46,9 @@ TINY = [
 
 def run_cli(*args, timeout=300, **kwargs):
     """Run ``python -m normgan ARGS`` in a subprocess; returns CompletedProcess with text output."""
-    return subprocess.run([sys.executable, "-m", "normgan", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "normgan", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ Use from a test module in tests/ (tests/ is not a package; pytest puts it on sys
 
     from pg import postgres_server, postgres_url  # noqa: F401  (postgres_url is a fixture)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -140,8 +141,13 @@ def _run(cmd: list[str], user: str | None, cwd: str, timeout: float, check: bool
         full = prefix + cmd
     try:
         res = subprocess.run(
-            full, cwd=cwd, env=_clean_env(), stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=timeout,
+            full,
+            cwd=cwd,
+            env=_clean_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired as e:
         raise PostgresUnavailable(f"timed out after {timeout}s: {shlex.join(full)}") from e
@@ -234,9 +240,23 @@ def postgres_server(dbname: str = "normgan_test", *, settings: dict | None = Non
     try:
         _run(["mkdir", "-m", "700", sock_dir], user, cwd=base, timeout=30)
         _run(
-            [exe["initdb"], "-D", data_dir, "-A", "trust", "-U", "postgres", "-E", "UTF8",
-             "--no-locale", "--no-sync", "--no-instructions"],
-            user, cwd=base, timeout=CMD_TIMEOUT,
+            [
+                exe["initdb"],
+                "-D",
+                data_dir,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            user,
+            cwd=base,
+            timeout=CMD_TIMEOUT,
         )
         opts = {
             "listen_addresses": "127.0.0.1",
@@ -254,7 +274,10 @@ def postgres_server(dbname: str = "normgan_test", *, settings: dict | None = Non
             o = " ".join(f"-c {shlex.quote(f'{k}={v}')}" for k, v in opts.items()) + f" -p {port}"
             res = _run(
                 [exe["pg_ctl"], "-D", data_dir, "-l", log, "-w", "-t", str(START_TIMEOUT), "-o", o, "start"],
-                user, cwd=base, timeout=START_TIMEOUT + 30, check=False,
+                user,
+                cwd=base,
+                timeout=START_TIMEOUT + 30,
+                check=False,
             )
             started = True  # from here on, always try to stop it
             if res.returncode == 0:
@@ -268,8 +291,12 @@ def postgres_server(dbname: str = "normgan_test", *, settings: dict | None = Non
                 f"--- tail of {log} ---\n{logtail}"
             )
         # clients may run as anyone: trust auth over TCP
-        _run([exe["createdb"], "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", dbname],
-             None, cwd=base, timeout=CMD_TIMEOUT)
+        _run(
+            [exe["createdb"], "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", dbname],
+            None,
+            cwd=base,
+            timeout=CMD_TIMEOUT,
+        )
         url = PgURL(f"postgresql+psycopg://postgres@127.0.0.1:{port}/{dbname}")
         url.port, url.pid, url.data_dir, url.base_dir = port, _read_pid(data_dir), data_dir, base
         url.bindir, url.dbname = bindir, dbname
@@ -294,8 +321,13 @@ def _stop(pg_ctl: str, data_dir: str, user: str | None, base: str) -> None:
         if not os.path.exists(os.path.join(data_dir, "postmaster.pid")):
             break
         with contextlib.suppress(PostgresUnavailable):
-            _run([pg_ctl, "-D", data_dir, "-m", mode, "-w", "-t", str(STOP_TIMEOUT), "stop"],
-                 user, cwd=base, timeout=STOP_TIMEOUT + 15, check=False)
+            _run(
+                [pg_ctl, "-D", data_dir, "-m", mode, "-w", "-t", str(STOP_TIMEOUT), "stop"],
+                user,
+                cwd=base,
+                timeout=STOP_TIMEOUT + 15,
+                check=False,
+            )
     if pid_alive(pid):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)

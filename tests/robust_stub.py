@@ -19,10 +19,9 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
 import search_stub
 import study_stub
+import torch
 
 
 def _blob(run_dir: Path) -> None:

@@ -37,8 +37,19 @@ def train(cfg, *, run_dir, report, progress=False, stage=None) -> dict:
     log = os.environ.get("STUB_LOG")
     if log:
         with open(log, "a") as fh:
-            fh.write(json.dumps({"pid": os.getpid(), "run_dir": str(run_dir), "lam": lam, "fold": fold, "folds": cfg.data.folds,
-                                 "seed": seed}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "run_dir": str(run_dir),
+                        "lam": lam,
+                        "fold": fold,
+                        "folds": cfg.data.folds,
+                        "seed": seed,
+                    }
+                )
+                + "\n"
+            )
     stop = os.environ.get("STUB_INTERRUPT_AT")
     if stop is not None and float(stop) == lam and log:
         marker = Path(log + ".interrupted")

@@ -52,4 +52,7 @@ def train(cfg, *, run_dir, progress=False) -> None:
 
                 raise Diverged(f"G loss became NaN/inf at step {diverge_at} (stub)", step=diverge_at)
             fh.write(json.dumps({"step": step, "loss/D": 1.0, "loss/G": 1.0}) + "\n")
-            fh.write(json.dumps({"step": step, "eval/fid": fid(cfg, step), "eval/precision": 0.5 + 0.01 * cfg.train.seed}) + "\n")
+            fh.write(
+                json.dumps({"step": step, "eval/fid": fid(cfg, step), "eval/precision": 0.5 + 0.01 * cfg.train.seed})
+                + "\n"
+            )

@@ -13,9 +13,34 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_gpu.py"
 # small enough for < 60 s on 2 busy CPU cores: batch 16, 1 warm-up + 6 timed steps, DDP 2 x 4 steps
-FLAGS = ["--device", "cpu", "--quick", "--steps", "6", "--repeats", "1", "--warmup", "1", "--batches", "16", "--reg-batch", "16",
-         "--threads", "1", "--ddp-procs", "2", "--ddp-batch", "16", "--ddp-steps", "4", "--no-progress", "--compile-cases", "none",
-         "--only", "overhead,regularizers,precision,compile,ddp"]  # ops: counted in-process below
+FLAGS = [
+    "--device",
+    "cpu",
+    "--quick",
+    "--steps",
+    "6",
+    "--repeats",
+    "1",
+    "--warmup",
+    "1",
+    "--batches",
+    "16",
+    "--reg-batch",
+    "16",
+    "--threads",
+    "1",
+    "--ddp-procs",
+    "2",
+    "--ddp-batch",
+    "16",
+    "--ddp-steps",
+    "4",
+    "--no-progress",
+    "--compile-cases",
+    "none",
+    "--only",
+    "overhead,regularizers,precision,compile,ddp",
+]  # ops: counted in-process below
 REGULARIZERS = {"none", "r1_every_1", "r1_every_16", "wgan_gp", "spectral_d", "l0_gates", "path_length_g4", "l2_d"}
 #: keys that hold a measured figure: a dict that has one must name its device
 FIGURE_KEYS = {"images_per_s", "ratio", "normgan", "bare", "speedup_vs_fp32", "speedup", "efficiency", "wall_s"}
@@ -101,7 +126,9 @@ def test_compile(result):
     for key in ("speedup", "eager_images_per_s", "compiled_images_per_s"):
         assert positive_finite(fig[key]), key
     assert fig["speedup"] == pytest.approx(fig["compiled_images_per_s"] / fig["eager_images_per_s"], rel=0.01)
-    assert set(fig["first_step_s"]) == {"eager", "compiled"} and all(positive_finite(v) for v in fig["first_step_s"].values())
+    assert set(fig["first_step_s"]) == {"eager", "compiled"} and all(
+        positive_finite(v) for v in fig["first_step_s"].values()
+    )
 
 
 def test_ddp_two_gloo_processes(result):
@@ -138,7 +165,9 @@ def test_a_refused_precision_is_reported_as_not_supported(monkeypatch, tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the subprocess runs (2 threads on a busy 2-core machine crawl)
     try:
-        out = bench_gpu.bench_precision(torch.device("cpu"), [8], ["bf16", "fp16"], steps=2, warmup=1, repeats=1, chunk=16)
+        out = bench_gpu.bench_precision(
+            torch.device("cpu"), [8], ["bf16", "fp16"], steps=2, warmup=1, repeats=1, chunk=16
+        )
     finally:
         torch.set_num_threads(threads)
     p = out["8"]
@@ -171,7 +200,11 @@ def test_op_counter_counts_kernels_and_host_reads_of_known_code():
     assert k.kernels == 0 and k.host_reads == 0
     with op_count.OpCounter() as k:
         v = y.sum().item()
-    assert k.kernels == 1 and k.host_reads == 1 and v == pytest.approx(float((a.numpy() @ b.numpy() + c.numpy()).sum()), rel=1e-5)
+    assert (
+        k.kernels == 1
+        and k.host_reads == 1
+        and v == pytest.approx(float((a.numpy() @ b.numpy() + c.numpy()).sum()), rel=1e-5)
+    )
     assert op_count.count(lambda: a @ b + c, repeats=3) == {"kernels": 2.0, "host_reads": 0.0}
 
 
@@ -196,15 +229,21 @@ def test_ops_section_counts_steps_and_normgan_reads_the_device_once_per_step(mon
     assert set(regs) == {"none", "spectral_d"}
     assert regs["none"]["launch_bound_ratio"] == 1.0 and regs["none"]["host_reads"] == 1.0
     assert regs["spectral_d"]["kernels"] > regs["none"]["kernels"] and regs["spectral_d"]["host_reads"] == 1.0
-    assert regs["spectral_d"]["launch_bound_ratio"] == pytest.approx(regs["none"]["kernels"] / regs["spectral_d"]["kernels"], abs=1e-3)
+    assert regs["spectral_d"]["launch_bound_ratio"] == pytest.approx(
+        regs["none"]["kernels"] / regs["spectral_d"]["kernels"], abs=1e-3
+    )
 
 
 def test_steady_images_per_s_is_the_images_over_the_time_of_the_logged_intervals_after_the_first(tmp_path):
     """Closed form: rows at steps 10, 20, 40 with 100 and 200 img/s over the last two intervals →
     30 steps' images in 10/100 + 20/200 = 0.2 step-seconds: 150 img/s; one row gives none."""
     bench_gpu = _bench_module("bench_gpu")
-    rows = [{"step": 10, "images_per_s": 5.0}, {"step": 15, "eval/fid": 1.0}, {"step": 20, "images_per_s": 100.0},
-            {"step": 40, "images_per_s": 200.0}]
+    rows = [
+        {"step": 10, "images_per_s": 5.0},
+        {"step": 15, "eval/fid": 1.0},
+        {"step": 20, "images_per_s": 100.0},
+        {"step": 40, "images_per_s": 200.0},
+    ]
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert bench_gpu.steady_images_per_s(path) == pytest.approx(150.0)

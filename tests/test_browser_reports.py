@@ -2,16 +2,17 @@
 no console error (tests/browser.py). Screenshots go to tmp_path; with NORMGAN_SAVE_SCREENSHOTS=1
 the run report's screenshot is also copied to docs/images/report-screenshot.png (the README's
 picture; regenerate it deliberately)."""
+
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
 
-from PIL import Image
-
 from browser import render
 from conftest import run_cli
+from PIL import Image
+
 from normgan.search.outputs import write_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,13 +23,32 @@ README_PICTURE = ROOT / "docs" / "images" / "report-screenshot.png"
 KEY = "regularizers.l1.weight"
 TERM = "regularizers.r1"
 NAME = "browser-sweep"
-META = {"name": NAME, "metric": "psnr", "direction": "maximize", "folds": 3, "seeds": 1, "sampler": "grid",
-        "pruner": "median", "config": "edges2digit", "storage": "sqlite:///search.db", "trials_requested": 7,
-        "overrides": ["train.steps=100"]}
-PARAMS = [{"key": KEY, "spec": "[0,1,10,100,1000,1e5]", "kind": "grid", "log": False},
-          {"key": TERM, "spec": "choice:none,r1", "kind": "choice", "log": False}]
-FINAL = {"metric": "psnr", "value": 27.1234, "split": "test", "metrics": {"psnr": 27.1234, "l1": 0.0421},
-         "run": "runs/browser-sweep/final", "seconds": 321.0, "baseline": {"psnr": 25.5, "l1": 0.05}}
+META = {
+    "name": NAME,
+    "metric": "psnr",
+    "direction": "maximize",
+    "folds": 3,
+    "seeds": 1,
+    "sampler": "grid",
+    "pruner": "median",
+    "config": "edges2digit",
+    "storage": "sqlite:///search.db",
+    "trials_requested": 7,
+    "overrides": ["train.steps=100"],
+}
+PARAMS = [
+    {"key": KEY, "spec": "[0,1,10,100,1000,1e5]", "kind": "grid", "log": False},
+    {"key": TERM, "spec": "choice:none,r1", "kind": "choice", "log": False},
+]
+FINAL = {
+    "metric": "psnr",
+    "value": 27.1234,
+    "split": "test",
+    "metrics": {"psnr": 27.1234, "l1": 0.0421},
+    "run": "runs/browser-sweep/final",
+    "seconds": 321.0,
+    "baseline": {"psnr": 25.5, "l1": 0.05},
+}
 
 
 def _rows():
@@ -38,10 +58,32 @@ def _rows():
         folds = [20.0 + i + 0.1 * f for f in range(3)]
         mean = sum(folds) / 3
         std = (sum((f - mean) ** 2 for f in folds) / 3) ** 0.5
-        rows.append({"number": i, "state": "COMPLETE", "params": {KEY: lam, TERM: None if i % 2 else r1},
-                     "folds": folds, "mean": mean, "std": std, "seconds": 12.5 + i, "pruned_at": None, "error": None})
-    rows.append({"number": 6, "state": "FAIL", "params": {KEY: 1e5, TERM: None}, "folds": [None] * 3, "mean": None,
-                 "std": None, "seconds": 0.5, "pruned_at": None, "error": "ValueError: bad <b>value</b>"})
+        rows.append(
+            {
+                "number": i,
+                "state": "COMPLETE",
+                "params": {KEY: lam, TERM: None if i % 2 else r1},
+                "folds": folds,
+                "mean": mean,
+                "std": std,
+                "seconds": 12.5 + i,
+                "pruned_at": None,
+                "error": None,
+            }
+        )
+    rows.append(
+        {
+            "number": 6,
+            "state": "FAIL",
+            "params": {KEY: 1e5, TERM: None},
+            "folds": [None] * 3,
+            "mean": None,
+            "std": None,
+            "seconds": 0.5,
+            "pruned_at": None,
+            "error": "ValueError: bad <b>value</b>",
+        }
+    )
     return rows
 
 
@@ -68,8 +110,9 @@ def test_search_report_renders_in_chromium(tmp_path):
     b = max((r for r in rows if r["state"] == "COMPLETE"), key=lambda r: r["mean"])
     best = {"number": b["number"], "params": b["params"], "mean": b["mean"], "std": b["std"], "yaml": "best.yaml"}
     (tmp_path / "best.yaml").write_text("regularizers:\n  l1:\n    weight: 100000.0\n")
-    out = write_outputs(tmp_path, meta=META, params=PARAMS, rows=rows, best=best, final=FINAL,
-                        importances={KEY: 0.8, TERM: 0.2})
+    out = write_outputs(
+        tmp_path, meta=META, params=PARAMS, rows=rows, best=best, final=FINAL, importances={KEY: 0.8, TERM: 0.2}
+    )
     got = render(out["report"], tmp_path / "search-report.png")
     _check_loaded(got, min_images=2)
     assert got["images"] == 4  # 2 params + history + importance
@@ -81,9 +124,11 @@ def test_search_report_renders_in_chromium(tmp_path):
 def test_broken_image_and_console_error_are_caught(tmp_path):
     """Negative control: the checks above can fail."""
     page = tmp_path / "broken.html"
-    page.write_text('<!doctype html><html><head><meta charset="utf-8"><title>broken</title></head><body>'
-                    '<p>broken data URI:</p><img src="data:image/png;base64,AAAA" alt="broken">'
-                    '<p>missing file:</p><img src="missing.png" alt="missing"></body></html>')
+    page.write_text(
+        '<!doctype html><html><head><meta charset="utf-8"><title>broken</title></head><body>'
+        '<p>broken data URI:</p><img src="data:image/png;base64,AAAA" alt="broken">'
+        '<p>missing file:</p><img src="missing.png" alt="missing"></body></html>'
+    )
     got = render(page, tmp_path / "broken.png", height=600)
     assert got["title"] == "broken"
     assert got["images"] == 2
@@ -98,9 +143,19 @@ def test_broken_image_and_console_error_are_caught(tmp_path):
 
 def test_run_report_renders_in_chromium(tmp_path):
     runs = tmp_path / "runs"
-    train = run_cli("train", "train.steps=20", "train.log_every=5", "train.sample_every=10",
-                    "train.checkpoint_every=10", "train.tensorboard=false", "--runs-dir", runs, "--name", "r",
-                    timeout=600)
+    train = run_cli(
+        "train",
+        "train.steps=20",
+        "train.log_every=5",
+        "train.sample_every=10",
+        "train.checkpoint_every=10",
+        "train.tensorboard=false",
+        "--runs-dir",
+        runs,
+        "--name",
+        "r",
+        timeout=600,
+    )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     run = runs / "r"
     rep = run_cli("report", run, timeout=300)

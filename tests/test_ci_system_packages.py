@@ -1,5 +1,6 @@
 """.ci/system-packages: installs the tests' Debian packages when missing and permitted; otherwise
 one message naming exactly the packages and the command that installs them (exit 1)."""
+
 import os
 import shutil
 import subprocess

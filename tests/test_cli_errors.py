@@ -3,7 +3,6 @@
 import gzip
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -30,8 +29,10 @@ def make_bad_inputs(tmp_path):
         "regularizers as a list": (["train", str(reg_list), "--dry-run"], "regularizers"),
         "regularizers override as a list": (["train", "regularizers=[1,2]", "--dry-run"], "regularizers"),
         "binary config file": (["train", str(binary), "--dry-run"], "binary.yaml"),
-        "gradient penalty on a BatchNorm D": (["train", "configs/dcgan-r1.yaml", "model.discriminator.norm=batch", "--dry-run"],
-                                              "model.discriminator.norm=none"),
+        "gradient penalty on a BatchNorm D": (
+            ["train", "configs/dcgan-r1.yaml", "model.discriminator.norm=batch", "--dry-run"],
+            "model.discriminator.norm=none",
+        ),
         "unknown key": (["train", "train.stepz=5", "--dry-run"], "train.stepz"),
         "unknown section": (["train", "trainer.steps=5", "--dry-run"], "trainer"),
         "wrong type": (["train", "train.steps=many", "--dry-run"], "train.steps"),
@@ -40,7 +41,10 @@ def make_bad_inputs(tmp_path):
         "bad lr": (["train", "optim.g.lr=-1", "--dry-run"], "optim.g.lr"),
         "missing folder": (["train", "data.name=folder", f"data.root={tmp_path / 'nope'}", "train.steps=1"], "nope"),
         "empty folder": (["train", "data.name=folder", f"data.root={empty}", "train.steps=1"], "no image"),
-        "corrupt png strict": (["train", "data.name=folder", f"data.root={corrupt}", "data.strict=true", "train.steps=1"], "a.png"),
+        "corrupt png strict": (
+            ["train", "data.name=folder", f"data.root={corrupt}", "data.strict=true", "train.steps=1"],
+            "a.png",
+        ),
         "only corrupt png": (["train", "data.name=folder", f"data.root={corrupt}", "train.steps=1"], "corrupt"),
         "unknown dataset": (["train", "data.name=cifar99", "--dry-run"], "data.name"),
         "unknown model": (["train", "model.generator.name=stylegan9", "--dry-run"], "model.generator.name"),
@@ -55,16 +59,42 @@ def make_bad_inputs(tmp_path):
         "corrupt checkpoint": (["train", "--resume", str(bad_ckpt)], "last.pt"),
         "sample from missing run": (["sample", str(tmp_path / "no-run"), "--out", str(tmp_path / "o")], "no-run"),
         "truncated idx": (["train", "data.name=idx", f"data.root={bad_idx}", "train.steps=1"], "idx"),
-        "batch larger than data": (["train", "data.name=faces", "data.batch_size=100000", "train.steps=1", "--runs-dir", str(tmp_path / "r")], "batch_size"),
+        "batch larger than data": (
+            ["train", "data.name=faces", "data.batch_size=100000", "train.steps=1", "--runs-dir", str(tmp_path / "r")],
+            "batch_size",
+        ),
     }
 
 
 CASES = [
-    "regularizers as a list", "regularizers override as a list", "binary config file", "gradient penalty on a BatchNorm D",
-    "unknown key", "unknown section", "wrong type", "negative steps", "zero batch", "bad lr", "missing folder", "empty folder",
-    "corrupt png strict", "only corrupt png", "unknown dataset", "unknown model", "unknown loss", "unknown norm layer",
-    "unsupported resolution", "missing config file", "bad yaml", "yaml not a mapping", "override without value",
-    "unreadable resume path", "corrupt checkpoint", "sample from missing run", "truncated idx", "batch larger than data",
+    "regularizers as a list",
+    "regularizers override as a list",
+    "binary config file",
+    "gradient penalty on a BatchNorm D",
+    "unknown key",
+    "unknown section",
+    "wrong type",
+    "negative steps",
+    "zero batch",
+    "bad lr",
+    "missing folder",
+    "empty folder",
+    "corrupt png strict",
+    "only corrupt png",
+    "unknown dataset",
+    "unknown model",
+    "unknown loss",
+    "unknown norm layer",
+    "unsupported resolution",
+    "missing config file",
+    "bad yaml",
+    "yaml not a mapping",
+    "override without value",
+    "unreadable resume path",
+    "corrupt checkpoint",
+    "sample from missing run",
+    "truncated idx",
+    "batch larger than data",
 ]
 
 
@@ -143,9 +173,19 @@ BAD_OVERRIDES = {
     "negative train.seed": (["train.seed=-1"], ["train.seed"]),
     "width too large to describe": (["model.generator.width=1000000000"], ["model.generator.width=1000000000"]),
     "width beyond any memory": (["model.discriminator.width=100000"], ["model.discriminator.width=100000", "TiB"]),
-    "missing data.root": (["data.name=folder", "data.root=/nonexistent/normgan-images"], ["data.root", "/nonexistent/normgan-images"]),
-    "missing aligned data.root": (["data.name=aligned", "data.root=/nonexistent/pairs", "model.generator.name=unet",
-                                   "model.discriminator.name=patchgan"], ["data.root", "/nonexistent/pairs"]),
+    "missing data.root": (
+        ["data.name=folder", "data.root=/nonexistent/normgan-images"],
+        ["data.root", "/nonexistent/normgan-images"],
+    ),
+    "missing aligned data.root": (
+        [
+            "data.name=aligned",
+            "data.root=/nonexistent/pairs",
+            "model.generator.name=unet",
+            "model.discriminator.name=patchgan",
+        ],
+        ["data.root", "/nonexistent/pairs"],
+    ),
 }
 
 
@@ -166,8 +206,8 @@ def test_dry_run_refuses_a_file_as_data_folder(tmp_path, capsys):
 def test_sizes_are_checked_against_memory_before_allocating(monkeypatch, capsys):
     """width=4096 needs ~53 GiB (2.7e9 generator parameters × 20 bytes); with 8 GiB free it is one
     line naming the key and the estimate, before anything is allocated (dry-run and a real start)."""
-    import normgan.runtime.resources as resources
     import normgan.models.build as build
+    import normgan.runtime.resources as resources
 
     monkeypatch.setattr(resources, "device_memory", lambda device: (8 * 2**30, "of memory available"))
     for extra in (["--dry-run"], ["--runs-dir", "/nonexistent-runs-never-created"]):
@@ -187,7 +227,9 @@ def test_sizes_are_checked_against_memory_before_allocating(monkeypatch, capsys)
 
 def test_width_beyond_memory_in_a_real_start_is_one_line(tmp_path):
     """A subprocess (no allocator message, no traceback): 1.6e12 parameters need ~29 TiB."""
-    r = run_cli("train", *TINY, "model.generator.width=100000", "--runs-dir", tmp_path / "runs", cwd=tmp_path, timeout=120)
+    r = run_cli(
+        "train", *TINY, "model.generator.width=100000", "--runs-dir", tmp_path / "runs", cwd=tmp_path, timeout=120
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "model.generator.width=100000" in r.stderr and " TiB" in r.stderr
@@ -212,8 +254,11 @@ def test_one_yaml_loader_for_configs_studies_and_overrides(tmp_path):
     from normgan.errors import ConfigError, UserError
     from normgan.study.spec import load_study
 
-    study = write(tmp_path / "s.yaml", "config: mnist\noverrides: {train.steps: 20, eval.every: 10}\nseeds: 1\n"
-                  "variants:\n  none: {}\n  r1: {regularizers.r1: r1}\n  none: {regularizers.wd_g: none}\n")
+    study = write(
+        tmp_path / "s.yaml",
+        "config: mnist\noverrides: {train.steps: 20, eval.every: 10}\nseeds: 1\n"
+        "variants:\n  none: {}\n  r1: {regularizers.r1: r1}\n  none: {regularizers.wd_g: none}\n",
+    )
     with pytest.raises(UserError, match=r"duplicate key 'none'.*first at line 5"):
         load_study(str(study))
     aliased = write(tmp_path / "a.yaml", "config: mnist\nseeds: &n 1\nvariants: {a: {}}\nthreshold: *n\n")
@@ -237,14 +282,22 @@ def test_version(capsys):
     out = capsys.readouterr().out
     import torch
 
-    assert out.strip() == f"normgan {__version__} (torch {torch.__version__.split('+')[0]}, python {sys.version.split()[0]})" or \
-        out.startswith(f"normgan {__version__} (torch {torch.__version__}"), out
+    assert (
+        out.strip()
+        == f"normgan {__version__} (torch {torch.__version__.split('+')[0]}, python {sys.version.split()[0]})"
+        or out.startswith(f"normgan {__version__} (torch {torch.__version__}")
+    ), out
 
 
 def test_gitignore_ignores_search_and_study_folders_not_shipped_studies():
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    paths = ["searches/s/trials.csv", "studies/x/study.json", "runs/r/config.yaml", "normgan/configs/studies/stability-digits.yaml"]
+    paths = [
+        "searches/s/trials.csv",
+        "studies/x/study.json",
+        "runs/r/config.yaml",
+        "normgan/configs/studies/stability-digits.yaml",
+    ]
     r = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
     assert sorted(r.stdout.split()) == sorted(paths[:3]), r.stdout
 
@@ -269,13 +322,22 @@ def test_os_error_backstop_is_one_line(monkeypatch, capsys):
 
 # ---------------------------------------------------------------- commands on a trained run
 
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two tiny unconditional runs (G width 8 and 16) and a tiny paired one."""
     root = tmp_path_factory.mktemp("runs")
     for name, width in (("w8", 8), ("w16", 16)):
-        r = run_cli("train", *[o for o in TINY if not o.startswith("model.generator.width")], f"model.generator.width={width}",
-                    "--runs-dir", root, "--name", name, "--no-progress")
+        r = run_cli(
+            "train",
+            *[o for o in TINY if not o.startswith("model.generator.width")],
+            f"model.generator.width={width}",
+            "--runs-dir",
+            root,
+            "--name",
+            name,
+            "--no-progress",
+        )
         assert r.returncode == 0, r.stderr
     from test_paired_train import PAIRED
 
@@ -307,8 +369,9 @@ def test_sample_seed_beyond_64_bits(runs, tmp_path, capsys):
 
 def test_translate_seed_beyond_64_bits(runs, tmp_path, capsys):
     (tmp_path / "in").mkdir()
-    line = one_error_line(capsys, ["translate", runs / "paired", "--input", tmp_path / "in", "--out", tmp_path / "o",
-                                   "--seed", 2**70])
+    line = one_error_line(
+        capsys, ["translate", runs / "paired", "--input", tmp_path / "in", "--out", tmp_path / "o", "--seed", 2**70]
+    )
     assert "--seed" in line
 
 
@@ -328,8 +391,9 @@ def test_sample_writes_in_batches(runs, tmp_path, monkeypatch):
     write_sample_files(runs / "w8", n=7, out=tmp_path / "o", seed=3, batch_size=3)
     G, _ = load_generator(runs / "w8")
     ref = ((sample_images(G, n=7, seed=3, batch_size=3) + 1) / 2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
-    got = torch.stack([torch.from_numpy(__import__("numpy").array(Image.open(tmp_path / "o" / f"{i:06d}.png")))
-                       for i in range(7)])
+    got = torch.stack(
+        [torch.from_numpy(__import__("numpy").array(Image.open(tmp_path / "o" / f"{i:06d}.png"))) for i in range(7)]
+    )
     got = got.permute(0, 3, 1, 2)[:, :1] if got.dim() == 4 else got[:, None]
     torch.testing.assert_close(got, ref[:, :1], atol=0, rtol=0)
     assert (tmp_path / "o" / "grid.png").is_file() and not (tmp_path / "o" / "000007.png").exists()
@@ -342,8 +406,9 @@ def test_sample_on_a_full_disk(runs, tmp_path, capsys, monkeypatch):
         assert f"{small / 's'}" in line and "free" in line and "--n" in line
         assert not any((small / "s").glob("*.png"))
         # past the estimate, the disk fills while writing: one line, the files before are whole PNGs
-        import normgan.inference.sample as sample
         from PIL import Image
+
+        import normgan.inference.sample as sample
 
         monkeypatch.setattr(sample, "check_disk", lambda *a, **k: None)
         line = one_error_line(capsys, ["sample", runs / "w8", "--n", 64, "--out", small / "s"])
@@ -371,13 +436,18 @@ def test_translate_out_is_a_file_or_read_only(runs, tmp_path, capsys):
     (tmp_path / "in").mkdir()
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "in" / "a.png")
     f = write(tmp_path / "f", "x")
-    line = one_error_line(capsys, ["translate", runs / "paired", "--input", tmp_path / "in", "--out", f, "--no-progress"])
+    line = one_error_line(
+        capsys, ["translate", runs / "paired", "--input", tmp_path / "in", "--out", f, "--no-progress"]
+    )
     assert str(f) in line and "is a file" in line
-    line = one_error_line(capsys, ["translate", runs / "paired", "--input", tmp_path / "in", "--out", f / "sub", "--no-progress"])
+    line = one_error_line(
+        capsys, ["translate", runs / "paired", "--input", tmp_path / "in", "--out", f / "sub", "--no-progress"]
+    )
     assert str(f / "sub") in line
     with tmpfs(tmp_path / "ro", "ro") as ro:
-        line = one_error_line(capsys, ["translate", runs / "paired", "--input", tmp_path / "in", "--out", ro / "t",
-                                       "--no-progress"])
+        line = one_error_line(
+            capsys, ["translate", runs / "paired", "--input", tmp_path / "in", "--out", ro / "t", "--no-progress"]
+        )
         assert str(ro / "t") in line and "Read-only" in line
 
 
@@ -392,7 +462,9 @@ def test_translate_on_a_full_disk(runs, tmp_path, capsys):
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(src / f"{i:02d}.png")
     with tmpfs(tmp_path / "small", "size=64k") as small:
         (small / "filler").write_bytes(b"\0" * (44 * 1024))  # about 20 KiB left
-        line = one_error_line(capsys, ["translate", runs / "paired", "--input", src, "--out", small / "t", "--no-progress"])
+        line = one_error_line(
+            capsys, ["translate", runs / "paired", "--input", src, "--out", small / "t", "--no-progress"]
+        )
         assert "no space left" in line and str(small / "t") in line
         n = int(line.split("; the ")[1].split(" images")[0])
         outs = sorted((small / "t").glob("*.png"))
@@ -418,9 +490,13 @@ def test_eval_cache_on_a_full_disk(tmp_path, monkeypatch):
     from normgan.metrics import domain
 
     train = load_dataset(name="mnist5k", split="train")
-    small = ImageData(images=train.images[:32], labels=train.labels[:32], name=train.name, fingerprint=train.fingerprint)
+    small = ImageData(
+        images=train.images[:32], labels=train.labels[:32], name=train.name, fingerprint=train.fingerprint
+    )
     with tmpfs(tmp_path / "small", "size=64k") as cache:
         (cache / "filler").write_bytes(b"\0" * (60 * 1024))
-        with pytest.raises(UserError, match=r"(?s)cannot write the domain classifier cache .*no space left.*--cache-dir"):
+        with pytest.raises(
+            UserError, match=r"(?s)cannot write the domain classifier cache .*no space left.*--cache-dir"
+        ):
             domain.load_or_train(small, cache_dir=cache, epochs=1, seed=0)
         assert sorted(p.name for p in cache.iterdir()) == ["filler"]

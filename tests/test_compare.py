@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
+from test_evaluation import TINY_RUN, needs_cli, shared_env
 
 import normgan
-from normgan.eval.compare import aggregate, compare_runs, format_table, group_runs
 from normgan.errors import UserError
-
-from test_evaluation import TINY_RUN, needs_cli, shared_env
+from normgan.eval.compare import aggregate, compare_runs, format_table, group_runs
 
 SHORT = [o for o in TINY_RUN if not o.startswith("train.steps")] + ["train.steps=8"]
 
@@ -23,10 +21,16 @@ def runs(tmp_path_factory):
     env = shared_env(tmp_path_factory)
     root = tmp_path_factory.getbasetemp() / "normgan-compare-runs"
     made = []
-    for name, extra in (("a-s0", ["train.seed=0"]), ("a-s1", ["train.seed=1"]), ("b-s0", ["optim.g.lr=0.0001"]),
-                        ("a-s2", ["train.seed=2"])):
+    for name, extra in (
+        ("a-s0", ["train.seed=0"]),
+        ("a-s1", ["train.seed=1"]),
+        ("b-s0", ["optim.g.lr=0.0001"]),
+        ("a-s2", ["train.seed=2"]),
+    ):
         if not (root / name / "checkpoints" / "last.pt").exists():
-            normgan.Trainer(normgan.load_config(overrides=SHORT + extra), runs_dir=root, name=name, progress=False).fit()
+            normgan.Trainer(
+                normgan.load_config(overrides=SHORT + extra), runs_dir=root, name=name, progress=False
+            ).fit()
         made.append(root / name)
     return env, made
 
@@ -103,8 +107,22 @@ def test_cmd_compare_in_process(runs, tmp_path, capsys):
 
     env, (a0, a1, b0, _) = runs
     parser = build_parser()
-    args = parser.parse_args(["compare", str(a0), str(a1), str(b0), "--n", "40", "--metrics", "fid,pr",
-                              "--cache-dir", str(env["cache"]), "--out", str(tmp_path / "o")])
+    args = parser.parse_args(
+        [
+            "compare",
+            str(a0),
+            str(a1),
+            str(b0),
+            "--n",
+            "40",
+            "--metrics",
+            "fid,pr",
+            "--cache-dir",
+            str(env["cache"]),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "N=40 samples per run" in out and "optim.g.lr=0.0005" in out and " ± " in out
@@ -116,7 +134,9 @@ def test_cli_compare_subprocess(runs, tmp_path):
     from conftest import run_cli
 
     env, (a0, a1, *_r) = runs
-    p = run_cli("compare", a0, a1, "--n", "40", "--metrics", "fid,pr", "--cache-dir", env["cache"], "--out", tmp_path / "o")
+    p = run_cli(
+        "compare", a0, a1, "--n", "40", "--metrics", "fid,pr", "--cache-dir", env["cache"], "--out", tmp_path / "o"
+    )
     assert p.returncode == 0, p.stderr
     assert "FID" in p.stdout and (tmp_path / "o" / "compare.json").is_file()
     p = run_cli("compare", a0, "--n", "1")
@@ -134,20 +154,32 @@ def mixed_runs(runs, tmp_path_factory):
 
     env, (a0, a1, b0, a2) = runs
     root = tmp_path_factory.getbasetemp() / "normgan-compare-mixed"
-    specs = (("a-s3-log", ["train.seed=3", "train.log_every=4", "train.sample_every=7", "eval.n=123"]),
-             ("i-s0", ["train.steps=4"]),
-             ("w-s0", ["regularizers.wd={term: weights, net: G, norm: l2, weight: 1.0e-5}"]))
+    specs = (
+        ("a-s3-log", ["train.seed=3", "train.log_every=4", "train.sample_every=7", "eval.n=123"]),
+        ("i-s0", ["train.steps=4"]),
+        ("w-s0", ["regularizers.wd={term: weights, net: G, norm: l2, weight: 1.0e-5}"]),
+    )
     for name, extra in specs:
         if not (root / name / "checkpoints" / "last.pt").exists():
-            normgan.Trainer(normgan.load_config(overrides=SHORT + extra), runs_dir=root, name=name, progress=False).fit()
+            normgan.Trainer(
+                normgan.load_config(overrides=SHORT + extra), runs_dir=root, name=name, progress=False
+            ).fit()
     interrupted = root / "i-s0" / "config.yaml"
     cfg = yaml.safe_load(interrupted.read_text())
     cfg["train"]["steps"] = 8  # as if stopped at step 4 of 8: the same config as a-s0
     interrupted.write_text(yaml.safe_dump(cfg))
     if not (root / "a-s0-copy").exists():
         shutil.copytree(a0, root / "a-s0-copy", ignore=shutil.ignore_patterns("eval"))
-    return env, {"a0": a0, "a1": a1, "b0": b0, "a2": a2, "a3log": root / "a-s3-log", "a0copy": root / "a-s0-copy",
-                 "i0": root / "i-s0", "w0": root / "w-s0"}
+    return env, {
+        "a0": a0,
+        "a1": a1,
+        "b0": b0,
+        "a2": a2,
+        "a3log": root / "a-s3-log",
+        "a0copy": root / "a-s0-copy",
+        "i0": root / "i-s0",
+        "w0": root / "w-s0",
+    }
 
 
 def test_groups_need_distinct_seeds_and_one_step(mixed_runs):
@@ -161,9 +193,13 @@ def test_groups_need_distinct_seeds_and_one_step(mixed_runs):
     for g in groups:
         assert len(set(g["seeds"])) == len(g["seeds"]) and all(len(name) < 80 for name in [g["name"]])
     names = [g["name"] for g in groups]
-    assert names == ["-wd, optim.g.lr=0.0005, step=8", "-wd, optim.g.lr=0.0001, step=8",
-                     "-wd, optim.g.lr=0.0005, step=8 #2", "-wd, optim.g.lr=0.0005, step=4",
-                     "+wd, optim.g.lr=0.0005, step=8"], names
+    assert names == [
+        "-wd, optim.g.lr=0.0005, step=8",
+        "-wd, optim.g.lr=0.0001, step=8",
+        "-wd, optim.g.lr=0.0005, step=8 #2",
+        "-wd, optim.g.lr=0.0005, step=4",
+        "+wd, optim.g.lr=0.0005, step=8",
+    ], names
     # without the odd ones out the labels are just the differing key
     assert [g["name"] for g in group_runs([r["a0"], r["b0"], r["a3log"]])] == ["optim.g.lr=0.0005", "optim.g.lr=0.0001"]
 
@@ -176,11 +212,17 @@ def test_group_labels_are_short():
         {"config": dict(base), "step": 500},
         {"config": {**base, "regularizers.r1.term": "grad", "regularizers.r1.weight": 10.0}, "step": 500},
         {"config": {**base, "regularizers.r1.term": "grad", "regularizers.r1.weight": 1.0}, "step": 500},
-        {"config": {**base, "loss": "x" * 100, "regularizers.r1.term": "grad", "regularizers.r1.weight": 1.0}, "step": 500},
+        {
+            "config": {**base, "loss": "x" * 100, "regularizers.r1.term": "grad", "regularizers.r1.weight": 1.0},
+            "step": 500,
+        },
     ]
-    assert group_labels(groups) == ["-r1, loss=bce", "+r1, loss=bce, regularizers.r1.weight=10.0",
-                                    "+r1, loss=bce, regularizers.r1.weight=1.0",
-                                    "+r1, loss=" + "x" * 29 + "…, regularizers.r1.weight=1.0"]
+    assert group_labels(groups) == [
+        "-r1, loss=bce",
+        "+r1, loss=bce, regularizers.r1.weight=10.0",
+        "+r1, loss=bce, regularizers.r1.weight=1.0",
+        "+r1, loss=" + "x" * 29 + "…, regularizers.r1.weight=1.0",
+    ]
     assert group_labels(groups[1:3]) == ["regularizers.r1.weight=10.0", "regularizers.r1.weight=1.0"]
     assert group_labels(groups[:2]) == ["-r1", "+r1"]
     assert group_labels(groups[:1]) == ["all"]
@@ -189,8 +231,9 @@ def test_group_labels_are_short():
 
 def test_compare_keeps_other_steps_and_repeated_seeds_apart(mixed_runs, tmp_path):
     env, r = mixed_runs
-    table = compare_runs([r["a0"], r["a1"], r["a0copy"], r["i0"]], n=40, metrics=("fid",), cache_dir=env["cache"],
-                         out=tmp_path / "o")
+    table = compare_runs(
+        [r["a0"], r["a1"], r["a0copy"], r["i0"]], n=40, metrics=("fid",), cache_dir=env["cache"], out=tmp_path / "o"
+    )
     ga, gcopy, gi = table["groups"]
     assert ga["n_runs"] == 2 and ga["seeds"] == [0, 1] and ga["steps"] == [8, 8]
     assert gcopy["n_runs"] == 1 and gcopy["fid_std"] is None and gi["steps"] == [4] and gi["step"] == 4

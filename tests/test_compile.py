@@ -4,8 +4,8 @@ eager modules' keys, and a missing compiler is a one-line ConfigError."""
 
 import pytest
 import torch
-
 from conftest import TINY
+
 from normgan import Trainer, load_config
 from normgan.errors import ConfigError
 from normgan.train.compiled import compiler_missing
@@ -14,15 +14,25 @@ from normgan.train.logger import read_metrics
 STEPS = 3
 # spectral norm on D (a parametrization inside the compiled graph) plus R1 every step (double
 # backward, which must run on the eager D): the two cases most likely to break under compile
-OVER = [*TINY, "train.steps=3", "train.log_every=1", "train.checkpoint_every=3", "train.sample_every=3",
-        "regularizers.r1={term: grad, net: D, at: real, weight: 1.0}"]
+OVER = [
+    *TINY,
+    "train.steps=3",
+    "train.log_every=1",
+    "train.checkpoint_every=3",
+    "train.sample_every=3",
+    "regularizers.r1={term: grad, net: D, at: real, weight: 1.0}",
+]
 
 
 def test_compiled_steps_equal_eager_steps(tmp_path):
     runs = {}
     for mode in ("false", "true"):
-        tr = Trainer(load_config("sngan", overrides=[*OVER, f"train.compile={mode}"]), runs_dir=tmp_path, name=f"c{mode}",
-                     progress=False)
+        tr = Trainer(
+            load_config("sngan", overrides=[*OVER, f"train.compile={mode}"]),
+            runs_dir=tmp_path,
+            name=f"c{mode}",
+            progress=False,
+        )
         if mode == "true":
             assert tr.G_fwd is not tr.G and tr.D_fwd is not tr.D and not tr.objective.share_real_forward
         else:

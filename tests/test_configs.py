@@ -13,8 +13,16 @@ from normgan.errors import ConfigError
 
 CONFIGS = sorted(packaged_config_dir().glob("*.yaml"))
 OURS = ["dcgan-r1", "wgan-gp", "sngan", "lsgan-l2", "l0-gates", "stats"]
-TINY = ["train.steps=2", "data.batch_size=8", "model.generator.width=4", "model.discriminator.width=4", "train.tensorboard=false",
-        "train.threads=1", "train.log_every=1", "train.num_samples=4"]
+TINY = [
+    "train.steps=2",
+    "data.batch_size=8",
+    "model.generator.width=4",
+    "model.discriminator.width=4",
+    "train.tensorboard=false",
+    "train.threads=1",
+    "train.log_every=1",
+    "train.num_samples=4",
+]
 
 
 def test_the_regularization_configs_ship():
@@ -41,7 +49,11 @@ def test_to_dict_equals_omegaconfs_conversion(path):
     from normgan.config import to_dict
 
     cfg = normgan.load_config(path, overrides=["data.root=/data/facades"] if path.stem in NEEDS_ROOT else [])
-    cfg.regularizers["extra"] = {"term": "weights", "net": "G", "weight": {"schedule": "warmup", "base": 2.0, "steps": 10}}
+    cfg.regularizers["extra"] = {
+        "term": "weights",
+        "net": "G",
+        "weight": {"schedule": "warmup", "base": 2.0, "steps": 10},
+    }
     cfg.constraints["sn"] = {"kind": "spectral", "net": "D"}
     want = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     assert yaml.safe_dump(to_dict(cfg), sort_keys=False) == yaml.safe_dump(want, sort_keys=False)
@@ -74,7 +86,15 @@ def test_pix2pix_facades_is_the_papers_setup_and_asks_for_its_data():
     assert build_discriminator(cfg.model.discriminator, resolution=256, channels=6).receptive_field == 70
 
 
-PAIRED_CONFIGS = ["gray2color", "edges2photo", "noisy2clean", "blur2sharp", "lowres2highres", "edges2digit", "lowres2digit"]
+PAIRED_CONFIGS = [
+    "gray2color",
+    "edges2photo",
+    "noisy2clean",
+    "blur2sharp",
+    "lowres2highres",
+    "edges2digit",
+    "lowres2digit",
+]
 
 
 @pytest.mark.parametrize("name", PAIRED_CONFIGS)
@@ -101,8 +121,12 @@ def test_config_trains_two_tiny_steps(tmp_path, name):
 
 
 def test_cli_dry_run_of_a_shipped_config():
-    proc = subprocess.run([sys.executable, "-m", "normgan", "train", str(packaged_config_dir() / "stats.yaml"), "--dry-run"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "normgan", "train", str(packaged_config_dir() / "stats.yaml"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "texture" in proc.stdout
 
@@ -112,9 +136,14 @@ def test_an_empty_mapping_override_clears_terms_and_later_overrides_add_to_it():
     cfg = normgan.load_config(packaged_config_dir() / "mnist.yaml")
     assert set(cfg.regularizers) == {"wd_g"}
     assert normgan.load_config(packaged_config_dir() / "mnist.yaml", overrides=["regularizers={}"]).regularizers == {}
-    cfg = normgan.load_config(packaged_config_dir() / "mnist.yaml",
-                              overrides=["regularizers={}", "+regularizers.r1={term: grad, net: D, at: real}",
-                                         "model.discriminator.norm=none"])
+    cfg = normgan.load_config(
+        packaged_config_dir() / "mnist.yaml",
+        overrides=[
+            "regularizers={}",
+            "+regularizers.r1={term: grad, net: D, at: real}",
+            "model.discriminator.norm=none",
+        ],
+    )
     assert set(cfg.regularizers) == {"r1"}
     # structured sections keep their schema: {} changes nothing there
     assert normgan.load_config(overrides=["data={}"]).data.name == "mnist5k"

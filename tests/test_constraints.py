@@ -20,7 +20,9 @@ from normgan.regularizers.constraints import validate_constraints
 
 def _nets(seed=0):
     torch.manual_seed(seed)
-    return DCGANGenerator(resolution=32, channels=1, z_dim=8, width=4), DCGANDiscriminator(resolution=32, channels=1, width=4)
+    return DCGANGenerator(resolution=32, channels=1, z_dim=8, width=4), DCGANDiscriminator(
+        resolution=32, channels=1, width=4
+    )
 
 
 def _sigma(w: torch.Tensor, transposed: bool) -> float:
@@ -84,8 +86,12 @@ def test_spectral_norm_step_equals_torchs_parametrization(kind):
         torch.testing.assert_close(g_o, g_r, rtol=1e-9, atol=1e-11)
         assert float(g_r.abs().max()) > 1e-3
         for name in ("_u", "_v"):
-            torch.testing.assert_close(getattr(ours.parametrizations.weight[0], name), getattr(ref.parametrizations.weight[0], name),
-                                       rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(
+                getattr(ours.parametrizations.weight[0], name),
+                getattr(ref.parametrizations.weight[0], name),
+                rtol=1e-10,
+                atol=1e-12,
+            )
         for opt in (opt_r, opt_o):
             opt.step()
             opt.zero_grad()
@@ -100,7 +106,9 @@ def test_spectral_divide_gradcheck():
     u, v = u / u.norm(), v / v.norm()
     w = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     # the numerical Jacobian perturbs w, so σ must follow w: recompute it inside from w's values
-    assert torch.autograd.gradcheck(lambda w: spectral_divide(w, torch.vdot(u, torch.mv(w.detach(), v)), torch.outer(u, v)), (w,))
+    assert torch.autograd.gradcheck(
+        lambda w: spectral_divide(w, torch.vdot(u, torch.mv(w.detach(), v)), torch.outer(u, v)), (w,)
+    )
     # and the analytic one equals autograd through σ(W) = uᵀ W v
     (spectral_divide(w, torch.vdot(u, torch.mv(w.detach(), v)), torch.outer(u, v)).sin().sum()).backward()
     ours, w.grad = w.grad, None
@@ -126,7 +134,7 @@ def test_spectral_norm_frozen_or_no_grad_uses_current_u_v_without_iterating(kind
     with torch.no_grad():
         torch.testing.assert_close(ours.weight, expect)
     assert torch.equal(sn._u, u0) and torch.equal(sn._v, v0)
-    ours.weight  # trained: one power iteration moves them
+    _ = ours.weight  # trained: one power iteration moves them
     assert not torch.equal(sn._u, u0)
 
 
@@ -142,7 +150,9 @@ def test_max_norm_caps_each_output_unit_and_leaves_small_ones():
             norms = m.weight.transpose(0, 1).flatten(1).norm(dim=1)  # per output unit
             assert float(norms.detach().max()) <= 0.1 * (1 + 1e-5)
     small = before.transpose(0, 1).flatten(1).norm(dim=1) <= 0.1
-    torch.testing.assert_close(G.body[1].weight.transpose(0, 1).flatten(1)[small], before.transpose(0, 1).flatten(1)[small])
+    torch.testing.assert_close(
+        G.body[1].weight.transpose(0, 1).flatten(1)[small], before.transpose(0, 1).flatten(1)[small]
+    )
 
 
 def test_clip_clamps_every_parameter():
@@ -180,8 +190,19 @@ def test_constraints_validate_through_overrides():
 
 
 def test_short_run_with_constraints(tmp_path):
-    cfg = normgan.load_config(overrides=["train.steps=6", "data.batch_size=8", "model.generator.width=4", "model.discriminator.width=4",
-                                         "train.tensorboard=false", "train.threads=1", "train.log_every=3", "train.num_samples=4", "loss=hinge"])
+    cfg = normgan.load_config(
+        overrides=[
+            "train.steps=6",
+            "data.batch_size=8",
+            "model.generator.width=4",
+            "model.discriminator.width=4",
+            "train.tensorboard=false",
+            "train.threads=1",
+            "train.log_every=3",
+            "train.num_samples=4",
+            "loss=hinge",
+        ]
+    )
     cfg.constraints = {"sn": {"kind": "spectral", "net": "D"}, "mn": {"kind": "max_norm", "net": "G", "c": 0.5}}
     validate(cfg)
     tr = normgan.Trainer(cfg, runs_dir=tmp_path, progress=False)

@@ -23,25 +23,41 @@ from normgan.train.logger import read_metrics
 DEVICE = os.environ.get("NORMGAN_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(), reason="no CUDA GPU")
 
-TINY = ["data.batch_size=8", "model.generator.width=8", "model.discriminator.width=8", "train.tensorboard=false",
-        "train.num_samples=4", "train.log_every=1", f"train.device={DEVICE}"]
-CONFIGS = sorted(p.stem for p in packaged_config_dir().glob("*.yaml") if p.stem != "pix2pix-facades")  # needs the user's data
+TINY = [
+    "data.batch_size=8",
+    "model.generator.width=8",
+    "model.discriminator.width=8",
+    "train.tensorboard=false",
+    "train.num_samples=4",
+    "train.log_every=1",
+    f"train.device={DEVICE}",
+]
+CONFIGS = sorted(
+    p.stem for p in packaged_config_dir().glob("*.yaml") if p.stem != "pix2pix-facades"
+)  # needs the user's data
 R1 = "regularizers.r1={term: grad, net: D, at: real, weight: 1.0}"
 GP = "regularizers.gp={term: grad, net: D, at: interpolates, center: 1, weight: 10.0}"
 
 
 def weights(tr):
-    return {f"{n}.{k}": v.detach().cpu() for n, m in (("G", tr.G), ("D", tr.D), ("G_ema", tr.G_ema))
-            for k, v in m.state_dict().items()}
+    return {
+        f"{n}.{k}": v.detach().cpu()
+        for n, m in (("G", tr.G), ("D", tr.D), ("G_ema", tr.G_ema))
+        for k, v in m.state_dict().items()
+    }
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_shipped_config_trains_and_resumes_exactly(name, tmp_path):
     over = [*TINY, "train.checkpoint_every=2", "train.sample_every=2"]
-    straight = Trainer(load_config(name, overrides=[*over, "train.steps=4"]), runs_dir=tmp_path, name="straight", progress=False)
+    straight = Trainer(
+        load_config(name, overrides=[*over, "train.steps=4"]), runs_dir=tmp_path, name="straight", progress=False
+    )
     straight.fit()
     assert straight.device.type == torch.device(DEVICE).type
-    half = Trainer(load_config(name, overrides=[*over, "train.steps=2"]), runs_dir=tmp_path, name="half", progress=False)
+    half = Trainer(
+        load_config(name, overrides=[*over, "train.steps=2"]), runs_dir=tmp_path, name="half", progress=False
+    )
     half.fit()
     resumed = Trainer.resume(tmp_path / "half", overrides=["train.steps=4"], progress=False)
     resumed.fit()
@@ -54,7 +70,13 @@ def test_every_shipped_config_trains_and_resumes_exactly(name, tmp_path):
 def test_spectral_norm_keeps_sigma_in_fp32_under_autocast(precision, tmp_path):
     """CUDA autocasts mv to half precision; the power iteration and W/σ run outside autocast, so the
     normalized weight under autocast equals the one without, and an SN-GAN run stays finite."""
-    over = [*TINY, f"train.precision={precision}", "train.steps=6", "train.sample_every=100", "train.checkpoint_every=100"]
+    over = [
+        *TINY,
+        f"train.precision={precision}",
+        "train.steps=6",
+        "train.sample_every=100",
+        "train.checkpoint_every=100",
+    ]
     tr = Trainer(load_config("sngan", overrides=over), runs_dir=tmp_path, name="sn", progress=False)
     tr.fit()
     rows = [r for r in read_metrics(tr.run_dir / "metrics.jsonl") if "loss/D" in r]
@@ -82,8 +104,16 @@ def test_spectral_norm_keeps_sigma_in_fp32_under_autocast(precision, tmp_path):
 @pytest.mark.parametrize("term", ["r1", "wgan_gp"])
 def test_mixed_precision_penalties_stay_finite(precision, term, tmp_path):
     extra = [R1] if term == "r1" else [GP, "loss=wasserstein"]
-    over = [*TINY, "model.discriminator.norm=none", "regularizers={}", *extra, f"train.precision={precision}",
-            "train.steps=30", "train.checkpoint_every=15", "train.sample_every=100"]
+    over = [
+        *TINY,
+        "model.discriminator.norm=none",
+        "regularizers={}",
+        *extra,
+        f"train.precision={precision}",
+        "train.steps=30",
+        "train.checkpoint_every=15",
+        "train.sample_every=100",
+    ]
     tr = Trainer(load_config(overrides=over), runs_dir=tmp_path, name="mp", progress=False)
     tr.fit()
     rows = [r for r in read_metrics(tr.run_dir / "metrics.jsonl") if "loss/D" in r]
@@ -102,8 +132,12 @@ def test_mixed_precision_penalties_stay_finite(precision, term, tmp_path):
 def test_compiled_steps_equal_eager_steps(tmp_path):
     runs = {}
     for mode in ("false", "true"):
-        tr = Trainer(load_config("sngan", overrides=[*TINY, R1, "train.steps=3", f"train.compile={mode}"]), runs_dir=tmp_path,
-                     name=mode, progress=False)
+        tr = Trainer(
+            load_config("sngan", overrides=[*TINY, R1, "train.steps=3", f"train.compile={mode}"]),
+            runs_dir=tmp_path,
+            name=mode,
+            progress=False,
+        )
         for s in range(3):
             tr.train_step(s)
         runs[mode] = weights(tr)
@@ -117,10 +151,19 @@ def test_streamed_folder_equals_memory_through_pinned_memory(tmp_path):
         sub = tmp_path / "imgs" / ("a" if i % 2 else "b")
         sub.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(sub / f"{i}.png")
-    over = [*TINY, "data.name=folder", f"data.root={tmp_path / 'imgs'}", "data.channels=3", "data.workers=2", "train.steps=3"]
+    over = [
+        *TINY,
+        "data.name=folder",
+        f"data.root={tmp_path / 'imgs'}",
+        "data.channels=3",
+        "data.workers=2",
+        "train.steps=3",
+    ]
     trainers = {}
     for mode in ("true", "false"):
-        tr = Trainer(load_config(overrides=[*over, f"data.stream={mode}"]), runs_dir=tmp_path, name=f"s{mode}", progress=False)
+        tr = Trainer(
+            load_config(overrides=[*over, f"data.stream={mode}"]), runs_dir=tmp_path, name=f"s{mode}", progress=False
+        )
         tr.fit()
         trainers[mode] = tr
     trainers["true"].task.close()

@@ -26,7 +26,9 @@ BUILTINS = {  # name: (total N, number of classes)
 def row_hashes(data: ImageData) -> Counter:
     """Multiset of (image bytes, label) hashes, one per item."""
     labels = data.labels.tolist() if data.labels is not None else [None] * len(data)
-    return Counter(hashlib.sha1(img.numpy().tobytes() + str(lab).encode()).hexdigest() for img, lab in zip(data.images, labels))
+    return Counter(
+        hashlib.sha1(img.numpy().tobytes() + str(lab).encode()).hexdigest() for img, lab in zip(data.images, labels)
+    )
 
 
 def save(path, array):
@@ -252,7 +254,9 @@ def test_folder_split_disjoint(tmp_path):
     assert len(train) == 15 and len(test) == 5
     assert values(train).isdisjoint(values(test)) and values(train) | values(test) == {i * 10 for i in range(20)}
     # The split does not depend on the training seed.
-    assert values(load_dataset(name="folder", root=tmp_path, resolution=8, holdout=0.25, split="test", seed=7)) == values(test)
+    assert values(
+        load_dataset(name="folder", root=tmp_path, resolution=8, holdout=0.25, split="test", seed=7)
+    ) == values(test)
 
 
 def test_folder_corrupt_skipped_with_one_warning(tmp_path):

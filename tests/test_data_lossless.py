@@ -63,7 +63,9 @@ def test_mnist5k_pixels_equal_the_csv_after_crop():
 
     table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.float64)
     whole = load_dataset(name="mnist5k", resolution=32, split="all")
-    assert torch.equal(center_crop(whole.images, 28).reshape(5000, 784), torch.from_numpy(table[:, :-1].astype(np.uint8)))
+    assert torch.equal(
+        center_crop(whole.images, 28).reshape(5000, 784), torch.from_numpy(table[:, :-1].astype(np.uint8))
+    )
 
 
 def test_fit_mode_per_dataset():
@@ -73,7 +75,9 @@ def test_fit_mode_per_dataset():
     for name in ("digits", "faces", "textures"):  # no black-background guarantee: always resized
         assert fit_mode(name, 32) == ("native" if NATIVE_SIZE[name] == 32 else "resize")
     big = load_dataset(name="mnist5k", resolution=64, split="test")
-    assert torch.equal(big.images, center_crop_resize(load_dataset(name="mnist5k", resolution=28, split="test").images, 64))
+    assert torch.equal(
+        big.images, center_crop_resize(load_dataset(name="mnist5k", resolution=28, split="test").images, 64)
+    )
 
 
 def test_other_builtins_still_resize():

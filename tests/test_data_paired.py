@@ -15,8 +15,18 @@ import pytest
 import torch
 from PIL import Image
 
-from normgan.data import BASELINES, PAIRED_DATASETS, PAIRED_SPLITS, ImageData, PairedData, is_paired, load_dataset
-from normgan.data import load_paired, paired_crop_flip, targets_as_imagedata
+from normgan.data import (
+    BASELINES,
+    PAIRED_DATASETS,
+    PAIRED_SPLITS,
+    ImageData,
+    PairedData,
+    is_paired,
+    load_dataset,
+    load_paired,
+    paired_crop_flip,
+    targets_as_imagedata,
+)
 from normgan.data import paired as paired_mod
 from normgan.errors import ConfigError, DataError
 
@@ -65,7 +75,9 @@ def ref_fit(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def close(got: torch.Tensor, expected: np.ndarray, tol: int = 1) -> bool:
-    return int(np.abs(got.numpy().astype(np.int32) - np.broadcast_to(expected, got.shape).astype(np.int32)).max()) <= tol
+    return (
+        int(np.abs(got.numpy().astype(np.int32) - np.broadcast_to(expected, got.shape).astype(np.int32)).max()) <= tol
+    )
 
 
 def aligned_file(path, left: np.ndarray, *, white: int = 255, **kwargs) -> np.ndarray:
@@ -192,7 +204,11 @@ def test_paired_folders_split_layout(tmp_path):
     sizes = {s: len(load_paired(name="paired_folders", root=tmp_path, resolution=8, split=s)) for s in PAIRED_SPLITS}
     assert sizes == {"train": 4, "val": 2, "test": 1}
     val = load_paired(name="paired_folders", root=tmp_path, resolution=8, split="val", direction="BtoA")
-    assert val.in_channels == 1 and val.inputs[:, 0, 0, 0].tolist() == [100, 101] and val.targets[:, 0, 0, 0].tolist() == [0, 1]
+    assert (
+        val.in_channels == 1
+        and val.inputs[:, 0, 0, 0].tolist() == [100, 101]
+        and val.targets[:, 0, 0, 0].tolist() == [0, 1]
+    )
 
 
 def test_paired_folders_errors(tmp_path):
@@ -232,8 +248,12 @@ def test_unreadable_pair_skipped_or_strict(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, key",
-    [({"split": "all"}, "data.split"), ({"direction": "AB"}, "data.direction"), ({"load_size": 31}, "data.load_size"),
-     ({"name": "nope"}, "data.name")],
+    [
+        ({"split": "all"}, "data.split"),
+        ({"direction": "AB"}, "data.direction"),
+        ({"load_size": 31}, "data.load_size"),
+        ({"name": "nope"}, "data.name"),
+    ],
 )
 def test_bad_options_are_config_errors(kwargs, key):
     with pytest.raises(ConfigError) as e:
@@ -338,7 +358,9 @@ def test_builtin_tasks_shapes(task):
 
 def test_photo_splits_share_no_photo():
     split_photos = [set(paired_mod.PHOTO_SPLITS[s]) for s in PAIRED_SPLITS]
-    assert not (split_photos[0] & split_photos[1] or split_photos[0] & split_photos[2] or split_photos[1] & split_photos[2])
+    assert not (
+        split_photos[0] & split_photos[1] or split_photos[0] & split_photos[2] or split_photos[1] & split_photos[2]
+    )
     assert "cat" not in set().union(*split_photos)
     data = {s: load_paired(name="gray2color", resolution=64, split=s).targets for s in PAIRED_SPLITS}
     train = crop_hashes(data["train"])
@@ -350,7 +372,11 @@ def test_photo_splits_share_no_photo():
     for crop in data["test"][:3].numpy().astype(int):
         corners = np.lib.stride_tricks.sliding_window_view(big[0].astype(int), (8, 8))  # (249, 249, 8, 8)
         near = np.argwhere(np.abs(corners - crop[0, :8, :8]).max(axis=(2, 3)) <= 1)
-        hits = [(t, l) for t, l in near if t <= 192 and l <= 192 and np.abs(big[:, t : t + 64, l : l + 64] - crop).max() <= 1]
+        hits = [
+            (t, l)
+            for t, l in near
+            if t <= 192 and l <= 192 and np.abs(big[:, t : t + 64, l : l + 64] - crop).max() <= 1
+        ]
         assert len(hits) == 1
 
 
@@ -385,10 +411,16 @@ def test_photo_degradations():
 
 def test_digit_tasks_use_mnist5k_pixels():
     mnist = load_dataset(name="mnist5k", resolution=32, split="all")
-    want = sorted(hashlib.sha1(img.numpy().tobytes() + bytes([int(lab)])).digest() for img, lab in zip(mnist.images, mnist.labels))
+    want = sorted(
+        hashlib.sha1(img.numpy().tobytes() + bytes([int(lab)])).digest() for img, lab in zip(mnist.images, mnist.labels)
+    )
     for task in DIGIT_TASKS:
         parts = [load_paired(name=task, resolution=32, split=s) for s in PAIRED_SPLITS]
-        got = sorted(hashlib.sha1(img.numpy().tobytes() + bytes([int(lab)])).digest() for d in parts for img, lab in zip(d.targets, d.labels))
+        got = sorted(
+            hashlib.sha1(img.numpy().tobytes() + bytes([int(lab)])).digest()
+            for d in parts
+            for img, lab in zip(d.targets, d.labels)
+        )
         assert got == want, task  # together the whole of mnist5k, each digit exactly once, labels kept
     edges = load_paired(name="edges2digit", resolution=32, split="test")
     assert set(edges.inputs.unique().tolist()) == {0, 255}
@@ -404,7 +436,10 @@ def test_targets_as_imagedata_and_cold_load_time():
     img = targets_as_imagedata(d)
     assert isinstance(img, ImageData) and img.name == "edges2digit-targets" and torch.equal(img.images, d.targets)
     assert torch.equal(img.labels, d.labels) and len(img.fingerprint) == 12 and img.fingerprint != d.fingerprint
-    assert targets_as_imagedata(load_paired(name="edges2digit", resolution=32, split="test")).fingerprint != img.fingerprint
+    assert (
+        targets_as_imagedata(load_paired(name="edges2digit", resolution=32, split="test")).fingerprint
+        != img.fingerprint
+    )
     paired_mod._photo_crops.cache_clear()
     paired_mod._photo_task.cache_clear()
     start = time.perf_counter()

@@ -11,17 +11,18 @@ import os
 from pathlib import Path
 
 import pytest
-
-from normgan.eval import diagnostics as dg
-from normgan.cli import main
-from normgan.errors import UserError
-
 from conftest import run_cli
 from faults import tmpfs
 from test_compare import runs  # noqa: F401  (the session's tiny runs: config A seeds 0-2, config B)
 
-GOOD = [{"step": s, "loss/G": 1.0 + 0.1 * (s % 3), "loss/D": 0.7, "d/real_acc": 0.6, "d/fake_acc": 0.5}
-        for s in range(2, 42, 2)]
+from normgan.cli import main
+from normgan.errors import UserError
+from normgan.eval import diagnostics as dg
+
+GOOD = [
+    {"step": s, "loss/G": 1.0 + 0.1 * (s % 3), "loss/D": 0.7, "d/real_acc": 0.6, "d/fake_acc": 0.5}
+    for s in range(2, 42, 2)
+]
 
 
 def _run(tmp_path: Path, content: bytes) -> Path:
@@ -152,8 +153,24 @@ def test_compare_refuses_one_run_given_twice(runs, tmp_path, capsys):  # noqa: F
 def test_compare_shows_progress_on_stderr(runs, tmp_path, capsys):  # noqa: F811
     env, (a0, a1, *_rest) = runs
     out = tmp_path / "cmp"
-    assert main(["compare", str(a0), str(a1), "--n", "40", "--metrics", "fid", "--cache-dir", str(env["cache"]),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(a0),
+                str(a1),
+                "--n",
+                "40",
+                "--metrics",
+                "fid",
+                "--cache-dir",
+                str(env["cache"]),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err.splitlines()
     stages = [line for line in err if line.startswith("compare: ")]
     assert stages[0].startswith("compare: 2 run folders in 1 group; evaluating each at N=40")
@@ -171,7 +188,18 @@ def test_compare_on_a_full_disk_keeps_the_previous_outputs(runs, tmp_path, capsy
     env, (a0, a1, b0, a2) = runs
     with tmpfs(tmp_path / "disk", "size=64k") as disk:
         out = disk / "cmp"
-        args = ["compare", str(a0), "--n", "40", "--metrics", "fid", "--cache-dir", str(env["cache"]), "--out", str(out)]
+        args = [
+            "compare",
+            str(a0),
+            "--n",
+            "40",
+            "--metrics",
+            "fid",
+            "--cache-dir",
+            str(env["cache"]),
+            "--out",
+            str(out),
+        ]
         assert main(args) == 0
         before = {p.name: p.read_bytes() for p in out.iterdir()}
         assert set(before) == {"compare.json", "compare.md"}

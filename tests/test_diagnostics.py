@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
-from normgan.eval import diagnostics as dg
 from normgan.errors import UserError
+from normgan.eval import diagnostics as dg
 
 
 def rows_of(key, values, start=10, every=10):
@@ -81,11 +80,18 @@ def test_convergence_step():
 
 
 def test_mode_collapse_indicators():
-    rows = [{"step": 1, "eval/class_coverage": 1.0, "eval/diversity": 0.9},
-            {"step": 2, "eval/class_coverage": 0.6, "eval/diversity": 0.4}]
+    rows = [
+        {"step": 1, "eval/class_coverage": 1.0, "eval/diversity": 0.9},
+        {"step": 2, "eval/class_coverage": 0.6, "eval/diversity": 0.4},
+    ]
     m = dg.mode_collapse(rows)
-    assert m == {"class_coverage_last": 0.6, "class_coverage_min": 0.6, "diversity_last": 0.4, "diversity_min": 0.4,
-                 "suspected": True}
+    assert m == {
+        "class_coverage_last": 0.6,
+        "class_coverage_min": 0.6,
+        "diversity_last": 0.4,
+        "diversity_min": 0.4,
+        "suspected": True,
+    }
     healthy = dg.mode_collapse([{"step": 1, "eval/class_coverage": 1.0, "eval/diversity": 0.95}])
     assert healthy["suspected"] is False
     assert dg.mode_collapse(rows_of("loss/G", [1.0])) is None
@@ -99,8 +105,18 @@ def _write_run(tmp_path, rows):
 
 
 def test_summarize_run_and_format(tmp_path):
-    rows = [{"step": 10 * (i + 1), "loss/D": float(i % 2), "loss/G": float(i), "d/real_acc": 1.0, "d/fake_acc": 1.0,
-             "grad_norm/G": 1.0 + i, "grad_norm/D": 2.0} for i in range(12)]
+    rows = [
+        {
+            "step": 10 * (i + 1),
+            "loss/D": float(i % 2),
+            "loss/G": float(i),
+            "d/real_acc": 1.0,
+            "d/fake_acc": 1.0,
+            "grad_norm/G": 1.0 + i,
+            "grad_norm/D": 2.0,
+        }
+        for i in range(12)
+    ]
     rows[5]["eval/fid"] = 80.0
     rows[11]["eval/fid"] = 40.0
     run = _write_run(tmp_path, rows)
@@ -120,7 +136,8 @@ def test_summarize_run_uses_eval_files(tmp_path):
     (run / "eval").mkdir()
     for step, fid, cov in ((100, 90.0, 0.3), (200, 20.0, 0.2)):
         (run / "eval" / f"eval-step{step:06d}-domain-n100.json").write_text(
-            json.dumps({"step": step, "fid": fid, "class_coverage": cov, "diversity": 0.1, "features": "domain"}))
+            json.dumps({"step": step, "fid": fid, "class_coverage": cov, "diversity": 0.1, "features": "domain"})
+        )
     s = dg.summarize_run(run)
     assert s["eval_source"] == "eval/*.json"
     assert s["convergence"]["step"] == 200 and s["convergence"]["final"] == 20.0
@@ -157,11 +174,18 @@ def test_divergence_rule_by_hand():
     d = dg.divergence(healthy)
     assert d["detected"] is False and d["step"] is None and d["reason"] is None
     # 6 rows: window 2; first median 0.8 -> threshold max(1e6, 1e3 * max(0.8, 1)) = 1e6
-    assert d["losses"]["loss/G"] == {"first_median": pytest.approx(0.8), "last_median": pytest.approx(0.85),
-                                     "threshold": 1e6, "window": 2, "exploded": False}
+    assert d["losses"]["loss/G"] == {
+        "first_median": pytest.approx(0.8),
+        "last_median": pytest.approx(0.85),
+        "threshold": 1e6,
+        "window": 2,
+        "exploded": False,
+    }
     # lr = 1e6: exploded from the first logged row; m_first is clamped to 1e6, so T = 1e9
-    lr_1e6 = [{"step": 2 * (i + 1), "loss/G": g, "loss/D": dd} for i, (g, dd) in
-              enumerate([(7.9e13, 1.9e13), (1.1e14, 1.9e14), (1.9e14, 0.0)])]
+    lr_1e6 = [
+        {"step": 2 * (i + 1), "loss/G": g, "loss/D": dd}
+        for i, (g, dd) in enumerate([(7.9e13, 1.9e13), (1.1e14, 1.9e14), (1.9e14, 0.0)])
+    ]
     d = dg.divergence(lr_1e6)
     assert d["detected"] and d["kind"] == "explosion" and d["key"] == "loss/G" and d["step"] == 2
     assert d["losses"]["loss/G"]["threshold"] == 1e9 and d["losses"]["loss/G"]["window"] == 1
@@ -195,16 +219,34 @@ def test_divergence_flags_nonfinite_training_values_only():
 
 
 # ------------------------------------------------------------------------------------------ runs made to fail
-TINY_FAST = ["train.steps=6", "data.batch_size=8", "model.generator.width=8", "model.discriminator.width=8",
-             "train.log_every=2", "train.sample_every=1000", "train.checkpoint_every=1000", "train.num_samples=4",
-             "train.tensorboard=false", "regularizers={}"]
+TINY_FAST = [
+    "train.steps=6",
+    "data.batch_size=8",
+    "model.generator.width=8",
+    "model.discriminator.width=8",
+    "train.log_every=2",
+    "train.sample_every=1000",
+    "train.checkpoint_every=1000",
+    "train.num_samples=4",
+    "train.tensorboard=false",
+    "regularizers={}",
+]
 
 
 def test_diagnose_a_run_made_to_diverge(tmp_path):
     from conftest import run_cli
 
-    p = run_cli("train", *TINY_FAST, "optim.g.lr=1e6", "optim.d.lr=1e6", "--runs-dir", tmp_path, "--name", "div",
-                "--no-progress")
+    p = run_cli(
+        "train",
+        *TINY_FAST,
+        "optim.g.lr=1e6",
+        "optim.d.lr=1e6",
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "div",
+        "--no-progress",
+    )
     assert p.returncode in (0, 3), p.stderr  # 3: stopped on NaN; otherwise it stays finite but explodes
     rows = [json.loads(line) for line in (tmp_path / "div" / "metrics.jsonl").read_text().splitlines()]
     assert rows and dg.divergence(rows)["detected"]
@@ -219,10 +261,10 @@ def test_diagnose_a_run_made_to_collapse(tmp_path):
     """A generator whose last layer outputs a constant (64 identical grey tiles) and no eval rows."""
     import numpy as np
     import torch
+    from conftest import run_cli
     from scipy.spatial.distance import pdist
 
     import normgan
-    from conftest import run_cli
     from normgan.data import batch_to_float, load_dataset
     from normgan.inference.sample import load_generator, sample_images
 
@@ -246,7 +288,9 @@ def test_diagnose_a_run_made_to_collapse(tmp_path):
     G, _ = load_generator(run)
     tiles = sample_images(G, n=64, seed=0)
     assert torch.equal(tiles, tiles[:1].expand_as(tiles))  # 64 identical tiles
-    assert not any("eval/" in k for r in (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()) for k in r)
+    assert not any(
+        "eval/" in k for r in (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()) for k in r
+    )
 
     p = run_cli("diagnose", run)
     assert p.returncode == 0, p.stderr

@@ -16,9 +16,17 @@ import torch.multiprocessing as mp
 
 from normgan.config import load_config
 
-BASE = ["data.batch_size=8", "model.generator.width=8", "model.discriminator.width=8", "model.generator.norm=none",
-        "model.discriminator.norm=none", "train.tensorboard=false", "train.num_samples=4", "regularizers={}",
-        "optim.ema=0.9"]
+BASE = [
+    "data.batch_size=8",
+    "model.generator.width=8",
+    "model.discriminator.width=8",
+    "model.generator.norm=none",
+    "model.discriminator.norm=none",
+    "train.tensorboard=false",
+    "train.num_samples=4",
+    "regularizers={}",
+    "optim.ema=0.9",
+]
 CASES = {
     "plain": [],
     "r1": ["regularizers.r1={term: grad, net: D, at: real, weight: 1.0}"],
@@ -51,7 +59,9 @@ def _steps(overrides, run_dir):
 
 
 def _rank(rank, world, port, overrides, out_dir):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     run_dir = Path(out_dir) / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +93,9 @@ def test_two_process_streamed_step_equals_single_process_in_memory_step(tmp_path
 
 
 def _check_two_processes_equal_one(tmp_path, overrides, single_overrides, case):
-    mp.start_processes(_rank, args=(2, _free_port(), overrides, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(
+        _rank, args=(2, _free_port(), overrides, str(tmp_path)), nprocs=2, join=True, start_method="spawn"
+    )
     torch.set_num_threads(1)
     (tmp_path / "single").mkdir()
     losses, state = _steps(single_overrides, tmp_path / "single")
@@ -111,9 +123,27 @@ def _check_two_processes_equal_one(tmp_path, overrides, single_overrides, case):
 # ------------------------------------------------------------------------------------------- torchrun
 def _torchrun(tmp_path, *args):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "normgan", "train", *BASE,
-           "train.log_every=1", "train.sample_every=3", "train.checkpoint_every=3", "--runs-dir", str(tmp_path / "runs"), "--no-progress", *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "normgan",
+        "train",
+        *BASE,
+        "train.log_every=1",
+        "train.sample_every=3",
+        "train.checkpoint_every=3",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--no-progress",
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
 
 
 def _weights(run):
@@ -127,9 +157,26 @@ def test_torchrun_run_stopped_and_resumed_equals_a_straight_run(tmp_path):
     for p in (straight, first):
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-    second = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "normgan",
-                               "train", "--resume", str(tmp_path / "runs" / "resumed"), "train.steps=6", "--no-progress"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    second = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "normgan",
+            "train",
+            "--resume",
+            str(tmp_path / "runs" / "resumed"),
+            "train.steps=6",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
     a, b = _weights(tmp_path / "runs" / "straight"), _weights(tmp_path / "runs" / "resumed")
@@ -173,7 +220,9 @@ def test_killing_one_rank_stops_the_run(tmp_path):
         out, err = p.communicate(timeout=120)
         assert p.returncode != 0
         assert time.monotonic() - t0 < 100  # stopped, not hung
-        assert all(not Path(f"/proc/{w}").exists() or "zombie" in Path(f"/proc/{w}/status").read_text() for w in workers)
+        assert all(
+            not Path(f"/proc/{w}").exists() or "zombie" in Path(f"/proc/{w}/status").read_text() for w in workers
+        )
 
 
 def test_sigterm_to_torchrun_checkpoints_and_stops_every_rank(tmp_path):

@@ -25,19 +25,25 @@ def _sections() -> dict[str, str]:
     return {title.strip(): text for title, text in zip(parts[1::2], parts[2::2])}
 
 
-@pytest.mark.parametrize("registry,section", [
-    (TERMS, "Terms"),
-    (NORMS, "Norms"),
-    (LOSSES, "Losses"),
-    (WEIGHTS, "Weights"),
-    (SCHEDULES, "Weights"),
-    (ADAPTIVE, "Weights"),
-    (CONSTRAINTS, "Constraints"),
-], ids=["terms", "norms", "losses", "weights", "schedules", "adaptive", "constraints"])
+@pytest.mark.parametrize(
+    "registry,section",
+    [
+        (TERMS, "Terms"),
+        (NORMS, "Norms"),
+        (LOSSES, "Losses"),
+        (WEIGHTS, "Weights"),
+        (SCHEDULES, "Weights"),
+        (ADAPTIVE, "Weights"),
+        (CONSTRAINTS, "Constraints"),
+    ],
+    ids=["terms", "norms", "losses", "weights", "schedules", "adaptive", "constraints"],
+)
 def test_docs_name_every_registered_component(registry, section):
     sections = _sections()
     assert section in sections, f"docs/regularizers.md has no '## {section}' section"
     text = sections[section]
     missing = [name for name in registry.names() if f"`{name}`" not in text]
-    assert not missing, f"docs/regularizers.md '## {section}' does not name the {registry.kind}(s): {', '.join(missing)}"
+    assert not missing, (
+        f"docs/regularizers.md '## {section}' does not name the {registry.kind}(s): {', '.join(missing)}"
+    )
     assert len(registry.names()) > 0

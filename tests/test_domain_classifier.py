@@ -10,8 +10,7 @@ import torch
 
 from normgan.data import ImageData, batch_to_float, load_dataset
 from normgan.errors import UserError
-from normgan.metrics import build_feature_extractor, evaluate, fid_from_features, real_features
-from normgan.metrics import domain
+from normgan.metrics import build_feature_extractor, domain, evaluate, fid_from_features, real_features
 
 TEST_EPOCHS = 4  # fewer than the default to keep the suite fast; still well above 90% on mnist5k
 
@@ -91,7 +90,9 @@ def test_training_is_deterministic(splits):
 
 
 def test_unlabelled_data_is_a_user_error():
-    data = ImageData(images=torch.zeros(8, 1, 32, 32, dtype=torch.uint8), labels=None, name="folder", fingerprint="a" * 12)
+    data = ImageData(
+        images=torch.zeros(8, 1, 32, 32, dtype=torch.uint8), labels=None, name="folder", fingerprint="a" * 12
+    )
     with pytest.raises(UserError, match="needs class labels.*--features inception") as info:
         build_feature_extractor("domain", data=data, cache_dir=None)
     assert "\n" not in str(info.value)
@@ -147,7 +148,9 @@ def test_training_works_inside_no_grad_and_inference_mode(splits, context):
     """Issue 7: an evaluation (run under no_grad) that finds no cached classifier trains one; the
     training must switch autograd back on itself and give the same weights as outside."""
     train, _ = splits
-    small = ImageData(images=train.images[:96], labels=train.labels[:96], name=train.name, fingerprint=train.fingerprint)
+    small = ImageData(
+        images=train.images[:96], labels=train.labels[:96], name=train.name, fingerprint=train.fingerprint
+    )
     outside = domain.train_domain_classifier(small, epochs=1, batch_size=32, seed=3)
     with context():
         inside = domain.train_domain_classifier(small, epochs=1, batch_size=32, seed=3)
@@ -159,7 +162,9 @@ def test_training_works_inside_no_grad_and_inference_mode(splits, context):
 
 def test_load_or_train_under_no_grad_from_an_empty_cache(splits, tmp_path):
     train, test = splits
-    small = ImageData(images=train.images[:64], labels=train.labels[:64], name=train.name, fingerprint=train.fingerprint)
+    small = ImageData(
+        images=train.images[:64], labels=train.labels[:64], name=train.name, fingerprint=train.fingerprint
+    )
     with torch.no_grad():
         model = domain.load_or_train(small, heldout=test, cache_dir=tmp_path / "empty", epochs=1, seed=0)
     assert not model.from_cache and domain.cache_path(tmp_path / "empty", train.fingerprint).is_file()

@@ -20,9 +20,8 @@ import re
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import TINY, run_cli
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 N_EVAL = 50
@@ -36,8 +35,13 @@ def fresh(tmp_path_factory):
     for d in (home, xdg, torch_home, cwd):
         d.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("NORMGAN_CACHE", "HOME", "XDG_CACHE_HOME", "TORCH_HOME")}
-    env.update(HOME=str(home), XDG_CACHE_HOME=str(xdg), TORCH_HOME=str(torch_home), NORMGAN_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env.update(
+        HOME=str(home),
+        XDG_CACHE_HOME=str(xdg),
+        TORCH_HOME=str(torch_home),
+        NORMGAN_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
     cache = home / ".cache" / "normgan"
     assert not cache.exists() and not any(home.iterdir()) and not any(xdg.iterdir()) and not any(torch_home.iterdir())
     state = {"home": home, "cwd": cwd, "cache": cache, "env": env}
@@ -87,8 +91,9 @@ def test_eval_trains_the_classifier_from_an_empty_cache(fresh):
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr and "does not require grad" not in p.stderr
     assert "training the domain classifier of mnist5k" in p.stderr  # the minute it takes is announced
-    m = re.search(rf"FID ([0-9.e+-]+) \(N={N_EVAL}, features=domain, real-vs-real floor ([0-9.e+-]+) at N={N_EVAL}\)",
-                  p.stdout)
+    m = re.search(
+        rf"FID ([0-9.e+-]+) \(N={N_EVAL}, features=domain, real-vs-real floor ([0-9.e+-]+) at N={N_EVAL}\)", p.stdout
+    )
     assert m, p.stdout
     assert float(m.group(1)) > float(m.group(2)) > 0  # an untrained 6-step generator is far from real digits
     assert re.search(r"precision [0-9.]+, recall [0-9.]+", p.stdout) and re.search(r"IS [0-9.]+", p.stdout), p.stdout
@@ -101,8 +106,19 @@ def test_eval_trains_the_classifier_from_an_empty_cache(fresh):
 
 def test_compare_two_seeds_with_expanded_paths(fresh):
     before = _ensure_classifier(fresh)
-    p = fresh["cli"]("compare", "~/runs/a", "$HOME/runs/b", "--n", str(N_EVAL), "--metrics", "fid,pr",
-                     "--cache-dir", "~/.cache/normgan", "--out", "${HOME}/cmp")
+    p = fresh["cli"](
+        "compare",
+        "~/runs/a",
+        "$HOME/runs/b",
+        "--n",
+        str(N_EVAL),
+        "--metrics",
+        "fid,pr",
+        "--cache-dir",
+        "~/.cache/normgan",
+        "--out",
+        "${HOME}/cmp",
+    )
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("group"))

@@ -5,33 +5,29 @@ evaluation files it reasons from; ``eval --split train`` and an ``--n`` beyond m
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from torch import nn
 
 import normgan
-from normgan.eval import diagnostics as dg
 from normgan.cli import main
 from normgan.errors import UserError
+from normgan.eval import diagnostics as dg
 from normgan.metrics import ReferenceScorer
 from normgan.metrics.functional import kid_from_features
-
-from conftest import TINY
 
 
 def mmd2_numpy(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD² with the cubic polynomial kernel k(a, b) = (a·b / d + 1)³, written out."""
     d, m, n = x.shape[1], x.shape[0], y.shape[0]
     kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
-    return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-            - 2 * kxy.mean())
+    return (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean()
 
 
 class Pixels(nn.Module):
@@ -49,7 +45,11 @@ def _reference(n: int, seed: int):
 
 
 def _pixels_np(images: torch.Tensor) -> np.ndarray:
-    return (images.numpy().astype(np.float32) / np.float32(127.5) - np.float32(1.0)).reshape(len(images), -1).astype(np.float64)
+    return (
+        (images.numpy().astype(np.float32) / np.float32(127.5) - np.float32(1.0))
+        .reshape(len(images), -1)
+        .astype(np.float64)
+    )
 
 
 # ------------------------------------------------------------------------------------------ KID
@@ -101,8 +101,13 @@ def test_kid_spread_is_the_size_of_the_sampling_noise():
     ratios = []
     for rep in range(3):
         x, y = rng.standard_normal((n, d)), rng.standard_normal((n, d)) + 0.3
-        _, std = kid_from_features(torch.from_numpy(x), torch.from_numpy(y), subsets=100, subset_size=m,
-                                   generator=torch.Generator().manual_seed(rep))
+        _, std = kid_from_features(
+            torch.from_numpy(x),
+            torch.from_numpy(y),
+            subsets=100,
+            subset_size=m,
+            generator=torch.Generator().manual_seed(rep),
+        )
         fresh = [mmd2_numpy(rng.standard_normal((m, d)), rng.standard_normal((m, d)) + 0.3) for _ in range(150)]
         ratios.append(std / np.std(fresh))
     assert 0.45 < float(np.mean(ratios)) < 1.1, ratios
@@ -133,9 +138,23 @@ def test_eval_text_states_the_kid_subsets():
 
 
 # ------------------------------------------------------------------------------------------ --metrics
-PAIRED_RES = {"run": "runs/p", "step": 6, "ema": True, "split": "test", "dataset": "edges2digit", "n": 500,
-              "psnr": 11.5, "ssim": 0.41, "l1": 0.52, "sharpness_ratio": 0.8, "dropout_diversity": 0.01,
-              "baseline_psnr": 6.1, "baseline_ssim": 0.05, "baseline_l1": 0.9, "task": "paired"}
+PAIRED_RES = {
+    "run": "runs/p",
+    "step": 6,
+    "ema": True,
+    "split": "test",
+    "dataset": "edges2digit",
+    "n": 500,
+    "psnr": 11.5,
+    "ssim": 0.41,
+    "l1": 0.52,
+    "sharpness_ratio": 0.8,
+    "dropout_diversity": 0.01,
+    "baseline_psnr": 6.1,
+    "baseline_ssim": 0.05,
+    "baseline_l1": 0.9,
+    "task": "paired",
+}
 
 
 def test_format_paired_prints_only_the_metrics_asked_for():
@@ -156,20 +175,49 @@ def test_format_eval_prints_only_the_groups_asked_for():
     """A reused evaluation may hold more groups than --metrics asks for: only those are printed."""
     from normgan.cli.eval import format_eval
 
-    res = {"run": "r", "step": 1, "reference": "test", "n": 40, "features": "domain", "fid": 50.0, "fid_floor": 5.0,
-           "fid_floor_n": 40, "kid_mean": 0.1, "kid_std": 0.01, "kid_subset_size": 20, "kid_subsets": 100,
-           "precision": 0.5, "recall": 0.4, "class_coverage": 0.9, "diversity": 0.8}
+    res = {
+        "run": "r",
+        "step": 1,
+        "reference": "test",
+        "n": 40,
+        "features": "domain",
+        "fid": 50.0,
+        "fid_floor": 5.0,
+        "fid_floor_n": 40,
+        "kid_mean": 0.1,
+        "kid_std": 0.01,
+        "kid_subset_size": 20,
+        "kid_subsets": 100,
+        "precision": 0.5,
+        "recall": 0.4,
+        "class_coverage": 0.9,
+        "diversity": 0.8,
+    }
     text = format_eval(res, metrics=("fid",))
     assert "FID 50.0" in text and "KID" not in text and "precision" not in text and "class coverage 0.90" in text
     assert "KID" in format_eval(res) and "precision 0.500" in format_eval(res)
 
 
 # ------------------------------------------------------------------------------------------ real runs
-PAIRED = ["data.name=edges2digit", "data.resolution=32", "data.batch_size=4", "model.generator.name=unet",
-          "model.generator.width=4", "model.discriminator.name=patchgan", "model.discriminator.width=4",
-          "model.discriminator.norm=instance", "+model.discriminator.options.layers=2", "train.steps=2",
-          "train.log_every=1", "train.sample_every=2", "train.checkpoint_every=2", "train.tensorboard=false",
-          "train.num_samples=4", "+regularizers.l1.term=recon", "+regularizers.l1.weight=100"]
+PAIRED = [
+    "data.name=edges2digit",
+    "data.resolution=32",
+    "data.batch_size=4",
+    "model.generator.name=unet",
+    "model.generator.width=4",
+    "model.discriminator.name=patchgan",
+    "model.discriminator.width=4",
+    "model.discriminator.norm=instance",
+    "+model.discriminator.options.layers=2",
+    "train.steps=2",
+    "train.log_every=1",
+    "train.sample_every=2",
+    "train.checkpoint_every=2",
+    "train.tensorboard=false",
+    "train.num_samples=4",
+    "+regularizers.l1.term=recon",
+    "+regularizers.l1.weight=100",
+]
 
 
 @pytest.fixture(scope="module")
@@ -229,9 +277,14 @@ def test_eval_n_beyond_memory_is_refused_before_evaluating(made, capsys, monkeyp
 def _fake_run(tmp_path: Path, files: dict) -> Path:
     run = tmp_path / "run"
     (run / "eval").mkdir(parents=True)
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss/G": 1.0 + 0.1 * (s % 3), "loss/D": 1.0})
-                                               + "\n" for s in range(10, 210, 10)))
-    (run / "config.yaml").write_text("task: unconditional\ndata:\n  name: mnist\ntrain:\n  steps: 200\neval:\n  every: 0\n")
+    (run / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"step": s, "loss/G": 1.0 + 0.1 * (s % 3), "loss/D": 1.0}) + "\n" for s in range(10, 210, 10)
+        )
+    )
+    (run / "config.yaml").write_text(
+        "task: unconditional\ndata:\n  name: mnist\ntrain:\n  steps: 200\neval:\n  every: 0\n"
+    )
     for name, res in files.items():
         (run / "eval" / name).write_text(json.dumps(res))
     return run
@@ -239,13 +292,40 @@ def _fake_run(tmp_path: Path, files: dict) -> Path:
 
 EVAL_FILES = {
     # series A: n=50, at steps 100 and 200 (the longer series)
-    "eval-step000100-domain-n50.json": {"step": 100, "n": 50, "features": "domain", "reference": "test", "seed": 0,
-                                        "ema": True, "fid": 90.0, "class_coverage": 0.9, "diversity": 0.9},
-    "eval-step000200-domain-n50.json": {"step": 200, "n": 50, "features": "domain", "reference": "test", "seed": 0,
-                                        "ema": True, "fid": 31.0, "class_coverage": 0.95, "diversity": 0.9},
+    "eval-step000100-domain-n50.json": {
+        "step": 100,
+        "n": 50,
+        "features": "domain",
+        "reference": "test",
+        "seed": 0,
+        "ema": True,
+        "fid": 90.0,
+        "class_coverage": 0.9,
+        "diversity": 0.9,
+    },
+    "eval-step000200-domain-n50.json": {
+        "step": 200,
+        "n": 50,
+        "features": "domain",
+        "reference": "test",
+        "seed": 0,
+        "ema": True,
+        "fid": 31.0,
+        "class_coverage": 0.95,
+        "diversity": 0.9,
+    },
     # series B: n=100 at step 200 only; its name sorts first among the step-200 files
-    "eval-step000200-domain-n100.json": {"step": 200, "n": 100, "features": "domain", "reference": "test", "seed": 0,
-                                         "ema": True, "fid": 77.7, "class_coverage": 0.2, "diversity": 0.1},
+    "eval-step000200-domain-n100.json": {
+        "step": 200,
+        "n": 100,
+        "features": "domain",
+        "reference": "test",
+        "seed": 0,
+        "ema": True,
+        "fid": 77.7,
+        "class_coverage": 0.2,
+        "diversity": 0.1,
+    },
 }
 
 
@@ -303,14 +383,21 @@ def test_report_shows_every_evaluation_file_in_tables_that_fit(tmp_path):
 
     files = dict(EVAL_FILES)
     files["eval-step000200-domain-n50-ref_train-seed1.json"] = {
-        "step": 200, "n": 50, "features": "domain", "reference": "train", "seed": 1, "ema": True, "fid": 12.5,
-        "classifier_score_real_with_a_very_long_name": 0.5}
+        "step": 200,
+        "n": 50,
+        "features": "domain",
+        "reference": "train",
+        "seed": 1,
+        "ema": True,
+        "fid": 12.5,
+        "classifier_score_real_with_a_very_long_name": 0.5,
+    }
     run = _fake_run(tmp_path, files)
     html = write_run_report(run, progress=False).read_text()
     p = _Tables()
     p.feed(html)
     # every evaluation file is a row of its own, with its options and its FID
-    for name, res in files.items():
+    for name in files:
         assert name in p.cells, name
     for fid in ("90", "31", "77.7", "12.5"):
         assert fid in p.cells, (fid, p.cells)

@@ -3,7 +3,6 @@ generators, the periodic evaluator, input errors, and the eval CLI."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -17,13 +16,31 @@ from torch import nn
 import normgan
 from normgan.data import ImageData, batch_to_float, load_dataset
 from normgan.errors import UserError
-from normgan.eval.evaluation import (check_eval_args, class_coverage, default_cache_dir, eval_path, evaluate_generator,
-                                evaluate_run, make_periodic_evaluator, mean_pairwise_distance, reference_dataset)
+from normgan.eval.evaluation import (
+    check_eval_args,
+    class_coverage,
+    default_cache_dir,
+    eval_path,
+    evaluate_generator,
+    evaluate_run,
+    make_periodic_evaluator,
+    mean_pairwise_distance,
+    reference_dataset,
+)
 from normgan.metrics import domain
 
-TINY_RUN = ["train.steps=30", "data.batch_size=16", "model.generator.width=8", "model.discriminator.width=8",
-            "train.tensorboard=false", "regularizers={}", "train.log_every=5", "train.sample_every=1000",
-            "train.checkpoint_every=1000", "train.num_samples=4"]
+TINY_RUN = [
+    "train.steps=30",
+    "data.batch_size=16",
+    "model.generator.width=8",
+    "model.discriminator.width=8",
+    "train.tensorboard=false",
+    "regularizers={}",
+    "train.log_every=5",
+    "train.sample_every=1000",
+    "train.checkpoint_every=1000",
+    "train.num_samples=4",
+]
 CLASSIFIER_IMAGES, CLASSIFIER_EPOCHS = 1500, 3  # a small, quick classifier: enough to rank obvious cases
 _ENV: dict = {}
 
@@ -40,8 +57,12 @@ def shared_env(tmp_path_factory) -> dict:
     if not domain.cache_path(cache, train.fingerprint).exists():
         # trained on a subset but cached under the full train split's fingerprint, so evaluate_run
         # (which looks the classifier up by that fingerprint) reuses it instead of training its own
-        small = ImageData(images=train.images[:CLASSIFIER_IMAGES], labels=train.labels[:CLASSIFIER_IMAGES],
-                          name=train.name, fingerprint=train.fingerprint)
+        small = ImageData(
+            images=train.images[:CLASSIFIER_IMAGES],
+            labels=train.labels[:CLASSIFIER_IMAGES],
+            name=train.name,
+            fingerprint=train.fingerprint,
+        )
         t0 = time.perf_counter()
         model = domain.load_or_train(small, heldout=test, cache_dir=cache, epochs=CLASSIFIER_EPOCHS, seed=0)
         print(f"domain classifier {time.perf_counter() - t0:.1f}s, held-out accuracy {model.heldout_accuracy:.3f}")
@@ -91,8 +112,24 @@ def test_evaluate_run_writes_json_against_heldout(env):
     path = env["run"] / "eval" / "eval-step000030-domain-n100.json"
     assert res["path"] == str(path) and path.is_file()
     saved = json.loads(path.read_text())
-    for key in ("n", "features", "fid", "fid_floor", "fid_floor_n", "kid_mean", "kid_std", "precision", "recall",
-                "is_mean", "is_std", "reference", "step", "domain_heldout_accuracy", "class_coverage", "diversity"):
+    for key in (
+        "n",
+        "features",
+        "fid",
+        "fid_floor",
+        "fid_floor_n",
+        "kid_mean",
+        "kid_std",
+        "precision",
+        "recall",
+        "is_mean",
+        "is_std",
+        "reference",
+        "step",
+        "domain_heldout_accuracy",
+        "class_coverage",
+        "diversity",
+    ):
         assert key in saved, key
     assert saved["n"] == 100 and saved["features"] == "domain" and saved["step"] == 30
     assert saved["reference"] == "test" and saved["fid_floor_n"] == 100  # 500 held-out images >= 2n
@@ -100,7 +137,8 @@ def test_evaluate_run_writes_json_against_heldout(env):
     assert saved["reference_fingerprint"] == env["test"].fingerprint != env["train"].fingerprint
     assert saved["n_reference"] == len(env["test"])
     assert saved["domain_heldout_accuracy"] == pytest.approx(
-        domain.load_or_train(env["train"], cache_dir=env["cache"]).heldout_accuracy)
+        domain.load_or_train(env["train"], cache_dir=env["cache"]).heldout_accuracy
+    )
     assert 0.0 < saved["class_coverage"] <= 1.0 and saved["diversity"] > 0
     for key in ("fid", "fid_floor", "kid_mean", "precision", "recall", "is_mean"):
         assert math.isfinite(saved[key]), key
@@ -138,8 +176,9 @@ def test_real_heldout_images_score_near_floor_and_collapse_far_worse(env, extrac
     cfg = normgan.load_config(overrides=TINY_RUN)
     real_gen = ImageBank(env["test"].images)
     good = evaluate_generator(real_gen, cfg, n=200, metrics=("fid", "pr", "is"), extractor=extractor)
-    bad = evaluate_generator(ImageBank(env["test"].images, collapsed=True), cfg, n=200, metrics=("fid", "pr", "is"),
-                             extractor=extractor)
+    bad = evaluate_generator(
+        ImageBank(env["test"].images, collapsed=True), cfg, n=200, metrics=("fid", "pr", "is"), extractor=extractor
+    )
     assert good["fid_floor_n"] == 200 and good["reference"] == "test"
     assert good["fid"] < 3 * good["fid_floor"] + 1e-3
     assert bad["fid"] > 10 * good["fid"] and bad["fid"] > 10 * bad["fid_floor"]
@@ -198,7 +237,10 @@ def test_bad_inputs_are_one_line_user_errors(env, tmp_path, monkeypatch):
     assert default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("NORMGAN_CACHE")
     assert default_cache_dir() == Path("~/.cache/normgan").expanduser()
-    assert eval_path("r", step=7, features="pkg.mod:Cls", n=3, ema=False).name == "eval-step000007-pkg.mod_Cls-n3-noema.json"
+    assert (
+        eval_path("r", step=7, features="pkg.mod:Cls", n=3, ema=False).name
+        == "eval-step000007-pkg.mod_Cls-n3-noema.json"
+    )
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -212,16 +254,19 @@ FID_LINE = re.compile(r"FID [0-9.e+-]+ \(N=30, features=domain, real-vs-real flo
 
 
 def test_cmd_eval_in_process(env, capsys):
-    args = _parser().parse_args(["eval", str(env["run"]), "--n", "30", "--metrics", "fid,pr",
-                                 "--cache-dir", str(env["cache"])])
+    args = _parser().parse_args(
+        ["eval", str(env["run"]), "--n", "30", "--metrics", "fid,pr", "--cache-dir", str(env["cache"])]
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert FID_LINE.search(out), out
     assert "precision" in out and "class coverage" in out and "eval-step000030-domain-n30.json" in out
-    for argv, match in ([["eval", str(env["run"]), "--n", "1"], "--n"],
-                        [["eval", str(env["run"]), "--features", "bogus"], "bogus"],
-                        [["eval", str(env["run"]), "--metrics", "fid,xyz"], "xyz"],
-                        [["eval", str(env["run"]) + "-missing"], "does not exist"]):
+    for argv, match in (
+        [["eval", str(env["run"]), "--n", "1"], "--n"],
+        [["eval", str(env["run"]), "--features", "bogus"], "bogus"],
+        [["eval", str(env["run"]), "--metrics", "fid,xyz"], "xyz"],
+        [["eval", str(env["run"]) + "-missing"], "does not exist"],
+    ):
         args = _parser().parse_args(argv)
         with pytest.raises(UserError, match=match) as info:
             args.func(args)
@@ -238,7 +283,9 @@ def _cli_wired() -> bool:
         return False
 
 
-needs_cli = pytest.mark.skipif(not _cli_wired(), reason="normgan.cli does not register the eval commands yet (normgan.cli.COMMANDS)")
+needs_cli = pytest.mark.skipif(
+    not _cli_wired(), reason="normgan.cli does not register the eval commands yet (normgan.cli.COMMANDS)"
+)
 
 
 @needs_cli
@@ -250,14 +297,23 @@ def test_cli_eval_subprocess(env):
     assert FID_LINE.search(p.stdout), p.stdout
     for args in (["--n", "1"], ["--features", "bogus"], ["--metrics", "fid,xyz"]):
         p = run_cli("eval", env["run"], *args, "--cache-dir", env["cache"])
-        assert p.returncode == 2 and p.stderr.startswith("normgan: error: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert (
+            p.returncode == 2 and p.stderr.startswith("normgan: error: ") and len(p.stderr.strip().splitlines()) == 1
+        ), p.stderr
     p = run_cli("eval", Path(env["run"]).parent / "missing")
     assert p.returncode == 2 and "does not exist" in p.stderr
 
 
 def test_periodic_evaluation_in_training_keeps_best_checkpoint(env, tmp_path):
     """eval.every: eval/<metric> rows at the evaluation steps, best.pt at the best FID, survives resume."""
-    over = [*TINY_RUN, "train.steps=12", "eval.every=4", "eval.n=100", "eval.metrics=[fid,pr]", f"eval.cache_dir={env['cache']}"]
+    over = [
+        *TINY_RUN,
+        "train.steps=12",
+        "eval.every=4",
+        "eval.n=100",
+        "eval.metrics=[fid,pr]",
+        f"eval.cache_dir={env['cache']}",
+    ]
     trainer = normgan.Trainer(normgan.load_config(overrides=over), runs_dir=tmp_path, name="ev", progress=False)
     run = trainer.fit()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -284,7 +340,9 @@ def test_metric_info_is_a_leaf_module():
     def top_imports(module):
         tree = ast.parse(Path(module.__file__).read_text())
         top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-        return [a.name for n in top if isinstance(n, ast.Import) for a in n.names] + [n.module for n in top if isinstance(n, ast.ImportFrom)]
+        return [a.name for n in top if isinstance(n, ast.Import) for a in n.names] + [
+            n.module for n in top if isinstance(n, ast.ImportFrom)
+        ]
 
     def stdlib(m):
         return m.split(".")[0] in sys.stdlib_module_names or m == "__future__"
@@ -312,7 +370,13 @@ def test_minimum_n_follows_the_requested_metrics():
 
 
 def test_best_metric_must_be_produced_by_the_metrics():
-    from normgan.eval.metric_info import BEST_METRIC_CHOICES, HIGHER_IS_BETTER, LOWER_IS_BETTER, check_best_metric, is_better
+    from normgan.eval.metric_info import (
+        BEST_METRIC_CHOICES,
+        HIGHER_IS_BETTER,
+        LOWER_IS_BETTER,
+        check_best_metric,
+        is_better,
+    )
 
     assert check_best_metric(best_metric="fid", metrics=["fid"]) == "fid"
     assert check_best_metric(best_metric="precision", metrics=["fid", "pr"]) == "precision"
@@ -344,13 +408,17 @@ def test_produced_keys_match_a_real_evaluation(env, extractor):
 # ------------------------------------------------------------------------------------------ the floor's N
 def test_floor_line_states_its_n_and_why(env, capsys):
     """N=300 > 500/2: the floor is computed between the two halves of the held-out split (N=250)."""
-    args = _parser().parse_args(["eval", str(env["run"]), "--n", "300", "--metrics", "fid",
-                                 "--cache-dir", str(env["cache"])])
+    args = _parser().parse_args(
+        ["eval", str(env["run"]), "--n", "300", "--metrics", "fid", "--cache-dir", str(env["cache"])]
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("FID "))
-    assert re.search(r"\(N=300, features=domain, real-vs-real floor [0-9.e+-]+ at N=250: the held-out split has 500 "
-                     r"images, too few for two disjoint sets of 300", line), line
+    assert re.search(
+        r"\(N=300, features=domain, real-vs-real floor [0-9.e+-]+ at N=250: the held-out split has 500 "
+        r"images, too few for two disjoint sets of 300",
+        line,
+    ), line
     saved = json.loads((env["run"] / "eval" / "eval-step000030-domain-n300.json").read_text())
     assert saved["fid_floor_n"] == 250 == saved["n_reference"] // 2 and saved["n_real"] == 300
     # the floor is the FID between the two halves of the permuted held-out split, recomputed here
@@ -393,8 +461,11 @@ def test_sample_and_eval_on_mismatching_or_incomplete_checkpoints(env, tmp_path)
     wider = json.loads(json.dumps(good["config"]))
     wider["model"]["generator"]["width"] = 16  # the weights are width 8
     cases = {
-        "mismatch": ({**good, "config": wider}, r"does not match the config's EMA generator: key '[\w.]+' has shape "
-                                                r"\([\d, ]+\) in the checkpoint and \([\d, ]+\) in the model"),
+        "mismatch": (
+            {**good, "config": wider},
+            r"does not match the config's EMA generator: key '[\w.]+' has shape "
+            r"\([\d, ]+\) in the checkpoint and \([\d, ]+\) in the model",
+        ),
         "noconfig": ({k: v for k, v in good.items() if k != "config"}, "has no 'config' entry"),
         "noshape": ({k: v for k, v in good.items() if k != "image_shape"}, "has no 'image_shape' entry"),
         "noema": ({k: v for k, v in good.items() if k != "generator_ema"}, "has no 'generator_ema' entry"),
@@ -408,7 +479,9 @@ def test_sample_and_eval_on_mismatching_or_incomplete_checkpoints(env, tmp_path)
         for cmd in commands:
             p = run_cli(*cmd)
             assert p.returncode == 2, (name, cmd[0], p.stderr)
-            assert p.stderr.startswith("normgan: error: checkpoint ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
+            assert p.stderr.startswith("normgan: error: checkpoint ") and len(p.stderr.strip().splitlines()) == 1, (
+                p.stderr
+            )
             assert re.search(match, p.stderr), (name, p.stderr)
         assert not (run / "eval").exists()
     # the RNG state is not needed to generate: a checkpoint without it still samples

@@ -15,21 +15,32 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from normgan.config import load_config
-from normgan.data import (ImageData, LeakError, PairedData, apply_fold, batch_to_float, check_folds, fold_part,
-                          forbid_splits, kfold_indices, load_dataset, load_paired, targets_as_imagedata)
+from normgan.data import (
+    ImageData,
+    LeakError,
+    PairedData,
+    apply_fold,
+    batch_to_float,
+    check_folds,
+    fold_part,
+    forbid_splits,
+    kfold_indices,
+    load_dataset,
+    load_paired,
+    targets_as_imagedata,
+)
 from normgan.data import folds as folds_mod
 from normgan.errors import ConfigError
 from normgan.eval.evaluation import PeriodicEvaluator, build_extractor, reference_dataset
 from normgan.eval.paired import PairedEvaluator, paired_split
 from normgan.metrics import domain
-from normgan.tasks.builtin import PairedTask, UnconditionalTask
 from normgan.models.build import build_generator_for
-
-from conftest import TINY
+from normgan.tasks.builtin import PairedTask, UnconditionalTask
 
 CPU = torch.device("cpu")
 SEARCH_FORBIDS = ("test", "all")
@@ -77,8 +88,9 @@ def quick_domain(monkeypatch):
 
     def spy(train, *, heldout=None, epochs=None, **kw):
         seen.append({"train": train, "heldout": heldout})
-        small = ImageData(images=train.images[:256], labels=train.labels[:256], name=train.name,
-                          fingerprint=train.fingerprint)
+        small = ImageData(
+            images=train.images[:256], labels=train.labels[:256], name=train.name, fingerprint=train.fingerprint
+        )
         return real(small, heldout=heldout, epochs=1, **kw)
 
     monkeypatch.setattr(domain, "train_domain_classifier", spy)
@@ -126,8 +138,9 @@ def test_fold_part_is_the_sorted_fold_and_its_complement(n, folds):
 def test_check_folds_messages():
     with pytest.raises(ConfigError) as e:
         check_folds(300, folds=40)
-    assert one_line(e) == ("data.folds: 40 folds of the training split (300 items) leave fewer than 8 per fold; "
-                           "use at most 37 folds")
+    assert one_line(e) == (
+        "data.folds: 40 folds of the training split (300 items) leave fewer than 8 per fold; use at most 37 folds"
+    )
     check_folds(300, folds=37)  # 300 // 37 = 8
     with pytest.raises(ConfigError, match=r"^data\.folds: .*set data\.folds to 0"):
         check_folds(300, folds=1)
@@ -166,12 +179,15 @@ def test_apply_fold_on_a_paired_dataset(digits_train):
         idx = torch.from_numpy(expected_fold(n, 3, fold))
         for got, full in ((held.inputs, train.inputs), (held.targets, train.targets), (held.labels, train.labels)):
             assert torch.equal(got, full[idx])
-        assert (rows(fit.inputs, fit.targets, fit.labels) + rows(held.inputs, held.targets, held.labels)
-                == rows(train.inputs, train.targets, train.labels))
+        assert rows(fit.inputs, fit.targets, fit.labels) + rows(held.inputs, held.targets, held.labels) == rows(
+            train.inputs, train.targets, train.labels
+        )
         fps |= {fit.fingerprint, held.fingerprint}
     assert len(fps) == 6 and train.fingerprint not in fps
     # caches keyed by the targets' fingerprint (the digit classifier) differ per fold too
-    assert len({targets_as_imagedata(apply_fold(train, folds=3, fold=k, part="fit")).fingerprint for k in range(3)}) == 3
+    assert (
+        len({targets_as_imagedata(apply_fold(train, folds=3, fold=k, part="fit")).fingerprint for k in range(3)}) == 3
+    )
 
 
 def test_apply_fold_refuses_bad_folds(mnist_train):
@@ -185,13 +201,16 @@ def test_apply_fold_refuses_bad_folds(mnist_train):
 
 
 # ------------------------------------------------------------------------------------------ config
-@pytest.mark.parametrize("overrides, key", [
-    (["data.folds=1"], "data.folds"),
-    (["data.folds=-2"], "data.folds"),
-    (["data.folds=3", "data.fold=3"], "data.fold"),
-    (["data.folds=3", "data.fold=-1"], "data.fold"),
-    (["data.fold=2"], "data.fold"),  # a fold without folds
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["data.folds=1"], "data.folds"),
+        (["data.folds=-2"], "data.folds"),
+        (["data.folds=3", "data.fold=3"], "data.fold"),
+        (["data.folds=3", "data.fold=-1"], "data.fold"),
+        (["data.fold=2"], "data.fold"),  # a fold without folds
+    ],
+)
 def test_bad_fold_configs_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as e:
         load_config(overrides=overrides)
@@ -218,7 +237,9 @@ def test_forbid_splits_guards_both_loaders_and_is_released():
         for split in SEARCH_FORBIDS:
             with pytest.raises(LeakError) as e:
                 load_dataset(name="mnist5k", split=split)
-            assert one_line(e).startswith(f"the {split} split was read during a search") and "this is a bug" in str(e.value)
+            assert one_line(e).startswith(f"the {split} split was read during a search") and "this is a bug" in str(
+                e.value
+            )
         with pytest.raises(LeakError, match="the test split"):
             load_paired(name="edges2digit", resolution=32, split="test")
         load_paired(name="edges2digit", resolution=32, split="val")  # not forbidden here
@@ -235,7 +256,9 @@ def test_forbid_splits_guards_both_loaders_and_is_released():
 def test_forbid_splits_is_process_wide_and_released_on_error():
     caught = []
     with forbid_splits(("test",)):
-        t = threading.Thread(target=lambda: caught.append(_raises_leak(lambda: load_dataset(name="mnist5k", split="test"))))
+        t = threading.Thread(
+            target=lambda: caught.append(_raises_leak(lambda: load_dataset(name="mnist5k", split="test")))
+        )
         t.start()
         t.join()
     assert caught == [True]
@@ -280,7 +303,9 @@ def test_unconditional_run_with_folds_trains_on_fit_and_scores_on_the_heldout_fo
         assert len(task.data) == n - len(held_idx) == 3000
         assert torch.equal(task.data.images, mnist_train.images[fit_idx])
         ref = reference_dataset(cfg, "test")
-        assert torch.equal(ref.images, mnist_train.images[held_idx]) and torch.equal(ref.labels, mnist_train.labels[held_idx])
+        assert torch.equal(ref.images, mnist_train.images[held_idx]) and torch.equal(
+            ref.labels, mnist_train.labels[held_idx]
+        )
         assert reference_dataset(cfg, "train").fingerprint == task.data.fingerprint
         ev = PeriodicEvaluator(cfg, n=32, metrics=("fid", "kid"), cache_dir=tmp_path)
         G = build_generator_for(cfg, resolution=32, channels=1)

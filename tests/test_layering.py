@@ -16,18 +16,37 @@ ROOT = Path(normgan.__file__).parent
 
 #: lowest first; a module belongs to the layer of the longest matching prefix
 LAYERS = [
-    ["normgan.errors", "normgan.runtime.version", "normgan.registry", "normgan.runtime.device", "normgan.runtime.paths", "normgan.runtime.resources",
-     "normgan.runtime.threads"],
+    [
+        "normgan.errors",
+        "normgan.runtime.version",
+        "normgan.registry",
+        "normgan.runtime.device",
+        "normgan.runtime.paths",
+        "normgan.runtime.resources",
+        "normgan.runtime.threads",
+    ],
     # normgan.models holds checkpoint I/O (models.checkpoint) too: evaluation and sampling read
     # checkpoints without importing normgan.train
-    ["normgan.functional", "normgan.models", "normgan.data", "normgan.metrics.functional", "normgan.metrics.overfit",
-     "normgan.runtime.distributed"],
+    [
+        "normgan.functional",
+        "normgan.models",
+        "normgan.data",
+        "normgan.metrics.functional",
+        "normgan.metrics.overfit",
+        "normgan.runtime.distributed",
+    ],
     ["normgan.metrics", "normgan.eval.metric_info", "normgan.tasks.info"],
     ["normgan.regularizers", "normgan.study.dirac"],
     ["normgan.config"],
     # building the networks a config describes (with their regularizers' parametrizations) is
     # shared by training, sampling and evaluation, so it sits below all three
-    ["normgan.models.build", "normgan.data.batches", "normgan.tasks.builtin", "normgan.inference.sample", "normgan.inference.translate"],
+    [
+        "normgan.models.build",
+        "normgan.data.batches",
+        "normgan.tasks.builtin",
+        "normgan.inference.sample",
+        "normgan.inference.translate",
+    ],
     ["normgan.eval.evaluation", "normgan.eval.paired"],
     ["normgan.eval.diagnostics", "normgan.study.overfit"],
     # the reports: below the loop (train.report makes Trainer.fit import it); report.html and
@@ -41,8 +60,14 @@ LAYERS = [
 ]
 
 #: what sits below training and imports no module of normgan.train
-BELOW_TRAINING = ["normgan.eval.evaluation", "normgan.eval.paired", "normgan.inference.sample", "normgan.inference.translate",
-                  "normgan.metrics", "normgan.report"]
+BELOW_TRAINING = [
+    "normgan.eval.evaluation",
+    "normgan.eval.paired",
+    "normgan.inference.sample",
+    "normgan.inference.translate",
+    "normgan.metrics",
+    "normgan.report",
+]
 
 
 def modules() -> dict[str, Path]:
@@ -110,7 +135,7 @@ def find_cycle(graph) -> list[str] | None:
         stack.append(n)
         for m in sorted(graph.get(n, ())):
             if state.get(m) == 1:
-                return stack[stack.index(m):] + [m]
+                return stack[stack.index(m) :] + [m]
             if m not in state:
                 found = visit(m)
                 if found:
@@ -130,8 +155,12 @@ def find_cycle(graph) -> list[str] | None:
 def test_no_module_imports_a_higher_layer():
     mods = modules()
     graph = import_graph(mods)
-    upward = [f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
-              for a, targets in sorted(graph.items()) for b in sorted(targets) if layer_of(b) > layer_of(a)]
+    upward = [
+        f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
+        for a, targets in sorted(graph.items())
+        for b in sorted(targets)
+        if layer_of(b) > layer_of(a)
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -246,14 +275,19 @@ def test_the_private_name_checker_finds_each_form(tmp_path):
         "import normgan.search.outputs\n"
         "def f():\n"
         "    from normgan.search._hidden import X\n"
-        "    return dg._num(1), normgan.search.outputs._e(2), dg.public\n")
+        "    return dg._num(1), normgan.search.outputs._e(2), dg.public\n"
+    )
     mods = {}
     for p in pkg.rglob("*.py"):
         parts = list(p.relative_to(tmp_path).with_suffix("").parts)
         mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
     found = {f.split(": ", 1)[1] for f in private_imports(mods)}
-    assert found == {"from normgan.search.outputs import _e", "from normgan.search._hidden import X", "dg._num",
-                     "normgan.search.outputs._e"}, found
+    assert found == {
+        "from normgan.search.outputs import _e",
+        "from normgan.search._hidden import X",
+        "dg._num",
+        "normgan.search.outputs._e",
+    }, found
 
 
 def test_the_import_graph_has_no_cycle():

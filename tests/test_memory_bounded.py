@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +45,7 @@ def _ssim_map(a, b):
     f = lambda z: gaussian_filter(z, 1.5, truncate=3.5, mode="mirror")  # noqa: E731
     mx, my = f(a), f(b)
     vx, vy, cxy = f(a * a) - mx * mx, f(b * b) - my * my, f(a * b) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c1, c2 = 0.01**2, 0.03**2
     return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
 
 
@@ -62,7 +60,7 @@ def _reference_metrics(o, t):
     def sharp(x):
         dx = x[:, :, :-1, 1:] - x[:, :, :-1, :-1]
         dy = x[:, :, 1:, :-1] - x[:, :, :-1, :-1]
-        return np.sqrt(dx ** 2 + dy ** 2).reshape(n, -1).mean(1)
+        return np.sqrt(dx**2 + dy**2).reshape(n, -1).mean(1)
 
     return ps, ss, l1, sharp(u).sum() / sharp(v).sum()
 
@@ -75,8 +73,17 @@ def test_separable_ssim_equals_torchmetrics_grouped_convolution(shape):
     g = _gen(sum(shape))
     t = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
     o = (t + 0.4 * torch.randn(shape, generator=g, dtype=torch.float64)).clamp(-1, 1)
-    want = tm_ssim((o + 1) / 2, (t + 1) / 2, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0,
-                   k1=0.01, k2=0.03, reduction="none")
+    want = tm_ssim(
+        (o + 1) / 2,
+        (t + 1) / 2,
+        gaussian_kernel=True,
+        sigma=1.5,
+        kernel_size=11,
+        data_range=1.0,
+        k1=0.01,
+        k2=0.03,
+        reduction="none",
+    )
     got = ssim(o, t)
     assert got.dtype == torch.float64 and got.shape == (shape[0],)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
@@ -192,8 +199,8 @@ def _digits_cfg(*extra):
 
 
 def test_paired_evaluator_scores_in_batches_and_equals_independent_metrics(monkeypatch):
-    from normgan.eval import paired as ep
     from normgan.data import batch_to_float
+    from normgan.eval import paired as ep
 
     ep.clear_baseline_cache()
     sizes = []
@@ -253,8 +260,8 @@ def test_dropout_diversity_of_the_evaluator_equals_the_closed_form_of_gaussian_d
 
 
 def test_the_baseline_is_computed_once_per_split_and_process(monkeypatch):
-    from normgan.eval import paired as ep
     from normgan.data import BASELINES
+    from normgan.eval import paired as ep
 
     ep.clear_baseline_cache()
     calls = []
@@ -274,8 +281,8 @@ def test_the_baseline_is_computed_once_per_split_and_process(monkeypatch):
 
 
 def test_n_scores_a_seeded_subset_of_the_split():
-    from normgan.eval import paired as ep
     from normgan.data import batch_to_float
+    from normgan.eval import paired as ep
 
     cfg = _digits_cfg()
     full = ep.paired_split(cfg, "val")
@@ -321,14 +328,20 @@ def test_classifier_training_says_so_on_stderr_only_when_asked(progress, monkeyp
     from normgan.metrics import domain
 
     monkeypatch.setattr(domain, "train_domain_classifier", _fake_classifier)
-    data = ImageData(images=torch.zeros(8, 1, 28, 28, dtype=torch.uint8), labels=torch.arange(8) % 2,
-                     name="tiny", fingerprint="0123456789ab")
+    data = ImageData(
+        images=torch.zeros(8, 1, 28, 28, dtype=torch.uint8),
+        labels=torch.arange(8) % 2,
+        name="tiny",
+        fingerprint="0123456789ab",
+    )
     domain.load_or_train(data, cache_dir=tmp_path, progress=progress)
     out, err = capsys.readouterr()
     assert out == ""
     if progress:  # pytest's captured stderr is not a terminal: None stays quiet
-        assert err.strip() == (f"training the domain classifier of tiny (8 images, {domain.DEFAULT_EPOCHS} epochs; "
-                               f"first use, cached in {tmp_path})…")
+        assert err.strip() == (
+            f"training the domain classifier of tiny (8 images, {domain.DEFAULT_EPOCHS} epochs; "
+            f"first use, cached in {tmp_path})…"
+        )
     else:
         assert err == ""
     domain.load_or_train(data, cache_dir=tmp_path, progress=True)  # cached now: nothing to say
@@ -340,8 +353,12 @@ def test_the_domain_classifier_training_bar_counts_its_steps(capsys):
     from normgan.metrics import domain
 
     g = _gen(0)
-    data = ImageData(images=torch.randint(0, 256, (40, 1, 28, 28), generator=g, dtype=torch.uint8),
-                     labels=torch.arange(40) % 2, name="tiny", fingerprint="ba9876543210")
+    data = ImageData(
+        images=torch.randint(0, 256, (40, 1, 28, 28), generator=g, dtype=torch.uint8),
+        labels=torch.arange(40) % 2,
+        name="tiny",
+        fingerprint="ba9876543210",
+    )
     domain.train_domain_classifier(data, epochs=2, batch_size=16, progress=True)
     err = capsys.readouterr().err
     assert "domain classifier" in err and "0/6 [" in err  # 2 epochs x ceil(40 / 16) steps

@@ -52,8 +52,9 @@ def _pairs(c, h=64, seed=0):
     g = _gen(seed)
     t_rand = torch.rand(3, c, h, h, generator=g, dtype=torch.float64) * 2 - 1
     o_rand = (t_rand + 0.3 * torch.randn(t_rand.shape, generator=g, dtype=torch.float64)).clamp(-1, 1)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, h, dtype=torch.float64), torch.linspace(0, 1, h, dtype=torch.float64),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.linspace(0, 1, h, dtype=torch.float64), torch.linspace(0, 1, h, dtype=torch.float64), indexing="ij"
+    )
     phase = torch.arange(3 * c, dtype=torch.float64).reshape(3, c, 1, 1)
     t_struct = 0.8 * torch.sin(6 * xx + phase) * torch.cos(4 * yy)
     o_struct = (t_struct + 0.1 * torch.randn(t_struct.shape, generator=g, dtype=torch.float64)).clamp(-1, 1)
@@ -65,6 +66,7 @@ def _unit_np(x):
 
 
 # ------------------------------------------------------------------------------------------ PSNR
+
 
 @pytest.mark.parametrize("c", [1, 3])
 def test_psnr_matches_scikit_image(c):
@@ -87,12 +89,13 @@ def test_psnr_known_value_and_identical_images():
 
 # ------------------------------------------------------------------------------------------ SSIM
 
+
 def _ssim_map(a, b, mode):
     """SSIM map of two [0, 1] 2-D images: Gaussian σ = 1.5 truncated at 3.5 σ (11 taps), population moments."""
     f = lambda z: gaussian_filter(z, 1.5, truncate=3.5, mode=mode)  # noqa: E731
     mx, my = f(a), f(b)
     vx, vy, cxy = f(a * a) - mx * mx, f(b * b) - my * my, f(a * b) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c1, c2 = 0.01**2, 0.03**2
     return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
 
 
@@ -121,10 +124,13 @@ def test_ssim_matches_a_full_image_reference_whose_interior_is_scikit_image(c):
         full = np.array([np.mean([_ssim_map(u[i, k], v[i, k], "mirror") for k in range(c)]) for i in range(3)])
         np.testing.assert_allclose(got, full, rtol=0, atol=1e-10, err_msg=name)
         # the reference itself: its interior (5-px border cropped) is scikit-image's value
-        interior = np.array([np.mean([_ssim_map(u[i, k], v[i, k], "mirror")[5:-5, 5:-5] for k in range(c)])
-                             for i in range(3)])
+        interior = np.array(
+            [np.mean([_ssim_map(u[i, k], v[i, k], "mirror")[5:-5, 5:-5] for k in range(c)]) for i in range(3)]
+        )
         kw = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)
-        sk = [sk_ssim(v[i, 0], u[i, 0], **kw) if c == 1 else sk_ssim(v[i], u[i], channel_axis=0, **kw) for i in range(3)]
+        sk = [
+            sk_ssim(v[i, 0], u[i, 0], **kw) if c == 1 else sk_ssim(v[i], u[i], channel_axis=0, **kw) for i in range(3)
+        ]
         np.testing.assert_allclose(interior, sk, rtol=0, atol=1e-10, err_msg=name)
 
 
@@ -135,19 +141,22 @@ def test_ssim_of_identical_images_is_one():
 
 # ----------------------------------------------------------------------------- L1 and sharpness
 
+
 def test_l1_error_matches_numpy():
     o = torch.rand(4, 3, 9, 7, generator=_gen(2)) * 2 - 1
     t = torch.rand(4, 3, 9, 7, generator=_gen(3)) * 2 - 1
     want = np.abs(o.double().numpy() - t.double().numpy()).reshape(4, -1).mean(1)
     np.testing.assert_allclose(l1_error(o, t).numpy(), want, rtol=0, atol=1e-12)
-    assert l1_error(torch.full((1, 1, 4, 4), 0.5), torch.full((1, 1, 4, 4), -0.5)).item() == pytest.approx(1.0, abs=1e-12)
+    assert l1_error(torch.full((1, 1, 4, 4), 0.5), torch.full((1, 1, 4, 4), -0.5)).item() == pytest.approx(
+        1.0, abs=1e-12
+    )
 
 
 def _np_sharpness(x):
     u = _unit_np(x)
     dx = np.diff(u, axis=3)[:, :, :-1, :]  # u[h, w+1] - u[h, w] on rows 0..H-2
     dy = np.diff(u, axis=2)[:, :, :, :-1]  # u[h+1, w] - u[h, w] on columns 0..W-2
-    return np.sqrt(dx ** 2 + dy ** 2).reshape(len(u), -1).mean(1)
+    return np.sqrt(dx**2 + dy**2).reshape(len(u), -1).mean(1)
 
 
 @pytest.mark.parametrize("c", [1, 3])
@@ -163,7 +172,7 @@ def test_sharpness_closed_forms():
     ramp = (2 * 0.05 * w - 1).expand(1, 1, 8, 8)  # u = 0.05 w: dx = 0.05, dy = 0
     assert sharpness(ramp).item() == pytest.approx(0.05, abs=1e-12)
     diag = (2 * 0.05 * (w[:, None] + w[None, :]) - 1)[None, None]  # dx = dy = 0.05
-    assert sharpness(diag).item() == pytest.approx(0.05 * 2 ** 0.5, abs=1e-12)
+    assert sharpness(diag).item() == pytest.approx(0.05 * 2**0.5, abs=1e-12)
     assert sharpness(torch.full((1, 3, 5, 5), 0.3)).item() == 0.0
 
 
@@ -179,6 +188,7 @@ def test_sharpness_ratio_of_self_is_one_and_of_a_blur_below_one():
 
 # ------------------------------------------------------------------------------------- diversity
 
+
 def test_dropout_diversity_matches_numpy():
     s = torch.rand(5, 3, 1, 6, 6, generator=_gen(6)) * 2 - 1
     want = _unit_np(s).std(axis=0, ddof=0).mean()
@@ -189,12 +199,15 @@ def test_dropout_diversity_of_identical_samples_is_zero_and_of_plus_minus_a_is_a
     x = torch.rand(2, 3, 8, 8, generator=_gen(7)) * 2 - 1
     assert dropout_diversity(x.expand(4, -1, -1, -1, -1)) == pytest.approx(0.0, abs=1e-12)
     a = 0.15
-    m = a + (1 - 2 * a) * torch.rand(2, 3, 8, 8, generator=_gen(8), dtype=torch.float64)  # [0, 1] scale, m ± a in [0, 1]
+    m = a + (1 - 2 * a) * torch.rand(
+        2, 3, 8, 8, generator=_gen(8), dtype=torch.float64
+    )  # [0, 1] scale, m ± a in [0, 1]
     samples = torch.stack([m + a, m - a]) * 2 - 1  # to [-1, 1]
     assert dropout_diversity(samples) == pytest.approx(a, abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------ classifier
+
 
 def _mean_sign_classifier(c, h):
     """Linear classifier: logit_0 = mean pixel value, logit_1 = 0.  Predicts 0 iff mean >= 0
@@ -275,6 +288,7 @@ def test_classifier_score_with_normgan_domain_classifier():
 
 # ---------------------------------------------------------------------------------- PairedScores
 
+
 def test_paired_scores_over_two_batches_equal_the_per_image_metrics_of_the_concatenation():
     g = _gen(11)
     t = torch.rand(7, 1, 16, 16, generator=g) * 2 - 1
@@ -326,10 +340,12 @@ def test_paired_scores_keys_and_all_identical_psnr():
 
 # ------------------------------------------------------------------------------------------ LPIPS
 
+
 def _forbid(calls, name):
     def f(*args, **kwargs):
         calls.append(name)
         raise AssertionError(f"network access attempted: {name}")
+
     return f
 
 
@@ -351,7 +367,9 @@ def no_fetch(no_network, monkeypatch):
     copy torchvision's weights enums call): with the weights missing, nothing may even try."""
     import torchvision.models._api as tv_api
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _forbid(no_network, "torch.hub.load_state_dict_from_url"))
+    monkeypatch.setattr(
+        torch.hub, "load_state_dict_from_url", _forbid(no_network, "torch.hub.load_state_dict_from_url")
+    )
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", _forbid(no_network, "torchvision load_state_dict_from_url"))
     return no_network
 
@@ -418,8 +436,11 @@ def test_make_lpips_builds_from_weights_on_disk_without_network(torch_home, no_n
 _HAVE_ALEXNET = lpips_weights_path("alex").is_file()
 
 
-@pytest.mark.skipif(not _HAVE_ALEXNET, reason=f"the torchvision AlexNet weights are not on this machine "
-                    f"({lpips_weights_path('alex')}); real-LPIPS behaviour is checked only where they are")
+@pytest.mark.skipif(
+    not _HAVE_ALEXNET,
+    reason=f"the torchvision AlexNet weights are not on this machine "
+    f"({lpips_weights_path('alex')}); real-LPIPS behaviour is checked only where they are",
+)
 def test_real_lpips_is_zero_on_identical_images_and_grows_with_noise(no_network):
     module = make_lpips(net="alex")
     g = _gen(14)

@@ -12,18 +12,29 @@ from normgan.models.registry import takes_image_input
 
 def nets(gname, dname, res, ch, norm="batch", dropout=0.0):
     in_ch = ch if takes_image_input(gname) else None  # image-to-image generators take an image of ch channels
-    G = build_generator(GeneratorConfig(name=gname, z_dim=8, width=4, norm=norm, dropout=dropout), resolution=res, channels=ch, in_channels=in_ch)
+    G = build_generator(
+        GeneratorConfig(name=gname, z_dim=8, width=4, norm=norm, dropout=dropout),
+        resolution=res,
+        channels=ch,
+        in_channels=in_ch,
+    )
     D = build_discriminator(DiscriminatorConfig(name=dname, width=4, norm="none"), resolution=res, channels=ch)
     return G, D
 
 
 def all_params_have_grad(module):
-    missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    missing = [
+        n
+        for n, p in module.named_parameters()
+        if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())
+    ]
     assert not missing, f"parameters without a finite gradient: {missing}"
     assert any(p.grad.abs().sum() > 0 for p in module.parameters())
 
 
-@pytest.mark.parametrize("loss_name", [n for n in LOSSES.names() if n != "none"])  # "none" gives zero gradients by design
+@pytest.mark.parametrize(
+    "loss_name", [n for n in LOSSES.names() if n != "none"]
+)  # "none" gives zero gradients by design
 @pytest.mark.parametrize("gname", GENERATORS.names())
 @pytest.mark.parametrize("dname", DISCRIMINATORS.names())
 @pytest.mark.parametrize("res,ch", [(28, 1), (32, 3), (64, 1), (128, 3)])

@@ -44,8 +44,11 @@ def backward_random_projection(out, seed=1):
 
 
 def assert_every_param_has_gradient(module):
-    bad = [n for n, p in module.named_parameters()
-           if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    bad = [
+        n
+        for n, p in module.named_parameters()
+        if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0
+    ]
     assert not bad, f"parameters without a non-zero finite gradient: {bad}"
     assert len(list(module.parameters())) > 0
 
@@ -57,11 +60,22 @@ def conv_out(size, kernel, stride, pad):
 # ----------------------------------------------------------------------------- registry / signatures
 
 
-@pytest.mark.parametrize("registry,name,params", [
-    (GENERATORS, "unet", ["resolution", "channels", "in_channels", "width", "norm", "dropout", "test_dropout", "depth"]),
-    (GENERATORS, "resnet", ["resolution", "channels", "in_channels", "width", "norm", "dropout", "test_dropout", "blocks"]),
-    (DISCRIMINATORS, "patchgan", ["resolution", "channels", "width", "norm", "dropout", "layers"]),
-])
+@pytest.mark.parametrize(
+    "registry,name,params",
+    [
+        (
+            GENERATORS,
+            "unet",
+            ["resolution", "channels", "in_channels", "width", "norm", "dropout", "test_dropout", "depth"],
+        ),
+        (
+            GENERATORS,
+            "resnet",
+            ["resolution", "channels", "in_channels", "width", "norm", "dropout", "test_dropout", "blocks"],
+        ),
+        (DISCRIMINATORS, "patchgan", ["resolution", "channels", "width", "norm", "dropout", "layers"]),
+    ],
+)
 def test_factories_take_exactly_these_keyword_arguments(registry, name, params):
     sig = inspect.signature(registry.get(name))
     assert list(sig.parameters) == params
@@ -74,7 +88,12 @@ def test_defaults_follow_pix2pix_and_cyclegan():
     u = inspect.signature(GENERATORS.get("unet")).parameters
     r = inspect.signature(GENERATORS.get("resnet")).parameters
     d = inspect.signature(DISCRIMINATORS.get("patchgan")).parameters
-    assert (u["width"].default, u["norm"].default, u["depth"].default, u["test_dropout"].default) == (64, "batch", None, False)
+    assert (u["width"].default, u["norm"].default, u["depth"].default, u["test_dropout"].default) == (
+        64,
+        "batch",
+        None,
+        False,
+    )
     assert (r["width"].default, r["norm"].default, r["blocks"].default) == (64, "instance", 9)
     assert (d["width"].default, d["norm"].default, d["layers"].default) == (64, "batch", 3)
 
@@ -192,11 +211,14 @@ def test_resnet_needs_a_multiple_of_four(res):
 def test_resnet_structure_follows_cyclegan():
     G = resnet(resolution=64, width=4, blocks=3)
     convs = [m for m in G.modules() if isinstance(m, nn.Conv2d)]
-    assert [(m.kernel_size[0], m.stride[0], m.out_channels) for m in convs] == \
-        [(7, 1, 4), (3, 2, 8), (3, 2, 16)] + [(3, 1, 16)] * 6 + [(7, 1, 3)]
+    assert [(m.kernel_size[0], m.stride[0], m.out_channels) for m in convs] == [(7, 1, 4), (3, 2, 8), (3, 2, 16)] + [
+        (3, 1, 16)
+    ] * 6 + [(7, 1, 3)]
     ups = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
-    assert [(m.kernel_size[0], m.stride[0], m.padding[0], m.output_padding[0], m.out_channels) for m in ups] == \
-        [(3, 2, 1, 1, 8), (3, 2, 1, 1, 4)]
+    assert [(m.kernel_size[0], m.stride[0], m.padding[0], m.output_padding[0], m.out_channels) for m in ups] == [
+        (3, 2, 1, 1, 8),
+        (3, 2, 1, 1, 4),
+    ]
     assert sum(isinstance(m, nn.ReflectionPad2d) for m in G.modules()) == 2 + 2 * 3
 
 
@@ -362,8 +384,13 @@ def test_patchgan_features_match_forward_and_the_first_layer_is_conv_then_leaky_
 def test_patchgan_structure_follows_pix2pix():
     D = patchgan(width=4, norm="batch", layers=3)
     convs = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
-    assert [(m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0], m.bias is not None) for m in convs] == \
-        [(4, 4, 2, 1, True), (8, 4, 2, 1, False), (16, 4, 2, 1, False), (32, 4, 1, 1, False), (1, 4, 1, 1, True)]
+    assert [(m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0], m.bias is not None) for m in convs] == [
+        (4, 4, 2, 1, True),
+        (8, 4, 2, 1, False),
+        (16, 4, 2, 1, False),
+        (32, 4, 1, 1, False),
+        (1, 4, 1, 1, True),
+    ]
     assert D.head is convs[-1]
     assert sum(isinstance(m, nn.BatchNorm2d) for m in D.modules()) == 3
     wide = patchgan(width=4, layers=5, resolution=256)
@@ -375,7 +402,9 @@ def test_patchgan_structure_follows_pix2pix():
 
 def _rf_extent(D, res, seed):
     """Rows and columns spanned by the non-zero gradient of the central logit w.r.t. the input."""
-    x = (torch.rand(1, D.channels, res, res, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + 0.1).requires_grad_(True)
+    x = (
+        torch.rand(1, D.channels, res, res, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + 0.1
+    ).requires_grad_(True)
     logits = D(x)
     s = int(round(logits.shape[1] ** 0.5))
     assert s * s == logits.shape[1]
@@ -383,7 +412,9 @@ def _rf_extent(D, res, seed):
     mask = x.grad[0].abs().sum(0) > 0
     rows = mask.any(1).nonzero().flatten()
     cols = mask.any(0).nonzero().flatten()
-    assert rows.min() > 0 and cols.min() > 0 and rows.max() < res - 1 and cols.max() < res - 1  # not clipped by the border
+    assert (
+        rows.min() > 0 and cols.min() > 0 and rows.max() < res - 1 and cols.max() < res - 1
+    )  # not clipped by the border
     # contiguous: every row/column between the extremes is reached
     assert len(rows) == rows.max() - rows.min() + 1 and len(cols) == cols.max() - cols.min() + 1
     return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)

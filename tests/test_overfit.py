@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from conftest import TINY
 from scipy.spatial.distance import cdist
 
-from conftest import TINY
 from normgan.config import load_config
 from normgan.data import batch_to_float, load_dataset
 from normgan.errors import UserError
+from normgan.inference.sample import load_generator
 from normgan.metrics import domain
 from normgan.metrics.overfit import memorization_score, nearest_distance
-from normgan.inference.sample import load_generator
 from normgan.study.overfit import overfitting_scores
 from normgan.train import Trainer
 
@@ -89,8 +89,9 @@ def _np_fid(real: np.ndarray, fake: np.ndarray) -> float:
 
 def _np_features(extractor, images: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
-        return np.concatenate([extractor(batch_to_float(images[i : i + 500])).double().numpy()
-                               for i in range(0, len(images), 500)])
+        return np.concatenate(
+            [extractor(batch_to_float(images[i : i + 500])).double().numpy() for i in range(0, len(images), 500)]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +108,18 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
 def test_overfitting_scores_end_to_end(tiny_run):
     run, cache, s = tiny_run
-    assert set(s) == {"fid_train", "fid_heldout", "fid_gap", "memorization", "memorization_real", "fid_gap_real",
-                      "n_train", "n_heldout", "n", "features"}
+    assert set(s) == {
+        "fid_train",
+        "fid_heldout",
+        "fid_gap",
+        "memorization",
+        "memorization_real",
+        "fid_gap_real",
+        "n_train",
+        "n_heldout",
+        "n",
+        "features",
+    }
     assert s["n_train"] == 500 and s["n_heldout"] == 500 and s["n"] == N and s["features"] == "domain"
     assert s["fid_gap"] == s["fid_heldout"] - s["fid_train"]
     assert 0.0 <= s["memorization"] <= 1.0
@@ -149,8 +160,11 @@ def test_fid_train_is_the_evaluations_fid_against_the_training_split(tiny_run):
 
 def test_a_heldout_split_smaller_than_train_or_missing_is_a_user_error(tmp_path):
     run = Trainer(load_config(overrides=TINY), runs_dir=tmp_path, name="r", progress=False).fit()  # holdout 0.1
-    with pytest.raises(UserError, match=r"held-out split has 500 images, fewer than the 4500 training images; "
-                                        r"raise data\.holdout") as info:
+    with pytest.raises(
+        UserError,
+        match=r"held-out split has 500 images, fewer than the 4500 training images; "
+        r"raise data\.holdout",
+    ) as info:
         overfitting_scores(run, n=10, cache_dir=tmp_path / "cache")
     assert "\n" not in str(info.value)
     run0 = Trainer(load_config(overrides=[*TINY, "data.holdout=0"]), runs_dir=tmp_path, name="r0", progress=False).fit()

@@ -8,17 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from PIL import Image
 
 from normgan.config import load_config
 from normgan.errors import ConfigError
 from normgan.functional.penalties import r1_penalty, wgan_gp_penalty
+from normgan.models.checkpoint import load_checkpoint
 from normgan.regularizers import TermContext, build_regularizers
 from normgan.tasks.builtin import ConditionalCritic
 from normgan.train import Trainer
-from normgan.models.checkpoint import load_checkpoint
-
-from conftest import run_cli
 
 #: a tiny paired run: edges2digit at 32 px, small U-Net and PatchGAN
 PAIRED = [
@@ -53,17 +52,20 @@ def test_task_resolves_from_the_dataset_and_paired_eval_defaults():
     assert load_config().task == "unconditional"
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["+regularizers.l1.term=recon"], "regularizers.l1"),                                     # recon on an unconditional run
-    (["task=paired"], "data.name"),                                                             # paired task, unpaired data
-    (["data.name=edges2digit"], "model.generator.name"),                                        # dcgan G on a paired run
-    (PAIRED + ["model.generator.name=dcgan"], "model.generator.name"),
-    (PAIRED + ["data.direction=sideways"], "data.direction"),
-    (PAIRED + ["data.load_size=16"], "data.load_size"),
-    (PAIRED + ["+model.generator.options.blocks=3"], "model.generator.options"),               # unet has no 'blocks'
-    (PAIRED + ["eval.every=5", "eval.metrics=[psnr]", "eval.best_metric=ssim"], "eval.best_metric"),
-    (PAIRED + ["eval.every=5", "eval.metrics=[fid]"], "metric"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["+regularizers.l1.term=recon"], "regularizers.l1"),  # recon on an unconditional run
+        (["task=paired"], "data.name"),  # paired task, unpaired data
+        (["data.name=edges2digit"], "model.generator.name"),  # dcgan G on a paired run
+        (PAIRED + ["model.generator.name=dcgan"], "model.generator.name"),
+        (PAIRED + ["data.direction=sideways"], "data.direction"),
+        (PAIRED + ["data.load_size=16"], "data.load_size"),
+        (PAIRED + ["+model.generator.options.blocks=3"], "model.generator.options"),  # unet has no 'blocks'
+        (PAIRED + ["eval.every=5", "eval.metrics=[psnr]", "eval.best_metric=ssim"], "eval.best_metric"),
+        (PAIRED + ["eval.every=5", "eval.metrics=[fid]"], "metric"),
+    ],
+)
 def test_bad_paired_configs_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as e:
         load_config(overrides=overrides)
@@ -93,17 +95,22 @@ def test_gradient_penalties_on_a_conditional_critic_are_wrt_the_image_only():
     torch.testing.assert_close(gp, expected_gp, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("norm, reduction, expected", [
-    ("l1", "mean", lambda r: np.abs(r).mean()),
-    ("l1", "sum", lambda r: np.abs(r).sum()),             # λ·Σ_i |G(x_i) − y_i|, the article's L1 formula
-    ("sql2", "sum", lambda r: (r ** 2).sum()),            # λ·Σ_i ‖G(x_i) − y_i‖², the article's L2 formula
-    ("sql2", "mean", lambda r: (r ** 2).reshape(len(r), -1).sum(1).mean()),
-    ("l2", "sum", lambda r: np.sqrt((r ** 2).reshape(len(r), -1).sum(1)).sum()),
-])
+@pytest.mark.parametrize(
+    "norm, reduction, expected",
+    [
+        ("l1", "mean", lambda r: np.abs(r).mean()),
+        ("l1", "sum", lambda r: np.abs(r).sum()),  # λ·Σ_i |G(x_i) − y_i|, the article's L1 formula
+        ("sql2", "sum", lambda r: (r**2).sum()),  # λ·Σ_i ‖G(x_i) − y_i‖², the article's L2 formula
+        ("sql2", "mean", lambda r: (r**2).reshape(len(r), -1).sum(1).mean()),
+        ("l2", "sum", lambda r: np.sqrt((r**2).reshape(len(r), -1).sum(1)).sum()),
+    ],
+)
 def test_recon_term_reductions_match_the_formulas(norm, reduction, expected):
     torch.manual_seed(0)
     fake, target = torch.randn(5, 3, 4, 4, dtype=torch.float64), torch.randn(5, 3, 4, 4, dtype=torch.float64)
-    (reg,) = build_regularizers({"rec": {"term": "recon", "net": "G", "norm": norm, "reduction": reduction}}, paired=True)
+    (reg,) = build_regularizers(
+        {"rec": {"term": "recon", "net": "G", "norm": norm, "reduction": reduction}}, paired=True
+    )
     got = float(reg.term(TermContext(G=None, D=None, fake=fake, target=target)))
     assert got == pytest.approx(float(expected((fake - target).numpy())), rel=1e-12)
 
@@ -123,8 +130,14 @@ def test_paired_trainer_builds_a_conditional_D_and_pairs_batches(tmp_path):
 def test_paired_resume_is_exact_with_jitter(tmp_path):
     # the split run evaluates at the end of its first part (step 3), the full run does not: neither the
     # evaluation nor the sample grids (G's dropout stays on) may move the training RNG
-    over = ["data.load_size=36", "data.flip=true", "train.checkpoint_every=100", "train.sample_every=2", "eval.every=1000",
-            "eval.metrics=[psnr,classifier_score]"]  # the classifier is built (drawing its init) at the first evaluation
+    over = [
+        "data.load_size=36",
+        "data.flip=true",
+        "train.checkpoint_every=100",
+        "train.sample_every=2",
+        "eval.every=1000",
+        "eval.metrics=[psnr,classifier_score]",
+    ]  # the classifier is built (drawing its init) at the first evaluation
     full = Trainer(paired_cfg("train.steps=6", *over), runs_dir=tmp_path, name="full", progress=False)
     full.fit()
     first = Trainer(paired_cfg("train.steps=3", *over), runs_dir=tmp_path, name="split", progress=False)
@@ -144,12 +157,27 @@ def _write(path, arr):
 
 
 def test_paired_commands_end_to_end(tmp_path):
-    env_home = {"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache"), "TORCH_HOME": str(tmp_path / "torch")}
+    env_home = {
+        "HOME": str(tmp_path / "home"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "TORCH_HOME": str(tmp_path / "torch"),
+    }
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "NORMGAN_CACHE"} | env_home
-    r = run_cli("train", *PAIRED, "eval.every=3", "eval.metrics=[psnr,ssim,l1,classifier_score]", "--runs-dir", tmp_path / "runs",
-                "--name", "p", "--no-progress", env=env, timeout=600)
+    r = run_cli(
+        "train",
+        *PAIRED,
+        "eval.every=3",
+        "eval.metrics=[psnr,ssim,l1,classifier_score]",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--name",
+        "p",
+        "--no-progress",
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     run = tmp_path / "runs" / "p"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -208,11 +236,13 @@ def test_translate_keeps_dropout_on_only_when_configured(tmp_path):
         cfg = paired_cfg("train.steps=1", f"+model.generator.options.test_dropout={str(keep).lower()}")
         run = Trainer(cfg, runs_dir=tmp_path, name=f"keep-{keep}", progress=False).fit()
         for seed in (0, 1):
-            out, n = translate_folder(run, input=tmp_path / "in", out=tmp_path / f"o-{keep}-{seed}", seed=seed, progress=False)
+            out, n = translate_folder(
+                run, input=tmp_path / "in", out=tmp_path / f"o-{keep}-{seed}", seed=seed, progress=False
+            )
             assert n == 1
             outputs[keep, seed] = np.asarray(Image.open(out / "a.png"), dtype=np.int16)
-    assert np.abs(outputs[True, 0] - outputs[True, 1]).max() > 0      # dropout draws differ by seed
-    assert np.array_equal(outputs[False, 0], outputs[False, 1])        # deterministic G: same output
+    assert np.abs(outputs[True, 0] - outputs[True, 1]).max() > 0  # dropout draws differ by seed
+    assert np.array_equal(outputs[False, 0], outputs[False, 1])  # deterministic G: same output
 
 
 def test_compare_refuses_a_paired_run_with_one_line(tmp_path):
@@ -228,8 +258,11 @@ def test_every_generator_and_discriminator_trains_paired(tmp_path, gname, dname)
 
     assert {gname} <= set(GENERATORS.names()) and {dname} <= set(DISCRIMINATORS.names())
     over = [o for o in PAIRED if "options.layers" not in o] + [
-        "train.steps=2", f"model.generator.name={gname}", f"model.discriminator.name={dname}",
-        "+regularizers.r1={term: grad, net: D, at: real, weight: 1.0}"]
+        "train.steps=2",
+        f"model.generator.name={gname}",
+        f"model.discriminator.name={dname}",
+        "+regularizers.r1={term: grad, net: D, at: real, weight: 1.0}",
+    ]
     tr = Trainer(load_config(overrides=over), runs_dir=tmp_path, name="r", progress=False)
     first = next(m for m in tr.D.modules() if isinstance(m, torch.nn.Conv2d))
     assert first.in_channels == 2  # any D is conditional in a paired run: condition + image

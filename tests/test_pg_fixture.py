@@ -2,6 +2,7 @@
 two processes optimize one study concurrently, a fresh storage reads all trials back, and the
 server is gone once the context ends. Never skipped: without PostgreSQL this fails (.ci/run
 installs it)."""
+
 import os
 import subprocess
 import sys
@@ -9,9 +10,8 @@ import textwrap
 
 import optuna
 import pytest
+from pg import _port_open, pid_alive, postgres_server, postgres_url  # noqa: F401  (fixture)
 from sqlalchemy.engine import make_url
-
-from pg import pid_alive, postgres_server, postgres_url, _port_open  # noqa: F401  (fixture)
 
 STUDY = "pg-fixture-study"
 N_PER_WORKER = 3
@@ -41,8 +41,13 @@ def test_optuna_two_processes_on_private_postgres():
 
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         procs = [
-            subprocess.Popen([sys.executable, "-c", WORKER, url, STUDY, str(N_PER_WORKER)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, url, STUDY, str(N_PER_WORKER)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )
             for _ in range(2)
         ]
         outs = []

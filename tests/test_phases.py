@@ -3,19 +3,22 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import TINY
+
 from normgan import Trainer, load_config
 from normgan.functional.losses import AdversarialLoss, bce_d_loss
 from normgan.train.phases import build_phases, frozen, lazy_adam_correction
 
 
-@pytest.mark.parametrize("d_steps,k_d,k_g,names", [
-    (1, 1, 1, ["D", "G"]),
-    (3, 16, 1, ["D", "Dreg", "G"]),
-    (1, 1, 4, ["D", "G", "Greg"]),
-    (2, 8, 4, ["D", "Dreg", "G", "Greg"]),
-])
+@pytest.mark.parametrize(
+    "d_steps,k_d,k_g,names",
+    [
+        (1, 1, 1, ["D", "G"]),
+        (3, 16, 1, ["D", "Dreg", "G"]),
+        (1, 1, 4, ["D", "G", "Greg"]),
+        (2, 8, 4, ["D", "Dreg", "G", "Greg"]),
+    ],
+)
 def test_phases_in_order_with_their_intervals(d_steps, k_d, k_g, names):
     phases = build_phases(d_steps=d_steps, lazy_every={"D": k_d, "G": k_g})
     assert [p.name for p in phases] == names
@@ -32,7 +35,7 @@ def test_lazy_adam_correction_closed_form():
     lr, betas = lazy_adam_correction(1e-3, (0.5, 0.99), 16)
     c = 16 / 17
     assert lr == pytest.approx(1e-3 * c, rel=1e-12)
-    assert betas == pytest.approx((0.5 ** c, 0.99 ** c), rel=1e-12)
+    assert betas == pytest.approx((0.5**c, 0.99**c), rel=1e-12)
     assert lazy_adam_correction(1e-3, (0.5, 0.99), 1) == (1e-3, (0.5, 0.99))
 
 

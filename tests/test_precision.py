@@ -10,9 +10,18 @@ from normgan.config import load_config
 from normgan.errors import ConfigError
 from normgan.train import Trainer
 
-TINY = ["data.batch_size=8", "model.generator.width=8", "model.discriminator.width=8", "model.discriminator.norm=none",
-        "train.tensorboard=false", "train.num_samples=4", "train.log_every=2", "train.sample_every=100", "train.checkpoint_every=100",
-        "regularizers={}"]
+TINY = [
+    "data.batch_size=8",
+    "model.generator.width=8",
+    "model.discriminator.width=8",
+    "model.discriminator.norm=none",
+    "train.tensorboard=false",
+    "train.num_samples=4",
+    "train.log_every=2",
+    "train.sample_every=100",
+    "train.checkpoint_every=100",
+    "regularizers={}",
+]
 TERMS = {
     "r1": "regularizers.r1={term: grad, net: D, at: real, weight: 1.0}",
     "wgan_gp": "regularizers.gp={term: grad, net: D, at: interpolates, center: 1, weight: 10.0}",
@@ -32,7 +41,9 @@ def test_mixed_precision_trains_penalties_without_nan(tmp_path, precision, term)
         rows.append({k: float(v.float().mean()) for k, v in out.items()})
         rows[-1]["raw"] = float(tr.objective.term_log[f"reg/{'r1' if term == 'r1' else 'gp'}/raw"])
     assert all(math.isfinite(v) for r in rows for v in r.values()), rows
-    assert all(p.dtype == torch.float32 for p in tr.G.parameters()) and all(p.dtype == torch.float32 for p in tr.D.parameters())
+    assert all(p.dtype == torch.float32 for p in tr.G.parameters()) and all(
+        p.dtype == torch.float32 for p in tr.D.parameters()
+    )
     assert all(r["raw"] > 0 for r in rows)  # the input gradients did not underflow to zero
     assert any(not torch.equal(a, b) for a, b in zip(init, tr.D.parameters()))  # no step was skipped for good
 
@@ -49,7 +60,9 @@ def test_bf16_forward_matches_fp32_within_bf16_precision(tmp_path):
 
 
 def test_fp16_scaler_state_is_checkpointed_and_restored(tmp_path):
-    cfg = load_config(overrides=TINY + [TERMS["r1"], "train.precision=fp16", "train.steps=4", "train.checkpoint_every=2"])
+    cfg = load_config(
+        overrides=TINY + [TERMS["r1"], "train.precision=fp16", "train.steps=4", "train.checkpoint_every=2"]
+    )
     tr = Trainer(cfg, runs_dir=tmp_path, name="r", progress=False)
     tr.fit()
     state = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)

@@ -32,7 +32,9 @@ def test_gates_are_on_every_hidden_block_and_deterministic_in_eval():
     G.eval()
     z = torch.randn(3, 8)
     torch.testing.assert_close(G(z), G(z))
-    assert not any(isinstance(m, HardConcreteGate) for m in DCGANGenerator(resolution=32, channels=1, z_dim=8, width=4).modules())
+    assert not any(
+        isinstance(m, HardConcreteGate) for m in DCGANGenerator(resolution=32, channels=1, z_dim=8, width=4).modules()
+    )
 
 
 @pytest.mark.parametrize("norm,dropout", [("batch", 0.0), ("instance", 0.0), ("none", 0.3)])
@@ -73,8 +75,18 @@ def test_layer_norm_cannot_be_pruned():
 
 
 def test_l0_term_builds_a_gated_generator_that_trains_and_prunes(tmp_path):
-    cfg = normgan.load_config(overrides=["train.steps=4", "data.batch_size=8", "model.generator.width=4", "model.discriminator.width=4",
-                                         "train.tensorboard=false", "train.threads=1", "train.log_every=2", "train.num_samples=4"])
+    cfg = normgan.load_config(
+        overrides=[
+            "train.steps=4",
+            "data.batch_size=8",
+            "model.generator.width=4",
+            "model.discriminator.width=4",
+            "train.tensorboard=false",
+            "train.threads=1",
+            "train.log_every=2",
+            "train.num_samples=4",
+        ]
+    )
     cfg.regularizers = {"l0": {"term": "weights", "net": "G", "norm": "l0", "weight": 1.0}}
     validate(cfg)
     tr = normgan.Trainer(cfg, runs_dir=tmp_path, progress=False)

@@ -23,18 +23,26 @@ class Box:
 
 
 def test_build_constructs_with_options_and_fixed_arguments():
-    box = THINGS.build({"kind": "box", "size": 2.0, "net": "D"}, key="things.b", name_key="kind", common=("net",), fixed={"net": "G"})
+    box = THINGS.build(
+        {"kind": "box", "size": 2.0, "net": "D"}, key="things.b", name_key="kind", common=("net",), fixed={"net": "G"}
+    )
     assert (box.net, box.size, box.colour) == ("G", 2.0, "red")
 
 
-@pytest.mark.parametrize("spec,message", [
-    ({"kind": "crate"}, "things.b.kind: unknown thing 'crate'; choose one of: box"),
-    ({"size": 1}, "things.b: expected a mapping with 'kind'; choose one of: box"),
-    (3, "things.b: expected a mapping with 'kind', got 3; choose one of: box"),
-    ({"kind": "box", "sise": 1}, "things.b: unknown option 'sise' for thing 'box'; allowed: kind, net, size, colour"),
-    ({"kind": "box", "size": -1}, "things.b.size: bad value -1; must be > 0"),
-    ({"kind": "box", "colour": "blue"}, "things.b: blue boxes are sold out"),
-])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ({"kind": "crate"}, "things.b.kind: unknown thing 'crate'; choose one of: box"),
+        ({"size": 1}, "things.b: expected a mapping with 'kind'; choose one of: box"),
+        (3, "things.b: expected a mapping with 'kind', got 3; choose one of: box"),
+        (
+            {"kind": "box", "sise": 1},
+            "things.b: unknown option 'sise' for thing 'box'; allowed: kind, net, size, colour",
+        ),
+        ({"kind": "box", "size": -1}, "things.b.size: bad value -1; must be > 0"),
+        ({"kind": "box", "colour": "blue"}, "things.b: blue boxes are sold out"),
+    ],
+)
 def test_build_errors_are_one_line_and_name_the_key(spec, message):
     with pytest.raises(ConfigError) as info:
         THINGS.build(spec, key="things.b", name_key="kind", common=("net",), fixed={"net": "G"})
@@ -42,7 +50,9 @@ def test_build_errors_are_one_line_and_name_the_key(spec, message):
 
 
 def test_an_option_may_not_name_a_fixed_argument():
-    with pytest.raises(ConfigError, match=r"^things\.b\.options: unknown option 'net' for thing 'box'; allowed: size, colour$"):
+    with pytest.raises(
+        ConfigError, match=r"^things\.b\.options: unknown option 'net' for thing 'box'; allowed: size, colour$"
+    ):
         THINGS.create("box", {"net": "D"}, key="things.b", fixed={"net": "G"}, options_key="options")
 
 

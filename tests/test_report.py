@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY, run_cli
 from PIL import Image
 from torch import nn
 
@@ -23,17 +24,34 @@ from normgan.errors import Interrupted
 from normgan.report import write_run_report
 from normgan.report.folders import read_metrics_file, spread
 
-from conftest import TINY, run_cli
-
 #: a D gradient penalty (per-sample gradients: no batch norm in D), so the run logs reg/r1/*
-R1 = ["+regularizers.r1.term=grad", "+regularizers.r1.net=D", "+regularizers.r1.at=real", "+regularizers.r1.weight=1",
-      "model.discriminator.norm=none"]
+R1 = [
+    "+regularizers.r1.term=grad",
+    "+regularizers.r1.net=D",
+    "+regularizers.r1.at=real",
+    "+regularizers.r1.weight=1",
+    "model.discriminator.norm=none",
+]
 #: a tiny paired run: edges2digit at 32 px, small U-Net and PatchGAN, an L1 reconstruction term
-PAIRED = ["data.name=edges2digit", "data.resolution=32", "data.batch_size=4", "model.generator.name=unet",
-          "model.generator.width=4", "model.discriminator.name=patchgan", "model.discriminator.width=4",
-          "model.discriminator.norm=instance", "+model.discriminator.options.layers=2", "train.steps=6",
-          "train.log_every=2", "train.sample_every=3", "train.checkpoint_every=3", "train.tensorboard=false",
-          "train.num_samples=4", "+regularizers.l1.term=recon", "+regularizers.l1.weight=100"]
+PAIRED = [
+    "data.name=edges2digit",
+    "data.resolution=32",
+    "data.batch_size=4",
+    "model.generator.name=unet",
+    "model.generator.width=4",
+    "model.discriminator.name=patchgan",
+    "model.discriminator.width=4",
+    "model.discriminator.norm=instance",
+    "+model.discriminator.options.layers=2",
+    "train.steps=6",
+    "train.log_every=2",
+    "train.sample_every=3",
+    "train.checkpoint_every=3",
+    "train.tensorboard=false",
+    "train.num_samples=4",
+    "+regularizers.l1.term=recon",
+    "+regularizers.l1.weight=100",
+]
 
 
 class PoolFeatures(nn.Module):
@@ -70,8 +88,18 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("report-runs")
     return {
         "plain": _train(root, "plain", TINY + R1),
-        "eval": _train(root, "eval", TINY + ["eval.every=3", "eval.n=32", "eval.metrics=[fid]",
-                                             "eval.features=test_report:PoolFeatures", "train.report=true"]),
+        "eval": _train(
+            root,
+            "eval",
+            TINY
+            + [
+                "eval.every=3",
+                "eval.n=32",
+                "eval.metrics=[fid]",
+                "eval.features=test_report:PoolFeatures",
+                "train.report=true",
+            ],
+        ),
         "paired": _train(root, "paired", PAIRED),
         "stopped": _train(root, "stopped", TINY + ["train.steps=12"], stop_at=4),
     }
@@ -124,14 +152,34 @@ def test_a_run_without_evaluation_from_an_empty_home(runs, tmp_path):
     lines = p.stdout.strip().splitlines()
     assert lines[-1] == f"report written to {run / 'report.html'}"
     assert [line for line in lines if line.startswith("report [")] == [
-        "report [1/5] run", "report [2/5] training curves", "report [3/5] evaluation", "report [4/5] samples",
-        "report [5/5] diagnostics"]
+        "report [1/5] run",
+        "report [2/5] training curves",
+        "report [3/5] evaluation",
+        "report [4/5] samples",
+        "report [5/5] diagnostics",
+    ]
     html = (run / "report.html").read_text()
     assert self_contained(html) == 7  # losses, D, gradients, reg/r1 + 3 sample grids
-    for text in ("normgan run: plain", "unconditional", "finished: 6 of 6 steps", "loss/D", "loss/G", "discriminator: mean logits",
-                 "gradient norms", "reg/r1: raw value, weight", "evaluation was off (eval.every = 0): no metrics over steps",
-                 "Samples over time", "step 0", "step 6", "Diagnostics", "divergence", "D saturation", "mode collapse",
-                 "<pre># normgan ", "regularizers:"):
+    for text in (
+        "normgan run: plain",
+        "unconditional",
+        "finished: 6 of 6 steps",
+        "loss/D",
+        "loss/G",
+        "discriminator: mean logits",
+        "gradient norms",
+        "reg/r1: raw value, weight",
+        "evaluation was off (eval.every = 0): no metrics over steps",
+        "Samples over time",
+        "step 0",
+        "step 6",
+        "Diagnostics",
+        "divergence",
+        "D saturation",
+        "mode collapse",
+        "<pre># normgan ",
+        "regularizers:",
+    ):
         assert text in html, text
     assert re.search(r"normgan [\w.+-]+, torch [\w.+-]+, python \d", html)
     assert strip_images(html) == 3  # samples at steps 0, 3, 6
@@ -144,10 +192,16 @@ def test_a_run_with_evaluation_and_train_report(runs, tmp_path):
     hook = run / "report.html"
     assert hook.is_file(), "train.report: true did not write the report"
     out = tmp_path / "pages" / "eval.html"
-    code = ("import sys; from normgan.cli import main; rc = main(sys.argv[1:]); "
-            "print('torch loaded' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)")
-    p = subprocess.run([sys.executable, "-c", code, "report", str(run), "--out", str(out), "--no-progress"],
-                       capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from normgan.cli import main; rc = main(sys.argv[1:]); "
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, "report", str(run), "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == [f"report written to {out}", "no torch"]
     for html in (out.read_text(), hook.read_text()):
@@ -163,8 +217,14 @@ def test_a_paired_run(runs, tmp_path, capsys):
     assert html_path == tmp_path / "report.html" and capsys.readouterr().out == ""
     html = html_path.read_text()
     self_contained(html)
-    for text in ("paired run", "edges2digit", "rows of validation inputs, generator outputs and targets",
-                 "reg/l1: raw value", "l1 (term=recon", "evaluation was off"):
+    for text in (
+        "paired run",
+        "edges2digit",
+        "rows of validation inputs, generator outputs and targets",
+        "reg/l1: raw value",
+        "l1 (term=recon",
+        "evaluation was off",
+    ):
         assert text in html, text
     assert strip_images(html) == 3
 
@@ -186,8 +246,19 @@ def test_damaged_and_empty_metrics_still_get_a_report(runs, tmp_path, capsys):
     run = tmp_path / "damaged"
     shutil.copytree(runs["plain"], run, ignore=shutil.ignore_patterns("checkpoints", "report.html", ".lock"))
     rows = (run / "metrics.jsonl").read_text().splitlines()
-    (run / "metrics.jsonl").write_text("\n".join([rows[0], "{not json", "[1, 2]", '{"loss/D": 1.0}', *rows[1:],
-                                                  '{"step": 7, "loss/D": 0.5, "loss/G": [1]}', '{"step": 8, "loss/']))
+    (run / "metrics.jsonl").write_text(
+        "\n".join(
+            [
+                rows[0],
+                "{not json",
+                "[1, 2]",
+                '{"loss/D": 1.0}',
+                *rows[1:],
+                '{"step": 7, "loss/D": 0.5, "loss/G": [1]}',
+                '{"step": 8, "loss/',
+            ]
+        )
+    )
     log = read_metrics_file(run / "metrics.jsonl")
     assert log.bad_lines == [2, 3, 4, len(rows) + 5] and log.dropped == 1 and len(log.rows) == len(rows) + 1
     assert main(["report", str(run), "--no-progress"]) == 0

@@ -13,24 +13,28 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 import pytest
+import scipy.stats
+from conftest import run_cli
 from PIL import Image
 
 from normgan.cli import main
 from normgan.errors import UserError
 from normgan.report.compare import write_compare_report
 from normgan.report.folders import classify
-from normgan.report.study import (curve, format_markdown, load_study, steps_to_threshold, summarize,
-                                  write_study_outputs)
-
-from conftest import run_cli
+from normgan.report.study import curve, format_markdown, load_study, steps_to_threshold, summarize, write_study_outputs
 
 SEEDS = [0, 1, 2]
 STEPS = [500, 1000, 1500]
 #: eval/fid per (variant, seed) at STEPS; r1 seed 2 diverges after step 1000
-FID = {("none", 0): [40.0, 3.1, 1.5], ("none", 1): [35.0, 2.5, 1.9], ("none", 2): [50.0, 6.0, 2.7],
-       ("r1", 0): [20.0, 1.8, 0.9], ("r1", 1): [25.0, 2.0, 1.1], ("r1", 2): [30.0, 4.0]}
+FID = {
+    ("none", 0): [40.0, 3.1, 1.5],
+    ("none", 1): [35.0, 2.5, 1.9],
+    ("none", 2): [50.0, 6.0, 2.7],
+    ("r1", 0): [20.0, 1.8, 0.9],
+    ("r1", 1): [25.0, 2.0, 1.1],
+    ("r1", 2): [30.0, 4.0],
+}
 PREC = {k: [0.2 + 0.1 * i + 0.01 * k[1] for i in range(len(v))] for k, v in FID.items()}
 KID = {k: [v[-1] / 1000] for k, v in FID.items()}
 
@@ -67,29 +71,86 @@ def make_study(folder: Path, *, threshold=2.0, direction="minimize") -> Path:
     for variant in ("none", "r1"):
         for seed in SEEDS:
             diverged = (variant, seed) == ("r1", 2)
-            _run(folder, variant, seed, diverged=diverged,
-                 coverage=[0.9, 0.8, 0.5] if (variant, seed) == ("r1", 1) else [0.9, 0.9, 0.95])
-            final = {} if diverged else {"fid": FID[(variant, seed)][-1], "kid_mean": KID[(variant, seed)][0],
-                                         "precision": PREC[(variant, seed)][-1]}
-            runs.append({"variant": variant, "seed": seed, "run": f"runs/{variant}/seed{seed}",
-                         "state": "diverged" if diverged else "done", "step": 1100 if diverged else 1500,
-                         "error": "loss/G is nan at step 1100" if diverged else None, "seconds": 90.0 + seed,
-                         "final": final})
-    runs += [{"variant": "lr-high", "seed": 0, "run": "runs/lr-high/seed0", "state": "failed", "step": None,
-              "error": "RuntimeError: <boom>", "seconds": 1.0, "final": {}},
-             {"variant": "lr-high", "seed": 1, "run": "runs/lr-high/seed1", "state": "running", "step": None,
-              "error": None, "seconds": None, "final": {}},
-             {"variant": "lr-high", "seed": 2, "run": "runs/lr-high/seed2", "state": "waiting", "step": None,
-              "error": None, "seconds": None, "final": {}}]
-    study = {"name": "stability-digits", "title": "Stability and convergence on MNIST digits",
-             "description": "Does a `norm` penalty make training <stable>?", "command": "normgan study stability-digits",
-             "metric": "fid", "direction": direction, "threshold": threshold, "steps": 1500, "seeds": SEEDS,
-             "config": "configs/mnist.yaml", "overrides": {"train.steps": 1500},
-             "columns": ["fid", "kid_mean", "precision", "recall"],
-             "variants": [{"name": "none", "values": {"regularizers.wd_g": "none"}},
-                          {"name": "r1", "values": {"regularizers.r1": {"term": "grad", "weight": 10}}},
-                          {"name": "lr-high", "values": {"optim.g.lr": 0.01}}],
-             "runs": runs}
+            _run(
+                folder,
+                variant,
+                seed,
+                diverged=diverged,
+                coverage=[0.9, 0.8, 0.5] if (variant, seed) == ("r1", 1) else [0.9, 0.9, 0.95],
+            )
+            final = (
+                {}
+                if diverged
+                else {
+                    "fid": FID[(variant, seed)][-1],
+                    "kid_mean": KID[(variant, seed)][0],
+                    "precision": PREC[(variant, seed)][-1],
+                }
+            )
+            runs.append(
+                {
+                    "variant": variant,
+                    "seed": seed,
+                    "run": f"runs/{variant}/seed{seed}",
+                    "state": "diverged" if diverged else "done",
+                    "step": 1100 if diverged else 1500,
+                    "error": "loss/G is nan at step 1100" if diverged else None,
+                    "seconds": 90.0 + seed,
+                    "final": final,
+                }
+            )
+    runs += [
+        {
+            "variant": "lr-high",
+            "seed": 0,
+            "run": "runs/lr-high/seed0",
+            "state": "failed",
+            "step": None,
+            "error": "RuntimeError: <boom>",
+            "seconds": 1.0,
+            "final": {},
+        },
+        {
+            "variant": "lr-high",
+            "seed": 1,
+            "run": "runs/lr-high/seed1",
+            "state": "running",
+            "step": None,
+            "error": None,
+            "seconds": None,
+            "final": {},
+        },
+        {
+            "variant": "lr-high",
+            "seed": 2,
+            "run": "runs/lr-high/seed2",
+            "state": "waiting",
+            "step": None,
+            "error": None,
+            "seconds": None,
+            "final": {},
+        },
+    ]
+    study = {
+        "name": "stability-digits",
+        "title": "Stability and convergence on MNIST digits",
+        "description": "Does a `norm` penalty make training <stable>?",
+        "command": "normgan study stability-digits",
+        "metric": "fid",
+        "direction": direction,
+        "threshold": threshold,
+        "steps": 1500,
+        "seeds": SEEDS,
+        "config": "configs/mnist.yaml",
+        "overrides": {"train.steps": 1500},
+        "columns": ["fid", "kid_mean", "precision", "recall"],
+        "variants": [
+            {"name": "none", "values": {"regularizers.wd_g": "none"}},
+            {"name": "r1", "values": {"regularizers.r1": {"term": "grad", "weight": 10}}},
+            {"name": "lr-high", "values": {"optim.g.lr": 0.01}},
+        ],
+        "runs": runs,
+    }
     (folder / "study.json").write_text(json.dumps(study, indent=1))
     return folder
 
@@ -165,7 +226,7 @@ def test_summary_matches_numpy(tmp_path, direction, threshold):
     b = np.array([curves[("none", s)][-1] for s in SEEDS])
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     t = (a.mean() - b.mean()) / np.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     assert rows[1]["p_welch"] == pytest.approx(2 * scipy.stats.t.sf(abs(t), df), rel=1e-9)
     assert rows[0]["p_welch"] is None and rows[2]["p_welch"] is None
     pending = rows[2]
@@ -198,8 +259,17 @@ def test_markdown_table(study):
     assert "3 seeds (0, 1, 2) per variant, 1500 steps per run" in text
     assert "`normgan study stability-digits`" in text
     head, rows = _md_rows(text)
-    assert head == ["variant", "final FID (mean ± std)", "spread", "p vs none (Welch)", "steps to FID ≤ 2 (mean, k/n reached)",
-                    "diverged", "collapsed", "KID (mean ± std)", "precision (mean ± std)"]
+    assert head == [
+        "variant",
+        "final FID (mean ± std)",
+        "spread",
+        "p vs none (Welch)",
+        "steps to FID ≤ 2 (mean, k/n reached)",
+        "diverged",
+        "collapsed",
+        "KID (mean ± std)",
+        "precision (mean ± std)",
+    ]
     none = np.array([FID[("none", s)][-1] for s in SEEDS])
     assert rows["none"]["final FID (mean ± std)"] == f"{none.mean():.4g} ± {none.std(ddof=1):.2g}"
     assert rows["none"]["spread"] == f"{none.max() - none.min():.4g}"
@@ -232,8 +302,20 @@ def test_outputs_files_and_csv(study):
     assert not (study / "plots" / "curves-kid_mean.png").exists()  # KID was not logged over steps
     with open(study / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["variant", "seed", "state", "step", "seconds", "steps_to_threshold", "collapsed",
-                             "fid", "kid_mean", "precision", "run", "error"]
+    assert list(rows[0]) == [
+        "variant",
+        "seed",
+        "state",
+        "step",
+        "seconds",
+        "steps_to_threshold",
+        "collapsed",
+        "fid",
+        "kid_mean",
+        "precision",
+        "run",
+        "error",
+    ]
     assert len(rows) == 9
     by = {(r["variant"], int(r["seed"])): r for r in rows}
     assert float(by[("none", 1)]["fid"]) == FID[("none", 1)][-1]
@@ -288,10 +370,20 @@ def test_report_html(study):
 def test_a_study_with_no_finished_run_gets_a_page(tmp_path):
     folder = tmp_path / "s"
     folder.mkdir()
-    (folder / "study.json").write_text(json.dumps({
-        "name": "empty", "metric": "fid", "direction": "minimize", "threshold": None, "seeds": [0],
-        "columns": ["fid"], "variants": [{"name": "a", "values": {}}],
-        "runs": [{"variant": "a", "seed": 0, "run": "runs/a/seed0", "state": "running", "final": {}}]}))
+    (folder / "study.json").write_text(
+        json.dumps(
+            {
+                "name": "empty",
+                "metric": "fid",
+                "direction": "minimize",
+                "threshold": None,
+                "seeds": [0],
+                "columns": ["fid"],
+                "variants": [{"name": "a", "values": {}}],
+                "runs": [{"variant": "a", "seed": 0, "run": "runs/a/seed0", "state": "running", "final": {}}],
+            }
+        )
+    )
     paths = write_study_outputs(folder)
     html = paths["report"].read_text()
     assert "no run has finished yet" in html and "1 running" in html
@@ -370,13 +462,45 @@ def make_compare(tmp_path: Path) -> Path:
     runs_b = ["../study/runs/r1/seed0", "gone/r1-seed1"]  # relative to the folder's parent; a deleted run
     res = {r: {"step": 1500, "fid": FID[("none", i)][-1], "precision": 0.5} for i, r in enumerate(runs_a)}
     res.update({runs_b[0]: {"step": 1500, "fid": 0.9}, runs_b[1]: {"step": 1500, "fid": 1.1}})
-    groups = [{"group": "-r1", "runs": runs_a, "seeds": SEEDS, "n_runs": 3, "step": 1500, "steps": [1500] * 3,
-               "fid_mean": 2.0333, "fid_std": 0.61, "precision_mean": 0.5, "precision_std": 0.0,
-               "values": {"fid": [1.5, 1.9, 2.7]}},
-              {"group": "+r1", "runs": runs_b, "seeds": [0, 1], "n_runs": 2, "step": 1500, "steps": [1500, 1500],
-               "fid_mean": 1.0, "fid_std": 0.1414, "values": {"fid": [0.9, 1.1]}}]
-    (out / "compare.json").write_text(json.dumps({"groups": groups, "runs": res, "n": 500, "features": "domain",
-                                                  "reference": "test", "seed": 0, "metrics": ["fid", "pr"]}))
+    groups = [
+        {
+            "group": "-r1",
+            "runs": runs_a,
+            "seeds": SEEDS,
+            "n_runs": 3,
+            "step": 1500,
+            "steps": [1500] * 3,
+            "fid_mean": 2.0333,
+            "fid_std": 0.61,
+            "precision_mean": 0.5,
+            "precision_std": 0.0,
+            "values": {"fid": [1.5, 1.9, 2.7]},
+        },
+        {
+            "group": "+r1",
+            "runs": runs_b,
+            "seeds": [0, 1],
+            "n_runs": 2,
+            "step": 1500,
+            "steps": [1500, 1500],
+            "fid_mean": 1.0,
+            "fid_std": 0.1414,
+            "values": {"fid": [0.9, 1.1]},
+        },
+    ]
+    (out / "compare.json").write_text(
+        json.dumps(
+            {
+                "groups": groups,
+                "runs": res,
+                "n": 500,
+                "features": "domain",
+                "reference": "test",
+                "seed": 0,
+                "metrics": ["fid", "pr"],
+            }
+        )
+    )
     (out / "compare.md").write_text("# normgan compare\n")
     return out
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY, run_cli
 from faults import tmpfs
+
 from normgan import Trainer, load_config
 from normgan.errors import UserError
 from normgan.models.checkpoint import load_checkpoint, save_checkpoint
@@ -27,8 +27,13 @@ LONG = [*TINY, "train.steps=100000", "train.log_every=1", "train.checkpoint_ever
 
 
 def _popen(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "normgan", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "normgan", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def _wait_rows(run: Path, rows: int, proc, timeout: float = 180) -> None:
@@ -71,8 +76,18 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
 
 def test_second_ctrl_c_exits_at_once_without_traceback(tmp_path):
     # a bigger model, so that a step takes long enough for the second signal to arrive inside it
-    proc = _popen("train", *LONG, "model.generator.width=32", "model.discriminator.width=32", "data.batch_size=64",
-                  "--runs-dir", tmp_path, "--name", "c", "--no-progress")
+    proc = _popen(
+        "train",
+        *LONG,
+        "model.generator.width=32",
+        "model.discriminator.width=32",
+        "data.batch_size=64",
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "c",
+        "--no-progress",
+    )
     _wait_rows(tmp_path / "c", 2, proc)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.01)
@@ -134,8 +149,19 @@ def test_stale_temporary_checkpoints_are_removed_on_resume(tmp_path):
 # ------------------------------------------------------------------------------------------ never a non-finite checkpoint
 def test_an_infinite_regularization_term_stops_the_run(tmp_path):
     # Σθ² of G's weights (~100) times 1e38 overflows float32: the term is inf while the adversarial losses are finite
-    proc = run_cli("train", *TINY, "regularizers.huge.term=weights", "regularizers.huge.net=G", "regularizers.huge.norm=l2",
-                   "regularizers.huge.weight=1e38", "--runs-dir", tmp_path, "--name", "inf", "--no-progress")
+    proc = run_cli(
+        "train",
+        *TINY,
+        "regularizers.huge.term=weights",
+        "regularizers.huge.net=G",
+        "regularizers.huge.norm=l2",
+        "regularizers.huge.weight=1e38",
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "inf",
+        "--no-progress",
+    )
     assert proc.returncode == 3, proc.stderr[-2000:]
     lines = _one_line(proc.stderr)
     assert len(lines) == 1 and "'huge'" in lines[0] and "step 0" in lines[0]
@@ -168,8 +194,19 @@ def test_divergence_just_before_a_checkpoint_keeps_the_last_good_one(tmp_path):
 
 
 def test_a_run_that_diverges_with_finite_losses_is_reported(tmp_path):
-    proc = run_cli("train", *TINY, "train.steps=30", "train.log_every=5", "optim.g.lr=1e6", "optim.d.lr=1e6",
-                   "--runs-dir", tmp_path, "--name", "lr", "--no-progress")
+    proc = run_cli(
+        "train",
+        *TINY,
+        "train.steps=30",
+        "train.log_every=5",
+        "optim.g.lr=1e6",
+        "optim.d.lr=1e6",
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "lr",
+        "--no-progress",
+    )
     if proc.returncode == 3:  # the losses overflowed to inf: the NaN guard's one line
         assert len(_one_line(proc.stderr)) == 1
         return
@@ -183,7 +220,9 @@ def test_a_run_that_diverges_with_finite_losses_is_reported(tmp_path):
 # ------------------------------------------------------------------------------------------ resume semantics
 def test_resume_applies_a_new_learning_rate(tmp_path):
     _tiny(tmp_path, "lr", "train.steps=3").fit()
-    resumed = Trainer.resume(tmp_path / "lr", overrides=["train.steps=5", "optim.g.lr=1e-3", "optim.d.betas=[0.0,0.9]"], progress=False)
+    resumed = Trainer.resume(
+        tmp_path / "lr", overrides=["train.steps=5", "optim.g.lr=1e-3", "optim.d.betas=[0.0,0.9]"], progress=False
+    )
     assert resumed.opt_g.param_groups[0]["lr"] == 1e-3
     assert tuple(resumed.opt_d.param_groups[0]["betas"]) == (0.0, 0.9)
     resumed.fit()
@@ -192,8 +231,16 @@ def test_resume_applies_a_new_learning_rate(tmp_path):
     assert state["config"]["optim"]["g"]["lr"] == 1e-3
 
 
-@pytest.mark.parametrize("override", ["data.batch_size=16", "model.generator.width=16", "loss=hinge", "train.seed=5",
-                                      "regularizers.wd={term: weights, net: G, weight: 1.0}"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.batch_size=16",
+        "model.generator.width=16",
+        "loss=hinge",
+        "train.seed=5",
+        "regularizers.wd={term: weights, net: G, weight: 1.0}",
+    ],
+)
 def test_resume_refuses_other_changes_in_one_line(tmp_path, override):
     _tiny(tmp_path, "r", "train.steps=2").fit()
     proc = run_cli("train", "--resume", tmp_path / "r", override, "--no-progress")
@@ -302,8 +349,22 @@ def test_paths_expand_tilde_and_variables(tmp_path):
     for i in range(12):
         Image.new("L", (20, 20), color=i * 20).save(pictures / f"{i}.png")
     env = {**os.environ, "HOME": str(home), "RUNS": str(tmp_path / "runs")}
-    proc = run_cli("train", "data.name=folder", "data.root=~/pictures", "data.holdout=0", "data.batch_size=4", *TINY[2:], "train.steps=6",
-                   "--runs-dir", "$RUNS", "--name", "pictures", "--no-progress", env=env, cwd=tmp_path)
+    proc = run_cli(
+        "train",
+        "data.name=folder",
+        "data.root=~/pictures",
+        "data.holdout=0",
+        "data.batch_size=4",
+        *TINY[2:],
+        "train.steps=6",
+        "--runs-dir",
+        "$RUNS",
+        "--name",
+        "pictures",
+        "--no-progress",
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "runs" / "pictures" / "checkpoints" / "last.pt").is_file()
     proc = run_cli("train", "--resume", "~/../runs/pictures", "train.steps=7", "--no-progress", env=env, cwd=tmp_path)

@@ -31,8 +31,16 @@ def _search(tmp_path, params, **kw):
     kw.setdefault("folds", 3)
     kw.setdefault("metric", "psnr")
     kw.setdefault("name", "s")
-    return run_search(config="edges2digit", overrides=kw.pop("overrides", BASE), params=params, searches_dir=tmp_path,
-                      trainer=STUB, progress=False, heartbeat=kw.pop("heartbeat", 5), **kw)
+    return run_search(
+        config="edges2digit",
+        overrides=kw.pop("overrides", BASE),
+        params=params,
+        searches_dir=tmp_path,
+        trainer=STUB,
+        progress=False,
+        heartbeat=kw.pop("heartbeat", 5),
+        **kw,
+    )
 
 
 def _csv(folder):
@@ -42,20 +50,31 @@ def _csv(folder):
 
 def _stub_folds(lam, folds, seeds=1):
     """The stub's per-fold scores, computed here from its formula (not from the search)."""
-    return [statistics.fmean(search_stub.score(lam, fold=f, seed=s, step=4, steps=4) for s in range(seeds)) for f in range(folds)]
+    return [
+        statistics.fmean(search_stub.score(lam, fold=f, seed=s, step=4, steps=4) for s in range(seeds))
+        for f in range(folds)
+    ]
 
 
 # ------------------------------------------------------------------------------------------- SPECs
-@pytest.mark.parametrize("text, kind, values, lo, hi", [
-    ("a.b=[0,1,10,1e5]", "grid", (0, 1, 10, 1e5), 0, 0),
-    ("a.b=[0.5, 2]", "grid", (0.5, 2), 0, 0),
-    ("a.b=[bce,hinge]", "grid", ("bce", "hinge"), 0, 0),
-    ("a.b=log:1e-3:1e3", "log", (), 1e-3, 1e3),
-    ("a.b=uniform:-1:2.5", "uniform", (), -1, 2.5),
-    ("a.b=int:1:8", "int", (), 1, 8),
-    ("regularizers.r1=choice:none,r1,{term: grad, net: D, at: real, weight: 5}", "choice",
-     ("none", "r1", "{term: grad, net: D, at: real, weight: 5}"), 0, 0),
-])
+@pytest.mark.parametrize(
+    "text, kind, values, lo, hi",
+    [
+        ("a.b=[0,1,10,1e5]", "grid", (0, 1, 10, 1e5), 0, 0),
+        ("a.b=[0.5, 2]", "grid", (0.5, 2), 0, 0),
+        ("a.b=[bce,hinge]", "grid", ("bce", "hinge"), 0, 0),
+        ("a.b=log:1e-3:1e3", "log", (), 1e-3, 1e3),
+        ("a.b=uniform:-1:2.5", "uniform", (), -1, 2.5),
+        ("a.b=int:1:8", "int", (), 1, 8),
+        (
+            "regularizers.r1=choice:none,r1,{term: grad, net: D, at: real, weight: 5}",
+            "choice",
+            ("none", "r1", "{term: grad, net: D, at: real, weight: 5}"),
+            0,
+            0,
+        ),
+    ],
+)
 def test_spec_forms(text, kind, values, lo, hi):
     p = parse_param(text)
     assert p.kind == kind and p.key == text.split("=")[0]
@@ -68,7 +87,12 @@ def test_choice_values_decode_to_presets_specs_and_absence():
     p = parse_param("regularizers.r1=choice:none,r1,{term: grad, net: D, at: real, weight: 5}")
     assert p.decode("none") == ABSENT
     assert p.decode("r1") == TERM_PRESETS["r1"] and p.decode("r1") is not TERM_PRESETS["r1"]
-    assert p.decode("{term: grad, net: D, at: real, weight: 5}") == {"term": "grad", "net": "D", "at": "real", "weight": 5}
+    assert p.decode("{term: grad, net: D, at: real, weight: 5}") == {
+        "term": "grad",
+        "net": "D",
+        "at": "real",
+        "weight": 5,
+    }
     base = {"regularizers": {"r1": {"term": "grad"}, "x": {}}}
     assert apply_values(base, {"regularizers.r1": ABSENT}) == {"regularizers": {"x": {}}}
     assert base["regularizers"]["r1"] == {"term": "grad"}  # a copy was changed
@@ -83,13 +107,28 @@ def test_none_is_a_plain_word_outside_term_entries():
     assert apply_values(base, {"regularizers.r1.weight": "none"})["regularizers"]["r1"] == {"weight": "none"}
 
 
-@pytest.mark.parametrize("text, words", [
-    ("a.b", "KEY=SPEC"), ("=[1]", "no valid KEY"), ("a..b=[1]", "no valid KEY"), ("a.b=", "empty SPEC"),
-    ("a.b=[1,2", "closing"), ("a.b=[1,,2]", "empty value"), ("a.b=[1,1]", "repeats"), ("a.b=log:0:10", "lo > 0"),
-    ("a.b=log:10:1", "lo < hi"), ("a.b=uniform:x:1", "not a number"), ("a.b=int:1.5:3", "integer"),
-    ("a.b=int:1", "int:lo:hi"), ("a.b=gauss:0:1", "unknown SPEC"), ("a.b=choice:", "empty option"),
-    ("a.b=choice:a,a", "repeats"), ("a.b=log:1:inf", "finite"), ("a.b=choice:{x: [1}", "valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("a.b", "KEY=SPEC"),
+        ("=[1]", "no valid KEY"),
+        ("a..b=[1]", "no valid KEY"),
+        ("a.b=", "empty SPEC"),
+        ("a.b=[1,2", "closing"),
+        ("a.b=[1,,2]", "empty value"),
+        ("a.b=[1,1]", "repeats"),
+        ("a.b=log:0:10", "lo > 0"),
+        ("a.b=log:10:1", "lo < hi"),
+        ("a.b=uniform:x:1", "not a number"),
+        ("a.b=int:1.5:3", "integer"),
+        ("a.b=int:1", "int:lo:hi"),
+        ("a.b=gauss:0:1", "unknown SPEC"),
+        ("a.b=choice:", "empty option"),
+        ("a.b=choice:a,a", "repeats"),
+        ("a.b=log:1:inf", "finite"),
+        ("a.b=choice:{x: [1}", "valid YAML"),
+    ],
+)
 def test_malformed_specs_are_one_line_errors(text, words):
     with pytest.raises(UserError) as e:
         parse_param(text)
@@ -115,7 +154,11 @@ def test_every_preset_is_a_valid_term_or_constraint(preset):
     base = load_config("edges2digit" if paired else None, overrides=["model.discriminator.norm=none"])
     from normgan.config import to_dict
 
-    cfg = load_config(base=apply_values(to_dict(base), {f"{section}.{preset}": parse_param(f"{section}.{preset}=choice:{preset}").decode(preset)}))
+    cfg = load_config(
+        base=apply_values(
+            to_dict(base), {f"{section}.{preset}": parse_param(f"{section}.{preset}=choice:{preset}").decode(preset)}
+        )
+    )
     assert getattr(cfg, section)[preset] == spec
 
 
@@ -132,7 +175,9 @@ def test_grid_search_folds_mean_std_best_and_csv(tmp_path):
         assert r["mean"] == pytest.approx(statistics.fmean(want), rel=1e-12)
         assert r["std"] == pytest.approx(statistics.pstdev(want), rel=1e-9, abs=1e-12)
     assert out["best"]["params"]["regularizers.l1.weight"] == 100
-    assert out["final"]["value"] == pytest.approx(search_stub.score(100.0, fold=0, seed=0, step=1, steps=1) + 100, rel=1e-12)
+    assert out["final"]["value"] == pytest.approx(
+        search_stub.score(100.0, fold=0, seed=0, step=1, steps=1) + 100, rel=1e-12
+    )
     table = {float(r["regularizers.l1.weight"]): r for r in _csv(out["folder"])}
     for lam in LAMBDAS:
         assert float(table[lam]["mean"]) == pytest.approx(statistics.fmean(_stub_folds(lam, 3)), rel=1e-9)
@@ -160,7 +205,9 @@ def test_each_fold_trains_on_its_own_fold_and_seeds_average(tmp_path):
 def test_best_yaml_round_trips_through_train_dry_run(tmp_path):
     out = _search(tmp_path, ["regularizers.l1.weight=[1,100]", "optim.g.lr=[1e-4,2e-4]"], folds=2)
     best = out["folder"] / "best.yaml"
-    r = subprocess.run([sys.executable, "-m", "normgan", "train", str(best), "--dry-run"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "normgan", "train", str(best), "--dry-run"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     import yaml
 
@@ -172,8 +219,13 @@ def test_best_yaml_round_trips_through_train_dry_run(tmp_path):
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_samplers_draw_inside_the_ranges(tmp_path, sampler):
-    out = _search(tmp_path, ["regularizers.l1.weight=log:1e-2:1e4", "optim.g.lr=uniform:1e-4:3e-4", "optim.d_steps=int:1:3"],
-                  sampler=sampler, trials=7, folds=2)
+    out = _search(
+        tmp_path,
+        ["regularizers.l1.weight=log:1e-2:1e4", "optim.g.lr=uniform:1e-4:3e-4", "optim.d_steps=int:1:3"],
+        sampler=sampler,
+        trials=7,
+        folds=2,
+    )
     rows = out["rows"]
     assert len(rows) == 7 and all(r["state"] == "COMPLETE" for r in rows)
     for r in rows:
@@ -188,8 +240,14 @@ def test_samplers_draw_inside_the_ranges(tmp_path, sampler):
 @pytest.mark.parametrize("pruner", ["median", "halving"])
 def test_pruners_stop_poor_trials_and_say_so(tmp_path, pruner):
     # good λ first (they set the bar), then poor ones: the pruner stops those at an early evaluation
-    out = _search(tmp_path, ["regularizers.l1.weight=[100,50,200,0,1e5,1e6]"], pruner=pruner, folds=3,
-                  overrides=["train.steps=8", "eval.every=1", "eval.metrics=[psnr]"], sampler="grid")
+    out = _search(
+        tmp_path,
+        ["regularizers.l1.weight=[100,50,200,0,1e5,1e6]"],
+        pruner=pruner,
+        folds=3,
+        overrides=["train.steps=8", "eval.every=1", "eval.metrics=[psnr]"],
+        sampler="grid",
+    )
     states = {r["params"]["regularizers.l1.weight"]: r for r in out["rows"]}
     pruned = [r for r in out["rows"] if r["state"] == "PRUNED"]
     assert pruned, [(r["params"], r["state"]) for r in out["rows"]]
@@ -197,7 +255,10 @@ def test_pruners_stop_poor_trials_and_say_so(tmp_path, pruner):
     assert states[100]["state"] == "COMPLETE"
     assert states[1e6]["state"] == "PRUNED"  # the worst λ, after the bar was set
     best = search_stub.score(100.0, fold=0, seed=0, step=1, steps=1)
-    assert all(search_stub.score(float(r["params"]["regularizers.l1.weight"]), fold=0, seed=0, step=1, steps=1) < best for r in pruned)
+    assert all(
+        search_stub.score(float(r["params"]["regularizers.l1.weight"]), fold=0, seed=0, step=1, steps=1) < best
+        for r in pruned
+    )
     table = {r["number"]: r for r in _csv(out["folder"])}
     assert all(table[str(r["number"])]["state"] == "PRUNED" and table[str(r["number"])]["pruned_at"] for r in pruned)
 
@@ -218,7 +279,9 @@ def test_interrupted_search_continues_and_reruns_the_interrupted_trial(tmp_path)
     done = [r for r in out["rows"] if r["state"] == "COMPLETE"]
     assert sorted(r["params"]["regularizers.l1.weight"] for r in done) == [1, 10, 100, 1000]
     failed = [r for r in out["rows"] if r["state"] == "FAIL"]
-    assert len(failed) == 1 and failed[0]["params"]["regularizers.l1.weight"] == 10 and "interrupted" in failed[0]["error"]
+    assert (
+        len(failed) == 1 and failed[0]["params"]["regularizers.l1.weight"] == 10 and "interrupted" in failed[0]["error"]
+    )
     # a finished search run again does nothing more
     before = len(log.read_text().splitlines())
     again = _search(tmp_path, ["regularizers.l1.weight=[1,10,100,1000]"], folds=2)
@@ -252,10 +315,33 @@ def test_a_value_the_config_refuses_is_caught_before_any_trial(tmp_path):
 
 # ------------------------------------------------------------------------------------------- workers
 def _worker(tmp_path, name, *extra, env_extra=None):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), **(env_extra or {}))
-    cmd = [sys.executable, "-m", "normgan", "search", "edges2digit", *BASE, "--param", "regularizers.l1.weight=[0,1,3,10,30,100,300,1000]",
-           "--folds", "2", "--metric", "psnr", "--name", name, "--searches-dir", str(tmp_path), "--trainer", STUB,
-           "--no-progress", "--heartbeat", "2", *extra]
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), **(env_extra or {})
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "normgan",
+        "search",
+        "edges2digit",
+        *BASE,
+        "--param",
+        "regularizers.l1.weight=[0,1,3,10,30,100,300,1000]",
+        "--folds",
+        "2",
+        "--metric",
+        "psnr",
+        "--name",
+        name,
+        "--searches-dir",
+        str(tmp_path),
+        "--trainer",
+        STUB,
+        "--no-progress",
+        "--heartbeat",
+        "2",
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -278,21 +364,38 @@ def test_two_workers_share_the_embedded_storage_without_duplicates(tmp_path):
 # ------------------------------------------------------------------------------------------- bad input
 def _cli(tmp_path, *args, home=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "normgan", "search", *args, "--searches-dir", str(tmp_path), "--no-progress"],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "normgan", "search", *args, "--searches-dir", str(tmp_path), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
-@pytest.mark.parametrize("args, words", [
-    (["edges2digit", "--param", "regularizers.l1.wieght=[1,2]"], "regularizers.l1.wieght"),
-    (["edges2digit", "--param", "model.generator.widht=[8,16]"], "unknown config key"),
-    (["edges2digit", "--param", "regularizers.l1.weight=log:0:1"], "lo > 0"),
-    (["edges2digit", "--param", "regularizers.l1.weight=[1,10]", "--metric", "fid"], "does not compute"),
-    (["edges2digit", "--param", "regularizers.l1.weight=[1,10]", "--storage", "postgresql://u:secret@127.0.0.1:9/db"], "cannot connect"),
-    (["edges2digit", "--param", "regularizers.l1.weight=[1,10]", "--storage", "nonsense"], "not a database URL"),
-    (["edges2digit", "--param", "regularizers.l1.weight=[1,10]", "--folds", "1000"], "--folds 1000"),
-    (["edges2digit", "--param", "regularizers.l1.weight=log:1:10"], "needs --trials"),
-    (["edges2digit", "--param", "regularizers.l1.weight=[1,10]", "--sampler", "cmaes"], "--sampler"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["edges2digit", "--param", "regularizers.l1.wieght=[1,2]"], "regularizers.l1.wieght"),
+        (["edges2digit", "--param", "model.generator.widht=[8,16]"], "unknown config key"),
+        (["edges2digit", "--param", "regularizers.l1.weight=log:0:1"], "lo > 0"),
+        (["edges2digit", "--param", "regularizers.l1.weight=[1,10]", "--metric", "fid"], "does not compute"),
+        (
+            [
+                "edges2digit",
+                "--param",
+                "regularizers.l1.weight=[1,10]",
+                "--storage",
+                "postgresql://u:secret@127.0.0.1:9/db",
+            ],
+            "cannot connect",
+        ),
+        (["edges2digit", "--param", "regularizers.l1.weight=[1,10]", "--storage", "nonsense"], "not a database URL"),
+        (["edges2digit", "--param", "regularizers.l1.weight=[1,10]", "--folds", "1000"], "--folds 1000"),
+        (["edges2digit", "--param", "regularizers.l1.weight=log:1:10"], "needs --trials"),
+        (["edges2digit", "--param", "regularizers.l1.weight=[1,10]", "--sampler", "cmaes"], "--sampler"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
     r = _cli(tmp_path, *args)
     assert r.returncode == 2, (r.stdout, r.stderr)

@@ -27,9 +27,19 @@ ERROR = "ValueError: bad <b>bold</b> & 'quoted'"
 
 
 def _meta(**kw):
-    meta = {"name": "l1-sweep", "metric": "psnr", "direction": "maximize", "folds": 3, "seeds": 1,
-            "sampler": "grid", "pruner": "median", "config": "edges2digit", "storage": "sqlite:///search.db",
-            "trials_requested": 8, "overrides": ["train.steps=100", "data.batch_size=8"]}
+    meta = {
+        "name": "l1-sweep",
+        "metric": "psnr",
+        "direction": "maximize",
+        "folds": 3,
+        "seeds": 1,
+        "sampler": "grid",
+        "pruner": "median",
+        "config": "edges2digit",
+        "storage": "sqlite:///search.db",
+        "trials_requested": 8,
+        "overrides": ["train.steps=100", "data.batch_size=8"],
+    }
     meta.update(kw)
     return meta
 
@@ -48,14 +58,58 @@ def _rows():
         folds = [20.0 + i + 0.1 * f + 0.0123 for f in range(3)]
         mean = sum(folds) / 3
         std = math.sqrt(sum((f - mean) ** 2 for f in folds) / 3)
-        rows.append({"number": i, "state": "COMPLETE", "params": {KEY: lam, TERM: None if i % 2 else r1},
-                     "folds": folds, "mean": mean, "std": std, "seconds": 12.5 + i, "pruned_at": None, "error": None})
-    rows.append({"number": 6, "state": "PRUNED", "params": {KEY: 10, TERM: r1}, "folds": [18.25, None, None],
-                 "mean": None, "std": None, "seconds": 3.0, "pruned_at": 40, "error": None})
-    rows.append({"number": 7, "state": "FAIL", "params": {KEY: 1e5, TERM: None}, "folds": [None, None, None],
-                 "mean": None, "std": None, "seconds": 0.5, "pruned_at": None, "error": ERROR})
-    rows.append({"number": 8, "state": "RUNNING", "params": {KEY: 1}, "folds": [None, None, None],
-                 "mean": None, "std": None, "seconds": None, "pruned_at": None, "error": None})
+        rows.append(
+            {
+                "number": i,
+                "state": "COMPLETE",
+                "params": {KEY: lam, TERM: None if i % 2 else r1},
+                "folds": folds,
+                "mean": mean,
+                "std": std,
+                "seconds": 12.5 + i,
+                "pruned_at": None,
+                "error": None,
+            }
+        )
+    rows.append(
+        {
+            "number": 6,
+            "state": "PRUNED",
+            "params": {KEY: 10, TERM: r1},
+            "folds": [18.25, None, None],
+            "mean": None,
+            "std": None,
+            "seconds": 3.0,
+            "pruned_at": 40,
+            "error": None,
+        }
+    )
+    rows.append(
+        {
+            "number": 7,
+            "state": "FAIL",
+            "params": {KEY: 1e5, TERM: None},
+            "folds": [None, None, None],
+            "mean": None,
+            "std": None,
+            "seconds": 0.5,
+            "pruned_at": None,
+            "error": ERROR,
+        }
+    )
+    rows.append(
+        {
+            "number": 8,
+            "state": "RUNNING",
+            "params": {KEY: 1},
+            "folds": [None, None, None],
+            "mean": None,
+            "std": None,
+            "seconds": None,
+            "pruned_at": None,
+            "error": None,
+        }
+    )
     return rows[::-1]  # unsorted on purpose: the CSV sorts by number
 
 
@@ -64,8 +118,15 @@ def _best(rows):
     return {"number": b["number"], "params": b["params"], "mean": b["mean"], "std": b["std"], "yaml": "best.yaml"}
 
 
-FINAL = {"metric": "psnr", "value": 27.123456789, "split": "test", "metrics": {"psnr": 27.123456789, "l1": 0.0421},
-         "run": "runs/l1-sweep/final", "seconds": 321.0, "baseline": {"psnr": 25.5, "l1": 0.05}}
+FINAL = {
+    "metric": "psnr",
+    "value": 27.123456789,
+    "split": "test",
+    "metrics": {"psnr": 27.123456789, "l1": 0.0421},
+    "run": "runs/l1-sweep/final",
+    "seconds": 321.0,
+    "baseline": {"psnr": 25.5, "l1": 0.05},
+}
 
 
 def _num(cell):
@@ -82,8 +143,9 @@ def written(tmp_path):
     rows = _rows()
     best = _best(rows)
     (tmp_path / "best.yaml").write_text("regularizers:\n  l1:\n    weight: 100000.0  # <λ>\n")
-    out = write_outputs(tmp_path, meta=_meta(), params=PARAMS, rows=rows, best=best, final=FINAL,
-                        importances={KEY: 0.8, TERM: 0.2})
+    out = write_outputs(
+        tmp_path, meta=_meta(), params=PARAMS, rows=rows, best=best, final=FINAL, importances={KEY: 0.8, TERM: 0.2}
+    )
     return tmp_path, out, rows, best
 
 
@@ -93,8 +155,20 @@ def test_csv_roundtrip(written):
     with open(out["csv"], newline="") as f:
         got = list(csv.DictReader(f))
     header = list(got[0].keys())
-    assert header == ["number", "state", KEY, TERM, "fold_0", "fold_1", "fold_2",
-                      "mean", "std", "seconds", "pruned_at", "error"]
+    assert header == [
+        "number",
+        "state",
+        KEY,
+        TERM,
+        "fold_0",
+        "fold_1",
+        "fold_2",
+        "mean",
+        "std",
+        "seconds",
+        "pruned_at",
+        "error",
+    ]
     want = sorted(rows, key=lambda r: r["number"])
     assert [int(g["number"]) for g in got] == [r["number"] for r in want]
     for g, r in zip(got, want):
@@ -176,7 +250,9 @@ def test_plot_param_scales():
     assert ax.get_xlabel() == KEY and ax.get_ylabel() == "psnr"
     assert "higher is better" in ax.get_title()
 
-    log_rows = [dict(r, params={"optim.d.lr": lr}) for r, lr in zip(rows, [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 2e-1, 0.5])]
+    log_rows = [
+        dict(r, params={"optim.d.lr": lr}) for r, lr in zip(rows, [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 2e-1, 0.5])
+    ]
     ax, scale = _draw({"key": "optim.d.lr", "spec": "log:1e-4:1", "kind": "log", "log": True}, log_rows)
     assert scale == "log" and ax.get_xscale() == "log"
 
@@ -231,7 +307,9 @@ def test_report(written):
 
 def test_report_before_final(tmp_path):
     rows = _rows()
-    out = write_outputs(tmp_path, meta=_meta(), params=PARAMS, rows=rows, best=_best(rows), final=None, importances=None)
+    out = write_outputs(
+        tmp_path, meta=_meta(), params=PARAMS, rows=rows, best=_best(rows), final=None, importances=None
+    )
     text = out["report"].read_text(encoding="utf-8")
     assert "not retrained yet: the search is not finished" in text
     assert "importance" not in out and not (tmp_path / "plots" / "importance.png").exists()
@@ -248,12 +326,42 @@ def test_stale_importance_removed(tmp_path):
 
 
 def test_all_failed(tmp_path):
-    rows = [{"number": i, "state": "FAIL", "params": {KEY: lam}, "folds": [None, None, None], "mean": None,
-             "std": None, "seconds": None, "pruned_at": None, "error": "CUDA out of memory"} for i, lam in enumerate([0, 10])]
-    rows.append({"number": 2, "state": "WAITING", "params": {}, "folds": [], "mean": None, "std": None,
-                 "seconds": None, "pruned_at": None, "error": None})
-    out = write_outputs(tmp_path, meta=_meta(direction="minimize", metric="fid"), params=PARAMS[:1], rows=rows,
-                        best=None, final=None, importances=None)
+    rows = [
+        {
+            "number": i,
+            "state": "FAIL",
+            "params": {KEY: lam},
+            "folds": [None, None, None],
+            "mean": None,
+            "std": None,
+            "seconds": None,
+            "pruned_at": None,
+            "error": "CUDA out of memory",
+        }
+        for i, lam in enumerate([0, 10])
+    ]
+    rows.append(
+        {
+            "number": 2,
+            "state": "WAITING",
+            "params": {},
+            "folds": [],
+            "mean": None,
+            "std": None,
+            "seconds": None,
+            "pruned_at": None,
+            "error": None,
+        }
+    )
+    out = write_outputs(
+        tmp_path,
+        meta=_meta(direction="minimize", metric="fid"),
+        params=PARAMS[:1],
+        rows=rows,
+        best=None,
+        final=None,
+        importances=None,
+    )
     with open(out["csv"], newline="") as f:
         got = list(csv.DictReader(f))
     assert [g["state"] for g in got] == ["FAIL", "FAIL", "WAITING"]

@@ -22,10 +22,33 @@ GRID = [0, 1, 10, 100, 1000, 10000]
 
 def _worker(tmp_path, folder, url, env_extra):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), **env_extra)
-    cmd = [sys.executable, "-m", "normgan", "search", "edges2digit", "train.steps=4", "eval.every=2", "eval.metrics=[psnr]",
-           "--param", f"regularizers.l1.weight=[{','.join(map(str, GRID))}]", "--folds", "2", "--metric", "psnr",
-           "--name", "pg", "--storage", url, "--searches-dir", str(tmp_path / folder), "--trainer", "search_stub:train",
-           "--no-progress", "--heartbeat", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "normgan",
+        "search",
+        "edges2digit",
+        "train.steps=4",
+        "eval.every=2",
+        "eval.metrics=[psnr]",
+        "--param",
+        f"regularizers.l1.weight=[{','.join(map(str, GRID))}]",
+        "--folds",
+        "2",
+        "--metric",
+        "psnr",
+        "--name",
+        "pg",
+        "--storage",
+        url,
+        "--searches-dir",
+        str(tmp_path / folder),
+        "--trainer",
+        "search_stub:train",
+        "--no-progress",
+        "--heartbeat",
+        "1",
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 

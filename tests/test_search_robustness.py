@@ -30,9 +30,18 @@ from normgan.search import run_search  # noqa: E402
 
 STUB = "robust_stub:train"
 BASE = ["train.steps=4", "eval.every=2", "eval.metrics=[psnr,l1]"]
-TINY = ["train.steps=2", "eval.every=2", "eval.metrics=[psnr]", "data.batch_size=8", "model.generator.width=8",
-        "model.discriminator.width=8", "train.log_every=2", "train.sample_every=2", "train.checkpoint_every=2",
-        "train.tensorboard=false"]
+TINY = [
+    "train.steps=2",
+    "eval.every=2",
+    "eval.metrics=[psnr]",
+    "data.batch_size=8",
+    "model.generator.width=8",
+    "model.discriminator.width=8",
+    "train.log_every=2",
+    "train.sample_every=2",
+    "train.checkpoint_every=2",
+    "train.tensorboard=false",
+]
 
 
 def _search(folder, params, **kw):
@@ -40,8 +49,15 @@ def _search(folder, params, **kw):
     kw.setdefault("metric", "psnr")
     kw.setdefault("name", "s")
     kw.setdefault("trainer", STUB)
-    return run_search(config="edges2digit", overrides=kw.pop("overrides", BASE), params=params, searches_dir=folder,
-                      progress=kw.pop("progress", False), heartbeat=5, **kw)
+    return run_search(
+        config="edges2digit",
+        overrides=kw.pop("overrides", BASE),
+        params=params,
+        searches_dir=folder,
+        progress=kw.pop("progress", False),
+        heartbeat=5,
+        **kw,
+    )
 
 
 def _env(**extra):
@@ -51,13 +67,37 @@ def _env(**extra):
 
 
 def _cli(*args, env=None, timeout=300, cwd=None):
-    return subprocess.run([sys.executable, "-m", "normgan", "search", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env or _env(), cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "normgan", "search", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or _env(),
+        cwd=cwd,
+    )
 
 
 def _stub_cli(searches_dir, *extra, lams="[1,10,100,1000]", name="s", env=None, heartbeat=5):
-    return _cli("edges2digit", *BASE, "--param", f"regularizers.l1.weight={lams}", "--folds", "2", "--metric", "psnr",
-                "--name", name, "--searches-dir", searches_dir, "--trainer", STUB, "--heartbeat", heartbeat, *extra, env=env)
+    return _cli(
+        "edges2digit",
+        *BASE,
+        "--param",
+        f"regularizers.l1.weight={lams}",
+        "--folds",
+        "2",
+        "--metric",
+        "psnr",
+        "--name",
+        name,
+        "--searches-dir",
+        searches_dir,
+        "--trainer",
+        STUB,
+        "--heartbeat",
+        heartbeat,
+        *extra,
+        env=env,
+    )
 
 
 def _one_error_line(r, *words):
@@ -75,8 +115,11 @@ def _study_names(folder: Path):
 
 def _tree(folder: Path) -> dict:
     """{relative path: bytes} of every file under ``folder`` (study.db left out: SQLite may touch it on reads)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in ("study.db", ".plan.lock", ".final.lock")}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in ("study.db", ".plan.lock", ".final.lock")
+    }
 
 
 # ----------------------------------------------------------------------------------- the seed
@@ -94,13 +137,31 @@ def test_a_searched_train_seed_reaches_the_runs_and_progress_is_per_fold(tmp_pat
     seed 1 equals trial 1's seed 1 weight for weight, other seeds differ; each run's config holds
     its seed. The progress lines name each fold's training, evaluation and score."""
     env = _env(NORMGAN_CACHE=tmp_path / "cache")
-    r = _cli("edges2digit", *TINY, "--param", "train.seed=[0,1]", "--seeds", "2", "--folds", "1", "--metric", "psnr",
-             "--name", "seed", "--searches-dir", tmp_path, "--no-final", "--trainer", "robust_stub:train_real", env=env,
-             timeout=600)
+    r = _cli(
+        "edges2digit",
+        *TINY,
+        "--param",
+        "train.seed=[0,1]",
+        "--seeds",
+        "2",
+        "--folds",
+        "1",
+        "--metric",
+        "psnr",
+        "--name",
+        "seed",
+        "--searches-dir",
+        tmp_path,
+        "--no-final",
+        "--trainer",
+        "robust_stub:train_real",
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     trials = tmp_path / "seed" / "trials"
     runs = {(t, s): trials / f"{t:04d}" / f"fold0-seed{s}" for t, s in ((0, 0), (0, 1), (1, 1), (1, 2))}
-    for (t, s), run in runs.items():
+    for (_t, s), run in runs.items():
         assert run.is_dir(), sorted(str(p.relative_to(trials)) for p in trials.glob("*/*"))
         assert f"seed: {s}\n" in (run / "config.yaml").read_text()
     w = {k: _weights(v) for k, v in runs.items()}
@@ -152,8 +213,13 @@ def test_other_settings_in_a_search_folder_are_refused_naming_the_folder_and_the
     before = _tree(tmp_path / "s")
     r = _stub_cli(tmp_path, "--no-final", "--no-progress", lams="[1,10]")
     assert r.returncode == 2
-    _one_error_line(r, str(tmp_path / "s"), "--param regularizers.l1.weight=[1,100]", "--param regularizers.l1.weight=[1,10]",
-                    "--name")
+    _one_error_line(
+        r,
+        str(tmp_path / "s"),
+        "--param regularizers.l1.weight=[1,100]",
+        "--param regularizers.l1.weight=[1,10]",
+        "--name",
+    )
     assert _tree(tmp_path / "s") == before and _study_names(tmp_path / "s") == ["s"]
     again = _search(tmp_path, ["regularizers.l1.weight=[1,100]"], final=False)  # the same spec continues (nothing left)
     assert [r["state"] for r in again["rows"]] == ["COMPLETE", "COMPLETE"]
@@ -184,7 +250,11 @@ def test_a_full_disk_stops_the_search_in_one_line_and_the_next_run_retries(tmp_p
         line = _one_error_line(r, "search 's'", "fold", "the same command")
         assert "space" in line.lower() or "full" in line.lower() or "write" in line.lower(), line
         study = optuna.load_study(study_name="s", storage=f"sqlite:///{disk / 's' / 'study.db'}")
-        hit = [t for t in study.trials if t.state.name in ("FAIL", "RUNNING") and not t.user_attrs.get("error", "").count("NaN")]
+        hit = [
+            t
+            for t in study.trials
+            if t.state.name in ("FAIL", "RUNNING") and not t.user_attrs.get("error", "").count("NaN")
+        ]
         assert len(hit) == 1, [(t.number, t.state.name, t.user_attrs) for t in study.trials]
         assert hit[0].state.name == "RUNNING" or hit[0].user_attrs.get("env_error")
         first_fail = hit[0].number
@@ -218,9 +288,29 @@ def test_a_full_disk_keeps_what_was_written_before(tmp_path):
             while True:
                 os.write(fd, b"\0" * 4096)
         os.close(fd)
-        r = _cli("edges2digit", *BASE, "--param", "regularizers.l1.weight=log:1:1000", "--sampler", "random", "--trials", "4",
-                 "--folds", "2", "--metric", "psnr", "--name", "s", "--searches-dir", disk, "--trainer", STUB, "--no-final",
-                 "--no-progress", env=_env(STUB_BYTES=200_000))
+        r = _cli(
+            "edges2digit",
+            *BASE,
+            "--param",
+            "regularizers.l1.weight=log:1:1000",
+            "--sampler",
+            "random",
+            "--trials",
+            "4",
+            "--folds",
+            "2",
+            "--metric",
+            "psnr",
+            "--name",
+            "s",
+            "--searches-dir",
+            disk,
+            "--trainer",
+            STUB,
+            "--no-final",
+            "--no-progress",
+            env=_env(STUB_BYTES=200_000),
+        )
         assert r.returncode in (1, 2), r.stderr
         _one_error_line(r)
         assert "Traceback" not in r.stderr
@@ -228,9 +318,29 @@ def test_a_full_disk_keeps_what_was_written_before(tmp_path):
         for f in ("trials.csv", "report.html", "best.yaml", ".identity.json"):
             assert after[f] == before[f], f
         filler.unlink()
-        r = _cli("edges2digit", *BASE, "--param", "regularizers.l1.weight=log:1:1000", "--sampler", "random", "--trials", "4",
-                 "--folds", "2", "--metric", "psnr", "--name", "s", "--searches-dir", disk, "--trainer", STUB, "--no-final",
-                 "--no-progress", env=_env(STUB_BYTES=1000))
+        r = _cli(
+            "edges2digit",
+            *BASE,
+            "--param",
+            "regularizers.l1.weight=log:1:1000",
+            "--sampler",
+            "random",
+            "--trials",
+            "4",
+            "--folds",
+            "2",
+            "--metric",
+            "psnr",
+            "--name",
+            "s",
+            "--searches-dir",
+            disk,
+            "--trainer",
+            STUB,
+            "--no-final",
+            "--no-progress",
+            env=_env(STUB_BYTES=1000),
+        )
         assert r.returncode == 0, r.stderr
         rows = list(csv.DictReader(open(disk / "s" / "trials.csv")))
         assert sum(row["state"] == "COMPLETE" for row in rows) == 4
@@ -253,9 +363,28 @@ def test_no_trial_completed_says_why_and_exits_2(tmp_path):
     g = torch.Generator().manual_seed(0)
     for i in range(40):
         Image.fromarray((torch.rand(32, 32, generator=g) * 255).to(torch.uint8).numpy()).save(images / f"{i}.png")
-    r = _cli(f"data.root={images}", "data.name=folder", *TINY[:1], "eval.every=2", "eval.n=20", *TINY[3:],
-             "--param", "optim.g.lr=[1e-4]", "--folds", "2", "--metric", "fid", "--name", "u", "--searches-dir", tmp_path / "s",
-             "--no-final", "--no-progress", env=_env(NORMGAN_CACHE=tmp_path / "cache"), timeout=600)
+    r = _cli(
+        f"data.root={images}",
+        "data.name=folder",
+        *TINY[:1],
+        "eval.every=2",
+        "eval.n=20",
+        *TINY[3:],
+        "--param",
+        "optim.g.lr=[1e-4]",
+        "--folds",
+        "2",
+        "--metric",
+        "fid",
+        "--name",
+        "u",
+        "--searches-dir",
+        tmp_path / "s",
+        "--no-final",
+        "--no-progress",
+        env=_env(NORMGAN_CACHE=tmp_path / "cache"),
+        timeout=600,
+    )
     assert r.returncode == 2, (r.stdout, r.stderr)
     _one_error_line(r, "no trial completed", "trial 0 failed", "labels")
 

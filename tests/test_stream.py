@@ -8,15 +8,15 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from PIL import Image
 
-from conftest import TINY
 from normgan import Trainer, load_config
 from normgan.data import FileSplit, StreamBatches, apply_fold, list_split, load_dataset, should_stream
+from normgan.data.batches import EpochBatches
 from normgan.data.stream import FileImages
 from normgan.errors import ConfigError, DataError
 from normgan.tasks.builtin import UnconditionalTask
-from normgan.data.batches import EpochBatches
 
 CPU = torch.device("cpu")
 R = 32
@@ -90,8 +90,10 @@ def test_each_rank_decodes_only_its_rows_of_the_global_batch(folder, world, work
     if workers == 0:  # in-process decoding: record which files are read
         get = FileImages.__getitem__
         monkeypatch.setattr(FileImages, "__getitem__", lambda self, i: (decoded.append(i), get(self, i))[1])
-    ranks = [StreamBatches(split, batch_size=8, seed=3, device=CPU, workers=workers, rank=r, world=world)
-             for r in range(world)]
+    ranks = [
+        StreamBatches(split, batch_size=8, seed=3, device=CPU, workers=workers, rank=r, world=world)
+        for r in range(world)
+    ]
     n = 8 // world
     for step in range(10):  # 4 global batches an epoch: crosses two reshuffles
         want_idx = eb.fork().draw()
@@ -100,9 +102,9 @@ def test_each_rank_decodes_only_its_rows_of_the_global_batch(folder, world, work
             decoded.clear()
             got = sb.next()
             assert got.shape == (n, 3, R, R)
-            assert torch.equal(got, want[r * n:(r + 1) * n]), (step, r)
+            assert torch.equal(got, want[r * n : (r + 1) * n]), (step, r)
             if workers == 0:
-                assert decoded == want_idx[r * n:(r + 1) * n].tolist()
+                assert decoded == want_idx[r * n : (r + 1) * n].tolist()
     states = [sb.state_dict() for sb in ranks]
     for st in states:
         assert st["pos"] == eb.state_dict()["pos"] and torch.equal(st["perm"], eb.state_dict()["perm"])
@@ -110,7 +112,7 @@ def test_each_rank_decodes_only_its_rows_of_the_global_batch(folder, world, work
     resumed = StreamBatches(split, batch_size=8, seed=0, device=CPU, workers=workers, rank=world - 1, world=world)
     resumed.load_state_dict(states[-1])
     for _ in range(3):
-        assert torch.equal(resumed.next(), eb.next()[(world - 1) * n:])
+        assert torch.equal(resumed.next(), eb.next()[(world - 1) * n :])
     for sb in (*ranks, resumed):
         sb.close()
     with pytest.raises(ConfigError, match="does not split over 3"):
@@ -200,11 +202,20 @@ def test_folds_and_task_stream(folder):
     with pytest.raises(ConfigError, match="data.folds"):
         split.fold(folds=5, fold=0, part="fit")
     # the task: streaming with folds gives the in-memory batches
-    over = [*TINY, "data.name=folder", f"data.root={folder}", "data.channels=3", "data.folds=2", "data.fold=1",
-            "data.workers=0"]
+    over = [
+        *TINY,
+        "data.name=folder",
+        f"data.root={folder}",
+        "data.channels=3",
+        "data.folds=2",
+        "data.fold=1",
+        "data.workers=0",
+    ]
     on = UnconditionalTask(load_config(overrides=[*over, "data.stream=true"]), device=CPU)
     off = UnconditionalTask(load_config(overrides=[*over, "data.stream=false"]), device=CPU)
-    assert on.streaming and not off.streaming and (on.channels, on.resolution) == (off.channels, off.resolution) == (3, R)
+    assert (
+        on.streaming and not off.streaming and (on.channels, on.resolution) == (off.channels, off.resolution) == (3, R)
+    )
     for _ in range(4):
         assert torch.equal(on.next_batch().real, off.next_batch().real)
     on.close()
@@ -282,7 +293,14 @@ def test_config_and_auto_rule(folder, monkeypatch):
 
 
 def test_trainer_stream_equals_memory_and_resumes(folder, tmp_path):
-    over = [*TINY, "data.name=folder", f"data.root={folder}", "data.channels=3", "train.steps=4", "train.checkpoint_every=2"]
+    over = [
+        *TINY,
+        "data.name=folder",
+        f"data.root={folder}",
+        "data.channels=3",
+        "train.steps=4",
+        "train.checkpoint_every=2",
+    ]
 
     def cfg(*extra):
         return load_config(overrides=[*over, *extra])
@@ -292,7 +310,9 @@ def test_trainer_stream_equals_memory_and_resumes(folder, tmp_path):
     streamed = Trainer(cfg("data.stream=true", "data.workers=2"), runs_dir=tmp_path, name="stream", progress=False)
     assert streamed.task.streaming and not mem.task.streaming
     streamed.fit()
-    half = Trainer(cfg("data.stream=true", "data.workers=2", "train.steps=2"), runs_dir=tmp_path, name="half", progress=False)
+    half = Trainer(
+        cfg("data.stream=true", "data.workers=2", "train.steps=2"), runs_dir=tmp_path, name="half", progress=False
+    )
     half.fit()
     half.task.close()
     resumed = Trainer.resume(tmp_path / "half", overrides=["train.steps=4"], progress=False)

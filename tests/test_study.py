@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TINY, run_cli
+
 from normgan.errors import UserError
 from normgan.search.space import TERM_PRESETS
 from normgan.study import Study, load_study, shipped_studies
@@ -31,7 +31,9 @@ STEPS, EVERY = 100, 25
 
 def write_study(tmp_path: Path, text: str = None, name: str = "s") -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(text or f"""
+    path.write_text(
+        text
+        or f"""
 title: A stub study
 config: mnist
 overrides: {{train.steps: {STEPS}, eval.every: {EVERY}, regularizers.wd_g: none, model.discriminator.norm: none}}
@@ -42,7 +44,8 @@ variants:
   none: {{}}
   r1: {{regularizers.r1: r1}}
   unstable: {{optim.g.lr: 0.5}}
-""")
+"""
+    )
     return path
 
 
@@ -71,23 +74,28 @@ def test_presets_and_none_decode_on_term_entries_only(tmp_path):
     assert "wd_g" not in spec.base["regularizers"]  # `none` removed the base config's term
     assert spec.run_tree("r1", 0)["regularizers"]["r1"] == TERM_PRESETS["r1"]
     assert spec.run_tree("unstable", 2)["optim"]["g"]["lr"] == 0.5
-    p = write_study(tmp_path, "config: mnist\noverrides: {eval.every: 5, model.discriminator.norm: none}\nvariants: {a: {}}\n", "n")
+    p = write_study(
+        tmp_path, "config: mnist\noverrides: {eval.every: 5, model.discriminator.norm: none}\nvariants: {a: {}}\n", "n"
+    )
     assert load_study(str(p)).base["model"]["discriminator"]["norm"] == "none"  # the word, not null
 
 
-@pytest.mark.parametrize("body, needle", [
-    ("config: mnist\nvariants: {a: {}}\nbogus: 1\n", "unknown key 'bogus'"),
-    ("variants: {a: {}}\n", "no config"),
-    ("config: mnist\noverrides: {eval.every: 5}\nvariants: {a: {eval.n: 10}}\n", "set it in overrides"),
-    ("config: mnist\noverrides: {eval.every: 5}\nvariants: {a: {model.nope: 1}}\n", "unknown config key"),
-    ("config: mnist\noverrides: {eval.every: 5}\nvariants: {a: {regularizers.r1: {term: nope}}}\n", "variant a"),
-    ("config: mnist\nvariants: {a: {}}\n", "eval.every is 0"),
-    ("config: mnist\noverrides: {eval.every: 5}\nseeds: 0\nvariants: {a: {}}\n", "seeds"),
-    ("config: mnist\noverrides: {eval.every: 5}\nmetric: psnr\nvariants: {a: {}}\n", "metric 'psnr'"),
-    ("config: mnist\noverrides: {eval.every: 5}\nvariants: {}\n", "variants"),
-    ("config: mnist\noverrides: {eval.every: 5}\nvariants: {'a b': {}}\n", "variant name"),
-    ("config: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ("config: mnist\nvariants: {a: {}}\nbogus: 1\n", "unknown key 'bogus'"),
+        ("variants: {a: {}}\n", "no config"),
+        ("config: mnist\noverrides: {eval.every: 5}\nvariants: {a: {eval.n: 10}}\n", "set it in overrides"),
+        ("config: mnist\noverrides: {eval.every: 5}\nvariants: {a: {model.nope: 1}}\n", "unknown config key"),
+        ("config: mnist\noverrides: {eval.every: 5}\nvariants: {a: {regularizers.r1: {term: nope}}}\n", "variant a"),
+        ("config: mnist\nvariants: {a: {}}\n", "eval.every is 0"),
+        ("config: mnist\noverrides: {eval.every: 5}\nseeds: 0\nvariants: {a: {}}\n", "seeds"),
+        ("config: mnist\noverrides: {eval.every: 5}\nmetric: psnr\nvariants: {a: {}}\n", "metric 'psnr'"),
+        ("config: mnist\noverrides: {eval.every: 5}\nvariants: {}\n", "variants"),
+        ("config: mnist\noverrides: {eval.every: 5}\nvariants: {'a b': {}}\n", "variant name"),
+        ("config: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_bad_study_files_are_refused_in_one_line(tmp_path, body, needle):
     with pytest.raises(UserError) as e:
         load_study(str(write_study(tmp_path, body, "bad")))
@@ -160,12 +168,21 @@ def test_changed_settings_are_refused(tmp_path):
 def test_two_worker_processes_share_the_runs(tmp_path):
     path = write_study(tmp_path)
     log = tmp_path / "log.jsonl"
-    env = {**os.environ, "STUB_LOG": str(log), "STUB_SLEEP": "0.5",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    code = ("import sys, study_stub; from normgan.study import Study; "
-            f"Study(study={str(path)!r}, studies_dir={str(tmp_path / 'studies')!r}, progress=False, "
-            "trainer=study_stub.train, outputs=sys.argv[1] == '1').run()")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stderr=subprocess.PIPE, text=True) for i in (1, 0)]
+    env = {
+        **os.environ,
+        "STUB_LOG": str(log),
+        "STUB_SLEEP": "0.5",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    code = (
+        "import sys, study_stub; from normgan.study import Study; "
+        f"Study(study={str(path)!r}, studies_dir={str(tmp_path / 'studies')!r}, progress=False, "
+        "trainer=study_stub.train, outputs=sys.argv[1] == '1').run()"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stderr=subprocess.PIPE, text=True)
+        for i in (1, 0)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
@@ -182,32 +199,53 @@ def fresh_env(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("NORMGAN_CACHE", "XDG_CACHE_HOME", "TORCH_HOME")}
-    env.update(HOME=str(home), NORMGAN_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.update(
+        HOME=str(home), NORMGAN_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
     return home, env
 
 
 def real_study(tmp_path: Path, steps: int = 6) -> Path:
     over = ", ".join(o.replace("=", ": ", 1) for o in TINY if not o.startswith(("train.steps", "regularizers")))
-    return write_study(tmp_path, f"""
+    return write_study(
+        tmp_path,
+        f"""
 config: mnist
 overrides: {{{over}, train.steps: {steps}, eval.every: {steps // 2}, eval.n: 100, regularizers.wd_g: none}}
 seeds: 2
 variants:
   none: {{}}
   l2-g: {{regularizers.l2: l2_g}}
-""", "real")
+""",
+        "real",
+    )
 
 
 def test_cli_study_from_an_empty_home_with_two_workers(tmp_path, fresh_env):
     home, env = fresh_env
     path = real_study(tmp_path)
-    p = run_cli("study", str(path), "--workers", "2", "--studies-dir", "~/studies", "--no-progress", env=env, cwd=tmp_path, timeout=900)
+    p = run_cli(
+        "study",
+        str(path),
+        "--workers",
+        "2",
+        "--studies-dir",
+        "~/studies",
+        "--no-progress",
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert p.returncode == 0, p.stderr
     folder = home / "studies" / "real"
     assert "4 of 4 runs finished" in p.stdout and f"report written to {folder / 'report.html'}" in p.stdout
     doc = json.loads((folder / "study.json").read_text())
     assert [(r["variant"], r["seed"], r["state"]) for r in doc["runs"]] == [
-        ("none", 0, "done"), ("none", 1, "done"), ("l2-g", 0, "done"), ("l2-g", 1, "done")]
+        ("none", 0, "done"),
+        ("none", 1, "done"),
+        ("l2-g", 0, "done"),
+        ("l2-g", 1, "done"),
+    ]
     for r in doc["runs"]:
         run = folder / r["run"]
         assert (run / "checkpoints" / "last.pt").is_file()
@@ -224,14 +262,31 @@ def test_cli_study_from_an_empty_home_with_two_workers(tmp_path, fresh_env):
 def test_cli_study_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, fresh_env):
     home, env = fresh_env
     path = real_study(tmp_path, steps=400)
-    args = [sys.executable, "-m", "normgan", "study", str(path), "--studies-dir", str(tmp_path / "studies"), "--no-progress",
-            "--seeds", "1", "train.checkpoint_every=20", "train.log_every=10", "eval.every=200"]
+    args = [
+        sys.executable,
+        "-m",
+        "normgan",
+        "study",
+        str(path),
+        "--studies-dir",
+        str(tmp_path / "studies"),
+        "--no-progress",
+        "--seeds",
+        "1",
+        "train.checkpoint_every=20",
+        "train.log_every=10",
+        "eval.every=200",
+    ]
     proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = tmp_path / "studies" / "real" / "runs" / "none" / "seed0"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         ck = first / "checkpoints" / "last.pt"
-        if ck.is_file() and (first / "metrics.jsonl").is_file() and '"step": 40' in (first / "metrics.jsonl").read_text():
+        if (
+            ck.is_file()
+            and (first / "metrics.jsonl").is_file()
+            and '"step": 40' in (first / "metrics.jsonl").read_text()
+        ):
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
@@ -264,17 +319,28 @@ def test_measures_are_added_to_the_final_scores_and_the_table(tmp_path, monkeypa
 
     def fake(run_dir, cfg):
         seen.append((Path(run_dir).name, cfg.data.holdout))
-        return {"fid_train": 1.0 + cfg.train.seed, "fid_heldout": 2.5 + cfg.train.seed, "fid_gap": 1.5, "memorization": 0.75,
-                "memorization_real": 0.5, "fid_gap_real": 0.1, "n_train": 500}
+        return {
+            "fid_train": 1.0 + cfg.train.seed,
+            "fid_heldout": 2.5 + cfg.train.seed,
+            "fid_gap": 1.5,
+            "memorization": 0.75,
+            "memorization_real": 0.5,
+            "fid_gap_real": 0.1,
+            "n_train": 500,
+        }
 
     monkeypatch.setitem(runner.MEASURES, "overfitting", fake)
-    path = write_study(tmp_path, f"""
+    path = write_study(
+        tmp_path,
+        f"""
 config: mnist
 overrides: {{train.steps: {STEPS}, eval.every: {EVERY}, data.holdout: 0.9}}
 seeds: 2
 measures: [overfitting]
 variants: {{none: {{}}}}
-""", "o")
+""",
+        "o",
+    )
     out = stub_study(path, tmp_path).run()
     assert sorted(seen) == [("seed0", 0.9), ("seed1", 0.9)]
     finals = [r["final"] for r in out["document"]["runs"]]
@@ -284,7 +350,9 @@ variants: {{none: {{}}}}
 
 
 def test_overfitting_measure_refused_on_a_paired_config(tmp_path):
-    path = write_study(tmp_path, "config: edges2digit\noverrides: {eval.every: 5}\nmeasures: [overfitting]\nvariants: {a: {}}\n", "p")
+    path = write_study(
+        tmp_path, "config: edges2digit\noverrides: {eval.every: 5}\nmeasures: [overfitting]\nvariants: {a: {}}\n", "p"
+    )
     with pytest.raises(UserError, match="unconditional"):
         load_study(str(path))
 

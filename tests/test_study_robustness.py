@@ -44,8 +44,14 @@ variants:
 
 
 def run_study(path, studies_dir, *, trainer=study_stub.train, **kw):
-    return Study(study=str(path), studies_dir=studies_dir, progress=False, trainer=trainer, heartbeat=kw.pop("heartbeat", 5),
-                 **kw).run()
+    return Study(
+        study=str(path),
+        studies_dir=studies_dir,
+        progress=False,
+        trainer=trainer,
+        heartbeat=kw.pop("heartbeat", 5),
+        **kw,
+    ).run()
 
 
 def _log(path: Path):
@@ -67,10 +73,15 @@ def test_the_overrides_train_seed_is_the_first_seed_of_the_runs(tmp_path, monkey
     doc = out["document"]
     assert doc["seeds"] == [5, 6]
     assert sorted((r["variant"], r["seed"], r["state"]) for r in doc["runs"]) == [
-        ("none", 5, "done"), ("none", 6, "done"), ("r1", 5, "done"), ("r1", 6, "done")]
+        ("none", 5, "done"),
+        ("none", 6, "done"),
+        ("r1", 5, "done"),
+        ("r1", 6, "done"),
+    ]
     for r in doc["runs"]:  # the stub's score carries the seed: 0.1·seed
-        assert r["final"]["fid"] == pytest.approx(study_stub.base(_Cfg(r["variant"])) + 0.1 * r["seed"]
-                                                  + 40.0 * __import__("math").exp(-5.0), rel=1e-9)
+        assert r["final"]["fid"] == pytest.approx(
+            study_stub.base(_Cfg(r["variant"])) + 0.1 * r["seed"] + 40.0 * __import__("math").exp(-5.0), rel=1e-9
+        )
 
 
 class _Cfg:
@@ -93,8 +104,11 @@ def test_another_study_cannot_take_a_study_folder(tmp_path):
     before = _tree(folder)
     other = write_study(tmp_path, name="t", variants="  none: {}\n  lazy: {regularizers.r1: lazy_r1}\n")
     (tmp_path / "studies" / "alias").symlink_to(folder)
-    for kw in ({"studies_dir": folder, "name": "."}, {"studies_dir": tmp_path / "studies", "name": "alias"},
-               {"studies_dir": tmp_path / "studies", "name": "s"}):
+    for kw in (
+        {"studies_dir": folder, "name": "."},
+        {"studies_dir": tmp_path / "studies", "name": "alias"},
+        {"studies_dir": tmp_path / "studies", "name": "s"},
+    ):
         with pytest.raises(UserError) as e:
             run_study(other, kw["studies_dir"], name=kw["name"])
         assert "\n" not in str(e.value) and "--name" in str(e.value)
@@ -131,8 +145,14 @@ def test_a_full_disk_stops_the_study_in_one_line_and_the_next_run_retries(tmp_pa
         lines = [line for line in err.splitlines() if "retrying" in line]
         assert len(lines) == 1 and f"{hit[0]} seed {hit[1]} (" in lines[0], err
         states = {(r["variant"], r["seed"]): r["state"] for r in out["document"]["runs"]}
-        assert states == {("none", 0): "done", ("none", 1): "done", ("r1", 0): "done", ("r1", 1): "done",
-                          ("unstable", 0): "diverged", ("unstable", 1): "diverged"}
+        assert states == {
+            ("none", 0): "done",
+            ("none", 1): "done",
+            ("r1", 0): "done",
+            ("r1", 1): "done",
+            ("unstable", 0): "diverged",
+            ("unstable", 1): "diverged",
+        }
         out = run_study(path, disk, trainer=robust_stub.train_study)
         assert "retrying" not in capsys.readouterr().err  # diverged runs are results
 

@@ -1,4 +1,5 @@
 """The test suite keeps its caches out of the user's home (tests/conftest.py)."""
+
 import os
 import subprocess
 import sys
@@ -18,5 +19,7 @@ def test_the_suites_cache_is_a_session_temp_folder_not_the_users():
 
 def test_commands_the_tests_start_use_the_same_cache():
     code = "from normgan.eval.evaluation import default_cache_dir; print(default_cache_dir())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.strip()
     assert Path(out) == Path(os.environ["NORMGAN_TESTS_TMP"]) / "normgan-cache"

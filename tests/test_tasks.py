@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 
 import normgan
 from normgan.config import load_config
 from normgan.eval.evaluation import TaskEvaluation
 from normgan.eval.paired import task_evaluation
-from normgan.tasks.info import TASK_INFO, TaskInfo, auto_task, task_names
 from normgan.tasks.builtin import TASKS, Batch, Task
-
-from conftest import TINY
+from normgan.tasks.info import TASK_INFO, TaskInfo, auto_task, task_names
 
 CPU = torch.device("cpu")
 ROOT = Path(normgan.__file__).parent
@@ -25,10 +24,20 @@ ROOT = Path(normgan.__file__).parent
 #: a tiny config of each task (edges2digit at 32 px: small U-Net and PatchGAN)
 CONFIGS = {
     "unconditional": TINY + ["train.tensorboard=false"],
-    "paired": ["data.name=edges2digit", "data.resolution=32", "data.batch_size=4", "model.generator.name=unet",
-               "model.generator.width=4", "model.discriminator.name=patchgan", "model.discriminator.width=4",
-               "model.discriminator.norm=instance", "+model.discriminator.options.layers=2", "train.num_samples=4",
-               "train.tensorboard=false", "regularizers={}"],
+    "paired": [
+        "data.name=edges2digit",
+        "data.resolution=32",
+        "data.batch_size=4",
+        "model.generator.name=unet",
+        "model.generator.width=4",
+        "model.discriminator.name=patchgan",
+        "model.discriminator.width=4",
+        "model.discriminator.norm=instance",
+        "+model.discriminator.options.layers=2",
+        "train.num_samples=4",
+        "train.tensorboard=false",
+        "regularizers={}",
+    ],
 }
 
 
@@ -47,8 +56,20 @@ def test_the_task_declares_its_contract(name):
     cls = TASKS.get(name)
     assert issubclass(cls, Task) and issubclass(cls, TASK_INFO.get(name)) and issubclass(cls, TaskInfo)
     assert cls.name == name and cls.run_kind and cls.grid_caption and cls.study_columns
-    for method in ("__init__", "next_batch", "fresh_input", "critic", "sample_grid", "checkpoint_entries", "train_size",
-                   "fits_dataset", "dataset_error", "check_eval_args", "check_best_metric", "format_result"):
+    for method in (
+        "__init__",
+        "next_batch",
+        "fresh_input",
+        "critic",
+        "sample_grid",
+        "checkpoint_entries",
+        "train_size",
+        "fits_dataset",
+        "dataset_error",
+        "check_eval_args",
+        "check_best_metric",
+        "format_result",
+    ):
         assert defined_in(cls, method) not in (Task, TaskInfo), f"{name} does not implement {method}"
     metrics, best = cls.eval_defaults
     assert cls.check_eval_args(metrics=list(metrics)) == tuple(metrics)
@@ -108,8 +129,10 @@ def test_a_built_task_gives_batches_grids_and_state(name):
 
 # ------------------------------------------------------------------------ no task branches elsewhere
 #: what a task branch mentions: the task names, cfg.paired / is_paired(), the paired evaluator
-TASK_WORDS = re.compile(r"\bpaired\b|\bunconditional\b|\bis_paired\b|in_channels is None"
-                        r"|\bPairedEvaluator\b|\bevaluate_paired_run\b")
+TASK_WORDS = re.compile(
+    r"\bpaired\b|\bunconditional\b|\bis_paired\b|in_channels is None"
+    r"|\bPairedEvaluator\b|\bevaluate_paired_run\b"
+)
 #: at most this many task branches outside normgan/tasks/builtin.py and normgan/tasks/info.py
 MAX_BRANCHES = 5
 
@@ -153,15 +176,17 @@ def test_task_branches_stay_in_the_tasks():
     for where in found:
         rel, line = where.split(":")[:2]
         lines = (ROOT.parent / rel).read_text().splitlines()
-        context = "\n".join(lines[max(0, int(line) - 4): int(line)])
+        context = "\n".join(lines[max(0, int(line) - 4) : int(line)])
         assert "tests/test_tasks.py" in context, f"{where}: say in a comment why it cannot live in the task"
 
 
 def test_the_scan_finds_the_kinds_of_branch_it_counts(tmp_path):
     pkg = tmp_path / "normgan"
     pkg.mkdir()
-    (pkg / "a.py").write_text("def f(cfg, g):\n    if cfg.paired:\n        pass\n    x = 1 if g.task == 'paired' else 2\n"
-                              "    y = {'unconditional': 1, 'paired': 2}[cfg.task]\n    z = 'paired_folders' if cfg else 0\n")
+    (pkg / "a.py").write_text(
+        "def f(cfg, g):\n    if cfg.paired:\n        pass\n    x = 1 if g.task == 'paired' else 2\n"
+        "    y = {'unconditional': 1, 'paired': 2}[cfg.task]\n    z = 'paired_folders' if cfg else 0\n"
+    )
     (pkg / "tasks").mkdir()
     (pkg / "tasks" / "builtin.py").write_text("def f(cfg):\n    if cfg.paired:\n        pass\n")
     assert [w.split(":")[1] for w in task_branches(pkg)] == ["2", "4", "5"]

@@ -18,14 +18,28 @@ from normgan.functional.norms import residual_norm
 from normgan.functional.penalties import r1_penalty
 from normgan.regularizers import TERMS, TermContext, build_regularizers
 
-TINY = ["train.steps=20", "data.batch_size=16", "model.generator.width=8", "model.discriminator.width=8", "model.discriminator.norm=none",
-        "train.tensorboard=false", "train.threads=1", "train.log_every=5", "train.num_samples=4"]
+TINY = [
+    "train.steps=20",
+    "data.batch_size=16",
+    "model.generator.width=8",
+    "model.discriminator.width=8",
+    "model.discriminator.norm=none",
+    "train.tensorboard=false",
+    "train.threads=1",
+    "train.log_every=5",
+    "train.num_samples=4",
+]
 
 #: extra option sets beyond each term's defaults, so every quantity/variant trains once
 VARIANTS = {
     "weights": [{"norm": "l1"}, {"norm": "l21"}, {"norm": "ortho"}, {"norm": "l0", "net": "G"}],
-    "grad": [{"at": "fake"}, {"at": "interpolates"}, {"at": "interpolates", "center": 0}, {"at": "interpolates", "one_sided": True},
-             {"at": "perturbed"}],
+    "grad": [
+        {"at": "fake"},
+        {"at": "interpolates"},
+        {"at": "interpolates", "center": 0},
+        {"at": "interpolates", "one_sided": True},
+        {"at": "perturbed"},
+    ],
     "features": [{"kind": "colour"}, {"kind": "texture"}],
     "tv": [{"norm": "l2"}],
     "lecam": [{"one_sided": False}],
@@ -41,7 +55,9 @@ def _cases():
         for net in cls.nets:
             out.append(pytest.param(name, {"net": net}, id=f"{name}-{net}"))
         for i, extra in enumerate(VARIANTS.get(name, [])):
-            out.append(pytest.param(name, {"net": cls.nets[0], **extra}, id=f"{name}-{i}-{'-'.join(map(str, extra.values()))}"))
+            out.append(
+                pytest.param(name, {"net": cls.nets[0], **extra}, id=f"{name}-{i}-{'-'.join(map(str, extra.values()))}")
+            )
     return out
 
 
@@ -67,7 +83,9 @@ def test_every_term_trains_20_steps_with_finite_logs(tmp_path, name, options):
 
 
 def test_l0_term_asks_for_gates_and_others_do_not():
-    regs = build_regularizers({"a": {"term": "weights", "net": "G", "norm": "l0"}, "b": {"term": "weights", "net": "G", "norm": "l2"}})
+    regs = build_regularizers(
+        {"a": {"term": "weights", "net": "G", "norm": "l0"}, "b": {"term": "weights", "net": "G", "norm": "l2"}}
+    )
     assert [getattr(r.term, "needs_gates", False) for r in regs] == [True, False]
 
 
@@ -87,7 +105,9 @@ def test_recon_is_the_norm_of_the_residual_on_tensors(norm):
 def test_recon_norm_params_are_passed_and_checked():
     (r,) = build_regularizers({"rec": {"term": "recon", "norm": "huber", "norm_params": {"delta": 0.5}}}, paired=True)
     x, y = torch.randn(2, 1, 3, 3), torch.zeros(2, 1, 3, 3)
-    torch.testing.assert_close(r.term(TermContext(G=None, D=None, fake=x, target=y)), residual_norm(x, "huber", delta=0.5))
+    torch.testing.assert_close(
+        r.term(TermContext(G=None, D=None, fake=x, target=y)), residual_norm(x, "huber", delta=0.5)
+    )
     with pytest.raises(ConfigError, match=r"^regularizers\.rec\.norm_params: "):
         build_regularizers({"rec": {"term": "recon", "norm": "l1", "norm_params": {"delta": 0.5}}}, paired=True)
 
@@ -104,8 +124,13 @@ def _trainer(tmp_path, regularizers):
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_interval_runs_the_term_exactly_on_multiples_of_k(tmp_path, k, monkeypatch):
-    tr = _trainer(tmp_path, {"r1": {"term": "grad", "at": "real", "weight": 1.0, "every": k},
-                             "pl": {"term": "jacobian", "weight": 1.0, "every": k}})
+    tr = _trainer(
+        tmp_path,
+        {
+            "r1": {"term": "grad", "at": "real", "weight": 1.0, "every": k},
+            "pl": {"term": "jacobian", "weight": 1.0, "every": k},
+        },
+    )
     calls = {"r1": [], "pl": []}
     for r in tr.regs:
         orig = r.term.forward
@@ -131,7 +156,14 @@ def test_lazy_phase_gradient_is_k_times_the_weighted_term_gradient(tmp_path, mon
     monkeypatch.setattr(reg.term, "forward", spy)
     grads = []
     orig_step = tr.opt_d.step
-    monkeypatch.setattr(tr.opt_d, "step", lambda *a, **kw: (grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in tr.D.parameters()]), orig_step(*a, **kw))[1])
+    monkeypatch.setattr(
+        tr.opt_d,
+        "step",
+        lambda *a, **kw: (
+            grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in tr.D.parameters()]),
+            orig_step(*a, **kw),
+        )[1],
+    )
     tr.train_step(0)
     assert len(grads) == 2  # the main D step, then the lazy phase
     D = seen["D"]
@@ -196,12 +228,22 @@ BAD = [
     (["+regularizers.x.term=nope"], r"^regularizers\.x\.term: unknown regularization term 'nope'"),
     (["+regularizers.x.term=weights", "+regularizers.x.norm=l7"], r"^regularizers\.x\.norm: unknown norm 'l7'"),
     (["+regularizers.x.term=recon"], r"^regularizers\.x: term 'recon' needs a paired"),
-    (["+regularizers.x.term=jacobian", "+regularizers.x.net=D"], r"^regularizers\.x\.net: term 'jacobian' cannot regularize D"),
+    (
+        ["+regularizers.x.term=jacobian", "+regularizers.x.net=D"],
+        r"^regularizers\.x\.net: term 'jacobian' cannot regularize D",
+    ),
     (["+regularizers.x.term=tv", "+regularizers.x.weight=-1"], r"^regularizers\.x\.weight: bad value -1"),
     (["+regularizers.x.term=grad", "+regularizers.x.every=0"], r"^regularizers\.x\.every: bad value 0"),
     (["+regularizers.x.term=grad", "+regularizers.x.every=-2"], r"^regularizers\.x\.every: bad value -2"),
-    (["+regularizers.x.term=tv", "+regularizers.x.weight.schedule=linear", "+regularizers.x.weight.start=100", "+regularizers.x.weight.end=10"],
-     r"^regularizers\.x\.weight\.end: bad value 10"),
+    (
+        [
+            "+regularizers.x.term=tv",
+            "+regularizers.x.weight.schedule=linear",
+            "+regularizers.x.weight.start=100",
+            "+regularizers.x.weight.end=10",
+        ],
+        r"^regularizers\.x\.weight\.end: bad value 10",
+    ),
     (["+regularizers.x.term=grad", "+regularizers.x.at=nowhere"], r"^regularizers\.x\.at: bad value 'nowhere'"),
     (["+regularizers.x.term=recon", "+regularizers.x.norm=l7"], r"^regularizers\.x"),
     (["+constraints.c.kind=spectrul"], r"^constraints\.c\.kind: unknown constraint 'spectrul'"),
@@ -215,9 +257,13 @@ def test_bad_regularizer_config_is_a_one_line_error_naming_the_key(overrides, pa
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("overrides,pattern", [BAD[i] for i in (0, 1, 2, 3, 4, 5, 7, 10)], ids=[str(i) for i in (0, 1, 2, 3, 4, 5, 7, 10)])
+@pytest.mark.parametrize(
+    "overrides,pattern", [BAD[i] for i in (0, 1, 2, 3, 4, 5, 7, 10)], ids=[str(i) for i in (0, 1, 2, 3, 4, 5, 7, 10)]
+)
 def test_bad_regularizer_config_via_cli_exits_2_without_traceback(overrides, pattern):
-    proc = subprocess.run([sys.executable, "-m", "normgan", "train", *overrides, "--dry-run"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "normgan", "train", *overrides, "--dry-run"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     key = pattern.lstrip("^").split(":")[0].replace("\\", "")
@@ -240,8 +286,12 @@ def test_lecam_anchors_are_bias_corrected_running_means():
         means_f.append(float(d_fake.mean()))
         reg.term(TermContext(G=None, D=None, d_real=d_real, d_fake=d_fake))
         w = np.array([decay ** (t - 1 - i) * (1 - decay) for i in range(t)])
-        assert float(reg.term.anchor_real) == pytest.approx(float(w @ np.array(means_r)) / (1 - decay ** t), rel=1e-6, abs=1e-9)
-        assert float(reg.term.anchor_fake) == pytest.approx(float(w @ np.array(means_f)) / (1 - decay ** t), rel=1e-6, abs=1e-9)
+        assert float(reg.term.anchor_real) == pytest.approx(
+            float(w @ np.array(means_r)) / (1 - decay**t), rel=1e-6, abs=1e-9
+        )
+        assert float(reg.term.anchor_fake) == pytest.approx(
+            float(w @ np.array(means_f)) / (1 - decay**t), rel=1e-6, abs=1e-9
+        )
         if t == 1:
             assert float(reg.term.anchor_real) == pytest.approx(means_r[0], rel=1e-6)
 

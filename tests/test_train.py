@@ -8,9 +8,9 @@ import time
 
 import pytest
 import torch
+from conftest import TINY, run_cli
 from PIL import Image
 
-from conftest import TINY, run_cli
 from normgan import Trainer, load_config
 from normgan.errors import UserError
 from normgan.functional.losses import LOSSES, AdversarialLoss
@@ -42,7 +42,9 @@ def stateful_cfg(*extra):
 @pytest.mark.parametrize("make_cfg", [tiny_cfg, stateful_cfg], ids=["plain", "stateful-terms"])
 def test_resume_is_exact(tmp_path, make_cfg):
     n = 5
-    full = Trainer(make_cfg(f"train.steps={2 * n}", "train.checkpoint_every=100"), runs_dir=tmp_path, name="full", progress=False)
+    full = Trainer(
+        make_cfg(f"train.steps={2 * n}", "train.checkpoint_every=100"), runs_dir=tmp_path, name="full", progress=False
+    )
     full.fit()
     first = Trainer(make_cfg(f"train.steps={n}"), runs_dir=tmp_path, name="split", progress=False)
     first.fit()
@@ -115,7 +117,20 @@ def test_nan_loss_stops_without_corrupting_checkpoint(tmp_path):
 
 
 def test_ctrl_c_saves_and_resumes(tmp_path):
-    args = [sys.executable, "-m", "normgan", "train", *TINY, "train.steps=100000", "train.log_every=1", "--runs-dir", str(tmp_path), "--name", "int", "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "normgan",
+        "train",
+        *TINY,
+        "train.steps=100000",
+        "train.log_every=1",
+        "--runs-dir",
+        str(tmp_path),
+        "--name",
+        "int",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "int" / "metrics.jsonl"
     deadline = time.time() + 120

@@ -124,7 +124,9 @@ def test_gradnorm_reports_w_raw_gives_the_net_w_grad_and_moves_w_toward_balance(
     (g_adv,) = torch.autograd.grad(adv, G.to_image.weight, retain_graph=True)
     (g_w,) = torch.autograd.grad(weighted, w.w)
     n_rec, n_adv = float(g_rec.norm()), float(g_adv.norm())
-    expected = math.copysign(1.0, n_rec - (n_rec + n_adv) / 2) * n_rec / 2 + math.copysign(1.0, n_adv - (n_rec + n_adv) / 2) * (-n_rec / 2)
+    expected = math.copysign(1.0, n_rec - (n_rec + n_adv) / 2) * n_rec / 2 + math.copysign(
+        1.0, n_adv - (n_rec + n_adv) / 2
+    ) * (-n_rec / 2)
     assert float(g_w) == pytest.approx(expected, rel=1e-4)
 
 

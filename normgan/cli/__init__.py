@@ -27,7 +27,6 @@ from typing import List, Optional
 
 from normgan.errors import Interrupted, SignalExit, UserError
 
-
 #: the commands in the order ``normgan --help`` lists them; each is a module of this package whose
 #: ``add_parser(subparsers)`` registers it (its ``cmd_<name>(args)`` runs it and returns the exit code)
 COMMANDS = ("train", "sample", "translate", "eval", "compare", "diagnose", "search", "report", "study")
@@ -35,7 +34,9 @@ COMMANDS = ("train", "sample", "translate", "eval", "compare", "diagnose", "sear
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="normgan", description="Train GANs with composable norm regularization.")
-    parser.add_argument("--version", action="version", version=version_line(), help="print normgan's and torch's versions and exit")
+    parser.add_argument(
+        "--version", action="version", version=version_line(), help="print normgan's and torch's versions and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:  # light modules: each imports what its command needs when it runs
         importlib.import_module(f"normgan.cli.{name}").add_parser(sub)
@@ -113,7 +114,9 @@ def _import_holding_signals() -> None:
     one line, exit 130 (143 for SIGTERM), nothing written.
     """
     pending: list[int] = []
-    old = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = {
+        sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         import torch  # noqa: F401
         import torchvision.utils  # noqa: F401

@@ -9,24 +9,42 @@ from normgan.runtime.paths import expand_path as _path
 def cmd_compare(args) -> int:
     from normgan.eval.compare import compare_runs, format_table
     from normgan.eval.evaluation import check_eval_args
-
     from normgan.eval.metric_info import check_eval_memory
 
-    metrics = check_eval_args(n=args.n, features=args.features, metrics=args.metrics or "fid,kid,pr,is", reference=args.reference)
+    metrics = check_eval_args(
+        n=args.n, features=args.features, metrics=args.metrics or "fid,kid,pr,is", reference=args.reference
+    )
     check_eval_memory(args.n, features=args.features, metrics=metrics)
-    table = compare_runs([_path(r) for r in args.runs], n=args.n, features=args.features, metrics=metrics,
-                         reference=args.reference, checkpoint=getattr(args, "checkpoint", "last.pt"),
-                         ema=not getattr(args, "no_ema", False), device=args.device or "cpu", seed=args.seed,
-                         cache_dir=_path(getattr(args, "cache_dir", None)), out=_path(args.out), progress=not args.no_progress)
-    print(f"N={table['n']} samples per run, features={table['features']}, reference={table['reference']} split; "
-          "mean ± std (ddof=1) over the seeds of each group (one config, one checkpoint step, distinct seeds)")
-    floors = {(r.get("fid_floor_n"), r.get("n_reference"), r.get("reference")) for r in table["runs"].values()
-              if r.get("fid_floor_n") is not None}
+    table = compare_runs(
+        [_path(r) for r in args.runs],
+        n=args.n,
+        features=args.features,
+        metrics=metrics,
+        reference=args.reference,
+        checkpoint=getattr(args, "checkpoint", "last.pt"),
+        ema=not getattr(args, "no_ema", False),
+        device=args.device or "cpu",
+        seed=args.seed,
+        cache_dir=_path(getattr(args, "cache_dir", None)),
+        out=_path(args.out),
+        progress=not args.no_progress,
+    )
+    print(
+        f"N={table['n']} samples per run, features={table['features']}, reference={table['reference']} split; "
+        "mean ± std (ddof=1) over the seeds of each group (one config, one checkpoint step, distinct seeds)"
+    )
+    floors = {
+        (r.get("fid_floor_n"), r.get("n_reference"), r.get("reference"))
+        for r in table["runs"].values()
+        if r.get("fid_floor_n") is not None
+    }
     if len(floors) == 1:
         fn, total, ref = floors.pop()
         if fn != table["n"]:
-            print(f"FID floor at N={fn}: the {'held-out' if ref == 'test' else ref} split has {total} images, "
-                  f"too few for two disjoint sets of {table['n']}")
+            print(
+                f"FID floor at N={fn}: the {'held-out' if ref == 'test' else ref} split has {total} images, "
+                f"too few for two disjoint sets of {table['n']}"
+            )
     print(format_table(table["groups"]))
     if table.get("out"):
         print(f"written to {table['out']}/compare.md and compare.json")

@@ -45,16 +45,30 @@ def cmd_eval(args) -> int:
 
     split = getattr(args, "split", None)
     if split is not None and split not in EVAL_SPLITS:
-        why = (" (a score on the pairs G was trained on says nothing about generalisation)" if split == "train" else "")
+        why = " (a score on the pairs G was trained on says nothing about generalisation)" if split == "train" else ""
         raise UserError(f"--split: {split!r} is not a split normgan eval scores{why}; use test (the default) or val")
     checkpoint = getattr(args, "checkpoint", "last.pt")
     task = run_config(_path(args.run), checkpoint).task
     res = task_evaluation(task).score_run(
-        _path(args.run), n=args.n, default_n=DEFAULT_N, features=getattr(args, "features", "domain"), metrics=args.metrics,
-        reference=getattr(args, "reference", "test"), split=split, checkpoint=checkpoint, ema=not getattr(args, "no_ema", False),
-        device=args.device or "cpu", seed=args.seed, cache_dir=_path(getattr(args, "cache_dir", None)), progress=progress(args))
-    print(json.dumps(res, indent=2, sort_keys=True) if getattr(args, "json", False)
-          else TASK_INFO.get(task).format_result(res, metrics=args.metrics))
+        _path(args.run),
+        n=args.n,
+        default_n=DEFAULT_N,
+        features=getattr(args, "features", "domain"),
+        metrics=args.metrics,
+        reference=getattr(args, "reference", "test"),
+        split=split,
+        checkpoint=checkpoint,
+        ema=not getattr(args, "no_ema", False),
+        device=args.device or "cpu",
+        seed=args.seed,
+        cache_dir=_path(getattr(args, "cache_dir", None)),
+        progress=progress(args),
+    )
+    print(
+        json.dumps(res, indent=2, sort_keys=True)
+        if getattr(args, "json", False)
+        else TASK_INFO.get(task).format_result(res, metrics=args.metrics)
+    )
     return 0
 
 
@@ -67,21 +81,34 @@ def add_eval_options(p, *, paired_too: bool = False) -> None:
     if paired_too:
         help_n += "; for a paired run, pairs of the split to score (default all; fewer: a subset drawn with --seed)"
     p.add_argument("--n", type=int, default=None if paired_too else DEFAULT_N, help=help_n)
-    p.add_argument("--features", default="domain", help="domain (offline classifier, default), inception, or package.module:ClassName")
-    p.add_argument("--metrics", default=None, help="comma-separated subset of fid,kid,pr,is (default all); for a paired run "
-                   "of psnr,ssim,l1,lpips,classifier_score (default all that apply)")
+    p.add_argument(
+        "--features",
+        default="domain",
+        help="domain (offline classifier, default), inception, or package.module:ClassName",
+    )
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated subset of fid,kid,pr,is (default all); for a paired run "
+        "of psnr,ssim,l1,lpips,classifier_score (default all that apply)",
+    )
     p.add_argument("--reference", default="test", help="test (the held-out split, default) or train")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and of the reference subset (default 0)")
     p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     p.add_argument("--checkpoint", default="last.pt", help="checkpoint file name in RUN/checkpoints (default last.pt)")
     p.add_argument("--no-ema", action="store_true", help="evaluate the raw generator instead of its EMA copy")
-    p.add_argument("--cache-dir", default=None, help="domain classifier cache (default $NORMGAN_CACHE or ~/.cache/normgan)")
+    p.add_argument(
+        "--cache-dir", default=None, help="domain classifier cache (default $NORMGAN_CACHE or ~/.cache/normgan)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress lines or bars on stderr")
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="FID/KID/precision-recall/IS of a run against its held-out split "
-                              "(paired runs: PSNR/SSIM/L1/LPIPS/classifier score on the test split)")
+    p = subparsers.add_parser(
+        "eval",
+        help="FID/KID/precision-recall/IS of a run against its held-out split "
+        "(paired runs: PSNR/SSIM/L1/LPIPS/classifier score on the test split)",
+    )
     p.add_argument("run", help="run folder")
     add_eval_options(p, paired_too=True)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")

@@ -21,8 +21,10 @@ def cmd_report(args) -> int:
     if kind == "search":
         report = path / "report.html"
         if not report.is_file():
-            raise UserError(f"search folder '{path}' has no report.html yet; 'normgan search' writes it after each "
-                            "finished trial: run (or continue) the search first")
+            raise UserError(
+                f"search folder '{path}' has no report.html yet; 'normgan search' writes it after each "
+                "finished trial: run (or continue) the search first"
+            )
         print(f"'{path}' is a search folder: its report is {report} (already written by 'normgan search')")
         return 0
     if kind == "study":
@@ -45,12 +47,19 @@ def cmd_report(args) -> int:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("report", help="write one self-contained HTML page of a run (config, curves, evaluation, "
-                              "samples over time, diagnostics), a study (table, curves over seeds, samples per "
-                              "variant) or a comparison")
-    p.add_argument("path", metavar="PATH", help="run folder made by 'normgan train', study folder made by 'normgan "
-                   "study', or comparison folder made by 'normgan compare ... --out DIR' (a search folder: its "
-                   "report.html is printed)")
+    p = subparsers.add_parser(
+        "report",
+        help="write one self-contained HTML page of a run (config, curves, evaluation, "
+        "samples over time, diagnostics), a study (table, curves over seeds, samples per "
+        "variant) or a comparison",
+    )
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        help="run folder made by 'normgan train', study folder made by 'normgan "
+        "study', or comparison folder made by 'normgan compare ... --out DIR' (a search folder: its "
+        "report.html is printed)",
+    )
     p.add_argument("--out", default=None, metavar="FILE", help="where to write the page (default PATH/report.html)")
     p.add_argument("--no-progress", action="store_true", help="print only the final line")
     p.set_defaults(func=cmd_report)

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from normgan.runtime.paths import expand_path
 
+
 def cmd_sample(args) -> int:
     from normgan.config import check_seed
     from normgan.inference.sample import write_sample_files
 
     check_seed(args.seed, key="--seed")
 
-    out = write_sample_files(expand_path(args.run), n=args.n, out=expand_path(args.out), seed=args.seed, ema=not args.no_ema, device=args.device or "cpu")
+    out = write_sample_files(
+        expand_path(args.run),
+        n=args.n,
+        out=expand_path(args.out),
+        seed=args.seed,
+        ema=not args.no_ema,
+        device=args.device or "cpu",
+    )
     print(out)
     return 0
 

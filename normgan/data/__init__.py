@@ -14,9 +14,9 @@ k folds (:func:`apply_fold`) and guards a search against reading the test split 
 batches on the fly in DataLoader workers (:class:`StreamBatches`) for folders larger than memory.
 """
 
-from normgan.data.dataset import DATASETS, ImageData, Source, load_dataset
-from normgan.data.transforms import batch_to_float, center_crop, center_crop_resize, center_pad, convert_channels, fit_to_resolution
 from normgan.data import builtin, folder, idx, paired  # noqa: F401  (register loaders)
+from normgan.data.dataset import DATASETS, ImageData, Source, load_dataset
+from normgan.data.folds import LeakError, apply_fold, check_folds, fold_part, forbid_splits, kfold_indices
 from normgan.data.paired import (
     BASELINES,
     PAIRED_DATASETS,
@@ -28,8 +28,15 @@ from normgan.data.paired import (
     paired_crop_flip,
     targets_as_imagedata,
 )
-from normgan.data.folds import LeakError, apply_fold, check_folds, fold_part, forbid_splits, kfold_indices
 from normgan.data.stream import FileSplit, ShuffledEpochs, StreamBatches, list_split, should_stream
+from normgan.data.transforms import (
+    batch_to_float,
+    center_crop,
+    center_crop_resize,
+    center_pad,
+    convert_channels,
+    fit_to_resolution,
+)
 
 __all__ = [
     "FileSplit",

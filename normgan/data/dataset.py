@@ -55,7 +55,9 @@ class ImageData:
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] not in (1, 3) or x.shape[2] != x.shape[3]:
             raise ValueError(f"images must be uint8 (N, C, R, R) with C in 1, 3; got {x.dtype} {tuple(x.shape)}")
         if self.labels is not None and (self.labels.dtype != torch.int64 or self.labels.shape != (x.shape[0],)):
-            raise ValueError(f"labels must be int64 ({x.shape[0]},); got {self.labels.dtype} {tuple(self.labels.shape)}")
+            raise ValueError(
+                f"labels must be int64 ({x.shape[0]},); got {self.labels.dtype} {tuple(self.labels.shape)}"
+            )
 
     @property
     def channels(self) -> int:
@@ -112,8 +114,10 @@ def forbid_splits(splits: tuple[str, ...]):
 def check_split_allowed(split: str, *, name: str) -> None:
     """Raise :class:`LeakError` when ``split`` of dataset ``name`` is forbidden by an active :func:`forbid_splits`."""
     if _FORBIDDEN[split] > 0:
-        raise LeakError(f"the {split} split was read during a search that forbids it (dataset {name!r}, "
-                        "forbid_splits is active): this is a bug")
+        raise LeakError(
+            f"the {split} split was read during a search that forbids it (dataset {name!r}, "
+            "forbid_splits is active): this is a bug"
+        )
 
 
 def split_indices(n: int, *, split: str, holdout: float) -> torch.Tensor:
@@ -140,7 +144,9 @@ def _check_options(*, resolution: Any, channels: Any, split: Any, holdout: Any) 
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
         raise ConfigError(f"data.resolution: {resolution!r} is not an integer >= 8; set data.resolution to e.g. 32")
     if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
-        raise ConfigError(f"data.channels: {channels!r} is not allowed; set data.channels to 1, 3 or null (keep the source's)")
+        raise ConfigError(
+            f"data.channels: {channels!r} is not allowed; set data.channels to 1, 3 or null (keep the source's)"
+        )
     if split not in SPLITS:
         raise ConfigError(f"data.split: unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     if (

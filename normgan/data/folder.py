@@ -102,10 +102,16 @@ def read_all(items: list, read: Callable, *, strict: bool, what: str) -> tuple[l
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     if not out:
-        raise DataError(f"data.root: none of the {len(items)} {what} could be read (first: {bad[0]}); add readable images")
+        raise DataError(
+            f"data.root: none of the {len(items)} {what} could be read (first: {bad[0]}); add readable images"
+        )
     if bad:
-        warnings.warn(f"data.root: skipped {len(bad)} unreadable {what} (first: {bad[0]}); "
-                      "set data.strict: true to make this an error", UserWarning, stacklevel=4)
+        warnings.warn(
+            f"data.root: skipped {len(bad)} unreadable {what} (first: {bad[0]}); "
+            "set data.strict: true to make this an error",
+            UserWarning,
+            stacklevel=4,
+        )
     return out, keep
 
 
@@ -153,8 +159,6 @@ def load_folder(*, root, resolution: int, strict: bool = False, **_) -> Source:
     label_tensor = torch.tensor([labels[i] for i in keep], dtype=torch.int64) if labels is not None else None
     identity = {
         "root": os.path.abspath(folder),
-        "files": [
-            [f.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns] for f in files for st in [f.stat()]
-        ]
+        "files": [[f.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns] for f in files for st in [f.stat()]],
     }
     return Source(images=batch, labels=label_tensor, name=os.fspath(root), identity=identity)

@@ -22,8 +22,17 @@ from normgan.data.dataset import ImageData, LeakError, fingerprint, forbid_split
 from normgan.data.paired import PairedData
 from normgan.errors import ConfigError
 
-__all__ = ["FOLD_SEED", "MIN_FOLD_SIZE", "PARTS", "LeakError", "apply_fold", "check_folds", "fold_part",
-           "forbid_splits", "kfold_indices"]
+__all__ = [
+    "FOLD_SEED",
+    "MIN_FOLD_SIZE",
+    "PARTS",
+    "LeakError",
+    "apply_fold",
+    "check_folds",
+    "fold_part",
+    "forbid_splits",
+    "kfold_indices",
+]
 
 #: Seed of the fold permutation; constant so a fold holds the same rows for every training seed.
 FOLD_SEED = 0
@@ -63,9 +72,14 @@ def check_folds(n: int, *, folds: int, what: str = "the training split") -> None
         raise ConfigError(f"data.folds: {folds!r} folds are not cross-validation; set data.folds to 0 (off) or >= 2")
     if n // folds < MIN_FOLD_SIZE:
         most = n // MIN_FOLD_SIZE
-        fix = (f"use at most {most} folds" if most >= 2 else
-               f"it needs at least {2 * MIN_FOLD_SIZE} items for 2 folds; set data.folds=0")
-        raise ConfigError(f"data.folds: {folds} folds of {what} ({n} items) leave fewer than {MIN_FOLD_SIZE} per fold; {fix}")
+        fix = (
+            f"use at most {most} folds"
+            if most >= 2
+            else f"it needs at least {2 * MIN_FOLD_SIZE} items for 2 folds; set data.folds=0"
+        )
+        raise ConfigError(
+            f"data.folds: {folds} folds of {what} ({n} items) leave fewer than {MIN_FOLD_SIZE} per fold; {fix}"
+        )
 
 
 def checked_fold_part(n: int, *, folds: int, fold: int, part: str, name: str) -> torch.Tensor:
@@ -91,6 +105,7 @@ def apply_fold(data, *, folds: int, fold: int, part: str):
     if isinstance(data, ImageData):
         return ImageData(images=data.images[idx], labels=labels, name=data.name, fingerprint=fp)
     if isinstance(data, PairedData):
-        return PairedData(inputs=data.inputs[idx], targets=data.targets[idx], labels=labels, name=data.name,
-                          fingerprint=fp)
+        return PairedData(
+            inputs=data.inputs[idx], targets=data.targets[idx], labels=labels, name=data.name, fingerprint=fp
+        )
     raise TypeError(f"apply_fold needs ImageData or PairedData; got {type(data).__name__}")

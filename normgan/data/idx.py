@@ -22,11 +22,11 @@ import torch
 
 from normgan.data.dataset import DATASETS, Source
 from normgan.data.transforms import fit_to_resolution
+from normgan.errors import ConfigError, DataError
 
 #: IDX files are the MNIST family (black background, 28 px): up to 32 px they are zero-padded,
 #: centred, instead of resized (lossless); larger resolutions resize.
 IDX_PAD_UP_TO = 32
-from normgan.errors import ConfigError, DataError
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _UINT8 = 0x08
@@ -35,6 +35,7 @@ _IMAGES_RE = re.compile(r"images([-.])idx3", re.IGNORECASE)
 
 def read_idx(path: Path) -> np.ndarray:
     """Parse an IDX file (optionally gzipped) into a uint8 array; any defect raises DataError naming the file."""
+
     def bad(problem: str) -> DataError:
         return DataError(f"data.root: IDX file '{path}' {problem}; set data.root to a valid MNIST-style IDX file")
 
@@ -87,9 +88,13 @@ def load_idx(*, root, resolution: int, **_) -> Source:
         raise ConfigError("data.root: not set; set data.root to an IDX images file when data.name is 'idx'")
     path = Path(root)
     if not path.exists():
-        raise DataError(f"data.root: IDX file '{root}' does not exist; set data.root to e.g. train-images-idx3-ubyte.gz")
+        raise DataError(
+            f"data.root: IDX file '{root}' does not exist; set data.root to e.g. train-images-idx3-ubyte.gz"
+        )
     if not path.is_file():
-        raise DataError(f"data.root: '{root}' is not a file; set data.root to an IDX images file such as train-images-idx3-ubyte.gz")
+        raise DataError(
+            f"data.root: '{root}' is not a file; set data.root to an IDX images file such as train-images-idx3-ubyte.gz"
+        )
     images = read_idx(path)
     if images.ndim != 3:
         raise DataError(

@@ -50,8 +50,19 @@ from normgan.data.transforms import batch_to_float, convert_channels
 from normgan.errors import ConfigError, DataError
 from normgan.runtime.resources import available_memory
 
-__all__ = ["PROBE_FILES", "STREAM_CHOICES", "FileImageArray", "FileImages", "FileSplit", "ShuffledEpochs", "StreamBatches",
-           "available_memory", "list_split", "normalize_stream", "should_stream"]
+__all__ = [
+    "PROBE_FILES",
+    "STREAM_CHOICES",
+    "FileImageArray",
+    "FileImages",
+    "FileSplit",
+    "ShuffledEpochs",
+    "StreamBatches",
+    "available_memory",
+    "list_split",
+    "normalize_stream",
+    "should_stream",
+]
 
 #: ``data.stream`` values
 STREAM_CHOICES = ("auto", "true", "false")
@@ -72,7 +83,9 @@ class ShuffledEpochs:
 
     def __init__(self, n: int, *, batch_size: int, seed: int) -> None:
         if batch_size > n:
-            raise ConfigError(f"data.batch_size: bad value {batch_size}; the training split has only {n} images, use a batch size <= {n}")
+            raise ConfigError(
+                f"data.batch_size: bad value {batch_size}; the training split has only {n} images, use a batch size <= {n}"
+            )
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self.perm = torch.randperm(n, generator=self.generator)
@@ -144,10 +157,16 @@ class FileSplit:
         """The files of ``part`` ("fit" / "heldout") of fold ``fold`` of ``folds``: the rows that
         :func:`normgan.data.apply_fold` keeps of the same split in memory, in the same order."""
         idx = checked_fold_part(len(self), folds=folds, fold=fold, part=part, name=self.name)
-        return FileSplit(paths=self.paths[idx.numpy()], labels=self.labels[idx] if self.labels is not None else None,
-                         name=self.name, resolution=self.resolution, channels=self.channels,
-                         fingerprint=fingerprint({"v": _STREAM_VERSION, "data": self.fingerprint, "folds": folds,
-                                                  "fold": fold, "part": part}))
+        return FileSplit(
+            paths=self.paths[idx.numpy()],
+            labels=self.labels[idx] if self.labels is not None else None,
+            name=self.name,
+            resolution=self.resolution,
+            channels=self.channels,
+            fingerprint=fingerprint(
+                {"v": _STREAM_VERSION, "data": self.fingerprint, "folds": folds, "fold": fold, "part": part}
+            ),
+        )
 
 
 def _probe_channels(files: list[Path]) -> int:
@@ -163,8 +182,9 @@ def _probe_channels(files: list[Path]) -> int:
     return 1
 
 
-def list_split(root, *, resolution: int, channels: Optional[int] = None, split: str = "train",
-               holdout: float = 0.1) -> FileSplit:
+def list_split(
+    root, *, resolution: int, channels: Optional[int] = None, split: str = "train", holdout: float = 0.1
+) -> FileSplit:
     """The files of ``split`` of the image folder ``root``, without decoding them.
 
     The same files, labels and order as ``load_dataset(name="folder", ...)`` for a folder of readable
@@ -184,16 +204,35 @@ def list_split(root, *, resolution: int, channels: Optional[int] = None, split: 
     if channels is None:
         channels = _probe_channels(files)
         if channels == 1:
-            warnings.warn(f"data.channels is null and the images are streamed: the first {min(PROBE_FILES, len(files))} "
-                          "files are grey, so every image is decoded to 1 channel (colour ones converted to grey); "
-                          "set data.channels: 3 to keep colour", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"data.channels is null and the images are streamed: the first {min(PROBE_FILES, len(files))} "
+                "files are grey, so every image is decoded to 1 channel (colour ones converted to grey); "
+                "set data.channels: 3 to keep colour",
+                UserWarning,
+                stacklevel=2,
+            )
     rel = [f.relative_to(folder).as_posix() for f in files]
     order = idx.tolist()
     paths = np.array([os.fsencode(files[i]) for i in order])
-    fp = fingerprint({"v": _STREAM_VERSION, "root": os.path.abspath(folder), "files": rel, "resolution": resolution,
-                      "channels": channels, "split": split, "holdout": float(holdout)})
-    return FileSplit(paths=paths, labels=torch.tensor(labels, dtype=torch.int64)[idx] if labels is not None else None,
-                     name=os.fspath(root), resolution=resolution, channels=channels, fingerprint=fp)
+    fp = fingerprint(
+        {
+            "v": _STREAM_VERSION,
+            "root": os.path.abspath(folder),
+            "files": rel,
+            "resolution": resolution,
+            "channels": channels,
+            "split": split,
+            "holdout": float(holdout),
+        }
+    )
+    return FileSplit(
+        paths=paths,
+        labels=torch.tensor(labels, dtype=torch.int64)[idx] if labels is not None else None,
+        name=os.fspath(root),
+        resolution=resolution,
+        channels=channels,
+        fingerprint=fp,
+    )
 
 
 # --------------------------------------------------------------------------- the data.stream rule
@@ -217,8 +256,10 @@ def should_stream(stream, *, name: str, root, resolution: int, available: Option
         return False
     if name != "folder":
         if stream == "true":
-            raise ConfigError(f"data.stream: streaming is for data.name=folder (data.name is {name}); "
-                              "set data.stream to auto or false")
+            raise ConfigError(
+                f"data.stream: streaming is for data.name=folder (data.name is {name}); "
+                "set data.stream to auto or false"
+            )
         return False
     if stream == "true":
         return True
@@ -229,9 +270,13 @@ def should_stream(stream, *, name: str, root, resolution: int, available: Option
     free = available_memory() if available is None else available
     if free is None or need <= free / 4:
         return False
-    warnings.warn(f"data.stream=auto: {n} images at {resolution} px need {need / 2**30:.1f} GiB decoded, more than a quarter "
-                  f"of the {free / 2**30:.1f} GiB of free memory; decoding them on the fly instead "
-                  "(set data.stream: false to load them into memory)", UserWarning, stacklevel=2)
+    warnings.warn(
+        f"data.stream=auto: {n} images at {resolution} px need {need / 2**30:.1f} GiB decoded, more than a quarter "
+        f"of the {free / 2**30:.1f} GiB of free memory; decoding them on the fly instead "
+        "(set data.stream: false to load them into memory)",
+        UserWarning,
+        stacklevel=2,
+    )
     return True
 
 
@@ -240,8 +285,10 @@ def should_stream(stream, *, name: str, root, resolution: int, available: Option
 
 def _unreadable(path, why: str) -> DataError:
     why = " ".join(why.split())
-    return DataError(f"data.root: cannot read image file '{os.fspath(path)}' ({why}) while streaming; fix or delete it "
-                     "(a streamed folder must be readable throughout; data.stream: false with data.strict: false skips such files)")
+    return DataError(
+        f"data.root: cannot read image file '{os.fspath(path)}' ({why}) while streaming; fix or delete it "
+        "(a streamed folder must be readable throughout; data.stream: false with data.strict: false skips such files)"
+    )
 
 
 class FileImages(torch.utils.data.Dataset):
@@ -339,14 +386,26 @@ class StreamBatches(ShuffledEpochs):
     rows of the global batch that :meth:`normgan.runtime.distributed.Dist.shard` would give this rank.
     """
 
-    def __init__(self, split: FileSplit, *, batch_size: int, seed: int, device: torch.device, workers: int = 2,
-                 prefetch: int = 2, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self,
+        split: FileSplit,
+        *,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        workers: int = 2,
+        prefetch: int = 2,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
         super().__init__(len(split), batch_size=batch_size, seed=seed)
         if workers < 0:
             raise ConfigError(f"data.workers: bad value {workers}; must be >= 0 (0 decodes in the main process)")
         if world < 1 or not 0 <= rank < world or batch_size % world:
-            raise ConfigError(f"data.batch_size: {batch_size} does not split over {world} processes (rank {rank}); "
-                              f"use a multiple of {world} (it is the global batch)")
+            raise ConfigError(
+                f"data.batch_size: {batch_size} does not split over {world} processes (rank {rank}); "
+                f"use a multiple of {world} (it is the global batch)"
+            )
         self.rank, self.world = rank, world
         self.split, self.device, self.workers, self.prefetch = split, torch.device(device), workers, prefetch
         self.dataset = FileImages(split)
@@ -356,15 +415,20 @@ class StreamBatches(ShuffledEpochs):
     def part(self, idx: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous rows of a global batch of indices (all of them in one process)."""
         n = idx.numel() // self.world
-        return idx[self.rank * n:(self.rank + 1) * n]
+        return idx[self.rank * n : (self.rank + 1) * n]
 
     def _start(self, cursor: ShuffledEpochs) -> None:
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=_Lookahead(cursor, self.part), num_workers=self.workers, collate_fn=_collate,
-            pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch if self.workers else None,
+            self.dataset,
+            batch_sampler=_Lookahead(cursor, self.part),
+            num_workers=self.workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=self.prefetch if self.workers else None,
             persistent_workers=False,
             # its base seed is drawn from this generator, not from the global RNG that training draws noise from
-            generator=torch.Generator().manual_seed(0))
+            generator=torch.Generator().manual_seed(0),
+        )
         self._it = iter(loader)
 
     def close(self) -> None:

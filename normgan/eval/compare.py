@@ -48,8 +48,17 @@ COLUMNS = (
     ("diversity", "diversity"),
 )
 #: config keys (exact, or prefixes ending in ".") that do not change the trained model: ignored when grouping
-IGNORED_KEYS = ("train.seed", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
-                "train.device", "train.threads", "train.num_samples", "eval.")
+IGNORED_KEYS = (
+    "train.seed",
+    "train.log_every",
+    "train.sample_every",
+    "train.checkpoint_every",
+    "train.tensorboard",
+    "train.device",
+    "train.threads",
+    "train.num_samples",
+    "eval.",
+)
 #: config sections whose second key names a term (``regularizers.r1.weight`` belongs to term ``r1``)
 TERM_SECTIONS = ("regularizers", "constraints")
 #: longest value shown in a group label; longer ones are cut with "…"
@@ -168,9 +177,22 @@ def aggregate(values: Sequence[Optional[float]]) -> tuple[Optional[float], Optio
     return float(x.mean()), (float(x.std(ddof=1)) if len(x) > 1 else None)
 
 
-def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", metrics: Sequence[str] = METRIC_NAMES,
-                 reference: str = "test", checkpoint: str = "last.pt", ema: bool = True, device="cpu", seed: int = 0,
-                 cache_dir=None, out=None, reuse: bool = True, progress=False) -> dict:
+def compare_runs(
+    runs: Sequence,
+    *,
+    n: int = 5000,
+    features: str = "domain",
+    metrics: Sequence[str] = METRIC_NAMES,
+    reference: str = "test",
+    checkpoint: str = "last.pt",
+    ema: bool = True,
+    device="cpu",
+    seed: int = 0,
+    cache_dir=None,
+    out=None,
+    reuse: bool = True,
+    progress=False,
+) -> dict:
     """Evaluate every run at the same ``n`` and aggregate by seed group.
 
     Returns ``{"groups": rows, "runs": per-run results, "n", "features", "reference"}`` where each
@@ -194,8 +216,9 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
         key = Path(r).resolve()
         if key in seen:
             same = f"'{r}'" if str(seen[key]) == str(r) else f"'{seen[key]}' and '{r}'"
-            raise UserError(f"run folder {same} given twice ({key}): one run would count as two seeds; "
-                            "give each run once")
+            raise UserError(
+                f"run folder {same} given twice ({key}): one run would count as two seeds; give each run once"
+            )
         seen[key] = r
     groups = group_runs(runs, checkpoint=checkpoint)  # fail on bad configs/checkpoints before any evaluation
     for g in groups:
@@ -203,21 +226,41 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
         if task in TASK_INFO:
             TASK_INFO.get(task).require_noise_samples(g["runs"][0])
     # progress starts once every run folder has been checked, so a bad input is still one line
-    say(f"{len(runs)} run folder{'s' if len(runs) != 1 else ''} in {len(groups)} group{'s' if len(groups) != 1 else ''}; "
-        f"evaluating each at N={n}")
+    say(
+        f"{len(runs)} run folder{'s' if len(runs) != 1 else ''} in {len(groups)} group{'s' if len(groups) != 1 else ''}; "
+        f"evaluating each at N={n}"
+    )
     per_run = {}
     for i, r in enumerate(runs, 1):
         say(f"evaluating run {i}/{len(runs)}: {r} (N={n}, features={features})")
-        res = evaluate_run(r, n=n, features=features, metrics=metrics, reference=reference, checkpoint=checkpoint,
-                           ema=ema, device=device, seed=seed, cache_dir=cache_dir, reuse=reuse)
+        res = evaluate_run(
+            r,
+            n=n,
+            features=features,
+            metrics=metrics,
+            reference=reference,
+            checkpoint=checkpoint,
+            ema=ema,
+            device=device,
+            seed=seed,
+            cache_dir=cache_dir,
+            reuse=reuse,
+        )
         if res.get("reused"):
             say(f"  reused {res.get('path', 'its saved evaluation')}")
         per_run[str(r)] = res
     rows = []
     for g in groups:
         results = [per_run[r] for r in g["runs"]]
-        row = {"group": g["name"], "runs": g["runs"], "seeds": g["seeds"], "n_runs": len(g["runs"]), "step": g["step"],
-               "steps": [res.get("step") for res in results], "values": {}}
+        row = {
+            "group": g["name"],
+            "runs": g["runs"],
+            "seeds": g["seeds"],
+            "n_runs": len(g["runs"]),
+            "step": g["step"],
+            "steps": [res.get("step") for res in results],
+            "values": {},
+        }
         for key, _ in COLUMNS:
             vals = [res.get(key) for res in results]
             if all(v is None for v in vals):
@@ -225,8 +268,15 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
             row["values"][key] = vals
             row[f"{key}_mean"], row[f"{key}_std"] = aggregate(vals)
         rows.append(row)
-    table = {"groups": rows, "runs": per_run, "n": n, "features": features, "reference": reference, "seed": seed,
-             "metrics": list(metrics)}
+    table = {
+        "groups": rows,
+        "runs": per_run,
+        "n": n,
+        "features": features,
+        "reference": reference,
+        "seed": seed,
+        "metrics": list(metrics),
+    }
     if out is not None:
         out = Path(out)
         say(f"writing {out / 'compare.json'} and compare.md")
@@ -234,11 +284,18 @@ def compare_runs(runs: Sequence, *, n: int = 5000, features: str = "domain", met
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create output folder '{out}': {e.strerror}; choose another --out") from None
-        header = (f"# normgan compare\n\nN={n} generated samples per run, features={features}, "
-                  f"reference={reference} split, seed={seed}; mean ± std (ddof=1) over the seeds of each group "
-                  "(runs of one config at one checkpoint step, distinct seeds).\n\n")
-        _write_together(out, {"compare.json": json.dumps(table, indent=2, sort_keys=True, default=str) + "\n",
-                              "compare.md": header + format_markdown(rows) + "\n"})
+        header = (
+            f"# normgan compare\n\nN={n} generated samples per run, features={features}, "
+            f"reference={reference} split, seed={seed}; mean ± std (ddof=1) over the seeds of each group "
+            "(runs of one config at one checkpoint step, distinct seeds).\n\n"
+        )
+        _write_together(
+            out,
+            {
+                "compare.json": json.dumps(table, indent=2, sort_keys=True, default=str) + "\n",
+                "compare.md": header + format_markdown(rows) + "\n",
+            },
+        )
         table["out"] = str(out)
     return table
 
@@ -278,8 +335,10 @@ def _write_together(folder: Path, files: dict) -> None:
                 pass
         why = e.strerror or str(e)
         fix = "free some space" if e.errno == errno.ENOSPC else "make it writable"
-        raise UserError(f"cannot write '{target}': {why}; {fix} or choose another --out (the previous "
-                        f"{' and '.join(files)} in '{folder}', if any, are unchanged)") from None
+        raise UserError(
+            f"cannot write '{target}': {why}; {fix} or choose another --out (the previous "
+            f"{' and '.join(files)} in '{folder}', if any, are unchanged)"
+        ) from None
 
 
 def _cell(row: dict, key: str) -> str:

@@ -125,7 +125,9 @@ def oscillation(rows: Sequence[dict], key: str = "loss/G") -> Optional[float]:
 
 def d_saturation(rows: Sequence[dict], *, threshold: float = SATURATION) -> Optional[float]:
     """Fraction of rows (having both accuracies) where d/real_acc and d/fake_acc are both >= threshold."""
-    both = [(as_float(r["d/real_acc"]), as_float(r["d/fake_acc"])) for r in rows if "d/real_acc" in r and "d/fake_acc" in r]
+    both = [
+        (as_float(r["d/real_acc"]), as_float(r["d/fake_acc"])) for r in rows if "d/real_acc" in r and "d/fake_acc" in r
+    ]
     if not both:
         return None
     return sum(1 for a, b in both if a >= threshold and b >= threshold) / len(both)
@@ -141,7 +143,14 @@ def grad_spikes(rows: Sequence[dict], key: str, *, k: float = SPIKE_K) -> Option
     mad = float(np.median(np.abs(x - med)))
     thr = med + k * mad
     hit = [s for s, v in zip(steps, values) if v > thr]
-    return {"count": len(hit), "fraction": len(hit) / len(values), "threshold": thr, "median": med, "mad": mad, "steps": hit}
+    return {
+        "count": len(hit),
+        "fraction": len(hit) / len(values),
+        "threshold": thr,
+        "median": med,
+        "mad": mad,
+        "steps": hit,
+    }
 
 
 def convergence_step(rows: Sequence[dict], key: str = "eval/fid", *, tol: float = CONVERGENCE_TOL) -> Optional[dict]:
@@ -160,8 +169,9 @@ def convergence_step(rows: Sequence[dict], key: str = "eval/fid", *, tol: float 
     return {"metric": key, "step": at, "final": final, "first_step": steps[0], "last_step": steps[-1]}
 
 
-def mode_collapse(rows: Sequence[dict], *, coverage_key: str = "eval/class_coverage",
-                  diversity_key: str = "eval/diversity") -> Optional[dict]:
+def mode_collapse(
+    rows: Sequence[dict], *, coverage_key: str = "eval/class_coverage", diversity_key: str = "eval/diversity"
+) -> Optional[dict]:
     """Last/min class coverage and diversity from eval rows; ``suspected`` if the last coverage
     < 0.8 or the last diversity < 0.5.  None when no row carries either (a paired run logs
     ``eval/dropout_diversity`` instead, near 0 by design)."""
@@ -186,7 +196,14 @@ def _explosion(rows: Sequence[dict], key: str, *, window: int) -> Optional[dict]
     w = max(1, min(window, len(x) // 3))
     m_first, m_last = float(np.median(x[:w])), float(np.median(x[-w:]))
     thr = max(EXPLOSION_FLOOR, EXPLOSION_FACTOR * min(max(m_first, 1.0), EXPLOSION_CAP))
-    out = {"key": key, "first_median": m_first, "last_median": m_last, "threshold": thr, "window": w, "exploded": m_last > thr}
+    out = {
+        "key": key,
+        "first_median": m_first,
+        "last_median": m_last,
+        "threshold": thr,
+        "window": w,
+        "exploded": m_last > thr,
+    }
     if out["exploded"]:
         i = int(np.argmax(x > thr))
         out.update(step=steps[i], value=values[i])
@@ -207,7 +224,9 @@ def divergence(rows: Sequence[dict], *, keys: Sequence[str] = ("loss/G", "loss/D
         for k, v in r.items():
             if k == "step" or k.startswith("eval/") or isinstance(v, bool):
                 continue
-            if isinstance(v, (int, float)) or (isinstance(v, str) and v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")):
+            if isinstance(v, (int, float)) or (
+                isinstance(v, str) and v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")
+            ):
                 x = as_float(v)
                 if not math.isfinite(x):
                     step = int(r.get("step", 0))
@@ -222,16 +241,25 @@ def divergence(rows: Sequence[dict], *, keys: Sequence[str] = ("loss/G", "loss/D
             continue
         losses[k] = {n: e[n] for n in ("first_median", "last_median", "threshold", "window", "exploded")}
         if e["exploded"]:
-            found.append((e["step"], 1, k, "explosion",
-                          f"|{k}| reached {abs(e['value']):.3g} at step {e['step']} (median of the last {e['window']} "
-                          f"logged rows {e['last_median']:.3g} > threshold {e['threshold']:.3g})"))
+            found.append(
+                (
+                    e["step"],
+                    1,
+                    k,
+                    "explosion",
+                    f"|{k}| reached {abs(e['value']):.3g} at step {e['step']} (median of the last {e['window']} "
+                    f"logged rows {e['last_median']:.3g} > threshold {e['threshold']:.3g})",
+                )
+            )
     if not found:
         return {"detected": False, "step": None, "key": None, "kind": None, "reason": None, "losses": losses}
     step, _, key, kind, reason = min(found, key=lambda f: (f[0], f[1]))
     return {"detected": True, "step": step, "key": key, "kind": kind, "reason": reason, "losses": losses}
 
 
-def pixel_diversity(run, *, n: int = PIXEL_SAMPLES, seed: int = 0, checkpoint: str = "last.pt", device: str = "cpu") -> dict:
+def pixel_diversity(
+    run, *, n: int = PIXEL_SAMPLES, seed: int = 0, checkpoint: str = "last.pt", device: str = "cpu"
+) -> dict:
     """Mean pairwise pixel distance of ``n`` EMA-generator images over that of ``n`` training images.
 
     Generated: :func:`normgan.inference.sample.sample_images` with noise seed ``seed``; real: the first ``n``
@@ -244,8 +272,8 @@ def pixel_diversity(run, *, n: int = PIXEL_SAMPLES, seed: int = 0, checkpoint: s
 
     from normgan.data import batch_to_float
     from normgan.eval.evaluation import reference_dataset
-    from normgan.metrics.functional import mean_pairwise_distance
     from normgan.inference.sample import load_generator, sample_images
+    from normgan.metrics.functional import mean_pairwise_distance
 
     G, cfg = load_generator(run, ema=True, device=device, checkpoint=checkpoint)
     fake = sample_images(G, n=n, seed=seed)
@@ -254,8 +282,13 @@ def pixel_diversity(run, *, n: int = PIXEL_SAMPLES, seed: int = 0, checkpoint: s
     real = batch_to_float(train.images[idx])
     d_fake, d_real = mean_pairwise_distance(fake, max_samples=n), mean_pairwise_distance(real, max_samples=n)
     ratio = d_fake / d_real if d_real > 0 else float("nan")
-    return {"ratio": ratio, "generated": d_fake, "real": d_real, "n": int(min(n, len(fake), len(real))),
-            "suspected": bool(ratio < PIXEL_DIVERSITY_ALARM)}
+    return {
+        "ratio": ratio,
+        "generated": d_fake,
+        "real": d_real,
+        "n": int(min(n, len(fake), len(real))),
+        "suspected": bool(ratio < PIXEL_DIVERSITY_ALARM),
+    }
 
 
 def summarize_rows(rows: Sequence[dict], *, window: int = 10, eval_key: str = "eval/fid") -> dict:
@@ -344,8 +377,12 @@ def pick_eval_series(files: Sequence[dict]) -> Optional[dict]:
         rows[f["step"]] = {"step": f["step"], **{f"eval/{k}": v for k, v in f["values"].items() if k != "step"}}
         used.append(f["file"])
     ignored += [f["file"] for k, fs in groups.items() if k != key for f in fs]
-    return {"label": options_label(chosen[0]["options"]), "rows": [rows[s] for s in sorted(rows)], "files": used,
-            "ignored": sorted(ignored)}
+    return {
+        "label": options_label(chosen[0]["options"]),
+        "rows": [rows[s] for s in sorted(rows)],
+        "files": used,
+        "ignored": sorted(ignored),
+    }
 
 
 def _eval_file_rows(run: Path) -> list[dict]:
@@ -390,13 +427,17 @@ def read_rows(path, *, skip_bad: bool = False) -> tuple[list[dict], list[tuple[i
     ``bad``); an unreadable file (permissions, a folder in its place) raises one as well."""
     path = Path(path)
     if path.exists() and not path.is_file():
-        raise UserError(f"'{path}' is not a file (a folder or a device is in its place); restore the run's "
-                        "metrics.jsonl (normgan train writes it)")
+        raise UserError(
+            f"'{path}' is not a file (a folder or a device is in its place); restore the run's "
+            "metrics.jsonl (normgan train writes it)"
+        )
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise UserError(f"cannot read '{path}': {e.strerror or e}; make it readable (chmod u+r) or restore it") from None
+        raise UserError(
+            f"cannot read '{path}': {e.strerror or e}; make it readable (chmod u+r) or restore it"
+        ) from None
     lines = data.split(b"\n")
     torn_ok = not data.endswith(b"\n")
     rows, bad = [], []
@@ -413,10 +454,15 @@ def read_rows(path, *, skip_bad: bool = False) -> tuple[list[dict], list[tuple[i
             bad.append((i, why))
     if bad and not skip_bad:
         i, why = bad[0]
-        more = (f" ({len(bad)} damaged lines in all: {', '.join(str(b[0]) for b in bad[:8])}{' …' if len(bad) > 8 else ''})"
-                if len(bad) > 1 else "")
-        raise UserError(f"'{path}' line {i} {why}{more}; repair or delete the damaged line{'s' if len(bad) > 1 else ''}, "
-                        "or pass --skip-bad-lines to diagnose the other rows")
+        more = (
+            f" ({len(bad)} damaged lines in all: {', '.join(str(b[0]) for b in bad[:8])}{' …' if len(bad) > 8 else ''})"
+            if len(bad) > 1
+            else ""
+        )
+        raise UserError(
+            f"'{path}' line {i} {why}{more}; repair or delete the damaged line{'s' if len(bad) > 1 else ''}, "
+            "or pass --skip-bad-lines to diagnose the other rows"
+        )
     return rows, bad
 
 
@@ -439,8 +485,10 @@ def summarize_run(run, *, window: int = 10, pixels: bool = True, skip_bad: bool 
     rows, bad = read_rows(path, skip_bad=skip_bad)
     if not rows:
         what = f"{len(bad)} damaged line{'s' if len(bad) != 1 else ''} and no readable row" if bad else "no logged rows"
-        raise UserError(f"'{path}' has {what}: nothing logged yet (the run has not reached its first train.log_every "
-                        "step), so there is nothing to diagnose; diagnose it once training has logged")
+        raise UserError(
+            f"'{path}' has {what}: nothing logged yet (the run has not reached its first train.log_every "
+            "step), so there is nothing to diagnose; diagnose it once training has logged"
+        )
     found = eval_file_results(run)
     pick = None
     if not any(k.startswith("eval/") for r in rows for k in r):
@@ -454,11 +502,19 @@ def summarize_run(run, *, window: int = 10, pixels: bool = True, skip_bad: bool 
     if pick:
         out["convergence"] = convergence_step(pick["rows"])
         out["mode_collapse"] = mode_collapse(pick["rows"])
-        out["eval_files"] = {"used": pick["label"], "files": pick["files"], "ignored": pick["ignored"],
-                             "unreadable": found["unreadable"]}
+        out["eval_files"] = {
+            "used": pick["label"],
+            "files": pick["files"],
+            "ignored": pick["ignored"],
+            "unreadable": found["unreadable"],
+        }
     elif found["files"] or found["unreadable"]:
-        out["eval_files"] = {"used": None, "files": [], "ignored": [f["file"] for f in found["files"]],
-                             "unreadable": found["unreadable"]}
+        out["eval_files"] = {
+            "used": None,
+            "files": [],
+            "ignored": [f["file"] for f in found["files"]],
+            "unreadable": found["unreadable"],
+        }
     out["pixel_diversity"] = None
     if pixels and (run / "checkpoints" / "last.pt").is_file():
         try:
@@ -482,53 +538,84 @@ def _f(v, fmt: str = ".4g") -> str:
 
 def format_summary(s: dict) -> str:
     """A readable multi-line report of :func:`summarize_run`'s dict."""
-    lines = [f"run {s.get('run', '?')}: {s['rows']} logged rows, steps {s['first_step']}..{s['last_step']}"
-             + (f", {s['nonfinite_values']} non-finite values" if s["nonfinite_values"] else "")]
+    lines = [
+        f"run {s.get('run', '?')}: {s['rows']} logged rows, steps {s['first_step']}..{s['last_step']}"
+        + (f", {s['nonfinite_values']} non-finite values" if s["nonfinite_values"] else "")
+    ]
     skipped = s.get("skipped_lines") or []
     if skipped:
-        lines.append(f"  skipped {len(skipped)} damaged line{'s' if len(skipped) != 1 else ''} of metrics.jsonl "
-                     f"(line {', '.join(str(b['line']) for b in skipped[:8])}{' …' if len(skipped) > 8 else ''}: "
-                     f"{skipped[0]['reason']}{' …' if len(skipped) > 1 else ''})")
+        lines.append(
+            f"  skipped {len(skipped)} damaged line{'s' if len(skipped) != 1 else ''} of metrics.jsonl "
+            f"(line {', '.join(str(b['line']) for b in skipped[:8])}{' …' if len(skipped) > 8 else ''}: "
+            f"{skipped[0]['reason']}{' …' if len(skipped) > 1 else ''})"
+        )
     ef = s.get("eval_files")
     if ef and ef.get("used"):
-        text = (f"  evaluations: {len(ef['files'])} eval/*.json file{'s' if len(ef['files']) != 1 else ''} of one series "
-                f"({ef['used']})")
+        text = (
+            f"  evaluations: {len(ef['files'])} eval/*.json file{'s' if len(ef['files']) != 1 else ''} of one series "
+            f"({ef['used']})"
+        )
         if ef["ignored"]:
-            text += (f"; not used: {len(ef['ignored'])} with other options ({', '.join(ef['ignored'][:4])}"
-                     f"{' …' if len(ef['ignored']) > 4 else ''})")
+            text += (
+                f"; not used: {len(ef['ignored'])} with other options ({', '.join(ef['ignored'][:4])}"
+                f"{' …' if len(ef['ignored']) > 4 else ''})"
+            )
         lines.append(text)
     elif ef and ef.get("ignored"):
-        lines.append(f"  evaluations: from metrics.jsonl; {len(ef['ignored'])} eval/*.json file"
-                     f"{'s' if len(ef['ignored']) != 1 else ''} of normgan eval not used")
+        lines.append(
+            f"  evaluations: from metrics.jsonl; {len(ef['ignored'])} eval/*.json file"
+            f"{'s' if len(ef['ignored']) != 1 else ''} of normgan eval not used"
+        )
     if ef and ef.get("unreadable"):
         lines.append(f"  unreadable evaluation files skipped: {', '.join(ef['unreadable'][:4])}")
     for k, lv in s["loss_variance"].items():
-        lines.append(f"  {k} variance (window {lv['window']}): mean {_f(lv['mean'])}, max {_f(lv['max'])}" if lv
-                     else f"  {k} variance: n/a (fewer rows than the window)")
+        lines.append(
+            f"  {k} variance (window {lv['window']}): mean {_f(lv['mean'])}, max {_f(lv['max'])}"
+            if lv
+            else f"  {k} variance: n/a (fewer rows than the window)"
+        )
     osc = s["oscillation"]
-    lines.append(f"  oscillation (sign changes of the first difference, %): loss/G {_f(osc['loss/G'], '.1f')}, "
-                 f"loss/D {_f(osc['loss/D'], '.1f')}  (0 monotone, ~67 noise, 100 alternating)")
+    lines.append(
+        f"  oscillation (sign changes of the first difference, %): loss/G {_f(osc['loss/G'], '.1f')}, "
+        f"loss/D {_f(osc['loss/D'], '.1f')}  (0 monotone, ~67 noise, 100 alternating)"
+    )
     sat = s["d_saturation"]
-    lines.append(f"  D saturation (real and fake accuracy >= 0.99): {'n/a' if sat is None else f'{100 * sat:.1f}% of rows'}")
+    lines.append(
+        f"  D saturation (real and fake accuracy >= 0.99): {'n/a' if sat is None else f'{100 * sat:.1f}% of rows'}"
+    )
     for k, g in s["grad_spikes"].items():
-        lines.append(f"  {k} spikes (> median + 5 MAD = {_f(g['threshold'])}): {g['count']}"
-                     + (f" at steps {', '.join(map(str, g['steps'][:10]))}{' ...' if g['count'] > 10 else ''}" if g["count"] else "")
-                     if g else f"  {k} spikes: n/a (not logged)")
+        lines.append(
+            f"  {k} spikes (> median + 5 MAD = {_f(g['threshold'])}): {g['count']}"
+            + (
+                f" at steps {', '.join(map(str, g['steps'][:10]))}{' ...' if g['count'] > 10 else ''}"
+                if g["count"]
+                else ""
+            )
+            if g
+            else f"  {k} spikes: n/a (not logged)"
+        )
     c = s["convergence"]
-    lines.append(f"  convergence: {c['metric']} within 10% of its final {_f(c['final'])} from step {c['step']}" if c
-                 else "  convergence: n/a (no eval/fid rows; run normgan eval or enable periodic evaluation)")
+    lines.append(
+        f"  convergence: {c['metric']} within 10% of its final {_f(c['final'])} from step {c['step']}"
+        if c
+        else "  convergence: n/a (no eval/fid rows; run normgan eval or enable periodic evaluation)"
+    )
     m = s["mode_collapse"]
     pix = s.get("pixel_diversity") or {}
     if m:
         parts = []
         if "class_coverage_last" in m:
-            parts.append(f"class coverage {_f(m['class_coverage_last'], '.2f')} (min {_f(m['class_coverage_min'], '.2f')})")
+            parts.append(
+                f"class coverage {_f(m['class_coverage_last'], '.2f')} (min {_f(m['class_coverage_min'], '.2f')})"
+            )
         if "diversity_last" in m:
             parts.append(f"diversity {_f(m['diversity_last'], '.2f')} (min {_f(m['diversity_min'], '.2f')})")
         if "pixel_diversity_ratio" in m:
             k = pix.get("n", PIXEL_SAMPLES)
-            parts.append(f"pixel diversity ratio {_f(m['pixel_diversity_ratio'], '.2f')}: {k} EMA samples vs {k} training "
-                         f"images, suspect below {PIXEL_DIVERSITY_ALARM}")
+            parts.append(
+                f"pixel diversity ratio {_f(m['pixel_diversity_ratio'], '.2f')}: {k} EMA samples vs {k} training "
+                f"images, suspect below {PIXEL_DIVERSITY_ALARM}"
+            )
         lines.append(f"  mode collapse: {'SUSPECTED' if m['suspected'] else 'not detected'} (" + "; ".join(parts) + ")")
     elif "error" in pix:
         lines.append(f"  mode collapse: n/a (no eval rows, and the pixel check failed: {pix['error']})")
@@ -536,6 +623,9 @@ def format_summary(s: dict) -> str:
         lines.append("  mode collapse: n/a (no class_coverage/diversity eval rows and no checkpoints/last.pt)")
     d = s.get("divergence")
     if d is not None:
-        lines.append(f"  divergence: DETECTED at step {d['step']}: {d['reason']}" if d["detected"] else
-                     "  divergence: none (all logged values finite, no loss above its explosion threshold)")
+        lines.append(
+            f"  divergence: DETECTED at step {d['step']}: {d['reason']}"
+            if d["detected"]
+            else "  divergence: none (all logged values finite, no loss above its explosion threshold)"
+        )
     return "\n".join(lines)

@@ -39,10 +39,10 @@ import torch
 from torch import Tensor, nn
 
 from normgan.errors import UserError
-from normgan.runtime.paths import expand_path
 from normgan.eval.metric_info import METRIC_NAMES, REFERENCES, check_eval_args  # noqa: F401  (re-exported)
 from normgan.metrics.functional import DIVERSITY_SAMPLES, class_coverage, mean_pairwise_distance  # noqa: F401
 from normgan.registry import Registry
+from normgan.runtime.paths import expand_path
 from normgan.tasks.info import TASK_INFO
 
 __all__ = [
@@ -96,18 +96,39 @@ def reference_dataset(cfg, split: str = "test"):
     if split not in REFERENCES:
         raise UserError(f"--reference: unknown split {split!r}; use test (held-out, the default) or train")
     if split == "test" and d.holdout <= 0 and not d.folds:
-        raise UserError("the run was trained with data.holdout=0, so it has no held-out split; "
-                        "evaluate against the training images with --reference train")
+        raise UserError(
+            "the run was trained with data.holdout=0, so it has no held-out split; "
+            "evaluate against the training images with --reference train"
+        )
     if should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution):
-        listed = list_split(d.root, resolution=d.resolution, channels=d.channels, split="train" if d.folds else split,
-                            holdout=d.holdout)
-        return listed.fold(folds=d.folds, fold=d.fold, part="heldout" if split == "test" else "fit") if d.folds else listed
+        listed = list_split(
+            d.root, resolution=d.resolution, channels=d.channels, split="train" if d.folds else split, holdout=d.holdout
+        )
+        return (
+            listed.fold(folds=d.folds, fold=d.fold, part="heldout" if split == "test" else "fit") if d.folds else listed
+        )
     if d.folds:
-        train = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
-                             holdout=d.holdout, strict=d.strict, seed=cfg.train.seed)
+        train = load_dataset(
+            name=d.name,
+            root=d.root,
+            resolution=d.resolution,
+            channels=d.channels,
+            split="train",
+            holdout=d.holdout,
+            strict=d.strict,
+            seed=cfg.train.seed,
+        )
         return fold_of(train, d, "heldout" if split == "test" else "fit")
-    return load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split=split,
-                        holdout=d.holdout, strict=d.strict, seed=cfg.train.seed)
+    return load_dataset(
+        name=d.name,
+        root=d.root,
+        resolution=d.resolution,
+        channels=d.channels,
+        split=split,
+        holdout=d.holdout,
+        strict=d.strict,
+        seed=cfg.train.seed,
+    )
 
 
 def checkpoint_step(run, checkpoint: str = "last.pt") -> int:
@@ -121,7 +142,9 @@ def _slug(features: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", features)
 
 
-def eval_path(run, *, step: int, features: str, n: int, reference: str = "test", seed: int = 0, ema: bool = True) -> Path:
+def eval_path(
+    run, *, step: int, features: str, n: int, reference: str = "test", seed: int = 0, ema: bool = True
+) -> Path:
     """``run/eval/eval-step<NNNNNN>-<features>-n<N>.json``; non-default options add suffixes
     ``-ref_train``, ``-seed<S>``, ``-noema`` so that different evaluations never overwrite each other."""
     name = f"eval-step{int(step):06d}-{_slug(features)}-n{int(n)}"
@@ -134,8 +157,17 @@ def eval_path(run, *, step: int, features: str, n: int, reference: str = "test",
     return Path(run) / "eval" / f"{name}.json"
 
 
-def find_eval(run, *, step: int, features: str, n: int, reference: str = "test", seed: int = 0, ema: bool = True,
-              metrics: Iterable[str] = METRIC_NAMES) -> Optional[dict]:
+def find_eval(
+    run,
+    *,
+    step: int,
+    features: str,
+    n: int,
+    reference: str = "test",
+    seed: int = 0,
+    ema: bool = True,
+    metrics: Iterable[str] = METRIC_NAMES,
+) -> Optional[dict]:
     """A previously written evaluation with the same step/features/n/reference/seed/ema that covers
     ``metrics``, or None."""
     path = eval_path(run, step=step, features=features, n=n, reference=reference, seed=seed, ema=ema)
@@ -145,8 +177,14 @@ def find_eval(run, *, step: int, features: str, n: int, reference: str = "test",
         res = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    same = (res.get("step") == step and res.get("n") == n and res.get("features_spec", res.get("features")) == features
-            and res.get("reference") == reference and res.get("seed") == seed and res.get("ema") == ema)
+    same = (
+        res.get("step") == step
+        and res.get("n") == n
+        and res.get("features_spec", res.get("features")) == features
+        and res.get("reference") == reference
+        and res.get("seed") == seed
+        and res.get("ema") == ema
+    )
     if not same or not set(metrics) <= set(res.get("metrics", ())):
         return None
     return res
@@ -178,16 +216,28 @@ def build_extractor(features: str, cfg, *, device, cache_dir, heldout=None, trai
             # the held-out split, or with data.folds the held-out fold; never left to the extractor's
             # own default, which would load the real test split
             heldout = lambda: reference_dataset(cfg, "test")  # noqa: E731  (only if it must train)
-        return build_feature_extractor("domain", data=train, cache_dir=cache_dir, device=device,
-                                       heldout=heldout, seed=0, progress=progress)
+        return build_feature_extractor(
+            "domain", data=train, cache_dir=cache_dir, device=device, heldout=heldout, seed=0, progress=progress
+        )
     return build_feature_extractor(features, data=train, cache_dir=cache_dir, device=device)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def evaluate_generator(G: nn.Module, cfg, *, n: int = 5000, features: str = "domain",
-                       metrics: Sequence[str] = METRIC_NAMES, reference: str = "test", device="cpu", seed: int = 0,
-                       cache_dir=None, batch_size: int = 500, extractor: Optional[nn.Module] = None,
-                       progress: Optional[bool] = None) -> dict:
+def evaluate_generator(
+    G: nn.Module,
+    cfg,
+    *,
+    n: int = 5000,
+    features: str = "domain",
+    metrics: Sequence[str] = METRIC_NAMES,
+    reference: str = "test",
+    device="cpu",
+    seed: int = 0,
+    cache_dir=None,
+    batch_size: int = 500,
+    extractor: Optional[nn.Module] = None,
+    progress: Optional[bool] = None,
+) -> dict:
     """Score generator ``G`` (``G(z)`` with ``z ~ N(0, I)`` of size ``G.z_dim``, images in
     ``[-1, 1]``) against the ``reference`` split of ``cfg``'s dataset: a :class:`PeriodicEvaluator`
     built for this one call (so the numbers equal the training loop's for equal ``n``/``seed``),
@@ -198,8 +248,19 @@ def evaluate_generator(G: nn.Module, cfg, *, n: int = 5000, features: str = "dom
     cached yet is trained here); only the generation and feature extraction run without grad.
     """
     t0 = time.perf_counter()
-    ev = PeriodicEvaluator(cfg, device=device, cache_dir=cache_dir, n=n, features=features, metrics=metrics,
-                           reference=reference, seed=seed, batch_size=batch_size, extractor=extractor, progress=progress)
+    ev = PeriodicEvaluator(
+        cfg,
+        device=device,
+        cache_dir=cache_dir,
+        n=n,
+        features=features,
+        metrics=metrics,
+        reference=reference,
+        seed=seed,
+        batch_size=batch_size,
+        extractor=extractor,
+        progress=progress,
+    )
     res = ev(G)
     res["eval_seconds"] = time.perf_counter() - t0  # reference features included
     res["reference_fingerprint"] = ev.reference_fingerprint
@@ -210,10 +271,23 @@ def evaluate_generator(G: nn.Module, cfg, *, n: int = 5000, features: str = "dom
     return res
 
 
-def evaluate_run(run, *, n: int = 5000, features: str = "domain", metrics: Sequence[str] = METRIC_NAMES,
-                 reference: str = "test", checkpoint: str = "last.pt", ema: bool = True, device="cpu", seed: int = 0,
-                 cache_dir=None, batch_size: int = 500, reuse: bool = False, write: bool = True,
-                 progress: Optional[bool] = None) -> dict:
+def evaluate_run(
+    run,
+    *,
+    n: int = 5000,
+    features: str = "domain",
+    metrics: Sequence[str] = METRIC_NAMES,
+    reference: str = "test",
+    checkpoint: str = "last.pt",
+    ema: bool = True,
+    device="cpu",
+    seed: int = 0,
+    cache_dir=None,
+    batch_size: int = 500,
+    reuse: bool = False,
+    write: bool = True,
+    progress: Optional[bool] = None,
+) -> dict:
     """Evaluate the generator of ``run`` (EMA weights by default) and write
     ``run/eval/eval-step<NNNNNN>-<features>-n<N>.json`` (see :func:`eval_path`).
 
@@ -241,16 +315,38 @@ def evaluate_run(run, *, n: int = 5000, features: str = "domain", metrics: Seque
     step = checkpoint_step(run, checkpoint)
     device = resolve_device(str(device))
     if reuse:
-        old = find_eval(run, step=step, features=features, n=n, reference=reference, seed=seed, ema=ema, metrics=metrics)
+        old = find_eval(
+            run, step=step, features=features, n=n, reference=reference, seed=seed, ema=ema, metrics=metrics
+        )
         if old is not None:
             old["reused"] = True
             return old
     G, cfg = load_generator(run, ema=ema, device=str(device), checkpoint=checkpoint)
     TASK_INFO.get(cfg.task).require_noise_samples(run)
-    res = evaluate_generator(G, cfg, n=n, features=features, metrics=metrics, reference=reference, device=device,
-                             seed=seed, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
-    res.update({"step": step, "run": str(run), "checkpoint": checkpoint, "ema": bool(ema), "seed": int(seed),
-                "features_spec": features, "metrics": list(metrics)})
+    res = evaluate_generator(
+        G,
+        cfg,
+        n=n,
+        features=features,
+        metrics=metrics,
+        reference=reference,
+        device=device,
+        seed=seed,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    res.update(
+        {
+            "step": step,
+            "run": str(run),
+            "checkpoint": checkpoint,
+            "ema": bool(ema),
+            "seed": int(seed),
+            "features_spec": features,
+            "metrics": list(metrics),
+        }
+    )
     if write:
         path = eval_path(run, step=step, features=features, n=n, reference=reference, seed=seed, ema=ema)
         res["path"] = str(path)
@@ -269,27 +365,55 @@ class PeriodicEvaluator:
     Each call forks the RNG: the training RNG stream is untouched.
     """
 
-    def __init__(self, cfg, *, device="cpu", cache_dir=None, n: int = 2000, features: str = "domain",
-                 metrics: Sequence[str] = METRIC_NAMES, reference: str = "test", seed: int = 0,
-                 batch_size: int = 500, extractor: Optional[nn.Module] = None,
-                 progress: Optional[bool] = None) -> None:
+    def __init__(
+        self,
+        cfg,
+        *,
+        device="cpu",
+        cache_dir=None,
+        n: int = 2000,
+        features: str = "domain",
+        metrics: Sequence[str] = METRIC_NAMES,
+        reference: str = "test",
+        seed: int = 0,
+        batch_size: int = 500,
+        extractor: Optional[nn.Module] = None,
+        progress: Optional[bool] = None,
+    ) -> None:
         from normgan.metrics import ReferenceScorer
 
         cfg = _cfg_from_any(cfg)
-        self.metrics = check_eval_args(n=n, features=None if extractor is not None else features, metrics=metrics,
-                                       reference=reference)
+        self.metrics = check_eval_args(
+            n=n, features=None if extractor is not None else features, metrics=metrics, reference=reference
+        )
         self.reference = reference
         self.device = torch.device(device)
         ref = reference_dataset(cfg, reference)
         if len(ref) < 4:
-            raise UserError(f"the {reference} split has {len(ref)} images; the evaluation needs at least 4 (raise data.holdout)")
+            raise UserError(
+                f"the {reference} split has {len(ref)} images; the evaluation needs at least 4 (raise data.holdout)"
+            )
         self.reference_fingerprint, self.n_reference = ref.fingerprint, len(ref)
         if extractor is None:
-            extractor = build_extractor(features, cfg, device=device, cache_dir=default_cache_dir(cache_dir),
-                                        heldout=ref if reference == "test" else None, progress=progress)
+            extractor = build_extractor(
+                features,
+                cfg,
+                device=device,
+                cache_dir=default_cache_dir(cache_dir),
+                heldout=ref if reference == "test" else None,
+                progress=progress,
+            )
         self.extractor = extractor.to(self.device).eval()
-        self.scorer = ReferenceScorer(reference=ref, extractor=self.extractor, n=n, metrics=self.metrics,
-                                      batch_size=batch_size, device=self.device, seed=seed, progress=progress)
+        self.scorer = ReferenceScorer(
+            reference=ref,
+            extractor=self.extractor,
+            n=n,
+            metrics=self.metrics,
+            batch_size=batch_size,
+            device=self.device,
+            seed=seed,
+            progress=progress,
+        )
         self.n, self.seed, self.features = self.scorer.n, self.scorer.seed, self.scorer.features
         self.real_spread = mean_pairwise_distance(self.scorer.real)
         self.heldout_accuracy = getattr(extractor, "heldout_accuracy", None)
@@ -313,17 +437,37 @@ class PeriodicEvaluator:
         return res
 
 
-def make_periodic_evaluator(cfg, *, device="cpu", cache_dir=None, n: int = 2000, features: str = "domain",
-                            metrics: Sequence[str] = METRIC_NAMES, reference: str = "test", seed: int = 0,
-                            batch_size: int = 500, progress: Optional[bool] = None) -> PeriodicEvaluator:
+def make_periodic_evaluator(
+    cfg,
+    *,
+    device="cpu",
+    cache_dir=None,
+    n: int = 2000,
+    features: str = "domain",
+    metrics: Sequence[str] = METRIC_NAMES,
+    reference: str = "test",
+    seed: int = 0,
+    batch_size: int = 500,
+    progress: Optional[bool] = None,
+) -> PeriodicEvaluator:
     """A callable ``evaluator(G) -> dict`` for the training loop: the extractor (domain classifier,
     trained once and cached in ``cache_dir``) and the reference features are prepared here, once;
     each call generates ``n`` images with ``G`` (put in eval mode, restored afterwards) under a
     forked RNG and returns the same keys as :func:`evaluate_generator` (no JSON is written).
     ``progress``: a line and bars on stderr while the classifier trains and the reference features
     are extracted (True, False, or None: when stderr is a terminal)."""
-    return PeriodicEvaluator(cfg, device=device, cache_dir=cache_dir, n=n, features=features, metrics=metrics,
-                             reference=reference, seed=seed, batch_size=batch_size, progress=progress)
+    return PeriodicEvaluator(
+        cfg,
+        device=device,
+        cache_dir=cache_dir,
+        n=n,
+        features=features,
+        metrics=metrics,
+        reference=reference,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 # ------------------------------------------------------------------------------ each task's evaluation
@@ -347,8 +491,23 @@ class TaskEvaluation:
         raise NotImplementedError
 
     @classmethod
-    def score_run(cls, run, *, n: Optional[int], default_n: int, features: str, metrics, reference: str,
-                  split: Optional[str], checkpoint: str, ema: bool, device, seed: int, cache_dir, progress: bool) -> dict:
+    def score_run(
+        cls,
+        run,
+        *,
+        n: Optional[int],
+        default_n: int,
+        features: str,
+        metrics,
+        reference: str,
+        split: Optional[str],
+        checkpoint: str,
+        ema: bool,
+        device,
+        seed: int,
+        cache_dir,
+        progress: bool,
+    ) -> dict:
         raise NotImplementedError
 
     @classmethod
@@ -363,24 +522,69 @@ class UnconditionalEvaluation(TaskEvaluation):
     @classmethod
     def periodic(cls, cfg, *, device="cpu", progress: Optional[bool] = None):
         e = cfg.eval
-        return make_periodic_evaluator(cfg, device=device, cache_dir=e.cache_dir, n=e.n, features=e.features,
-                                       metrics=tuple(e.metrics), reference=e.reference, seed=e.seed, progress=progress)
+        return make_periodic_evaluator(
+            cfg,
+            device=device,
+            cache_dir=e.cache_dir,
+            n=e.n,
+            features=e.features,
+            metrics=tuple(e.metrics),
+            reference=e.reference,
+            seed=e.seed,
+            progress=progress,
+        )
 
     @classmethod
-    def score_run(cls, run, *, n, default_n, features, metrics, reference, split, checkpoint, ema, device, seed, cache_dir,
-                  progress) -> dict:
+    def score_run(
+        cls,
+        run,
+        *,
+        n,
+        default_n,
+        features,
+        metrics,
+        reference,
+        split,
+        checkpoint,
+        ema,
+        device,
+        seed,
+        cache_dir,
+        progress,
+    ) -> dict:
         from normgan.eval.metric_info import check_eval_memory
 
         if split:
-            raise UserError("--split is for paired runs (val or test); "
-                            "an unconditional run is scored against --reference test|train")
+            raise UserError(
+                "--split is for paired runs (val or test); "
+                "an unconditional run is scored against --reference test|train"
+            )
         n = default_n if n is None else n
         metrics = check_eval_args(n=n, features=features, metrics=metrics or "fid,kid,pr,is", reference=reference)
         check_eval_memory(n, features=features, metrics=metrics)
-        return evaluate_run(run, n=n, features=features, metrics=metrics, reference=reference, checkpoint=checkpoint, ema=ema,
-                            device=device, seed=seed, cache_dir=cache_dir, progress=progress)
+        return evaluate_run(
+            run,
+            n=n,
+            features=features,
+            metrics=metrics,
+            reference=reference,
+            checkpoint=checkpoint,
+            ema=ema,
+            device=device,
+            seed=seed,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
 
     @classmethod
     def test(cls, cfg, run_dir, *, device) -> dict:
-        return evaluate_run(run_dir, n=cfg.eval.n, features=cfg.eval.features, metrics=list(cfg.eval.metrics), reference="test",
-                            device=device, seed=cfg.eval.seed, cache_dir=cfg.eval.cache_dir)
+        return evaluate_run(
+            run_dir,
+            n=cfg.eval.n,
+            features=cfg.eval.features,
+            metrics=list(cfg.eval.metrics),
+            reference="test",
+            device=device,
+            seed=cfg.eval.seed,
+            cache_dir=cfg.eval.cache_dir,
+        )

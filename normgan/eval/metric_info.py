@@ -78,8 +78,12 @@ LOWER_IS_BETTER = ("fid", "kid_mean", "lpips", "l1")
 #: the scores the unconditional evaluation can produce and ``eval.best_metric`` may name
 BEST_METRIC_CHOICES = ("fid", "kid_mean", "precision", "recall", "is_mean", "class_coverage", "diversity")
 
-_WHY = {"fid": "a covariance needs 2", "kid": "the unbiased MMD² needs 2",
-        "pr": f"precision/recall with k={PR_K} needs k+1 = {PR_K + 1}", "is": "the Inception Score needs 2"}
+_WHY = {
+    "fid": "a covariance needs 2",
+    "kid": "the unbiased MMD² needs 2",
+    "pr": f"precision/recall with k={PR_K} needs k+1 = {PR_K + 1}",
+    "is": "the Inception Score needs 2",
+}
 
 
 def metric_tuple(metrics) -> tuple:
@@ -114,7 +118,9 @@ def check_paired_metrics(metrics=None) -> Optional[tuple]:
     metrics = metric_tuple(metrics) if metrics is not None else None
     for m in metrics or ():
         if m not in PAIRED_METRIC_NAMES:
-            raise UserError(f"--metrics: unknown metric {m!r} for a paired run; choose from {','.join(PAIRED_METRIC_NAMES)}")
+            raise UserError(
+                f"--metrics: unknown metric {m!r} for a paired run; choose from {','.join(PAIRED_METRIC_NAMES)}"
+            )
     if metrics is not None and not metrics:
         raise UserError(f"--metrics: empty list; give a comma-separated subset of {','.join(PAIRED_METRIC_NAMES)}")
     return metrics
@@ -142,8 +148,9 @@ def check_eval_args(*, n=None, features=None, metrics=None, reference=None) -> O
         if isinstance(n, bool) or not isinstance(n, int) or n < need:
             limiting = max(wanted, key=lambda m: MIN_SAMPLES[m])
             why = f" ({_WHY[limiting]} samples)" if need > 2 else ""
-            raise UserError(f"--n: {n!r} is too small{why}; use at least {need} samples "
-                            f"(5000-10000 for reportable FID)")
+            raise UserError(
+                f"--n: {n!r} is too small{why}; use at least {need} samples (5000-10000 for reportable FID)"
+            )
     if features is not None:
         if not isinstance(features, str) or not features:
             raise UserError(f"--features: bad value {features!r}; use domain, inception or package.module:ClassName")
@@ -151,8 +158,10 @@ def check_eval_args(*, n=None, features=None, metrics=None, reference=None) -> O
             from normgan.metrics.features import FEATURES  # lazy: the registry imports torch
 
             if features not in FEATURES:
-                raise UserError(f"--features: unknown feature extractor {features!r}; choose one of: "
-                                f"{', '.join(FEATURES.names())}, or an import path package.module:ClassName")
+                raise UserError(
+                    f"--features: unknown feature extractor {features!r}; choose one of: "
+                    f"{', '.join(FEATURES.names())}, or an import path package.module:ClassName"
+                )
     if reference is not None and reference not in REFERENCES:
         raise UserError(f"--reference: unknown split {reference!r}; use test (held-out, the default) or train")
     return metrics
@@ -172,8 +181,9 @@ def eval_memory_bytes(n: int, features: str = "domain", metrics=METRIC_NAMES) ->
     return 2 * int(n) * per * 8
 
 
-def check_eval_memory(n: int, *, features: str = "domain", metrics=METRIC_NAMES, available: Optional[int] = None,
-                      option: str = "--n") -> None:
+def check_eval_memory(
+    n: int, *, features: str = "domain", metrics=METRIC_NAMES, available: Optional[int] = None, option: str = "--n"
+) -> None:
     """A one-line :class:`UserError` when :func:`eval_memory_bytes` of ``n`` exceeds the memory
     available (``available``, default :func:`available_memory`; unknown: no check), naming
     ``option``, the estimated size and the fix."""
@@ -184,9 +194,11 @@ def check_eval_memory(n: int, *, features: str = "domain", metrics=METRIC_NAMES,
     d, logits = FEATURE_SIZES.get(features, FEATURE_SIZES["domain"])
     per = d + (logits if "is" in metric_tuple(metrics) else 0)
     least = "" if features in FEATURE_SIZES else "at least "
-    raise UserError(f"{option}: {n} samples need {least}{format_bytes(need)} of memory for their {features} features "
-                    f"({n} × {per} float64 values, twice while gathered), more than the {format_bytes(available)} available; "
-                    f"use a smaller {option} (5000-10000 is usual for FID, 50000 the most in the literature)")
+    raise UserError(
+        f"{option}: {n} samples need {least}{format_bytes(need)} of memory for their {features} features "
+        f"({n} × {per} float64 values, twice while gathered), more than the {format_bytes(available)} available; "
+        f"use a smaller {option} (5000-10000 is usual for FID, 50000 the most in the literature)"
+    )
 
 
 def check_paired_best_metric(*, best_metric: str, metrics) -> str:
@@ -194,8 +206,10 @@ def check_paired_best_metric(*, best_metric: str, metrics) -> str:
     else a one-line :class:`UserError`."""
     metrics = metric_tuple(metrics)
     if best_metric not in metrics:
-        raise UserError(f"eval.best_metric: {best_metric!r} is not among eval.metrics [{', '.join(metrics)}] of this paired run, "
-                        f"so best.pt would never be written; choose one of: {', '.join(metrics)}")
+        raise UserError(
+            f"eval.best_metric: {best_metric!r} is not among eval.metrics [{', '.join(metrics)}] of this paired run, "
+            f"so best.pt would never be written; choose one of: {', '.join(metrics)}"
+        )
     return best_metric
 
 
@@ -208,13 +222,17 @@ def check_best_metric(*, best_metric: str, metrics) -> str:
     """
     metrics = metric_tuple(metrics)
     if best_metric not in BEST_METRIC_CHOICES:
-        raise UserError(f"eval.best_metric: unknown score {best_metric!r}; choose one of: {', '.join(BEST_METRIC_CHOICES)}")
+        raise UserError(
+            f"eval.best_metric: unknown score {best_metric!r}; choose one of: {', '.join(BEST_METRIC_CHOICES)}"
+        )
     if best_metric in produced_keys(metrics):
         return best_metric
     group = next(m for m, keys in RESULT_KEYS.items() if best_metric in keys)
     available = [k for k in produced_keys(metrics) if k in BEST_METRIC_CHOICES]
-    raise UserError(f"eval.best_metric: {best_metric!r} is not produced by eval.metrics [{', '.join(metrics)}], so best.pt "
-                    f"would never be written; add {group} to eval.metrics or choose one of: {', '.join(available)}")
+    raise UserError(
+        f"eval.best_metric: {best_metric!r} is not produced by eval.metrics [{', '.join(metrics)}], so best.pt "
+        f"would never be written; add {group} to eval.metrics or choose one of: {', '.join(available)}"
+    )
 
 
 def metric_direction(metric: str) -> str:
@@ -258,7 +276,9 @@ def floor_text(res: dict) -> str:
     if fn is not None and fn != n:
         total = res.get("n_reference")
         has = f"has {total} images" if total is not None else "is too small"
-        text += f": the {_split_name(res)} {has}, too few for two disjoint sets of {n} (a floor at N={n} would be lower)"
+        text += (
+            f": the {_split_name(res)} {has}, too few for two disjoint sets of {n} (a floor at N={n} would be lower)"
+        )
     return text
 
 
@@ -268,12 +288,16 @@ def kid_text(res: dict) -> str:
     instead of printing their spread (subsets as large as N gave a meaningless ± 1e-16)."""
     m, std, size, k = res.get("kid_mean"), res.get("kid_std"), res.get("kid_subset_size"), res.get("kid_subsets")
     if size is None:
-        return (f"KID {_fmt(m)} (subset size not recorded: an evaluation saved by an older normgan; "
-                "re-evaluate for its spread)")
+        return (
+            f"KID {_fmt(m)} (subset size not recorded: an evaluation saved by an older normgan; "
+            "re-evaluate for its spread)"
+        )
     if std is None:
         return f"KID {_fmt(m)} (one estimate on all {size} samples per set: too few for differing subsets, no spread)"
-    return (f"KID {_fmt(m)} ± {_fmt(std, '.2g')} (population std over {k} subsets of {size} samples per set, "
-            "drawn without replacement)")
+    return (
+        f"KID {_fmt(m)} ± {_fmt(std, '.2g')} (population std over {k} subsets of {size} samples per set, "
+        "drawn without replacement)"
+    )
 
 
 def format_eval(res: dict, *, metrics=None) -> str:
@@ -281,17 +305,20 @@ def format_eval(res: dict, *, metrics=None) -> str:
     given): only their lines are printed, even when ``res`` holds more (a reused result computed
     with more groups); class coverage and diversity, which every evaluation computes, are always
     printed.  The JSON keeps everything."""
-    lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} "
-             f"({'EMA' if res.get('ema', True) else 'raw'} generator), reference: {res.get('reference')} split "
-             f"({res.get('n_reference', '?')} images)"]
-    feats, n = res.get("features"), res.get("n")
+    lines = [
+        f"run {res.get('run', '?')} at step {res.get('step', '?')} "
+        f"({'EMA' if res.get('ema', True) else 'raw'} generator), reference: {res.get('reference')} split "
+        f"({res.get('n_reference', '?')} images)"
+    ]
+    feats = res.get("features")
     if metrics is not None:
         keep = {k for m in metrics for k in RESULT_KEYS.get(m, ())}
-        res = {k: v for k, v in res.items()
-               if k in keep or not any(k in keys for keys in RESULT_KEYS.values())}
+        res = {k: v for k, v in res.items() if k in keep or not any(k in keys for keys in RESULT_KEYS.values())}
     if "fid" in res:
-        lines.append(f"FID {_fmt(res['fid'], '.1f' if res['fid'] >= 10 else '.3g')} ({_sizes(res)}, features={feats}, "
-                     f"{floor_text(res)})")
+        lines.append(
+            f"FID {_fmt(res['fid'], '.1f' if res['fid'] >= 10 else '.3g')} ({_sizes(res)}, features={feats}, "
+            f"{floor_text(res)})"
+        )
     if "kid_mean" in res:
         lines.append(kid_text(res))
     if "precision" in res:
@@ -306,8 +333,10 @@ def format_eval(res: dict, *, metrics=None) -> str:
     if extra:
         lines.append(", ".join(extra))
     if feats == "domain":
-        lines.append(f"domain classifier held-out accuracy {_fmt(res.get('domain_heldout_accuracy'), '.4f')} "
-                     "(domain FID is comparable only with domain FID of the same dataset)")
+        lines.append(
+            f"domain classifier held-out accuracy {_fmt(res.get('domain_heldout_accuracy'), '.4f')} "
+            "(domain FID is comparable only with domain FID of the same dataset)"
+        )
     if res.get("path"):
         lines.append(f"written to {res['path']}" + (" (reused)" if res.get("reused") else ""))
     return "\n".join(lines)
@@ -320,6 +349,7 @@ def format_paired(res: dict) -> str:
     trivial baseline of those among psnr/ssim/l1; ``sharpness_ratio`` and ``dropout_diversity``
     (always computed) are printed when every metric was asked for (the default).  Everything
     computed stays in the JSON (``--json``, ``eval/*.json``)."""
+
     def f(key, fmt=".4f"):
         v = res.get(key)
         return "n/a" if v is None else format(v, fmt)
@@ -332,16 +362,24 @@ def format_paired(res: dict) -> str:
 
     asked = tuple(res.get("metrics") or PAIRED_METRIC_NAMES)
     everything = set(PAIRED_METRIC_NAMES) <= set(asked)
-    lines = [f"run {res.get('run', '?')} at step {res.get('step', '?')} ({'EMA' if res.get('ema', True) else 'raw'} generator), "
-             f"{res.get('split')} split of {res.get('dataset', '?')} ({_pairs_text(res)})"]
+    lines = [
+        f"run {res.get('run', '?')} at step {res.get('step', '?')} ({'EMA' if res.get('ema', True) else 'raw'} generator), "
+        f"{res.get('split')} split of {res.get('dataset', '?')} ({_pairs_text(res)})"
+    ]
     shown = {"psnr": f"PSNR {f('psnr', '.2f')} dB", "ssim": f"SSIM {f('ssim')}", "l1": f"L1 {f('l1')} (on [-1, 1])"}
     main = [text for key, text in shown.items() if key in asked]
     if everything:
-        main += [f"sharpness ratio {f('sharpness_ratio', '.3f')} (outputs/targets)",
-                 f"dropout diversity {f('dropout_diversity', '.4f')}"]
+        main += [
+            f"sharpness ratio {f('sharpness_ratio', '.3f')} (outputs/targets)",
+            f"dropout diversity {f('dropout_diversity', '.4f')}",
+        ]
     if main:
         lines.append(", ".join(main))
-    base = {"psnr": f"PSNR {f('baseline_psnr', '.2f')} dB", "ssim": f"SSIM {f('baseline_ssim')}", "l1": f"L1 {f('baseline_l1')}"}
+    base = {
+        "psnr": f"PSNR {f('baseline_psnr', '.2f')} dB",
+        "ssim": f"SSIM {f('baseline_ssim')}",
+        "l1": f"L1 {f('baseline_l1')}",
+    }
     base = [text for key, text in base.items() if key in asked and f"baseline_{key}" in res]
     if base:
         lines.append(f"trivial baseline of {res.get('dataset')} (docs/paired.md): " + ", ".join(base))
@@ -350,8 +388,10 @@ def format_paired(res: dict) -> str:
     elif "lpips" in asked and not everything:  # asked for by name: say why it is missing
         lines.append("LPIPS n/a (skipped: its AlexNet weights are not on disk; see the warning above)")
     if "classifier_score" in res:
-        lines.append(f"classifier score {f('classifier_score', '.3f')} on G(x) with the labels of x "
-                     f"(real targets: {f('classifier_score_real', '.3f')})")
+        lines.append(
+            f"classifier score {f('classifier_score', '.3f')} on G(x) with the labels of x "
+            f"(real targets: {f('classifier_score_real', '.3f')})"
+        )
     elif "classifier_score" in asked and not everything:
         lines.append("classifier score n/a (the dataset has no labels)")
     if res.get("path"):

@@ -57,8 +57,15 @@ def paired_split(cfg, split: str):
 
     d = cfg.data
     source = "train" if d.folds and split in ("train", "val") else split
-    data = load_paired(name=d.name, root=d.root, resolution=d.resolution, split=source, direction=d.direction,
-                       strict=d.strict, seed=cfg.train.seed)
+    data = load_paired(
+        name=d.name,
+        root=d.root,
+        resolution=d.resolution,
+        split=source,
+        direction=d.direction,
+        strict=d.strict,
+        seed=cfg.train.seed,
+    )
     if d.folds and split in ("train", "val"):
         data = fold_of(data, d, "heldout" if split == "val" else "fit")
     return data
@@ -107,8 +114,13 @@ def _subset(data, *, n: int, seed: int):
         return data
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(int(seed)))[:n].sort().values
     fp = fingerprint({"paired": data.fingerprint, "subset": int(n), "seed": int(seed)})
-    return PairedData(inputs=data.inputs[idx], targets=data.targets[idx],
-                      labels=None if data.labels is None else data.labels[idx], name=data.name, fingerprint=fp)
+    return PairedData(
+        inputs=data.inputs[idx],
+        targets=data.targets[idx],
+        labels=None if data.labels is None else data.labels[idx],
+        name=data.name,
+        fingerprint=fp,
+    )
 
 
 def check_n(n) -> Optional[int]:
@@ -118,7 +130,9 @@ def check_n(n) -> Optional[int]:
     if n is None:
         return None
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UserError(f"--n: {n!r} is not a number of pairs; use a positive integer (or leave it out for the whole split)")
+        raise UserError(
+            f"--n: {n!r} is not a number of pairs; use a positive integer (or leave it out for the whole split)"
+        )
     return int(n)
 
 
@@ -135,9 +149,19 @@ class PairedEvaluator:
     terminal; see :mod:`normgan.metrics.progress`).
     """
 
-    def __init__(self, cfg, *, device="cpu", cache_dir=None, split: str = "val",
-                 metrics: Optional[Sequence[str]] = None, seed: int = 0, batch_size: int = 64,
-                 n: Optional[int] = None, progress: Optional[bool] = None) -> None:
+    def __init__(
+        self,
+        cfg,
+        *,
+        device="cpu",
+        cache_dir=None,
+        split: str = "val",
+        metrics: Optional[Sequence[str]] = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        n: Optional[int] = None,
+        progress: Optional[bool] = None,
+    ) -> None:
         from normgan.errors import UserError
         from normgan.metrics.paired import lpips_or_none
 
@@ -197,8 +221,9 @@ class PairedEvaluator:
         train = targets_as_imagedata(paired_split(self.cfg, "train"))
         # the held-out targets are loaded only when the classifier must be trained (not cached yet)
         heldout = lambda: targets_as_imagedata(paired_split(self.cfg, "val"))  # noqa: E731
-        return load_or_train(train, heldout=heldout, cache_dir=default_cache_dir(cache_dir), device=self.device,
-                             progress=self.progress).eval()
+        return load_or_train(
+            train, heldout=heldout, cache_dir=default_cache_dir(cache_dir), device=self.device, progress=self.progress
+        ).eval()
 
     def _accuracy(self, images: Tensor) -> float:
         """The classifier's accuracy on uint8 ``images`` with the split's labels (batched: each batch
@@ -263,8 +288,9 @@ class PairedEvaluator:
         if self.classifier_score_real is not None:
             res["classifier_score_real"] = self.classifier_score_real
         res.update(self.baseline)
-        res.update({"split": self.split, "n": int(res["n"]), "n_split": self.n_split,
-                    "eval_seconds": time.perf_counter() - t0})
+        res.update(
+            {"split": self.split, "n": int(res["n"]), "n_split": self.n_split, "eval_seconds": time.perf_counter() - t0}
+        )
         if self.requested_n is not None and self.requested_n < self.n_split:
             res["subset_seed"] = self.seed
         return res
@@ -277,20 +303,58 @@ class PairedEvaluation(TaskEvaluation):
     @classmethod
     def periodic(cls, cfg, *, device="cpu", progress: Optional[bool] = None):
         e = cfg.eval
-        return PairedEvaluator(cfg, device=device, cache_dir=e.cache_dir, split="val", metrics=tuple(e.metrics), seed=e.seed,
-                               progress=progress)
+        return PairedEvaluator(
+            cfg,
+            device=device,
+            cache_dir=e.cache_dir,
+            split="val",
+            metrics=tuple(e.metrics),
+            seed=e.seed,
+            progress=progress,
+        )
 
     @classmethod
-    def score_run(cls, run, *, n, default_n, features, metrics, reference, split, checkpoint, ema, device, seed, cache_dir,
-                  progress) -> dict:
+    def score_run(
+        cls,
+        run,
+        *,
+        n,
+        default_n,
+        features,
+        metrics,
+        reference,
+        split,
+        checkpoint,
+        ema,
+        device,
+        seed,
+        cache_dir,
+        progress,
+    ) -> dict:
         # every pair of the split is scored (``n``: a subset), against its targets: no features or reference
-        return evaluate_paired_run(run, split=split or "test", metrics=metrics, checkpoint=checkpoint, ema=ema, device=device,
-                                   seed=seed, cache_dir=cache_dir, n=n, progress=progress)
+        return evaluate_paired_run(
+            run,
+            split=split or "test",
+            metrics=metrics,
+            checkpoint=checkpoint,
+            ema=ema,
+            device=device,
+            seed=seed,
+            cache_dir=cache_dir,
+            n=n,
+            progress=progress,
+        )
 
     @classmethod
     def test(cls, cfg, run_dir, *, device) -> dict:
-        return evaluate_paired_run(run_dir, split="test", metrics=list(cfg.eval.metrics), device=device, seed=cfg.eval.seed,
-                                   cache_dir=cfg.eval.cache_dir)
+        return evaluate_paired_run(
+            run_dir,
+            split="test",
+            metrics=list(cfg.eval.metrics),
+            device=device,
+            seed=cfg.eval.seed,
+            cache_dir=cfg.eval.cache_dir,
+        )
 
 
 def task_evaluation(task: str) -> type:
@@ -312,9 +376,20 @@ def run_config(run, checkpoint: str = "last.pt"):
     return load_config(base=saved)
 
 
-def evaluate_paired_run(run, *, split: str = "test", metrics: Optional[Sequence[str]] = None, checkpoint: str = "last.pt",
-                        ema: bool = True, device="cpu", seed: int = 0, cache_dir=None, write: bool = True,
-                        n: Optional[int] = None, progress: Optional[bool] = None) -> dict:
+def evaluate_paired_run(
+    run,
+    *,
+    split: str = "test",
+    metrics: Optional[Sequence[str]] = None,
+    checkpoint: str = "last.pt",
+    ema: bool = True,
+    device="cpu",
+    seed: int = 0,
+    cache_dir=None,
+    write: bool = True,
+    n: Optional[int] = None,
+    progress: Optional[bool] = None,
+) -> dict:
     """Score a paired run's generator on ``split`` (default: the test split) and write
     ``run/eval/eval-step<NNNNNN>-paired-<split>.json`` (suffixes ``-n<N>`` for a subset,
     ``-seed<S>``, ``-noema`` as for unconditional evaluations). ``metrics``: default every paired
@@ -322,23 +397,39 @@ def evaluate_paired_run(run, *, split: str = "test", metrics: Optional[Sequence[
     the split's size: every pair); the result states ``n`` and ``n_split``."""
     from pathlib import Path
 
-    from normgan.runtime.device import resolve_device
     from normgan.eval.evaluation import checkpoint_step, write_json
     from normgan.eval.metric_info import check_paired_metrics
     from normgan.inference.sample import load_generator
+    from normgan.runtime.device import resolve_device
 
     metrics = check_paired_metrics(metrics) or PAIRED_METRIC_NAMES
     n = check_n(n)
     device = resolve_device(str(device))
     G, cfg = load_generator(run, ema=ema, device=str(device), checkpoint=checkpoint)
     step = checkpoint_step(run, checkpoint)
-    res = PairedEvaluator(cfg, device=device, cache_dir=cache_dir, split=split, metrics=metrics, seed=seed, n=n,
-                          progress=progress)(G)
-    res.update({"step": step, "run": str(run), "checkpoint": checkpoint, "ema": bool(ema), "seed": int(seed),
-                "metrics": list(metrics), "task": "paired", "dataset": cfg.data.name})
+    res = PairedEvaluator(
+        cfg, device=device, cache_dir=cache_dir, split=split, metrics=metrics, seed=seed, n=n, progress=progress
+    )(G)
+    res.update(
+        {
+            "step": step,
+            "run": str(run),
+            "checkpoint": checkpoint,
+            "ema": bool(ema),
+            "seed": int(seed),
+            "metrics": list(metrics),
+            "task": "paired",
+            "dataset": cfg.data.name,
+        }
+    )
     if write:
         subset = f"-n{res['n']}" if res["n"] < res["n_split"] else ""
-        name = f"eval-step{step:06d}-paired-{split}" + subset + (f"-seed{seed}" if seed else "") + ("" if ema else "-noema")
+        name = (
+            f"eval-step{step:06d}-paired-{split}"
+            + subset
+            + (f"-seed{seed}" if seed else "")
+            + ("" if ema else "-noema")
+        )
         path = Path(run) / "eval" / f"{name}.json"
         res["path"] = str(path)
         write_json(path, res)

@@ -18,7 +18,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-
 BETA = 2.0 / 3.0
 GAMMA = -0.1
 ZETA = 1.1

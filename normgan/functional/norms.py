@@ -125,9 +125,7 @@ def huber(residual: Tensor, *, delta: float = 1.0) -> Tensor:
     REDUCTION: overall element mean.  Independent of resolution.
     """
     _positive("delta", delta)
-    return torch.nn.functional.huber_loss(
-        residual, torch.zeros_like(residual), reduction="mean", delta=float(delta)
-    )
+    return torch.nn.functional.huber_loss(residual, torch.zeros_like(residual), reduction="mean", delta=float(delta))
 
 
 @NORMS.register("l21")

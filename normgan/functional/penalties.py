@@ -48,9 +48,7 @@ def input_gradient(D: Callable, x: Tensor, *, create_graph: bool = True) -> Tens
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         logits = _logits(D(x))
-        (grad,) = torch.autograd.grad(
-            logits.sum(), x, create_graph=create_graph, allow_unused=True
-        )
+        (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=create_graph, allow_unused=True)
     if grad is None:
         grad = torch.zeros_like(x)
     return grad
@@ -418,7 +416,7 @@ def lecam_anchor_update(anchor: Tensor | float, logits: Tensor, *, decay: float 
     elif decay == 1.0:
         new = m if count == 0 else a + 0.0 * m
     else:
-        raw = decay * a * (1.0 - decay ** count) + (1.0 - decay) * m
+        raw = decay * a * (1.0 - decay**count) + (1.0 - decay) * m
         new = raw / (1.0 - decay ** (count + 1))
     if isinstance(anchor, Tensor):
         return new.detach()

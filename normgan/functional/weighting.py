@@ -89,9 +89,7 @@ def gradnorm_grad_norms(losses: Sequence[Tensor], weights: Tensor, layer_weight:
     w = weights.reshape(-1)
     if len(losses) != w.numel():
         raise ValueError(f"gradnorm got {len(losses)} losses and {w.numel()} weights")
-    norms = torch.stack(
-        [torch.linalg.vector_norm(_grad_or_zero(l, layer_weight)).detach() for l in losses]
-    )
+    norms = torch.stack([torch.linalg.vector_norm(_grad_or_zero(l, layer_weight)).detach() for l in losses])
     return w * norms.to(w.dtype)
 
 

@@ -11,11 +11,11 @@ from torchvision.utils import make_grid, save_image
 
 from normgan.config import load_config
 from normgan.errors import UserError
-from normgan.runtime.paths import write_error
-from normgan.runtime.resources import format_bytes
 from normgan.models.build import build_generator_for
 from normgan.models.checkpoint import find_checkpoint, load_checkpoint, load_module_state, require_keys
 from normgan.runtime.device import resolve_device
+from normgan.runtime.paths import write_error
+from normgan.runtime.resources import format_bytes
 
 
 def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str = "last.pt"):
@@ -31,8 +31,10 @@ def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", ch
     key = "generator_ema" if ema else "generator"
     require_keys(state, ("config", "image_shape", key), path=path)
     if not isinstance(state["config"], dict):
-        raise UserError(f"checkpoint '{path}' has a damaged 'config' entry ({type(state['config']).__name__}, "
-                        "not a mapping); it is not a normgan training checkpoint")
+        raise UserError(
+            f"checkpoint '{path}' has a damaged 'config' entry ({type(state['config']).__name__}, "
+            "not a mapping); it is not a normgan training checkpoint"
+        )
     cfg = load_config(base=state["config"])
     shape = state["image_shape"]
     try:
@@ -40,14 +42,18 @@ def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", ch
         if channels < 1 or resolution < 1 or width != resolution:
             raise ValueError
     except (TypeError, ValueError):
-        raise UserError(f"checkpoint '{path}' has a damaged 'image_shape' entry {shape!r}; "
-                        "expected [channels, resolution, resolution]") from None
+        raise UserError(
+            f"checkpoint '{path}' has a damaged 'image_shape' entry {shape!r}; "
+            "expected [channels, resolution, resolution]"
+        ) from None
     from normgan.tasks.info import TASK_INFO
 
     in_channels = TASK_INFO.get(cfg.task).checkpoint_in_channels(state, path=path)
     G = build_generator_for(cfg, resolution=resolution, channels=channels, in_channels=in_channels)
-    fix = ("the weights were not written with the checkpoint's own config; use a checkpoint written by "
-           "'normgan train' (or --no-ema / --checkpoint for another file)")
+    fix = (
+        "the weights were not written with the checkpoint's own config; use a checkpoint written by "
+        "'normgan train' (or --no-ema / --checkpoint for another file)"
+    )
     load_module_state(G, state[key], what="EMA generator" if ema else "generator", path=path, fix=fix)
     return G.to(resolve_device(device)).eval(), cfg
 
@@ -64,7 +70,9 @@ def sample_batches(G, *, n: int, seed: int = 0, batch_size: int = 500, device: O
         yield G(z).float().cpu()
 
 
-def sample_images(G, *, n: int, seed: int = 0, batch_size: int = 500, device: Optional[torch.device] = None) -> torch.Tensor:
+def sample_images(
+    G, *, n: int, seed: int = 0, batch_size: int = 500, device: Optional[torch.device] = None
+) -> torch.Tensor:
     """The ``n`` images of :func:`sample_batches` as one tensor."""
     return torch.cat(list(sample_batches(G, n=n, seed=seed, batch_size=batch_size, device=device)))
 
@@ -73,8 +81,10 @@ def _make_dir(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create output folder '{out}': {e.strerror or e}; choose another --out (a writable folder, "
-                        "not a file)") from None
+        raise UserError(
+            f"cannot create output folder '{out}': {e.strerror or e}; choose another --out (a writable folder, "
+            "not a file)"
+        ) from None
     return out
 
 
@@ -85,8 +95,15 @@ def paired_triplets(G, cfg, *, n: int, seed: int = 0, split: str = "test") -> to
     from normgan.tasks.builtin import to_channels
 
     d = cfg.data
-    data = load_paired(name=d.name, root=d.root, resolution=d.resolution, split=split, direction=d.direction,
-                       strict=d.strict, seed=cfg.train.seed)
+    data = load_paired(
+        name=d.name,
+        root=d.root,
+        resolution=d.resolution,
+        split=split,
+        direction=d.direction,
+        strict=d.strict,
+        seed=cfg.train.seed,
+    )
     x, y = batch_to_float(data.inputs[:n]), batch_to_float(data.targets[:n])
     device = next(G.parameters()).device
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -117,12 +134,22 @@ def check_disk(out: Path, *, n: int, image_bytes: int) -> None:
     per_file = -(-max(image_bytes // 2, 1) // MIN_FILE_BYTES) * MIN_FILE_BYTES
     need = (n + 1) * per_file  # + grid.png
     if need > free:
-        raise UserError(f"--out '{out}': {n} PNG files need about {format_bytes(need)}, more than the {free_space(out)} "
-                        "free there; free some space, lower --n or choose another --out")
+        raise UserError(
+            f"--out '{out}': {n} PNG files need about {format_bytes(need)}, more than the {free_space(out)} "
+            "free there; free some space, lower --n or choose another --out"
+        )
 
 
-def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 0, ema: bool = True, device: str = "cpu",
-                       batch_size: int = 500) -> Path:
+def write_sample_files(
+    run: str | Path,
+    *,
+    n: int,
+    out: str | Path,
+    seed: int = 0,
+    ema: bool = True,
+    device: str = "cpu",
+    batch_size: int = 500,
+) -> Path:
     """Write ``n`` PNG files (``000000.png`` …) at the dataset's resolution plus ``grid.png``.
 
     A paired run writes input | output | target triplets (one file each, side by side) for the
@@ -136,8 +163,10 @@ def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 
     if n < 1:
         raise UserError(f"--n: bad value {n}; give a positive number of images")
     if n > MAX_SAMPLE_FILES:
-        raise UserError(f"--n: {n} images is more than normgan sample writes ({MAX_SAMPLE_FILES:,} PNG files at most); "
-                        "run it several times with other --seed values and --out folders")
+        raise UserError(
+            f"--n: {n} images is more than normgan sample writes ({MAX_SAMPLE_FILES:,} PNG files at most); "
+            "run it several times with other --seed values and --out folders"
+        )
     check_seed(seed, key="--seed")
     G, cfg = load_generator(run, ema=ema, device=device)
     out = Path(out)
@@ -180,7 +209,11 @@ def write_sample_files(run: str | Path, *, n: int, out: str | Path, seed: int = 
                 path.unlink()
             except OSError:
                 pass
-        raise write_error(e, path, fix="choose another --out (a writable folder)",
-                          full_fix=f"the {written} files written before are intact; free some space, lower --n or choose "
-                                   "another --out") from None
+        raise write_error(
+            e,
+            path,
+            fix="choose another --out (a writable folder)",
+            full_fix=f"the {written} files written before are intact; free some space, lower --n or choose "
+            "another --out",
+        ) from None
     return out

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from normgan.data import batch_to_float, convert_channels
 from normgan.data.folder import DECODE_ERRORS, decode_image, find_images
 from normgan.errors import UserError
-from normgan.runtime.paths import check_writable_dir, write_error
 from normgan.inference.sample import load_generator
+from normgan.runtime.paths import check_writable_dir, write_error
 
 MODES = ("resize", "tile")
 
@@ -53,7 +53,9 @@ def translate_image(G, x: torch.Tensor, *, resolution: int, mode: str = "resize"
     rows, cols = xp.shape[-2] // r, xp.shape[-1] // r
     tiles = xp.unfold(2, r, r).unfold(3, r, r)  # (1, C, rows, cols, r, r)
     tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(rows * cols, x.shape[1], r, r)
-    out = torch.cat([G(tiles[i : i + batch_size].to(device)).float().cpu() for i in range(0, tiles.shape[0], batch_size)])
+    out = torch.cat(
+        [G(tiles[i : i + batch_size].to(device)).float().cpu() for i in range(0, tiles.shape[0], batch_size)]
+    )
     c = out.shape[1]
     out = out.reshape(rows, cols, c, r, r).permute(2, 0, 3, 1, 4).reshape(1, c, rows * r, cols * r)
     return out[..., :h, :w]
@@ -66,8 +68,18 @@ def _save(img01: torch.Tensor, path: Path) -> None:
     Image.fromarray(np.ascontiguousarray(arr)).save(path)
 
 
-def translate_folder(run, *, input, out, mode: str = "resize", checkpoint: str = "last.pt", ema: bool = True,
-                     device: str = "cpu", seed: int = 0, progress: bool = True) -> tuple[Path, int]:
+def translate_folder(
+    run,
+    *,
+    input,
+    out,
+    mode: str = "resize",
+    checkpoint: str = "last.pt",
+    ema: bool = True,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[Path, int]:
     """Translate every image below ``input`` (a folder, or one image file) into ``out``, keeping
     relative paths and file names; returns (out, number of images written).
 
@@ -81,8 +93,10 @@ def translate_folder(run, *, input, out, mode: str = "resize", checkpoint: str =
 
     task = TASK_INFO.get(cfg.task)
     if not task.image_input:
-        raise UserError(f"run '{run}' is {task.run_kind}; "
-                        "translate needs a paired run (e.g. data.name=gray2color); use 'normgan sample' for this one")
+        raise UserError(
+            f"run '{run}' is {task.run_kind}; "
+            "translate needs a paired run (e.g. data.name=gray2color); use 'normgan sample' for this one"
+        )
     src, out = Path(input), Path(out)
     if src.is_file():
         root, files = src.parent, [src]
@@ -98,8 +112,9 @@ def translate_folder(run, *, input, out, mode: str = "resize", checkpoint: str =
     check_writable_dir(out, what="--out", fix="give a writable folder (it is created when missing)")
     torch.manual_seed(seed)  # dropout kept on at test time draws from here
     try:
-        written = _translate_files(G, files, root=root, out=out, in_channels=in_channels, resolution=resolution,
-                                   mode=mode, progress=progress)
+        written = _translate_files(
+            G, files, root=root, out=out, in_channels=in_channels, resolution=resolution, mode=mode, progress=progress
+        )
     except _WriteFailed as e:
         target, written, err = e.args
         if target.is_file():  # a partial file; those written before it are whole
@@ -107,9 +122,12 @@ def translate_folder(run, *, input, out, mode: str = "resize", checkpoint: str =
                 target.unlink()
             except OSError:
                 pass
-        raise write_error(err, target, fix="choose another --out (a writable folder)",
-                          full_fix=f"the {written} images translated before are intact; free some space or choose "
-                                   "another --out") from None
+        raise write_error(
+            err,
+            target,
+            fix="choose another --out (a writable folder)",
+            full_fix=f"the {written} images translated before are intact; free some space or choose another --out",
+        ) from None
     if not written:
         raise UserError(f"no image below '{src}' could be read; check the files")
     return out, written

@@ -15,12 +15,23 @@ Layers: :mod:`~normgan.metrics.functional` (pure functions of feature arrays),
 Paired outputs: :mod:`~normgan.metrics.paired` (PSNR, SSIM, L1, sharpness, LPIPS, ... of paired image-to-image outputs).
 """
 
-from normgan.metrics.functional import fid_from_features, inception_score, kid_from_features, precision_recall
-from normgan.metrics.features import FEATURES, build_feature_extractor, inception_weights_path
 from normgan.metrics.domain import DomainClassifier, domain_classifier, load_or_train, train_domain_classifier
 from normgan.metrics.evaluate import ReferenceScorer, evaluate, generated_features, real_features
-from normgan.metrics.paired import (PairedScores, classifier_score, dropout_diversity, l1_error, lpips_or_none,
-                                   lpips_weights_path, make_lpips, psnr, sharpness, sharpness_ratio, ssim)
+from normgan.metrics.features import FEATURES, build_feature_extractor, inception_weights_path
+from normgan.metrics.functional import fid_from_features, inception_score, kid_from_features, precision_recall
+from normgan.metrics.paired import (
+    PairedScores,
+    classifier_score,
+    dropout_diversity,
+    l1_error,
+    lpips_or_none,
+    lpips_weights_path,
+    make_lpips,
+    psnr,
+    sharpness,
+    sharpness_ratio,
+    ssim,
+)
 
 __all__ = [
     "FEATURES",

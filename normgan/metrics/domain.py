@@ -65,20 +65,33 @@ class DomainClassifier(nn.Module):
 
     name = "domain"
 
-    def __init__(self, *, channels: int, num_classes: int, resolution: int, width: int = DEFAULT_WIDTH,
-                 num_features: int = 128, dropout: float = 0.3) -> None:
+    def __init__(
+        self,
+        *,
+        channels: int,
+        num_classes: int,
+        resolution: int,
+        width: int = DEFAULT_WIDTH,
+        num_features: int = 128,
+        dropout: float = 0.3,
+    ) -> None:
         super().__init__()
         self.channels, self.num_classes, self.resolution = int(channels), int(num_classes), int(resolution)
         self.num_features, self.width = int(num_features), int(width)
 
         def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+            )
 
         self.body = nn.Sequential(
-            block(self.channels, width), nn.MaxPool2d(2),
-            block(width, 2 * width), nn.MaxPool2d(2),
+            block(self.channels, width),
+            nn.MaxPool2d(2),
+            block(width, 2 * width),
+            nn.MaxPool2d(2),
             block(2 * width, self.num_features),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.num_features, self.num_classes)
@@ -94,7 +107,9 @@ class DomainClassifier(nn.Module):
                 f"generate images with the dataset's channel count"
             )
         if x.shape[-2:] != (self.resolution, self.resolution):
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False
+            )
         return x
 
     def forward(self, x: Tensor) -> Tensor:
@@ -139,9 +154,18 @@ def _check_labels(data, what: str) -> None:
         )
 
 
-def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS, batch_size: int = 64,
-                            lr: float = 3e-3, width: int = DEFAULT_WIDTH, seed: int = 0, device="cpu",
-                            progress: bool | None = False) -> DomainClassifier:
+def train_domain_classifier(
+    train,
+    *,
+    heldout=None,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    width: int = DEFAULT_WIDTH,
+    seed: int = 0,
+    device="cpu",
+    progress: bool | None = False,
+) -> DomainClassifier:
     """Train a :class:`DomainClassifier` on ``train`` (an ``ImageData`` with labels).
 
     ``heldout`` (normally the TEST split) gives ``heldout_accuracy``; without it the attribute is
@@ -164,8 +188,9 @@ def train_domain_classifier(train, *, heldout=None, epochs: int = DEFAULT_EPOCHS
     with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        model = DomainClassifier(channels=train.channels, num_classes=num_classes, resolution=train.resolution,
-                                 width=width).to(device)
+        model = DomainClassifier(
+            channels=train.channels, num_classes=num_classes, resolution=train.resolution, width=width
+        ).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         steps_per_epoch = math.ceil(len(train) / batch_size)
         total = max(1, epochs * steps_per_epoch)
@@ -236,13 +261,23 @@ def _load(path: Path, *, fingerprint: str, channels: int, resolution: int, devic
     """Load a cached classifier; raises ``ValueError`` (or a torch/pickle error) when unusable."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     meta = blob["meta"]
-    expected = {"arch_version": ARCH_VERSION, "fingerprint": fingerprint, "channels": channels, "resolution": resolution}
+    expected = {
+        "arch_version": ARCH_VERSION,
+        "fingerprint": fingerprint,
+        "channels": channels,
+        "resolution": resolution,
+    }
     for key, value in expected.items():
         if meta.get(key) != value:
             raise ValueError(f"cache {key} is {meta.get(key)!r}, expected {value!r}")
     with torch.random.fork_rng(devices=[]):  # its random init is overwritten: it must not move the caller's RNG
-        model = DomainClassifier(channels=meta["channels"], num_classes=meta["num_classes"], resolution=meta["resolution"],
-                                 num_features=meta["num_features"], width=meta["width"])
+        model = DomainClassifier(
+            channels=meta["channels"],
+            num_classes=meta["num_classes"],
+            resolution=meta["resolution"],
+            num_features=meta["num_features"],
+            width=meta["width"],
+        )
     model.load_state_dict(blob["state_dict"])
     acc = float(meta["heldout_accuracy"])
     model.heldout_accuracy = None if acc < 0 else acc
@@ -253,8 +288,16 @@ def _load(path: Path, *, fingerprint: str, channels: int, resolution: int, devic
     return model.to(device).eval()
 
 
-def load_or_train(train, *, heldout=None, cache_dir=None, epochs: int = DEFAULT_EPOCHS, seed: int = 0,
-                  device="cpu", progress: bool | None = None) -> DomainClassifier:
+def load_or_train(
+    train,
+    *,
+    heldout=None,
+    cache_dir=None,
+    epochs: int = DEFAULT_EPOCHS,
+    seed: int = 0,
+    device="cpu",
+    progress: bool | None = None,
+) -> DomainClassifier:
     """Return the cached classifier for ``train.fingerprint`` or train (and cache) a new one.
 
     ``heldout`` may be an ``ImageData``, ``None``, or a no-argument callable returning either
@@ -271,18 +314,26 @@ def load_or_train(train, *, heldout=None, cache_dir=None, epochs: int = DEFAULT_
     path = cache_path(cache_dir, train.fingerprint) if cache_dir is not None else None
     if path is not None and path.exists():
         try:
-            return _load(path, fingerprint=train.fingerprint, channels=train.channels, resolution=train.resolution, device=device)
+            return _load(
+                path, fingerprint=train.fingerprint, channels=train.channels, resolution=train.resolution, device=device
+            )
         except Exception as exc:  # corrupted, truncated, or from another version: retrain
             reason = (str(exc).strip().splitlines() or [""])[0][:200]
-            warnings.warn(f"domain classifier cache {path} is unusable ({type(exc).__name__}: {reason}); retraining",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"domain classifier cache {path} is unusable ({type(exc).__name__}: {reason}); retraining",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     if path is not None:  # before a minute of training: a read-only folder or a file in its place is one line
         check_writable_dir(path.parent, what="domain classifier cache folder", fix=CACHE_FIX.split(", or ", 1)[1])
     if callable(heldout):
         heldout = heldout()
     where = f"first use, cached in {path.parent}" if path is not None else "not cached: no cache folder"
-    prog.note(f"training the domain classifier of {getattr(train, 'name', '?')} ({len(train)} images, {epochs} epochs; "
-              f"{where})…", progress=progress)
+    prog.note(
+        f"training the domain classifier of {getattr(train, 'name', '?')} ({len(train)} images, {epochs} epochs; "
+        f"{where})…",
+        progress=progress,
+    )
     model = train_domain_classifier(train, heldout=heldout, epochs=epochs, seed=seed, device=device, progress=progress)
     if path is not None:
         try:
@@ -292,9 +343,18 @@ def load_or_train(train, *, heldout=None, cache_dir=None, epochs: int = DEFAULT_
     return model
 
 
-def domain_classifier(*, dataset: str, root=None, resolution: int = 32, channels: int | None = None,
-                      holdout: float = 0.1, cache_dir=None, epochs: int = DEFAULT_EPOCHS, seed: int = 0,
-                      device="cpu") -> DomainClassifier:
+def domain_classifier(
+    *,
+    dataset: str,
+    root=None,
+    resolution: int = 32,
+    channels: int | None = None,
+    holdout: float = 0.1,
+    cache_dir=None,
+    epochs: int = DEFAULT_EPOCHS,
+    seed: int = 0,
+    device="cpu",
+) -> DomainClassifier:
     """Load the dataset's TRAIN and TEST splits with ``normgan.data.load_dataset`` and call
     :func:`load_or_train` (training on TRAIN, reporting accuracy on TEST)."""
     from normgan.data import load_dataset

@@ -23,8 +23,13 @@ from torch import Tensor, nn
 
 from normgan.errors import ConfigError
 from normgan.eval.metric_info import PR_K, min_samples
-from normgan.metrics.functional import (fid_from_features, inception_score, kid_from_features, kid_subset_size,
-                                        precision_recall)
+from normgan.metrics.functional import (
+    fid_from_features,
+    inception_score,
+    kid_from_features,
+    kid_subset_size,
+    precision_recall,
+)
 
 __all__ = ["evaluate", "real_features", "generated_features", "ReferenceScorer", "METRICS"]
 
@@ -53,8 +58,17 @@ def _cat(parts: list[Tensor | None]) -> Tensor | None:
 
 
 @torch.inference_mode()
-def real_features(extractor: nn.Module, data, *, n: int | None = None, batch_size: int = 500, device="cpu",
-                  indices: Tensor | None = None, logits: bool = False, progress: Optional[bool] = False):
+def real_features(
+    extractor: nn.Module,
+    data,
+    *,
+    n: int | None = None,
+    batch_size: int = 500,
+    device="cpu",
+    indices: Tensor | None = None,
+    logits: bool = False,
+    progress: Optional[bool] = False,
+):
     """Features of real images: ``data.images[indices]`` (default: the first ``n``, or all).
 
     Batched: only ``batch_size`` images are decoded (a streamed folder), converted to float and
@@ -84,8 +98,15 @@ def real_features(extractor: nn.Module, data, *, n: int | None = None, batch_siz
 
 
 @torch.inference_mode()
-def generated_features(extractor: nn.Module, sample_fn: Callable[[int], Tensor], *, n: int, batch_size: int = 500,
-                       device="cpu", logits: bool = False):
+def generated_features(
+    extractor: nn.Module,
+    sample_fn: Callable[[int], Tensor],
+    *,
+    n: int,
+    batch_size: int = 500,
+    device="cpu",
+    logits: bool = False,
+):
     """Features of ``n`` images drawn with ``sample_fn(b)`` in batches of at most ``batch_size``.
 
     Returns a float64 ``(n, d)`` tensor, or ``(features, logits)`` when ``logits=True``.
@@ -96,7 +117,9 @@ def generated_features(extractor: nn.Module, sample_fn: Callable[[int], Tensor],
         b = min(batch_size, n - done)
         x = sample_fn(b)
         if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[0] != b:
-            raise ValueError(f"sample_fn({b}) must return a (B={b}, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+            raise ValueError(
+                f"sample_fn({b}) must return a (B={b}, C, H, W) tensor, got {getattr(x, 'shape', type(x))}"
+            )
         f, lg = _extract(extractor, x.to(device=device, dtype=torch.float32), logits)
         feats.append(f)
         lgs.append(lg)
@@ -127,10 +150,22 @@ class ReferenceScorer:
     ``fid_floor_n``, ``has_logits`` (the extractor has ``logits``), ``want_is``.
     """
 
-    def __init__(self, *, reference, extractor: nn.Module, n: int, metrics: Iterable[str] = METRICS,
-                 batch_size: int = 500, device="cpu", seed: int = 0, kid_subsets: int = 100,
-                 kid_subset_size: int = 1000, pr_k: int = PR_K, is_splits: int = 10,
-                 progress: Optional[bool] = False) -> None:
+    def __init__(
+        self,
+        *,
+        reference,
+        extractor: nn.Module,
+        n: int,
+        metrics: Iterable[str] = METRICS,
+        batch_size: int = 500,
+        device="cpu",
+        seed: int = 0,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        pr_k: int = PR_K,
+        is_splits: int = 10,
+        progress: Optional[bool] = False,
+    ) -> None:
         metrics = tuple(metrics)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
@@ -138,13 +173,20 @@ class ReferenceScorer:
         n = int(n)
         need = max(min_samples(metrics), pr_k + 1 if "pr" in metrics else 2)
         if n < need:
-            raise ConfigError(f"eval n: {n} is too small for metrics {','.join(metrics)}; use at least {need} "
-                              "(10000 or more for reportable FID)")
+            raise ConfigError(
+                f"eval n: {n} is too small for metrics {','.join(metrics)}; use at least {need} "
+                "(10000 or more for reportable FID)"
+            )
         if len(reference) < max(4, need):
             raise ConfigError(f"the reference set has {len(reference)} images; it needs at least {max(4, need)}")
         self.metrics, self.n, self.seed = metrics, n, int(seed)
         self.batch_size, self.device = int(batch_size), torch.device(device)
-        self.kid_subsets, self.kid_subset_size, self.pr_k, self.is_splits = kid_subsets, kid_subset_size, pr_k, is_splits
+        self.kid_subsets, self.kid_subset_size, self.pr_k, self.is_splits = (
+            kid_subsets,
+            kid_subset_size,
+            pr_k,
+            is_splits,
+        )
         self.extractor = extractor
         self.features = str(getattr(extractor, "name", type(extractor).__name__))
         self.has_logits = callable(getattr(extractor, "logits", None))
@@ -156,11 +198,20 @@ class ReferenceScorer:
         self.n_real = min(n, len(reference))
         self.fid_floor_n = n if len(reference) >= 2 * n else len(reference) // 2
         count = max(self.n_real, 2 * self.fid_floor_n) if "fid" in metrics else self.n_real
-        real = real_features(extractor, reference, indices=perm[:count], batch_size=self.batch_size, device=self.device,
-                             progress=progress)
+        real = real_features(
+            extractor,
+            reference,
+            indices=perm[:count],
+            batch_size=self.batch_size,
+            device=self.device,
+            progress=progress,
+        )
         self.real = real[: self.n_real]
-        self.fid_floor = (fid_from_features(real[: self.fid_floor_n], real[self.fid_floor_n : 2 * self.fid_floor_n])
-                          if "fid" in metrics else None)
+        self.fid_floor = (
+            fid_from_features(real[: self.fid_floor_n], real[self.fid_floor_n : 2 * self.fid_floor_n])
+            if "fid" in metrics
+            else None
+        )
 
     def generate(self, sample_fn: Callable[[int], Tensor], *, logits: Optional[bool] = None):
         """``(features, logits or None)`` of ``n`` images of ``sample_fn``, drawn under a forked RNG
@@ -170,8 +221,9 @@ class ReferenceScorer:
         cuda_ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_ids):
             torch.manual_seed(self.seed)
-            out = generated_features(self.extractor, sample_fn, n=self.n, batch_size=self.batch_size, device=dev,
-                                     logits=logits)
+            out = generated_features(
+                self.extractor, sample_fn, n=self.n, batch_size=self.batch_size, device=dev, logits=logits
+            )
         return out if logits else (out, None)
 
     def score(self, fake: Tensor, fake_logits: Optional[Tensor] = None) -> dict:
@@ -195,17 +247,30 @@ class ReferenceScorer:
         if "pr" in self.metrics:
             result["precision"], result["recall"] = precision_recall(self.real, fake, k=self.pr_k)
         if self.want_is and fake_logits is not None:
-            result["is_mean"], result["is_std"] = inception_score(fake_logits, splits=min(self.is_splits, int(fake.shape[0])),
-                                                                  kind="logits")
+            result["is_mean"], result["is_std"] = inception_score(
+                fake_logits, splits=min(self.is_splits, int(fake.shape[0])), kind="logits"
+            )
         return result
 
     def __call__(self, sample_fn: Callable[[int], Tensor]) -> dict:
         return self.score(*self.generate(sample_fn))
 
 
-def evaluate(*, sample_fn: Callable[[int], Tensor], reference, extractor: nn.Module, n: int,
-             metrics: Iterable[str] = METRICS, batch_size: int = 500, device="cpu", seed: int = 0,
-             kid_subsets: int = 100, kid_subset_size: int = 1000, pr_k: int = PR_K, is_splits: int = 10) -> dict:
+def evaluate(
+    *,
+    sample_fn: Callable[[int], Tensor],
+    reference,
+    extractor: nn.Module,
+    n: int,
+    metrics: Iterable[str] = METRICS,
+    batch_size: int = 500,
+    device="cpu",
+    seed: int = 0,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    pr_k: int = PR_K,
+    is_splits: int = 10,
+) -> dict:
     """Score ``n`` generated images against the ``reference`` ImageData: one
     :class:`ReferenceScorer` (whose docstring defines the reference sampling) called once.
 
@@ -222,7 +287,17 @@ def evaluate(*, sample_fn: Callable[[int], Tensor], reference, extractor: nn.Mod
         A flat dict of floats plus ``n`` (generated count), ``n_real`` and ``features``
         (the extractor's name).
     """
-    scorer = ReferenceScorer(reference=reference, extractor=extractor, n=n, metrics=metrics, batch_size=batch_size,
-                             device=device, seed=seed, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
-                             pr_k=pr_k, is_splits=is_splits)
+    scorer = ReferenceScorer(
+        reference=reference,
+        extractor=extractor,
+        n=n,
+        metrics=metrics,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        pr_k=pr_k,
+        is_splits=is_splits,
+    )
     return scorer(sample_fn)

@@ -27,8 +27,14 @@ from torch import Tensor, nn
 from normgan.errors import ConfigError, UserError
 from normgan.registry import Registry
 
-__all__ = ["FEATURES", "build_feature_extractor", "InceptionFeatures", "inception_weights_path",
-           "INCEPTION_WEIGHTS_FILE", "import_feature_extractor"]
+__all__ = [
+    "FEATURES",
+    "build_feature_extractor",
+    "InceptionFeatures",
+    "inception_weights_path",
+    "INCEPTION_WEIGHTS_FILE",
+    "import_feature_extractor",
+]
 
 #: Maps ``--features`` names to factories called as ``factory(*, data, cache_dir, device, **options)``.
 FEATURES = Registry("feature extractor")
@@ -85,6 +91,7 @@ def _build_inception(*, data=None, cache_dir=None, device="cpu", **_) -> nn.Modu
     path = inception_weights_path()
     try:
         import torch_fidelity  # noqa: F401
+
         have_fidelity = True
     except ImportError:
         have_fidelity = False
@@ -106,8 +113,9 @@ def _build_inception(*, data=None, cache_dir=None, device="cpu", **_) -> nn.Modu
 
 
 @FEATURES.register("domain")
-def _build_domain(*, data=None, cache_dir=None, device="cpu", heldout=None, epochs=None, seed=0, progress=None,
-                  **_) -> nn.Module:
+def _build_domain(
+    *, data=None, cache_dir=None, device="cpu", heldout=None, epochs=None, seed=0, progress=None, **_
+) -> nn.Module:
     from normgan.metrics import domain
 
     if data is None:
@@ -115,8 +123,9 @@ def _build_domain(*, data=None, cache_dir=None, device="cpu", heldout=None, epoc
     if heldout is None:
         heldout = lambda: _default_heldout(data)  # noqa: E731  (loaded only if training is needed)
     kw = {} if epochs is None else {"epochs": epochs}
-    return domain.load_or_train(data, heldout=heldout, cache_dir=cache_dir, seed=seed, device=device, progress=progress,
-                                **kw)
+    return domain.load_or_train(
+        data, heldout=heldout, cache_dir=cache_dir, seed=seed, device=device, progress=progress, **kw
+    )
 
 
 def _default_heldout(data):
@@ -134,26 +143,38 @@ def import_feature_extractor(spec: str) -> nn.Module:
     """Build ``package.module:ClassName`` (a no-argument ``nn.Module`` class) or ``package.module:factory``."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise UserError(f"--features {spec!r} is not a name or an import path; use domain, inception or package.module:ClassName")
+        raise UserError(
+            f"--features {spec!r} is not a name or an import path; use domain, inception or package.module:ClassName"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UserError(f"--features {spec!r}: cannot import module {module_name!r} ({exc}); check the path and PYTHONPATH") from None
+        raise UserError(
+            f"--features {spec!r}: cannot import module {module_name!r} ({exc}); check the path and PYTHONPATH"
+        ) from None
     obj = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise UserError(f"--features {spec!r}: module {module_name!r} has no attribute {attr!r}; check the name after ':'") from None
+            raise UserError(
+                f"--features {spec!r}: module {module_name!r} has no attribute {attr!r}; check the name after ':'"
+            ) from None
     if not callable(obj):
-        raise UserError(f"--features {spec!r}: {attr!r} is not a class or function; point to an nn.Module class or a factory")
+        raise UserError(
+            f"--features {spec!r}: {attr!r} is not a class or function; point to an nn.Module class or a factory"
+        )
     try:
         net = obj()
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else ""
-        raise UserError(f"--features {spec!r}: calling {attr}() failed ({type(exc).__name__}: {msg}); it must build with no arguments") from None
+        raise UserError(
+            f"--features {spec!r}: calling {attr}() failed ({type(exc).__name__}: {msg}); it must build with no arguments"
+        ) from None
     if not isinstance(net, nn.Module):
-        raise UserError(f"--features {spec!r}: {attr}() returned {type(net).__name__}, not a torch.nn.Module; return the feature network")
+        raise UserError(
+            f"--features {spec!r}: {attr}() returned {type(net).__name__}, not a torch.nn.Module; return the feature network"
+        )
     if not isinstance(getattr(net, "name", None), str):
         net.name = spec
     if not hasattr(net, "num_features"):

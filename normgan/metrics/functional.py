@@ -25,8 +25,16 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["fid_from_features", "kid_from_features", "kid_subset_size", "precision_recall", "inception_score", "class_coverage",
-           "mean_pairwise_distance", "DIVERSITY_SAMPLES"]
+__all__ = [
+    "fid_from_features",
+    "kid_from_features",
+    "kid_subset_size",
+    "precision_recall",
+    "inception_score",
+    "class_coverage",
+    "mean_pairwise_distance",
+    "DIVERSITY_SAMPLES",
+]
 
 #: Samples used on each side of the ``diversity`` ratio (all pairs among them).
 DIVERSITY_SAMPLES = 2000
@@ -223,7 +231,9 @@ def inception_score(
     """
     x = _as_features(logits_or_probs, "logits/probs")
     if kind == "auto":
-        is_probs = bool((x >= 0).all() and (x <= 1).all() and torch.allclose(x.sum(1), torch.ones_like(x[:, 0]), atol=1e-4))
+        is_probs = bool(
+            (x >= 0).all() and (x <= 1).all() and torch.allclose(x.sum(1), torch.ones_like(x[:, 0]), atol=1e-4)
+        )
         kind = "probs" if is_probs else "logits"
     if kind == "logits":
         logp = torch.log_softmax(x, dim=1)

@@ -63,7 +63,11 @@ def nearest_distance(x: Tensor, ref: Tensor, *, batch: int = 1024) -> Tensor:
     for s in range(0, x.shape[0], rows):
         best = None
         for c in range(0, ref.shape[0], cols):
-            d = torch.cdist(x[s : s + rows], ref[c : c + cols], compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+            d = (
+                torch.cdist(x[s : s + rows], ref[c : c + cols], compute_mode="donot_use_mm_for_euclid_dist")
+                .min(dim=1)
+                .values
+            )
             best = d if best is None else torch.minimum(best, d)
         out[s : s + rows] = best
     return out
@@ -95,8 +99,9 @@ def memorization_score(samples: Tensor, *, train: Tensor, heldout: Tensor) -> fl
     samples = _as_features(samples, "sample")
     train, heldout = _as_features(train, "train"), _as_features(heldout, "held-out")
     if train.shape[0] != heldout.shape[0]:
-        raise ValueError(f"train and held-out sets must have the same size, got {train.shape[0]} and "
-                         f"{heldout.shape[0]}")
+        raise ValueError(
+            f"train and held-out sets must have the same size, got {train.shape[0]} and {heldout.shape[0]}"
+        )
     if samples.shape[0] < 1:
         raise ValueError("no samples to score")
     d_tr = nearest_distance(samples, train)

@@ -73,6 +73,7 @@ def chunk_size(image_shape) -> int:
 
 # ----------------------------------------------------------------------------------------- helpers
 
+
 def _check_images(x: Tensor, what: str) -> Tensor:
     x = torch.as_tensor(x)
     if x.ndim != 4 or x.shape[1] not in (1, 3):
@@ -85,7 +86,9 @@ def _check_images(x: Tensor, what: str) -> Tensor:
 def _check_pair(outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     outputs, targets = _check_images(outputs, "outputs"), _check_images(targets, "targets")
     if outputs.shape != targets.shape:
-        raise ValueError(f"outputs and targets must have the same shape, got {tuple(outputs.shape)} and {tuple(targets.shape)}")
+        raise ValueError(
+            f"outputs and targets must have the same shape, got {tuple(outputs.shape)} and {tuple(targets.shape)}"
+        )
     return outputs, targets.to(outputs.device)
 
 
@@ -95,6 +98,7 @@ def _unit(x: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------- per-image metrics
+
 
 def psnr(outputs: Tensor, targets: Tensor) -> Tensor:
     r"""Per-image peak signal-to-noise ratio in dB on ``[0, 1]`` images.
@@ -116,7 +120,7 @@ def psnr(outputs: Tensor, targets: Tensor) -> Tensor:
 def _gaussian_taps(sigma: float = SSIM_SIGMA, size: int = SSIM_KERNEL) -> list[float]:
     """The normalized 1-D Gaussian window (``size`` taps, centred): ``exp(-d²/2σ²) / Σ``."""
     d = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(d / sigma) ** 2 / 2)
+    g = torch.exp(-((d / sigma) ** 2) / 2)
     return (g / g.sum()).tolist()
 
 
@@ -243,6 +247,7 @@ def dropout_diversity(samples: Tensor) -> float:
 
 # ------------------------------------------------------------------------------------ classifier
 
+
 def _logits(classifier, x: Tensor) -> Tensor:
     """Logits ``(B, K)``: ``classifier.logits(x)`` when it has that method (normgan's
     ``DomainClassifier``, whose ``forward`` returns features), else ``classifier(x)``; a
@@ -252,7 +257,9 @@ def _logits(classifier, x: Tensor) -> Tensor:
     if isinstance(out, (tuple, list)):
         out = out[-1]
     if out.ndim != 2 or out.shape[0] != x.shape[0]:
-        raise ValueError(f"the classifier must return logits of shape (B, K), got {tuple(out.shape)} for B={x.shape[0]}")
+        raise ValueError(
+            f"the classifier must return logits of shape (B, K), got {tuple(out.shape)} for B={x.shape[0]}"
+        )
     return out
 
 
@@ -325,6 +332,7 @@ def classifier_score(classifier, images: Tensor, labels: Tensor, *, batch_size: 
 
 # ------------------------------------------------------------------------------------------ LPIPS
 
+
 def lpips_weights_path(net: str = "alex") -> Path:
     """Where torchvision keeps the backbone weights LPIPS ``net`` needs:
     ``torch.hub.get_dir()/checkpoints/<file name of the weights URL>``, i.e.
@@ -332,8 +340,9 @@ def lpips_weights_path(net: str = "alex") -> Path:
     (``AlexNet_Weights.IMAGENET1K_V1``)."""
     if net not in LPIPS_NETS:
         raise UserError(f"unknown LPIPS network {net!r}; use one of {', '.join(LPIPS_NETS)}")
-    import torchvision.models
     from urllib.parse import urlparse
+
+    import torchvision.models
 
     weights = getattr(torchvision.models, LPIPS_NETS[net]).DEFAULT  # what torchmetrics' LPIPS loads
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
@@ -369,7 +378,7 @@ def make_lpips(*, net: str = "alex", device="cpu") -> nn.Module:
         raise UserError(f"LPIPS is unavailable: {exc}; pip install torchmetrics torchvision") from None
     path = lpips_weights_path(net)
     if not path.is_file():
-        call = f"torchvision.models.{_TORCHVISION_CALL[net]}(weights=\"IMAGENET1K_V1\")"
+        call = f'torchvision.models.{_TORCHVISION_CALL[net]}(weights="IMAGENET1K_V1")'
         raise UserError(
             f"LPIPS ({net}) is unavailable offline: the torchvision weights are missing at {path}; "
             f"copy {path.name} there (or point TORCH_HOME to a folder whose hub/checkpoints has it); on a machine "
@@ -420,6 +429,7 @@ def _lpips_sum(lpips, outputs: Tensor, targets: Tensor) -> float:
 
 # ------------------------------------------------------------------------------------- aggregator
 
+
 class PairedScores:
     """Accumulates the paired metrics over batches; :meth:`compute` returns means over images.
 
@@ -464,7 +474,9 @@ class PairedScores:
         themselves; the sums, hence :meth:`compute`, do not depend on the chunking."""
         outputs, targets = _check_images(outputs, "outputs"), _check_images(targets, "targets")
         if outputs.shape != targets.shape:
-            raise ValueError(f"outputs and targets must have the same shape, got {tuple(outputs.shape)} and {tuple(targets.shape)}")
+            raise ValueError(
+                f"outputs and targets must have the same shape, got {tuple(outputs.shape)} and {tuple(targets.shape)}"
+            )
         if outputs.shape[0] == 0:
             return
         if self.classifier is not None and labels is not None:
@@ -473,8 +485,11 @@ class PairedScores:
             labels = None
         step = chunk_size(outputs.shape[1:])
         for s in range(0, outputs.shape[0], step):
-            self._update_chunk(outputs[s : s + step], targets[s : s + step].to(outputs.device),
-                               None if labels is None else labels[s : s + step])
+            self._update_chunk(
+                outputs[s : s + step],
+                targets[s : s + step].to(outputs.device),
+                None if labels is None else labels[s : s + step],
+            )
 
     def _update_chunk(self, outputs: Tensor, targets: Tensor, labels: Optional[Tensor]) -> None:
         p = psnr(outputs, targets)

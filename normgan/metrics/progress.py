@@ -34,8 +34,16 @@ def bar(*, total: int, desc: str, unit: str, progress: Optional[bool], delay: Op
     :data:`DELAY_S`) and removed when it closes."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=int(total), desc=desc, unit=unit, disable=not enabled(progress), file=sys.stderr,
-                delay=DELAY_S if delay is None else delay, leave=False, dynamic_ncols=True)
+    return tqdm(
+        total=int(total),
+        desc=desc,
+        unit=unit,
+        disable=not enabled(progress),
+        file=sys.stderr,
+        delay=DELAY_S if delay is None else delay,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 def note(message: str, *, progress: Optional[bool]) -> None:

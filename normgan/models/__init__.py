@@ -4,9 +4,11 @@
 construct the configured networks; new architectures register with ``@GENERATORS.register(name)``.
 """
 
+from normgan.models import (
+    dcgan,  # noqa: F401  (registers "dcgan")
+    pix2pix,  # noqa: F401  (registers "unet", "resnet", "patchgan")
+)
 from normgan.models.layers import NORM_LAYERS, make_norm
 from normgan.models.registry import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
-from normgan.models import dcgan  # noqa: F401  (registers "dcgan")
-from normgan.models import pix2pix  # noqa: F401  (registers "unet", "resnet", "patchgan")
 
 __all__ = ["GENERATORS", "DISCRIMINATORS", "NORM_LAYERS", "make_norm", "build_generator", "build_discriminator"]

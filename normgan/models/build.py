@@ -19,7 +19,9 @@ def build_networks(cfg, *, resolution: int, channels: int, in_channels: int | No
     """
     regs = build_regularizers(cfg.regularizers, paired=cfg.paired)
     gates = any(r.term.needs_gates for r in regs)
-    G = build_generator(cfg.model.generator, resolution=resolution, channels=channels, in_channels=in_channels, gates=gates)
+    G = build_generator(
+        cfg.model.generator, resolution=resolution, channels=channels, in_channels=in_channels, gates=gates
+    )
     D = build_discriminator(cfg.model.discriminator, resolution=resolution, channels=channels + (in_channels or 0))
     constraints = build_constraints(cfg.constraints, G=G, D=D)
     return G, D, regs, constraints
@@ -53,8 +55,9 @@ def _meta_size(module: nn.Module, x) -> tuple[int, int]:
     return params, acts[0]
 
 
-def estimate_training_bytes(cfg, *, resolution: int | None = None, channels: int | None = None,
-                            in_channels: int | None = None) -> dict:
+def estimate_training_bytes(
+    cfg, *, resolution: int | None = None, channels: int | None = None, in_channels: int | None = None
+) -> dict:
     """Bytes a training run of ``cfg`` needs at least, from its config alone (networks built on the
     ``meta`` device: no memory, no compute): G's weights, gradients, two Adam moments and EMA copy
     (5×), D's weights, gradients and Adam moments (4×), and the activations of a step (G's forward,
@@ -75,16 +78,22 @@ def estimate_training_bytes(cfg, *, resolution: int | None = None, channels: int
         g_in = torch.empty(b, cin, res, res) if cin else torch.empty(b, cfg.model.generator.z_dim)
         g_params, g_acts = _meta_size(G, g_in)
         d_params, d_acts = _meta_size(D, torch.empty(b, c + (cin or 0), res, res))
-    return {"generator": 5 * g_params, "discriminator": 4 * d_params, "activations": 2 * (g_acts + 2 * d_acts),
-            "g_params": g_params // 4, "d_params": d_params // 4}
+    return {
+        "generator": 5 * g_params,
+        "discriminator": 4 * d_params,
+        "activations": 2 * (g_acts + 2 * d_acts),
+        "g_params": g_params // 4,
+        "d_params": d_params // 4,
+    }
 
 
-def check_memory(cfg, *, device="cpu", resolution: int | None = None, channels: int | None = None,
-                 in_channels: int | None = None) -> None:
+def check_memory(
+    cfg, *, device="cpu", resolution: int | None = None, channels: int | None = None, in_channels: int | None = None
+) -> None:
     """A one-line ConfigError, before anything is allocated, when the estimated training memory
     (:func:`estimate_training_bytes`) exceeds what ``device`` has free, naming the key to lower."""
-    from normgan.runtime.device import resolve_device
     from normgan.errors import ConfigError
+    from normgan.runtime.device import resolve_device
     from normgan.runtime.resources import device_memory, format_bytes
 
     est = estimate_training_bytes(cfg, resolution=resolution, channels=channels, in_channels=in_channels)
@@ -101,8 +110,10 @@ def check_memory(cfg, *, device="cpu", resolution: int | None = None, channels: 
         key, fix = f"model.discriminator.width={d.width}", "use a smaller model.discriminator.width (default 32)"
     else:
         key, fix = f"data.batch_size={cfg.data.batch_size}", "use a smaller data.batch_size"
-    raise ConfigError(f"{key}: training needs about {format_bytes(total)} (generator {est['g_params']:.3g} parameters with "
-                      f"gradients, Adam state and EMA: {format_bytes(est['generator'])}; discriminator "
-                      f"{est['d_params']:.3g} parameters: {format_bytes(est['discriminator'])}; activations at batch "
-                      f"{cfg.data.batch_size}: {format_bytes(est['activations'])}), more than the "
-                      f"{format_bytes(avail)} {where}; {fix}")
+    raise ConfigError(
+        f"{key}: training needs about {format_bytes(total)} (generator {est['g_params']:.3g} parameters with "
+        f"gradients, Adam state and EMA: {format_bytes(est['generator'])}; discriminator "
+        f"{est['d_params']:.3g} parameters: {format_bytes(est['discriminator'])}; activations at batch "
+        f"{cfg.data.batch_size}: {format_bytes(est['activations'])}), more than the "
+        f"{format_bytes(avail)} {where}; {fix}"
+    )

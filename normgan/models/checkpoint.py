@@ -61,8 +61,13 @@ def save_checkpoint(state: Dict[str, Any], path: str | Path) -> Path:
         tmp = None
     except (OSError, RuntimeError) as e:
         # torch.save reports a failed write (a full disk) as a RuntimeError from its zip writer
-        raise write_error(e, path, what="checkpoint", fix="the previous checkpoint is intact",
-                          full_fix="free some space and resume, the previous checkpoint is intact") from None
+        raise write_error(
+            e,
+            path,
+            what="checkpoint",
+            fix="the previous checkpoint is intact",
+            full_fix="free some space and resume, the previous checkpoint is intact",
+        ) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -92,7 +97,9 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt, truncated, or not a torch file
-        raise UserError(f"checkpoint '{path}' cannot be read ({type(e).__name__}); it is corrupt or not a normgan checkpoint") from None
+        raise UserError(
+            f"checkpoint '{path}' cannot be read ({type(e).__name__}); it is corrupt or not a normgan checkpoint"
+        ) from None
     if not isinstance(state, dict) or "generator" not in state:
         raise UserError(f"checkpoint '{path}' is not a normgan checkpoint (no generator state)")
     return state
@@ -138,7 +145,9 @@ def require_keys(state: Dict[str, Any], keys, *, path: str | Path) -> None:
     """A one-line UserError naming the first of ``keys`` missing from the checkpoint ``state``."""
     for key in keys:
         if key not in state:
-            raise UserError(f"checkpoint '{path}' has no '{key}' entry; it is damaged or not a normgan training checkpoint")
+            raise UserError(
+                f"checkpoint '{path}' has no '{key}' entry; it is damaged or not a normgan training checkpoint"
+            )
 
 
 def find_checkpoint(run: str | Path, name: str = "last.pt") -> Path:

@@ -33,15 +33,29 @@ def _geometry(resolution: int) -> tuple[int, int]:
 class DCGANGenerator(nn.Module):
     """z ↦ image in [-1, 1] of shape (B, channels, resolution, resolution)."""
 
-    def __init__(self, *, resolution: int, channels: int, z_dim: int = 64, width: int = 32, norm: str = "batch", dropout: float = 0.0,
-                 gates: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        resolution: int,
+        channels: int,
+        z_dim: int = 64,
+        width: int = 32,
+        norm: str = "batch",
+        dropout: float = 0.0,
+        gates: bool = False,
+    ) -> None:
         super().__init__()
         base, stages = _geometry(resolution)
         self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
         c = width * 2 ** (stages - 1)
-        blocks: list[nn.Module] = [nn.Unflatten(1, (z_dim, 1, 1)), *self._block(nn.ConvTranspose2d(z_dim, c, base, 1, 0, bias=norm == "none"), c, norm, dropout, gates)]
+        blocks: list[nn.Module] = [
+            nn.Unflatten(1, (z_dim, 1, 1)),
+            *self._block(nn.ConvTranspose2d(z_dim, c, base, 1, 0, bias=norm == "none"), c, norm, dropout, gates),
+        ]
         for _ in range(stages - 1):
-            blocks += self._block(nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=norm == "none"), c // 2, norm, dropout, gates)
+            blocks += self._block(
+                nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=norm == "none"), c // 2, norm, dropout, gates
+            )
             c //= 2
         self.body = nn.Sequential(*blocks)
         self.to_image = nn.ConvTranspose2d(c, channels, 4, 2, 1)
@@ -68,7 +82,9 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """image ↦ logit of shape (B,); ``features(x)`` gives the flattened last hidden feature map."""
 
-    def __init__(self, *, resolution: int, channels: int, width: int = 32, norm: str = "none", dropout: float = 0.0) -> None:
+    def __init__(
+        self, *, resolution: int, channels: int, width: int = 32, norm: str = "none", dropout: float = 0.0
+    ) -> None:
         super().__init__()
         base, stages = _geometry(resolution)
         layers: list[nn.Module] = []

@@ -72,9 +72,19 @@ class UnetBlock(nn.Module):
     the outermost returns ``up``'s output alone, (B, outer_c, H, W).
     """
 
-    def __init__(self, outer_c: int, inner_c: int, *, in_c: Optional[int] = None, submodule: Optional[nn.Module] = None,
-                 outermost: bool = False, innermost: bool = False, norm: str = "batch", dropout: float = 0.0,
-                 test_dropout: bool = False) -> None:
+    def __init__(
+        self,
+        outer_c: int,
+        inner_c: int,
+        *,
+        in_c: Optional[int] = None,
+        submodule: Optional[nn.Module] = None,
+        outermost: bool = False,
+        innermost: bool = False,
+        norm: str = "batch",
+        dropout: float = 0.0,
+        test_dropout: bool = False,
+    ) -> None:
         super().__init__()
         in_c = outer_c if in_c is None else in_c
         bias = _conv_bias(norm)
@@ -113,8 +123,18 @@ class UnetGenerator(nn.Module):
 
     z_dim = None  # no noise input
 
-    def __init__(self, *, resolution: int, channels: int, in_channels: int, width: int = 64, norm: str = "batch",
-                 dropout: float = 0.0, test_dropout: bool = False, depth: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        *,
+        resolution: int,
+        channels: int,
+        in_channels: int,
+        width: int = 64,
+        norm: str = "batch",
+        dropout: float = 0.0,
+        test_dropout: bool = False,
+        depth: Optional[int] = None,
+    ) -> None:
         super().__init__()
         _check_common(resolution=resolution, channels=channels, width=width, dropout=dropout, in_channels=in_channels)
         _check_bool("test_dropout", test_dropout)
@@ -122,16 +142,20 @@ class UnetGenerator(nn.Module):
         while resolution % 2 ** (halvings + 1) == 0:
             halvings += 1
         if halvings == 0:
-            raise ConfigError(f"data.resolution: bad value {resolution}; unet needs an even resolution (a power of two is usual)")
+            raise ConfigError(
+                f"data.resolution: bad value {resolution}; unet needs an even resolution (a power of two is usual)"
+            )
         if depth is None:
             depth = halvings
         if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= halvings:
-            raise ConfigError(f"depth: bad value {depth!r}; unet at resolution {resolution} needs an integer depth from 1 to {halvings}"
-                              f" (the resolution must divide by 2**depth)")
+            raise ConfigError(
+                f"depth: bad value {depth!r}; unet at resolution {resolution} needs an integer depth from 1 to {halvings}"
+                f" (the resolution must divide by 2**depth)"
+            )
         self.in_channels, self.channels, self.resolution, self.depth = in_channels, channels, resolution, depth
         make_norm(norm, 1)  # unknown norm names fail here with the list of choices
 
-        enc = [width * min(2 ** i, 8) for i in range(depth)]  # down-conv output channels of level i (0 = outermost)
+        enc = [width * min(2**i, 8) for i in range(depth)]  # down-conv output channels of level i (0 = outermost)
         if depth == 2:
             dropout_levels = {1}
         else:
@@ -139,9 +163,17 @@ class UnetGenerator(nn.Module):
         block: Optional[UnetBlock] = None
         for i in reversed(range(depth)):  # build from the bottleneck outwards
             outer_c = channels if i == 0 else enc[i - 1]
-            block = UnetBlock(outer_c, enc[i], in_c=in_channels if i == 0 else None, submodule=block,
-                              outermost=i == 0, innermost=i == depth - 1, norm=norm,
-                              dropout=dropout if i in dropout_levels else 0.0, test_dropout=test_dropout)
+            block = UnetBlock(
+                outer_c,
+                enc[i],
+                in_c=in_channels if i == 0 else None,
+                submodule=block,
+                outermost=i == 0,
+                innermost=i == depth - 1,
+                norm=norm,
+                dropout=dropout if i in dropout_levels else 0.0,
+                test_dropout=test_dropout,
+            )
         self.model = block
         dcgan_init(self)
 
@@ -163,10 +195,27 @@ class UnetGenerator(nn.Module):
 
 
 @GENERATORS.register("unet")
-def unet_generator(*, resolution: int, channels: int, in_channels: int, width: int = 64, norm: str = "batch",
-                   dropout: float = 0.0, test_dropout: bool = False, depth: Optional[int] = None) -> nn.Module:
-    return UnetGenerator(resolution=resolution, channels=channels, in_channels=in_channels, width=width, norm=norm,
-                         dropout=dropout, test_dropout=test_dropout, depth=depth)
+def unet_generator(
+    *,
+    resolution: int,
+    channels: int,
+    in_channels: int,
+    width: int = 64,
+    norm: str = "batch",
+    dropout: float = 0.0,
+    test_dropout: bool = False,
+    depth: Optional[int] = None,
+) -> nn.Module:
+    return UnetGenerator(
+        resolution=resolution,
+        channels=channels,
+        in_channels=in_channels,
+        width=width,
+        norm=norm,
+        dropout=dropout,
+        test_dropout=test_dropout,
+        depth=depth,
+    )
 
 
 # ----------------------------------------------------------------------------- ResNet generator
@@ -179,7 +228,12 @@ class ResnetBlock(nn.Module):
     def __init__(self, c: int, *, norm: str, dropout: float, test_dropout: bool) -> None:
         super().__init__()
         bias = _conv_bias(norm)
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=bias), make_norm(norm, c), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(c, c, 3, bias=bias),
+            make_norm(norm, c),
+            nn.ReLU(True),
+        ]
         if dropout > 0:
             layers.append(KeepDropout(dropout, keep=test_dropout))
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=bias), make_norm(norm, c)]
@@ -200,24 +254,48 @@ class ResnetGenerator(nn.Module):
 
     z_dim = None  # no noise input
 
-    def __init__(self, *, resolution: int, channels: int, in_channels: int, width: int = 64, norm: str = "instance",
-                 dropout: float = 0.0, test_dropout: bool = False, blocks: int = 9) -> None:
+    def __init__(
+        self,
+        *,
+        resolution: int,
+        channels: int,
+        in_channels: int,
+        width: int = 64,
+        norm: str = "instance",
+        dropout: float = 0.0,
+        test_dropout: bool = False,
+        blocks: int = 9,
+    ) -> None:
         super().__init__()
         _check_common(resolution=resolution, channels=channels, width=width, dropout=dropout, in_channels=in_channels)
         _check_bool("test_dropout", test_dropout)
         if resolution % 4 or resolution < 8:
-            raise ConfigError(f"data.resolution: bad value {resolution}; resnet needs a multiple of 4 that is at least 8")
+            raise ConfigError(
+                f"data.resolution: bad value {resolution}; resnet needs a multiple of 4 that is at least 8"
+            )
         _check_int("blocks", blocks, 1, "must be an integer >= 1 (CycleGAN uses 6 at 128 px and 9 at 256 px)")
         self.in_channels, self.channels, self.resolution = in_channels, channels, resolution
         bias = _conv_bias(norm)
         w = width
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, w, 7, bias=bias), make_norm(norm, w), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, w, 7, bias=bias),
+            make_norm(norm, w),
+            nn.ReLU(True),
+        ]
         for mult in (1, 2):  # downsampling: w → 2w → 4w
-            layers += [nn.Conv2d(w * mult, w * mult * 2, 3, 2, 1, bias=bias), make_norm(norm, w * mult * 2), nn.ReLU(True)]
+            layers += [
+                nn.Conv2d(w * mult, w * mult * 2, 3, 2, 1, bias=bias),
+                make_norm(norm, w * mult * 2),
+                nn.ReLU(True),
+            ]
         layers += [ResnetBlock(4 * w, norm=norm, dropout=dropout, test_dropout=test_dropout) for _ in range(blocks)]
         for mult in (4, 2):  # upsampling: 4w → 2w → w
-            layers += [nn.ConvTranspose2d(w * mult, w * mult // 2, 3, 2, 1, output_padding=1, bias=bias),
-                       make_norm(norm, w * mult // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(w * mult, w * mult // 2, 3, 2, 1, output_padding=1, bias=bias),
+                make_norm(norm, w * mult // 2),
+                nn.ReLU(True),
+            ]
         self.body = nn.Sequential(*layers)
         self.to_image = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(w, channels, 7))
         dcgan_init(self)
@@ -232,10 +310,27 @@ class ResnetGenerator(nn.Module):
 
 
 @GENERATORS.register("resnet")
-def resnet_generator(*, resolution: int, channels: int, in_channels: int, width: int = 64, norm: str = "instance",
-                     dropout: float = 0.0, test_dropout: bool = False, blocks: int = 9) -> nn.Module:
-    return ResnetGenerator(resolution=resolution, channels=channels, in_channels=in_channels, width=width, norm=norm,
-                           dropout=dropout, test_dropout=test_dropout, blocks=blocks)
+def resnet_generator(
+    *,
+    resolution: int,
+    channels: int,
+    in_channels: int,
+    width: int = 64,
+    norm: str = "instance",
+    dropout: float = 0.0,
+    test_dropout: bool = False,
+    blocks: int = 9,
+) -> nn.Module:
+    return ResnetGenerator(
+        resolution=resolution,
+        channels=channels,
+        in_channels=in_channels,
+        width=width,
+        norm=norm,
+        dropout=dropout,
+        test_dropout=test_dropout,
+        blocks=blocks,
+    )
 
 
 # ----------------------------------------------------------------------------- PatchGAN
@@ -262,8 +357,16 @@ class PatchDiscriminator(nn.Module):
     but the first.
     """
 
-    def __init__(self, *, resolution: int, channels: int, width: int = 64, norm: str = "batch", dropout: float = 0.0,
-                 layers: int = 3) -> None:
+    def __init__(
+        self,
+        *,
+        resolution: int,
+        channels: int,
+        width: int = 64,
+        norm: str = "batch",
+        dropout: float = 0.0,
+        layers: int = 3,
+    ) -> None:
         super().__init__()
         _check_common(resolution=resolution, channels=channels, width=width, dropout=dropout)
         _check_int("layers", layers, 1, "must be an integer >= 1 (pix2pix uses 3: 70×70 patches)")
@@ -272,13 +375,19 @@ class PatchDiscriminator(nn.Module):
             max_layers += 1
         if layers > max_layers:
             fix = f"use layers <= {max_layers}" if max_layers else "use a resolution of at least 6"
-            raise ConfigError(f"layers: bad value {layers}; the patch map would be empty at resolution {resolution}; {fix}")
+            raise ConfigError(
+                f"layers: bad value {layers}; the patch map would be empty at resolution {resolution}; {fix}"
+            )
         bias = _conv_bias(norm)
         body: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         c = width
         for n in range(1, layers + 1):  # layers-1 stride-2 blocks, then one stride-1 block
-            c_out = width * min(2 ** n, 8)
-            body += [nn.Conv2d(c, c_out, 4, 2 if n < layers else 1, 1, bias=bias), make_norm(norm, c_out), nn.LeakyReLU(0.2, True)]
+            c_out = width * min(2**n, 8)
+            body += [
+                nn.Conv2d(c, c_out, 4, 2 if n < layers else 1, 1, bias=bias),
+                make_norm(norm, c_out),
+                nn.LeakyReLU(0.2, True),
+            ]
             if dropout > 0:
                 body.append(nn.Dropout(dropout))
             c = c_out
@@ -286,7 +395,7 @@ class PatchDiscriminator(nn.Module):
         self.head = nn.Conv2d(c, 1, 4, 1, 1)
         self.resolution, self.channels, self.layers = resolution, channels, layers
         self.receptive_field = receptive_field(m for m in self.modules() if isinstance(m, nn.Conv2d))
-        self.patches = resolution // 2 ** layers - 2  # S: the logit map is S × S
+        self.patches = resolution // 2**layers - 2  # S: the logit map is S × S
         dcgan_init(self)
 
     def features(self, x: Tensor) -> Tensor:
@@ -301,6 +410,9 @@ class PatchDiscriminator(nn.Module):
 
 
 @DISCRIMINATORS.register("patchgan")
-def patchgan_discriminator(*, resolution: int, channels: int, width: int = 64, norm: str = "batch", dropout: float = 0.0,
-                           layers: int = 3) -> nn.Module:
-    return PatchDiscriminator(resolution=resolution, channels=channels, width=width, norm=norm, dropout=dropout, layers=layers)
+def patchgan_discriminator(
+    *, resolution: int, channels: int, width: int = 64, norm: str = "batch", dropout: float = 0.0, layers: int = 3
+) -> nn.Module:
+    return PatchDiscriminator(
+        resolution=resolution, channels=channels, width=width, norm=norm, dropout=dropout, layers=layers
+    )

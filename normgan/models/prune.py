@@ -57,11 +57,19 @@ def _slice_norm(norm: nn.Module, keep: torch.Tensor) -> nn.Module:
     """The per-channel normalization restricted to ``keep`` (BatchNorm in eval mode, InstanceNorm, none)."""
     if isinstance(norm, nn.Identity):
         return norm
-    if isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)):
+    if isinstance(
+        norm, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+    ):
         ref = next((t for t in (norm.weight, norm.running_mean) if t is not None), None)
         where = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
-        new = type(norm)(int(keep.numel()), eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
-                         track_running_stats=norm.track_running_stats, **where)  # on the pruned model's device
+        new = type(norm)(
+            int(keep.numel()),
+            eps=norm.eps,
+            momentum=norm.momentum,
+            affine=norm.affine,
+            track_running_stats=norm.track_running_stats,
+            **where,
+        )  # on the pruned model's device
         with torch.no_grad():
             if norm.affine:
                 new.weight.copy_(norm.weight[keep])
@@ -71,8 +79,10 @@ def _slice_norm(norm: nn.Module, keep: torch.Tensor) -> nn.Module:
                 new.running_var.copy_(norm.running_var[keep])
                 new.num_batches_tracked.copy_(norm.num_batches_tracked)
         return new
-    raise NotImplementedError(f"prune_generator cannot remove channels under {type(norm).__name__}: its statistics mix channels; "
-                              "use batch, instance or no normalization in a gated generator")
+    raise NotImplementedError(
+        f"prune_generator cannot remove channels under {type(norm).__name__}: its statistics mix channels; "
+        "use batch, instance or no normalization in a gated generator"
+    )
 
 
 def prune_generator(G: nn.Module) -> nn.Module:
@@ -99,7 +109,9 @@ def prune_generator(G: nn.Module) -> nn.Module:
                 g = layer.eval_gates().detach()
             keep = torch.nonzero(g > 0).flatten()
             if keep.numel() == 0:
-                keep = torch.zeros(1, dtype=torch.long, device=g.device)  # one channel with gate 0 → its weights become 0
+                keep = torch.zeros(
+                    1, dtype=torch.long, device=g.device
+                )  # one channel with gate 0 → its weights become 0
             # find the block's conv and norm among the layers appended since the last conv
             conv_idx = max(i for i, m in enumerate(out) if isinstance(m, _CONVT + _CONV + (nn.Linear,)))
             _slice_out(out[conv_idx], keep)

@@ -39,8 +39,14 @@ def check_models(model_cfg, *, resolution: int, channels: int, in_channels: int 
     import torch
 
     for key, net, build, kwargs in (
-            ("model.generator", model_cfg.generator, build_generator, {"channels": channels, "in_channels": in_channels}),
-            ("model.discriminator", model_cfg.discriminator, build_discriminator, {"channels": channels + (in_channels or 0)})):
+        ("model.generator", model_cfg.generator, build_generator, {"channels": channels, "in_channels": in_channels}),
+        (
+            "model.discriminator",
+            model_cfg.discriminator,
+            build_discriminator,
+            {"channels": channels + (in_channels or 0)},
+        ),
+    ):
         try:
             with torch.device("meta"):
                 build(net, resolution=resolution, **kwargs)
@@ -48,8 +54,10 @@ def check_models(model_cfg, *, resolution: int, channels: int, in_channels: int 
             if isinstance(e, RuntimeError) and "overflow" not in str(e).lower():
                 raise
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
-            raise ConfigError(f"{key}.width={net.width}: a weight of this network is too large to allocate ({first}); "
-                              f"use a smaller {key}.width (default 32)") from None
+            raise ConfigError(
+                f"{key}.width={net.width}: a weight of this network is too large to allocate ({first}); "
+                f"use a smaller {key}.width (default 32)"
+            ) from None
 
 
 def _build(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> nn.Module:
@@ -61,18 +69,31 @@ def _build(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> nn.Mo
     return registry.create(cfg.name, dict(cfg.options or {}), key=key, fixed={**shared, **fixed}, options_key="options")
 
 
-def build_generator(cfg, *, resolution: int, channels: int, in_channels: int | None = None, gates: bool = False) -> nn.Module:
+def build_generator(
+    cfg, *, resolution: int, channels: int, in_channels: int | None = None, gates: bool = False
+) -> nn.Module:
     """The generator named by ``cfg.name`` (a GeneratorConfig) for ``channels``-channel images.
 
     ``in_channels``: the input image's channels of an image-to-image generator (paired runs).
     ``gates``: insert hard-concrete L0 gates on hidden channels (set by the loop when an L0 weights
     term asks for them).
     """
-    return _build(GENERATORS, cfg, key="model.generator",
-                  fixed={"resolution": resolution, "channels": channels, "in_channels": in_channels, "gates": True if gates else None})
+    return _build(
+        GENERATORS,
+        cfg,
+        key="model.generator",
+        fixed={
+            "resolution": resolution,
+            "channels": channels,
+            "in_channels": in_channels,
+            "gates": True if gates else None,
+        },
+    )
 
 
 def build_discriminator(cfg, *, resolution: int, channels: int) -> nn.Module:
     """The discriminator named by ``cfg.name`` for ``channels`` input channels (condition + image
     for a conditional D)."""
-    return _build(DISCRIMINATORS, cfg, key="model.discriminator", fixed={"resolution": resolution, "channels": channels})
+    return _build(
+        DISCRIMINATORS, cfg, key="model.discriminator", fixed={"resolution": resolution, "channels": channels}
+    )

@@ -11,9 +11,23 @@ each runs (``every``), applies the gain and logs ``reg/<name>/raw|weight|loss``.
 compute a raw value from a :class:`TermContext` and never count steps.
 """
 
-from normgan.regularizers.base import Regularizer, Term, TermContext, TERMS, build_regularizers, validate_regularizers
-from normgan.regularizers.weights import WEIGHTS, ConstantWeight, Weight, WeightContext, build_weight
-from normgan.regularizers.constraints import CONSTRAINTS, build_constraints
 from normgan.regularizers import terms  # noqa: F401  (registers the terms)
+from normgan.regularizers.base import TERMS, Regularizer, Term, TermContext, build_regularizers, validate_regularizers
+from normgan.regularizers.constraints import CONSTRAINTS, build_constraints
+from normgan.regularizers.weights import WEIGHTS, ConstantWeight, Weight, WeightContext, build_weight
 
-__all__ = ["Regularizer", "Term", "TermContext", "TERMS", "WEIGHTS", "Weight", "WeightContext", "ConstantWeight", "build_regularizers", "build_weight", "validate_regularizers", "CONSTRAINTS", "build_constraints"]
+__all__ = [
+    "Regularizer",
+    "Term",
+    "TermContext",
+    "TERMS",
+    "WEIGHTS",
+    "Weight",
+    "WeightContext",
+    "ConstantWeight",
+    "build_regularizers",
+    "build_weight",
+    "validate_regularizers",
+    "CONSTRAINTS",
+    "build_constraints",
+]

@@ -110,17 +110,23 @@ def build_regularizers(specs: Dict[str, Any], *, paired: bool = False) -> list[R
         if net not in ("G", "D"):
             raise ConfigError(f"{key}.net: bad value {net!r}; use G or D")
         if net not in cls.nets:
-            raise ConfigError(f"{key}.net: term '{term_name}' cannot regularize {net}; it applies to {' and '.join(cls.nets)}")
+            raise ConfigError(
+                f"{key}.net: term '{term_name}' cannot regularize {net}; it applies to {' and '.join(cls.nets)}"
+            )
         # task branch kept outside the tasks (tests/test_tasks.py): the requirement is the term's (a target y to
         # reconstruct), checked where terms are built; the caller passes the task's answer (``paired``)
         if cls.paired_only and not paired:
-            raise ConfigError(f"{key}: term '{term_name}' needs a paired (image-to-image) run; remove it from this unconditional run")
+            raise ConfigError(
+                f"{key}: term '{term_name}' needs a paired (image-to-image) run; remove it from this unconditional run"
+            )
         every = spec.get("every", 1)
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ConfigError(f"{key}.every: bad value {every!r}; must be a positive integer interval")
         weight = build_weight(spec.get("weight", 1.0), key=f"{key}.weight")
         if net not in weight.nets:
-            raise ConfigError(f"{key}.weight: this adaptive weight works on {' and '.join(weight.nets)} only, not on {net}")
+            raise ConfigError(
+                f"{key}.weight: this adaptive weight works on {' and '.join(weight.nets)} only, not on {net}"
+            )
         params = {k: v for k, v in spec.items() if k not in COMMON_KEYS}
         term = TERMS.create(term_name, params, key=key, fixed={"net": net}, common=COMMON_KEYS)
         out.append(Regularizer(name, term, weight, every))
@@ -130,7 +136,9 @@ def build_regularizers(specs: Dict[str, Any], *, paired: bool = False) -> list[R
             lazy.setdefault(r.net, set()).add(r.every)
     for net, intervals in lazy.items():
         if len(intervals) > 1:
-            raise ConfigError(f"regularizers: lazy terms on {net} use different intervals {sorted(intervals)}; give them one 'every' (the Adam correction is per network)")
+            raise ConfigError(
+                f"regularizers: lazy terms on {net} use different intervals {sorted(intervals)}; give them one 'every' (the Adam correction is per network)"
+            )
     return out
 
 

@@ -109,7 +109,9 @@ class SpectralConstraint(Constraint):
         for m in _layers(module):
             if not parametrize.is_parametrized(m, "weight"):
                 dim = 1 if isinstance(m, _TRANSPOSED) else 0
-                parametrize.register_parametrization(m, "weight", SpectralNorm(m.weight, self.n_power_iterations, dim, self.eps))
+                parametrize.register_parametrization(
+                    m, "weight", SpectralNorm(m.weight, self.n_power_iterations, dim, self.eps)
+                )
 
 
 @CONSTRAINTS.register("max_norm")

@@ -33,11 +33,11 @@ from normgan.functional.penalties import (
     recon_penalty,
     texture_stats,
     total_variation,
-    wgan_gp_penalty,
     weight_group_l21,
     weight_l1,
     weight_l2,
     weight_orthogonal,
+    wgan_gp_penalty,
 )
 from normgan.regularizers.base import TERMS, Term, TermContext
 from normgan.regularizers.constraints import raw_weight
@@ -48,8 +48,6 @@ def _fake(ctx: TermContext) -> Tensor:
     if ctx.fake is not None:
         return ctx.fake
     return ctx.G(ctx.z)
-
-
 
 
 def _net(ctx: TermContext, net: str) -> nn.Module:
@@ -102,12 +100,17 @@ class WeightsTerm(Term):
     def select(self, module: nn.Module, *, output_first: bool = True) -> Iterator[Tensor]:
         """The selected parameters, output units first (ConvTranspose weights transposed) unless
         ``output_first`` is False (elementwise norms: the parameters themselves, no copy)."""
-        transposed = {id(raw_weight(m)) for m in module.modules()
-                      if output_first and isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))}
+        transposed = {
+            id(raw_weight(m))
+            for m in module.modules()
+            if output_first and isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+        }
         for name, p in module.named_parameters():
             if not p.requires_grad:
                 continue
-            if (self.pattern is None and p.ndim > 1) or (self.pattern is not None and fnmatch.fnmatch(name, self.pattern)):
+            if (self.pattern is None and p.ndim > 1) or (
+                self.pattern is not None and fnmatch.fnmatch(name, self.pattern)
+            ):
                 yield p.transpose(0, 1) if id(p) in transposed and p.ndim > 1 else p
 
     def forward(self, ctx: TermContext) -> Tensor:
@@ -115,7 +118,9 @@ class WeightsTerm(Term):
         if self.norm == "l0":
             gates = [m for m in module.modules() if isinstance(m, HardConcreteGate)]
             if not gates:
-                raise UserError("term 'weights' with norm l0 needs a generator built with gates=True (the loop does this when needs_gates is set)")
+                raise UserError(
+                    "term 'weights' with norm l0 needs a generator built with gates=True (the loop does this when needs_gates is set)"
+                )
             return torch.stack([g.expected_l0() for g in gates]).sum()
         params = list(self.select(module, output_first=self.norm in ("l21", "ortho")))
         fn = {"l1": weight_l1, "l2": weight_l2, "l21": weight_group_l21, "ortho": weight_orthogonal}[self.norm]
@@ -146,8 +151,16 @@ class GradTerm(Term):
     per_sample_gradients = True  # ∇ₓD(x_b) per sample: refused with a batch-mixing D norm
     AT = ("real", "fake", "interpolates", "perturbed")
 
-    def __init__(self, *, net: str, at: str = "real", center: Optional[float] = None, one_sided: bool = False,
-                 half: bool = True, scale: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        net: str,
+        at: str = "real",
+        center: Optional[float] = None,
+        one_sided: bool = False,
+        half: bool = True,
+        scale: float = 0.5,
+    ) -> None:
         super().__init__(net=net)
         _check_choice("at", at, self.AT)
         if center is not None and (isinstance(center, bool) or not isinstance(center, (int, float)) or center < 0):
@@ -217,7 +230,9 @@ def first_layer_features(D: nn.Module, x: Tensor) -> Tensor:
     """D's first-layer feature maps: the layers of ``D.body`` up to and including the first activation."""
     body = getattr(D, "body", None)
     if not isinstance(body, nn.Sequential):
-        raise UserError(f"features kind texture needs a discriminator with a 'body' Sequential; {type(D).__name__} has none")
+        raise UserError(
+            f"features kind texture needs a discriminator with a 'body' Sequential; {type(D).__name__} has none"
+        )
     h = x
     for layer in body:
         h = layer(h)
@@ -254,7 +269,9 @@ class FeaturesTerm(Term):
             return colour_stats(real, fake)
         if self.kind == "matching":
             if not hasattr(D, "features"):
-                raise UserError(f"features kind matching needs a discriminator with features(x); {type(D).__name__} has none")
+                raise UserError(
+                    f"features kind matching needs a discriminator with features(x); {type(D).__name__} has none"
+                )
             with torch.no_grad():
                 f_real = D.features(ctx.d_input(real))
             return feature_matching(f_real, D.features(ctx.d_input(fake)))
@@ -316,7 +333,9 @@ class LeCamTerm(Term):
         self.anchor_real.copy_(lecam_anchor_update(self.anchor_real, d_real, decay=self.decay, count=t))
         self.anchor_fake.copy_(lecam_anchor_update(self.anchor_fake, d_fake, decay=self.decay, count=t))
         self.updates += 1
-        return lecam_penalty(d_real, d_fake, anchor_real=self.anchor_real, anchor_fake=self.anchor_fake, one_sided=self.one_sided)
+        return lecam_penalty(
+            d_real, d_fake, anchor_real=self.anchor_real, anchor_fake=self.anchor_fake, one_sided=self.one_sided
+        )
 
 
 # ----------------------------------------------------------------------------- reconstruction
@@ -336,7 +355,9 @@ class ReconTerm(Term):
     nets = ("G",)
     paired_only = True
 
-    def __init__(self, *, net: str, norm: str = "l1", norm_params: Optional[dict] = None, reduction: str = "mean") -> None:
+    def __init__(
+        self, *, net: str, norm: str = "l1", norm_params: Optional[dict] = None, reduction: str = "mean"
+    ) -> None:
         super().__init__(net=net)
         fn = NORMS.get(norm, key="norm")
         params = dict(norm_params or {})
@@ -344,7 +365,9 @@ class ReconTerm(Term):
             inspect.signature(fn).bind(torch.zeros(1), **params)
         except TypeError:
             allowed = [p for p in inspect.signature(fn).parameters if p != "residual"]
-            raise ConfigError(f"norm_params: norm {norm!r} takes {', '.join(allowed) or 'no options'}; got {', '.join(sorted(params))}") from None
+            raise ConfigError(
+                f"norm_params: norm {norm!r} takes {', '.join(allowed) or 'no options'}; got {', '.join(sorted(params))}"
+            ) from None
         try:
             fn(torch.zeros(1, 1, 1, 1), **params)  # bad values (huber delta <= 0) fail now, not in training
         except (TypeError, ValueError) as e:

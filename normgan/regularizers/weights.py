@@ -18,10 +18,10 @@ from torch import Tensor, nn
 from normgan.errors import ConfigError, UserError
 from normgan.functional.weighting import (
     SCHEDULES,
+    grad_ratio_weight,
     gradnorm_grad_norms,
     gradnorm_loss,
     gradnorm_targets,
-    grad_ratio_weight,
     overfit_rt,
     rt_controller_update,
     uncertainty_weighting,
@@ -38,6 +38,7 @@ ADAPTIVE = Registry("adaptive")
 
 def _rule(family: Registry, name: str):
     """Register a weight rule under ``name`` in WEIGHTS and in its family (schedule or adaptive)."""
+
     def decorator(obj):
         WEIGHTS.register(name)(obj)
         return family.register(name)(obj)
@@ -116,7 +117,9 @@ class ScheduleWeight(Weight):
             inspect.signature(self.fn).bind(0, **params)
         except TypeError:
             allowed = [p for p in inspect.signature(self.fn).parameters if p != "step"]
-            raise ConfigError(f"schedule '{schedule}' takes {', '.join(['base'] + allowed)}; got {', '.join(sorted(params)) or 'nothing'}") from None
+            raise ConfigError(
+                f"schedule '{schedule}' takes {', '.join(['base'] + allowed)}; got {', '.join(sorted(params)) or 'nothing'}"
+            ) from None
         start, end = params.get("start"), params.get("end")
         if isinstance(start, (int, float)) and isinstance(end, (int, float)) and end < start:
             raise ConfigError(f"end: bad value {end!r}; the schedule ends before it starts (start: {start!r})")
@@ -147,7 +150,9 @@ for _name in SCHEDULES.names():
 def _last_layer(module: Optional[nn.Module], rule: str) -> Tensor:
     layer = getattr(module, "last_layer", None)
     if not isinstance(layer, Tensor):
-        raise UserError(f"weight rule '{rule}' needs a network with a 'last_layer' weight (the generator's output layer); {type(module).__name__} has none")
+        raise UserError(
+            f"weight rule '{rule}' needs a network with a 'last_layer' weight (the generator's output layer); {type(module).__name__} has none"
+        )
     return layer
 
 
@@ -255,8 +260,16 @@ class TargetWeight(Weight):
 
     nets = ("D",)
 
-    def __init__(self, *, base: float = 1.0, target: float = 0.6, step_size: float = 0.01, mode: str = "multiplicative",
-                 min_value: float = 0.0, max_value: float = 1e6) -> None:
+    def __init__(
+        self,
+        *,
+        base: float = 1.0,
+        target: float = 0.6,
+        step_size: float = 0.01,
+        mode: str = "multiplicative",
+        min_value: float = 0.0,
+        max_value: float = 1e6,
+    ) -> None:
         super().__init__()
         if not -1.0 <= target <= 1.0:
             raise ConfigError(f"target: bad value {target!r}; r_t lies in [-1, 1]")
@@ -270,8 +283,15 @@ class TargetWeight(Weight):
 
     def apply(self, raw: Tensor, ctx: WeightContext) -> tuple[Tensor, float]:
         if ctx.d_real is not None:
-            new = rt_controller_update(float(self.lam), overfit_rt(ctx.d_real), target=self.target, step_size=self.step_size,
-                                       mode=self.mode, min_value=self.min_value, max_value=self.max_value)
+            new = rt_controller_update(
+                float(self.lam),
+                overfit_rt(ctx.d_real),
+                target=self.target,
+                step_size=self.step_size,
+                mode=self.mode,
+                min_value=self.min_value,
+                max_value=self.max_value,
+            )
             self.lam.fill_(new)
         lam = float(self.lam)
         return raw * lam, lam
@@ -283,7 +303,9 @@ def build_weight(spec: Any, *, key: str):
         raise ConfigError(f"{key}: bad value {spec!r}; give a non-negative number or a mapping (schedule/adaptive)")
     if isinstance(spec, dict):
         if ("schedule" in spec) == ("adaptive" in spec):
-            raise ConfigError(f"{key}: a weight mapping needs exactly one of 'schedule' ({', '.join(SCHEDULE_RULES)}) or 'adaptive' ({', '.join(ADAPTIVE)})")
+            raise ConfigError(
+                f"{key}: a weight mapping needs exactly one of 'schedule' ({', '.join(SCHEDULE_RULES)}) or 'adaptive' ({', '.join(ADAPTIVE)})"
+            )
         family, rules = ("schedule", SCHEDULE_RULES) if "schedule" in spec else ("adaptive", ADAPTIVE)
         return rules.build(spec, key=key, name_key=family)
     if not math.isfinite(spec) or spec < 0:

@@ -18,8 +18,16 @@ number cells, atomic writes) and :mod:`normgan.report.plots` (figures as PNG byt
 Attributes load on first use (PEP 562): ``import normgan.report`` does not load matplotlib.
 """
 
-__all__ = ["write_run_report", "build_run_report", "write_study_outputs", "load_study", "summarize",
-           "write_compare_report", "classify", "read_metrics_file"]
+__all__ = [
+    "write_run_report",
+    "build_run_report",
+    "write_study_outputs",
+    "load_study",
+    "summarize",
+    "write_compare_report",
+    "classify",
+    "read_metrics_file",
+]
 
 
 def __getattr__(name: str):

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
-from normgan.eval import diagnostics as dg
 from normgan.errors import UserError
+from normgan.eval import diagnostics as dg
 from normgan.report.folders import COMPARE_FILE, RUN_FILES, read_json_file, read_metrics_file, sample_files
 from normgan.report.html import escape, write_atomic
 from normgan.report.plots import render
@@ -47,7 +47,7 @@ def resolve_run(run: Any, folder: Path) -> Optional[Path]:
     """The run folder ``run`` (as given to ``normgan compare``): as is (absolute, or relative to the
     current folder), else relative to the comparison folder or its parent; None when none is a run folder."""
     p = Path(str(run))
-    for cand in ([p] if p.is_absolute() else [p, folder / p, folder.parent / p]):
+    for cand in [p] if p.is_absolute() else [p, folder / p, folder.parent / p]:
         if any((cand / f).is_file() for f in RUN_FILES):
             return cand
     return None
@@ -64,9 +64,15 @@ def _groups_table(groups: Sequence[dict]) -> str:
     body = []
     for g in groups:
         steps = sorted({s for s in g.get("steps") or [] if s is not None}) or [g.get("step")]
-        body.append([str(g.get("group")), str(g.get("n_runs", len(g.get("runs") or []))),
-                     ", ".join(map(str, g.get("seeds") or [])), ", ".join(map(str, steps))]
-                    + [cell(g.get(f"{c}_mean"), g.get(f"{c}_std")) for c in cols])
+        body.append(
+            [
+                str(g.get("group")),
+                str(g.get("n_runs", len(g.get("runs") or []))),
+                ", ".join(map(str, g.get("seeds") or [])),
+                ", ".join(map(str, steps)),
+            ]
+            + [cell(g.get(f"{c}_mean"), g.get(f"{c}_std")) for c in cols]
+        )
     return html_table(head, body, first_text=3)
 
 
@@ -77,8 +83,11 @@ def _runs_table(data: dict, found: dict) -> str:
     for g in data["groups"]:
         for run, seed in zip(g.get("runs") or [], g.get("seeds") or [None] * len(g.get("runs") or [])):
             res = data["runs"].get(str(run)) or {}
-            body.append([str(g.get("group")), str(run), str(seed), str(res.get("step", g.get("step")))]
-                        + [_g(res.get(c)) for c in cols] + ["found" if found[str(run)] else "not found"])
+            body.append(
+                [str(g.get("group")), str(run), str(seed), str(res.get("step", g.get("step")))]
+                + [_g(res.get(c)) for c in cols]
+                + ["found" if found[str(run)] else "not found"]
+            )
     return html_table(head, body, first_text=3)
 
 
@@ -91,18 +100,27 @@ def _curves(data: dict, found: dict) -> Tuple[str, List[Tuple[str, Optional[Path
         runs = [p for p in paths if p is not None]
         groups.append((str(g.get("group")), [list(zip(*_fid(p))) for p in runs]))
         grid = next((sample_files(p)[-1] for p in runs if sample_files(p)), None)
-        strip.append((f"{g.get('group')}: {grid[1].parent.parent.name}, step {grid[0]}", grid[1]) if grid
-                     else (f"{g.get('group')}: no sample grid found", None))
+        strip.append(
+            (f"{g.get('group')}: {grid[1].parent.parent.name}, step {grid[0]}", grid[1])
+            if grid
+            else (f"{g.get('group')}: no sample grid found", None)
+        )
     out = ["<h2>FID during training</h2>"]
     if any(c for _, cs in groups for c in cs):
-        out.append(_figure(render(draw_curves, groups=groups, key="fid"),
-                           "eval/fid logged during training: per group the mean over its runs at each step, "
-                           "shaded min–max (the training-time evaluation, not the comparison's N)"))
+        out.append(
+            _figure(
+                render(draw_curves, groups=groups, key="fid"),
+                "eval/fid logged during training: per group the mean over its runs at each step, "
+                "shaded min–max (the training-time evaluation, not the comparison's N)",
+            )
+        )
     else:
         out.append('<p class="note">no eval/fid logged by the runs found (training without eval.every)</p>')
     if missing:
-        out.append(f'<p class="warn">run folder{"s" if len(missing) > 1 else ""} not found (moved or deleted), '
-                   f'left out of the curves and samples: {escape(", ".join(missing))}</p>')
+        out.append(
+            f'<p class="warn">run folder{"s" if len(missing) > 1 else ""} not found (moved or deleted), '
+            f"left out of the curves and samples: {escape(', '.join(missing))}</p>"
+        )
     return "\n".join(out), strip
 
 
@@ -116,14 +134,22 @@ def build_compare_report(folder) -> str:
     data = load_compare(folder)
     found = {str(r): resolve_run(r, folder) for g in data["groups"] for r in g.get("runs") or []}
     name = folder.resolve().name
-    head = (f"<h1>normgan compare: {escape(name)}</h1><p>N = {escape(data.get('n', '?'))} generated samples per run, "
-            f"features {escape(data.get('features', '?'))}, reference: {escape(data.get('reference', '?'))} split, seed "
-            f"{escape(data.get('seed', '?'))}; mean ± std (ddof = 1) over the seeds of each group (runs of one config "
-            "at one checkpoint step).</p>")
+    head = (
+        f"<h1>normgan compare: {escape(name)}</h1><p>N = {escape(data.get('n', '?'))} generated samples per run, "
+        f"features {escape(data.get('features', '?'))}, reference: {escape(data.get('reference', '?'))} split, seed "
+        f"{escape(data.get('seed', '?'))}; mean ± std (ddof = 1) over the seeds of each group (runs of one config "
+        "at one checkpoint step).</p>"
+    )
     curves, strip = _curves(data, found)
-    sections = ["<h2>Groups</h2>", _groups_table(data["groups"]) if data["groups"] else '<p class="note">no groups</p>',
-                curves, "<h2>Samples</h2><p>The last sample grid of the first run found in each group.</p>",
-                sample_strip(strip), "<h2>Runs</h2>", _runs_table(data, found)]
+    sections = [
+        "<h2>Groups</h2>",
+        _groups_table(data["groups"]) if data["groups"] else '<p class="note">no groups</p>',
+        curves,
+        "<h2>Samples</h2><p>The last sample grid of the first run found in each group.</p>",
+        sample_strip(strip),
+        "<h2>Runs</h2>",
+        _runs_table(data, found),
+    ]
     return page(title_text=f"normgan compare: {name}", head=head, sections=sections)
 
 

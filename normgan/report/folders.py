@@ -30,9 +30,11 @@ SAMPLE = re.compile(r"step-(\d+)\.png")
 #: the header comment of config.yaml: ``# normgan 0.1.0, torch 2.4.0, python 3.11.7``
 VERSIONS = re.compile(r"#\s*normgan\s+(?P<normgan>[^,\s]+),\s*torch\s+(?P<torch>[^,\s]+),\s*python\s+(?P<python>\S+)")
 
-_HINT = ("give a run folder made by 'normgan train' (e.g. runs/00000-mnist5k-bce), a search folder made by "
-         "'normgan search' (e.g. searches/NAME), a study folder made by 'normgan study' (with study.json) or a "
-         "comparison folder made by 'normgan compare --out DIR' (with compare.json)")
+_HINT = (
+    "give a run folder made by 'normgan train' (e.g. runs/00000-mnist5k-bce), a search folder made by "
+    "'normgan search' (e.g. searches/NAME), a study folder made by 'normgan study' (with study.json) or a "
+    "comparison folder made by 'normgan compare --out DIR' (with compare.json)"
+)
 
 
 def _is_run(path: Path) -> bool:
@@ -65,8 +67,10 @@ def classify(path: str | os.PathLike) -> Tuple[str, Path]:
     except OSError as e:
         raise UserError(f"cannot read folder '{p}': {e.strerror}; fix its permissions or {_HINT}") from None
     if runs:
-        raise UserError(f"'{p}' holds run folders but is not one (no config.yaml or metrics.jsonl); "
-                        f"give one of its {len(runs)} run folder{'s' if len(runs) != 1 else ''}, e.g. '{runs[-1]}'")
+        raise UserError(
+            f"'{p}' holds run folders but is not one (no config.yaml or metrics.jsonl); "
+            f"give one of its {len(runs)} run folder{'s' if len(runs) != 1 else ''}, e.g. '{runs[-1]}'"
+        )
     raise UserError(f"'{p}' is not a run folder (no config.yaml or metrics.jsonl); {_HINT}")
 
 
@@ -99,8 +103,10 @@ class MetricsLog:
         parts = []
         if self.bad_lines:
             shown = ", ".join(map(str, self.bad_lines[:10])) + (" …" if len(self.bad_lines) > 10 else "")
-            parts.append(f"{len(self.bad_lines)} of {self.lines} lines of metrics.jsonl could not be read and were "
-                         f"skipped (line{'s' if len(self.bad_lines) > 1 else ''} {shown})")
+            parts.append(
+                f"{len(self.bad_lines)} of {self.lines} lines of metrics.jsonl could not be read and were "
+                f"skipped (line{'s' if len(self.bad_lines) > 1 else ''} {shown})"
+            )
         if self.dropped:
             parts.append(f"{self.dropped} non-numeric value{'s' if self.dropped > 1 else ''} skipped")
         if not self.rows:

@@ -85,8 +85,15 @@ def _wide_range(values: Sequence[float]) -> bool:
 def _draw(ax, panel: Panel, markers: Sequence[Marker]) -> None:
     values: List[float] = []
     for i, (label, xs, ys) in enumerate(panel.lines):
-        ax.plot(list(xs), list(ys), marker="o" if len(xs) <= 30 else None, markersize=3, linewidth=1.2,
-                color=f"C{i}", label=label)
+        ax.plot(
+            list(xs),
+            list(ys),
+            marker="o" if len(xs) <= 30 else None,
+            markersize=3,
+            linewidth=1.2,
+            color=f"C{i}",
+            label=label,
+        )
         values += list(ys)
     for label, xs, lo, hi in panel.bands:
         ax.fill_between(list(xs), list(lo), list(hi), alpha=0.2, color="C0", label=label)
@@ -109,8 +116,16 @@ def _draw(ax, panel: Panel, markers: Sequence[Marker]) -> None:
             else:
                 ax.axvline(m.x, color=m.color, linestyle=m.style, linewidth=1.2, label=label)
                 if m.note:
-                    ax.annotate(m.note, xy=(m.x, 0.98), xycoords=("data", "axes fraction"), rotation=90,
-                                va="top", ha="right", fontsize=7, color=m.color)
+                    ax.annotate(
+                        m.note,
+                        xy=(m.x, 0.98),
+                        xycoords=("data", "axes fraction"),
+                        rotation=90,
+                        va="top",
+                        ha="right",
+                        fontsize=7,
+                        color=m.color,
+                    )
     if not panel.lines and not panel.references:
         ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="0.4")
     elif _wide_range(values):
@@ -124,8 +139,14 @@ def _draw(ax, panel: Panel, markers: Sequence[Marker]) -> None:
         ax.legend(loc="best", fontsize="x-small")
 
 
-def figure_png(panels: Sequence[Panel], *, markers: Sequence[Marker] = (), ncols: Optional[int] = None,
-               width: float = 6.4, height: float = 3.4) -> bytes:
+def figure_png(
+    panels: Sequence[Panel],
+    *,
+    markers: Sequence[Marker] = (),
+    ncols: Optional[int] = None,
+    width: float = 6.4,
+    height: float = 3.4,
+) -> bytes:
     """PNG bytes of ``panels`` side by side (``ncols`` per row, default all in one row)."""
     ncols = max(1, min(ncols or len(panels), len(panels)))
     nrows = math.ceil(len(panels) / ncols)
@@ -134,7 +155,7 @@ def figure_png(panels: Sequence[Panel], *, markers: Sequence[Marker] = (), ncols
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, panel in zip(axes, panels):
             _draw(ax, panel, markers)
-        for ax in axes[len(panels):]:
+        for ax in axes[len(panels) :]:
             ax.set_visible(False)
         fig.tight_layout()
         return png_bytes(fig)

@@ -19,28 +19,69 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from normgan.eval import diagnostics as dg
-from normgan.runtime.version import __version__
 from normgan.errors import UserError
+from normgan.eval import diagnostics as dg
 from normgan.eval.metric_info import HIGHER_IS_BETTER, LOWER_IS_BETTER
-from normgan.report.folders import (MetricsLog, RunConfig, classify, read_config, read_metrics_file, sample_files,
-                                    spread, training_pid)
+from normgan.report.folders import (
+    MetricsLog,
+    RunConfig,
+    classify,
+    read_config,
+    read_metrics_file,
+    sample_files,
+    spread,
+    training_pid,
+)
+from normgan.report.html import CSS as _CSS
+from normgan.report.html import REPORT_DIGITS, format_value, write_atomic
+from normgan.report.html import escape as _e
 from normgan.report.plots import Marker, Panel, display_size, figure_png, sample_png
-from normgan.report.html import CSS as _CSS, REPORT_DIGITS, escape as _e, format_value, write_atomic
+from normgan.runtime.version import __version__
 
-__all__ = ["SECTIONS", "MAX_SAMPLE_GRIDS", "RunData", "load_run", "steps_done", "run_status", "findings",
-           "eval_metric_keys", "build_run_report", "write_run_report"]
+__all__ = [
+    "SECTIONS",
+    "MAX_SAMPLE_GRIDS",
+    "RunData",
+    "load_run",
+    "steps_done",
+    "run_status",
+    "findings",
+    "eval_metric_keys",
+    "build_run_report",
+    "write_run_report",
+]
 
 #: the sections, in page order (a progress line is printed as each starts)
 SECTIONS = ("run", "training curves", "evaluation", "samples", "diagnostics")
 #: sample grids shown at most (evenly spaced, first and last always)
 MAX_SAMPLE_GRIDS = 8
 #: eval keys that are bookkeeping, not metrics
-EVAL_BOOKKEEPING = ("n", "n_real", "n_split", "subset_seed", "eval_seconds", "domain_heldout_accuracy", "kid_subset_size",
-                   "kid_subsets")
+EVAL_BOOKKEEPING = (
+    "n",
+    "n_real",
+    "n_split",
+    "subset_seed",
+    "eval_seconds",
+    "domain_heldout_accuracy",
+    "kid_subset_size",
+    "kid_subsets",
+)
 #: display order of the metrics (others follow, sorted)
-EVAL_ORDER = ("fid", "kid_mean", "precision", "recall", "is_mean", "psnr", "ssim", "l1", "lpips", "classifier_score",
-              "sharpness_ratio", "class_coverage", "diversity")
+EVAL_ORDER = (
+    "fid",
+    "kid_mean",
+    "precision",
+    "recall",
+    "is_mean",
+    "psnr",
+    "ssim",
+    "l1",
+    "lpips",
+    "classifier_score",
+    "sharpness_ratio",
+    "class_coverage",
+    "diversity",
+)
 #: most vertical lines drawn for one kind of marker (gradient spikes)
 MAX_MARKERS = 40
 
@@ -62,8 +103,9 @@ td.alarm { color: #a00; font-weight: bold; } td.note { color: #a60; } td.ok { co
 class RunData:
     """What a report reads from a run folder (see :func:`load_run`)."""
 
-    def __init__(self, run: Path, *, config: RunConfig, log: MetricsLog, samples: List[Tuple[int, Path]],
-                 pid: Optional[str]) -> None:
+    def __init__(
+        self, run: Path, *, config: RunConfig, log: MetricsLog, samples: List[Tuple[int, Path]], pid: Optional[str]
+    ) -> None:
         self.run, self.config, self.log, self.samples, self.pid = run, config, log, samples, pid
         self.name = run.resolve().name
 
@@ -85,8 +127,13 @@ def load_run(run_dir) -> RunData:
     kind, run = classify(run_dir)
     if kind != "run":
         raise UserError(f"'{run}' is a {kind} folder, not a run; write its report with: normgan report {run}")
-    return RunData(run, config=read_config(run), log=read_metrics_file(run / "metrics.jsonl"),
-                   samples=sample_files(run), pid=training_pid(run))
+    return RunData(
+        run,
+        config=read_config(run),
+        log=read_metrics_file(run / "metrics.jsonl"),
+        samples=sample_files(run),
+        pid=training_pid(run),
+    )
 
 
 def steps_done(data: RunData) -> Optional[int]:
@@ -182,63 +229,127 @@ def findings(summary: dict, rows: Sequence[dict]) -> List[Dict[str, Any]]:
     out: List[Dict[str, Any]] = []
     d = summary.get("divergence") or {}
     if d.get("detected"):
-        out.append({"name": "divergence", "status": "alarm", "text": f"DETECTED at step {d['step']}: {d['reason']}",
-                    "steps": [int(d["step"])]})
+        out.append(
+            {
+                "name": "divergence",
+                "status": "alarm",
+                "text": f"DETECTED at step {d['step']}: {d['reason']}",
+                "steps": [int(d["step"])],
+            }
+        )
     else:
-        out.append({"name": "divergence", "status": "ok", "steps": [],
-                    "text": "none: all logged values finite, no loss above its explosion threshold"})
+        out.append(
+            {
+                "name": "divergence",
+                "status": "ok",
+                "steps": [],
+                "text": "none: all logged values finite, no loss above its explosion threshold",
+            }
+        )
     osc = summary.get("oscillation") or {}
     if osc.get("loss/G") is None and osc.get("loss/D") is None:
         out.append({"name": "oscillation", "status": "n/a", "text": "fewer than 3 logged losses", "steps": []})
     else:
-        out.append({"name": "oscillation", "status": "info", "steps": [],
-                    "text": f"sign changes of the first difference: loss/G {_f(osc.get('loss/G'), 3)}%, loss/D "
-                            f"{_f(osc.get('loss/D'), 3)}% (0 monotone, ~67 noise, 100 alternating)"})
+        out.append(
+            {
+                "name": "oscillation",
+                "status": "info",
+                "steps": [],
+                "text": f"sign changes of the first difference: loss/G {_f(osc.get('loss/G'), 3)}%, loss/D "
+                f"{_f(osc.get('loss/D'), 3)}% (0 monotone, ~67 noise, 100 alternating)",
+            }
+        )
     sat = summary.get("d_saturation")
     if sat is None:
         out.append({"name": "D saturation", "status": "n/a", "text": "D accuracies not logged", "steps": []})
     else:
         steps = _saturated_steps(rows)
-        out.append({"name": "D saturation", "status": "note" if steps else "ok", "steps": steps,
-                    "text": f"real and fake accuracy >= {dg.SATURATION} in {100 * sat:.1f}% of logged rows"
-                            + (" (vanishing generator gradients)" if steps else "")})
+        out.append(
+            {
+                "name": "D saturation",
+                "status": "note" if steps else "ok",
+                "steps": steps,
+                "text": f"real and fake accuracy >= {dg.SATURATION} in {100 * sat:.1f}% of logged rows"
+                + (" (vanishing generator gradients)" if steps else ""),
+            }
+        )
     for key, g in (summary.get("grad_spikes") or {}).items():
         if g is None:
             out.append({"name": f"{key} spikes", "status": "n/a", "text": "not logged", "steps": []})
         else:
-            out.append({"name": f"{key} spikes", "status": "note" if g["count"] else "ok", "steps": list(g["steps"]),
-                        "text": f"{g['count']} logged row{'s' if g['count'] != 1 else ''} above median + "
-                                f"{dg.SPIKE_K:g} MAD = {_f(g['threshold'])}"})
+            out.append(
+                {
+                    "name": f"{key} spikes",
+                    "status": "note" if g["count"] else "ok",
+                    "steps": list(g["steps"]),
+                    "text": f"{g['count']} logged row{'s' if g['count'] != 1 else ''} above median + "
+                    f"{dg.SPIKE_K:g} MAD = {_f(g['threshold'])}",
+                }
+            )
     lv = summary.get("loss_variance") or {}
     parts = [f"{k} mean {_f(v['mean'])}, max {_f(v['max'])}" for k, v in lv.items() if v]
-    out.append({"name": "loss variance", "status": "info" if parts else "n/a", "steps": [],
-                "text": (f"over windows of {next(v for v in lv.values() if v)['window']} logged rows: " + "; ".join(parts))
-                        if parts else "fewer logged rows than the window (10)"})
+    out.append(
+        {
+            "name": "loss variance",
+            "status": "info" if parts else "n/a",
+            "steps": [],
+            "text": (f"over windows of {next(v for v in lv.values() if v)['window']} logged rows: " + "; ".join(parts))
+            if parts
+            else "fewer logged rows than the window (10)",
+        }
+    )
     c = summary.get("convergence")
     if c:
-        out.append({"name": "convergence", "status": "info", "steps": [int(c["step"])],
-                    "text": f"{c['metric']} within {100 * dg.CONVERGENCE_TOL:g}% of its final {_f(c['final'])} "
-                            f"from step {c['step']}"})
+        out.append(
+            {
+                "name": "convergence",
+                "status": "info",
+                "steps": [int(c["step"])],
+                "text": f"{c['metric']} within {100 * dg.CONVERGENCE_TOL:g}% of its final {_f(c['final'])} "
+                f"from step {c['step']}",
+            }
+        )
     else:
-        out.append({"name": "convergence", "status": "n/a", "steps": [],
-                    "text": "no eval/fid rows (enable eval.every, or run normgan eval)"})
+        out.append(
+            {
+                "name": "convergence",
+                "status": "n/a",
+                "steps": [],
+                "text": "no eval/fid rows (enable eval.every, or run normgan eval)",
+            }
+        )
     m = summary.get("mode_collapse")
     pixel = "the pixel-diversity check needs the generator: run normgan diagnose RUN"
     if m:
         parts = []
         if "class_coverage_last" in m:
-            parts.append(f"class coverage {_f(m['class_coverage_last'], 3)} (min {_f(m['class_coverage_min'], 3)}, "
-                         f"suspect below {dg.COVERAGE_ALARM})")
+            parts.append(
+                f"class coverage {_f(m['class_coverage_last'], 3)} (min {_f(m['class_coverage_min'], 3)}, "
+                f"suspect below {dg.COVERAGE_ALARM})"
+            )
         if "diversity_last" in m:
-            parts.append(f"diversity {_f(m['diversity_last'], 3)} (min {_f(m['diversity_min'], 3)}, "
-                         f"suspect below {dg.DIVERSITY_ALARM})")
+            parts.append(
+                f"diversity {_f(m['diversity_last'], 3)} (min {_f(m['diversity_min'], 3)}, "
+                f"suspect below {dg.DIVERSITY_ALARM})"
+            )
         at = _collapse_step(rows) if m["suspected"] else None
-        out.append({"name": "mode collapse", "status": "alarm" if m["suspected"] else "ok",
-                    "steps": [at] if at is not None else [],
-                    "text": ("SUSPECTED: " if m["suspected"] else "not detected: ") + "; ".join(parts) + f"; {pixel}"})
+        out.append(
+            {
+                "name": "mode collapse",
+                "status": "alarm" if m["suspected"] else "ok",
+                "steps": [at] if at is not None else [],
+                "text": ("SUSPECTED: " if m["suspected"] else "not detected: ") + "; ".join(parts) + f"; {pixel}",
+            }
+        )
     else:
-        out.append({"name": "mode collapse", "status": "n/a", "steps": [],
-                    "text": f"no class_coverage/diversity eval rows; {pixel}"})
+        out.append(
+            {
+                "name": "mode collapse",
+                "status": "n/a",
+                "steps": [],
+                "text": f"no class_coverage/diversity eval rows; {pixel}",
+            }
+        )
     return out
 
 
@@ -261,8 +372,9 @@ def _markers(found: Sequence[dict], rows: Sequence[dict]) -> Dict[str, List[Mark
             out["divergence"] = [Marker(s, f"divergence (step {s})", color="C3", note="divergence")]
         elif name == "mode collapse":
             s = f["steps"][0]
-            out["collapse"] = [Marker(s, f"mode collapse suspected (eval at step {s})", color="C4", style="--",
-                                      note="collapse?")]
+            out["collapse"] = [
+                Marker(s, f"mode collapse suspected (eval at step {s})", color="C4", style="--", note="collapse?")
+            ]
         elif name.endswith(" spikes"):
             key = name[: -len(" spikes")]
             color = "C1" if key.endswith("/G") else "C5"
@@ -279,8 +391,9 @@ def _markers(found: Sequence[dict], rows: Sequence[dict]) -> Dict[str, List[Mark
                 start = prev = s
             if start is not None:
                 spans.append((start, prev))
-            out["saturation"] = [Marker(a - half, "D saturated (both accuracies >= 0.99)", color="0.5", x1=b + half)
-                                 for a, b in spans]
+            out["saturation"] = [
+                Marker(a - half, "D saturated (both accuracies >= 0.99)", color="0.5", x1=b + half) for a, b in spans
+            ]
         elif name == "convergence":
             s = f["steps"][0]
             out["convergence"] = [Marker(s, f"within 10% of the final value from step {s}", color="C2", style="--")]
@@ -334,7 +447,9 @@ def _regularizers(data: RunData) -> str:
     parts = []
     for name, spec in regs.items():
         if isinstance(spec, dict):
-            bits = ", ".join(f"{k}={format_value(v)}" for k, v in spec.items() if k in ("term", "net", "weight", "every", "at"))
+            bits = ", ".join(
+                f"{k}={format_value(v)}" for k, v in spec.items() if k in ("term", "net", "weight", "every", "at")
+            )
             parts.append(f"{name} ({bits})" if bits else str(name))
         else:
             parts.append(str(name))
@@ -344,8 +459,11 @@ def _regularizers(data: RunData) -> str:
 def _run_section(data: RunData) -> str:
     c = data.config
     v = c.versions
-    versions = (f"normgan {v['normgan']}, torch {v['torch']}, python {v['python']}" if v
-                else "unknown (config.yaml has no version header)")
+    versions = (
+        f"normgan {v['normgan']}, torch {v['torch']}, python {v['python']}"
+        if v
+        else "unknown (config.yaml has no version header)"
+    )
     every = c.get("eval.every")
     if every:
         metrics = c.get("eval.metrics")
@@ -373,7 +491,9 @@ def _run_section(data: RunData) -> str:
     out = ["<h2>Run</h2>", _table(items)]
     out += [f'<p class="warn">{_e(n)}</p>' for n in notes]
     out.append("<h3>Resolved config (config.yaml)</h3>")
-    out.append(f"<pre>{_e(c.text)}</pre>" if c.text is not None else f'<p class="note">{_e(c.error or "no config.yaml")}</p>')
+    out.append(
+        f"<pre>{_e(c.text)}</pre>" if c.text is not None else f'<p class="note">{_e(c.error or "no config.yaml")}</p>'
+    )
     return "\n".join(out)
 
 
@@ -388,44 +508,86 @@ def _training_section(data: RunData, marks: Dict[str, List[Marker]]) -> str:
     sat = marks.get("saturation", [])
     described = []
     if events or spikes or sat:
-        described = [t for t, ok in (("red line: divergence", marks.get("divergence")),
-                                     ("purple dashed: mode collapse suspected", marks.get("collapse")),
-                                     ("dotted: gradient-norm spikes", spikes),
-                                     ("grey bands: D saturated", sat)) if ok]
+        described = [
+            t
+            for t, ok in (
+                ("red line: divergence", marks.get("divergence")),
+                ("purple dashed: mode collapse suspected", marks.get("collapse")),
+                ("dotted: gradient-norm spikes", spikes),
+                ("grey bands: D saturated", sat),
+            )
+            if ok
+        ]
     loss_cap = "losses: loss/D and loss/G (mean over each logging interval)"
     if described:
         loss_cap += "; diagnostics marked (" + ", ".join(described) + ")"
-    out.append(_figure(figure_png([Panel("losses", _lines(rows, ["loss/D", "loss/G"]), ylabel="loss")],
-                                  markers=events + spikes + sat), loss_cap))
-    d = [Panel("D logits (mean)", _lines(rows, ["d/real_logit", "d/fake_logit"])),
-         Panel("D accuracy", _lines(rows, ["d/real_acc", "d/fake_acc"]))]
-    out.append(_figure(figure_png(d, markers=marks.get("divergence", []) + sat),
-                       "discriminator: mean logits on real and fake images, accuracy on real and fake images"))
-    g = [Panel("gradient norms", _lines(rows, ["grad_norm/D", "grad_norm/G"]), ylabel="L2 norm"),
-         Panel("throughput", _lines(rows, ["images_per_s"]), ylabel="images / s", markers=False)]
-    out.append(_figure(figure_png(g, markers=marks.get("divergence", []) + spikes),
-                       "gradient norms of D and G (before clipping or scaling) and training throughput"))
+    out.append(
+        _figure(
+            figure_png(
+                [Panel("losses", _lines(rows, ["loss/D", "loss/G"]), ylabel="loss")], markers=events + spikes + sat
+            ),
+            loss_cap,
+        )
+    )
+    d = [
+        Panel("D logits (mean)", _lines(rows, ["d/real_logit", "d/fake_logit"])),
+        Panel("D accuracy", _lines(rows, ["d/real_acc", "d/fake_acc"])),
+    ]
+    out.append(
+        _figure(
+            figure_png(d, markers=marks.get("divergence", []) + sat),
+            "discriminator: mean logits on real and fake images, accuracy on real and fake images",
+        )
+    )
+    g = [
+        Panel("gradient norms", _lines(rows, ["grad_norm/D", "grad_norm/G"]), ylabel="L2 norm"),
+        Panel("throughput", _lines(rows, ["images_per_s"]), ylabel="images / s", markers=False),
+    ]
+    out.append(
+        _figure(
+            figure_png(g, markers=marks.get("divergence", []) + spikes),
+            "gradient norms of D and G (before clipping or scaling) and training throughput",
+        )
+    )
     terms: Dict[str, List[str]] = {}
     other = []
     for k in sorted({k for r in rows for k in r if k != "step"}):
         m = re.fullmatch(r"reg/(.+)/(raw|weight|loss)", k)
         if m:
             terms.setdefault(m.group(1), []).append(k)
-        elif k not in {"loss/D", "loss/G", "d/real_logit", "d/fake_logit", "d/real_acc", "d/fake_acc",
-                       "grad_norm/D", "grad_norm/G", "images_per_s"}:
+        elif k not in {
+            "loss/D",
+            "loss/G",
+            "d/real_logit",
+            "d/fake_logit",
+            "d/real_acc",
+            "d/fake_acc",
+            "grad_norm/D",
+            "grad_norm/G",
+            "images_per_s",
+        }:
             other.append(k)
     if terms:
         out.append("<h3>Regularization terms</h3>")
     for name in sorted(terms):
-        panels = [Panel(f"reg/{name}/{part}", _lines(rows, [f"reg/{name}/{part}"]), markers=False)
-                  for part in ("raw", "weight", "loss")]
-        out.append(_figure(figure_png(panels, ncols=3),
-                           f"reg/{name}: raw value, weight (schedule), weighted loss (raw × weight)"))
+        panels = [
+            Panel(f"reg/{name}/{part}", _lines(rows, [f"reg/{name}/{part}"]), markers=False)
+            for part in ("raw", "weight", "loss")
+        ]
+        out.append(
+            _figure(
+                figure_png(panels, ncols=3), f"reg/{name}: raw value, weight (schedule), weighted loss (raw × weight)"
+            )
+        )
     if other:
         out.append("<h3>Other logged values</h3>")
         panels = [Panel(k, _lines(rows, [k]), markers=False) for k in other[:12]]
-        out.append(_figure(figure_png(panels, ncols=3), ", ".join(other[:12])
-                           + (f" (and {len(other) - 12} more not shown)" if len(other) > 12 else "")))
+        out.append(
+            _figure(
+                figure_png(panels, ncols=3),
+                ", ".join(other[:12]) + (f" (and {len(other) - 12} more not shown)" if len(other) > 12 else ""),
+            )
+        )
     return "\n".join(out)
 
 
@@ -433,8 +595,13 @@ def eval_metric_keys(rows: Sequence[dict]) -> List[str]:
     """The metric names of the ``eval/<name>`` keys in ``rows`` (floors, baselines, stds, ``_real``
     references and bookkeeping such as ``n`` left out), in display order."""
     names = {k[5:] for r in rows for k in r if k.startswith("eval/")}
-    metrics = {m for m in names if m not in EVAL_BOOKKEEPING and not m.startswith("baseline_")
-               and not m.endswith(("_floor", "_floor_n", "_std", "_real"))}
+    metrics = {
+        m
+        for m in names
+        if m not in EVAL_BOOKKEEPING
+        and not m.startswith("baseline_")
+        and not m.endswith(("_floor", "_floor_n", "_std", "_real"))
+    }
     return [m for m in EVAL_ORDER if m in metrics] + sorted(metrics - set(EVAL_ORDER))
 
 
@@ -445,8 +612,11 @@ def _eval_figure(rows: Sequence[dict], m: str, marks: Dict[str, List[Marker]], s
     direction = "lower is better" if m in LOWER_IS_BETTER else "higher is better" if m in HIGHER_IS_BETTER else None
     if direction:
         caption.append(direction)
-    for ref, label in ((f"eval/{m}_floor", "real-vs-real floor"), (f"eval/baseline_{m}", "trivial baseline"),
-                       (f"eval/{m}_real", "real images")):
+    for ref, label in (
+        (f"eval/{m}_floor", "real-vs-real floor"),
+        (f"eval/baseline_{m}", "trivial baseline"),
+        (f"eval/{m}_real", "real images"),
+    ):
         rx, ry = _series(rows, ref)
         if not rx:
             continue
@@ -489,8 +659,10 @@ def _eval_section(data: RunData, marks: Dict[str, List[Marker]], summary: dict) 
             out.append(f'<p class="note">no evaluation row logged ({_e(setting)}): no metrics over steps</p>')
         out += _eval_files_section(data, summary)
         return "\n".join(out)
-    out.append(f"<p>{len(rows)} evaluation{'s' if len(rows) != 1 else ''} of the EMA generator, at steps "
-               f"{_e(', '.join(str(r['step']) for r in rows[:20]))}{' …' if len(rows) > 20 else ''}.</p>")
+    out.append(
+        f"<p>{len(rows)} evaluation{'s' if len(rows) != 1 else ''} of the EMA generator, at steps "
+        f"{_e(', '.join(str(r['step']) for r in rows[:20]))}{' …' if len(rows) > 20 else ''}.</p>"
+    )
     for m in metrics:
         out.append(_eval_figure(rows, m, marks, summary))
     out.append("<h3>Last evaluation</h3>")
@@ -502,9 +674,14 @@ def _eval_section(data: RunData, marks: Dict[str, List[Marker]], summary: dict) 
 def _eval_table(rows: Sequence[dict]) -> str:
     keys = sorted({k for r in rows for k in r if k.startswith("eval/")})
     head = "<tr><th>step</th>" + "".join(f"<th>{_name(k[5:])}</th>" for k in keys) + "</tr>"
-    body = "".join("<tr><td>" + _e(r.get("step")) + "</td>"
-                   + "".join(f'<td class="num">{_e(format_value(r.get(k), digits=REPORT_DIGITS))}</td>' for k in keys)
-                   + "</tr>" for r in rows)
+    body = "".join(
+        "<tr><td>"
+        + _e(r.get("step"))
+        + "</td>"
+        + "".join(f'<td class="num">{_e(format_value(r.get(k), digits=REPORT_DIGITS))}</td>' for k in keys)
+        + "</tr>"
+        for r in rows
+    )
     return _boxed(f"<table>{head}{body}</table>")
 
 
@@ -518,8 +695,12 @@ def _eval_files_table(files: Sequence[dict]) -> str:
     opts = [k for k in FILE_OPTIONS if any(k in f["options"] for f in files)]
     names = {k for f in files for k in f["values"]} - {"step", "seed", "n"}
     metrics = [m for m in EVAL_ORDER if m in names] + sorted(names - set(EVAL_ORDER))
-    head = ("<tr><th>file</th><th>step</th>" + "".join(f"<th>{_name(k)}</th>" for k in opts)
-            + "".join(f"<th>{_name(k)}</th>" for k in metrics) + "</tr>")
+    head = (
+        "<tr><th>file</th><th>step</th>"
+        + "".join(f"<th>{_name(k)}</th>" for k in opts)
+        + "".join(f"<th>{_name(k)}</th>" for k in metrics)
+        + "</tr>"
+    )
 
     def opt(f, k):
         v = f["options"].get(k)
@@ -528,9 +709,15 @@ def _eval_files_table(files: Sequence[dict]) -> str:
     body = "".join(
         f"<tr><td>{_name(f['file'])}</td><td>{_e(f['step'])}</td>"
         + "".join(f"<td>{_e(opt(f, k))}</td>" for k in opts)
-        + "".join(f'<td class="num">{_e(format_value(f["values"].get(m), digits=REPORT_DIGITS))}</td>'
-                  if m in f["values"] else "<td></td>" for m in metrics)
-        + "</tr>" for f in files)
+        + "".join(
+            f'<td class="num">{_e(format_value(f["values"].get(m), digits=REPORT_DIGITS))}</td>'
+            if m in f["values"]
+            else "<td></td>"
+            for m in metrics
+        )
+        + "</tr>"
+        for f in files
+    )
     return _boxed(f"<table>{head}{body}</table>")
 
 
@@ -541,19 +728,25 @@ def _eval_files_section(data: RunData, summary: dict) -> List[str]:
     files = found["files"]
     out: List[str] = []
     if files:
-        out.append(f"<h3>Results of <code>normgan eval</code> (eval/*.json)</h3>"
-                   f"<p>{len(files)} evaluation file{'s' if len(files) != 1 else ''}, one row each.</p>")
+        out.append(
+            f"<h3>Results of <code>normgan eval</code> (eval/*.json)</h3>"
+            f"<p>{len(files)} evaluation file{'s' if len(files) != 1 else ''}, one row each.</p>"
+        )
         out.append(_eval_files_table(files))
         pick = summary.get("eval_files")
         if pick and pick.get("used"):
-            note = (f"convergence and mode collapse (Diagnostics below) use the {len(pick['files'])} file"
-                    f"{'s' if len(pick['files']) != 1 else ''} of one series: {pick['used']}")
+            note = (
+                f"convergence and mode collapse (Diagnostics below) use the {len(pick['files'])} file"
+                f"{'s' if len(pick['files']) != 1 else ''} of one series: {pick['used']}"
+            )
             if pick["ignored"]:
                 note += f"; not used: {', '.join(pick['ignored'])}"
             out.append(f'<p class="note">{_e(note)}</p>')
     if found["unreadable"]:
-        out.append(f'<p class="warn">unreadable evaluation file{"s" if len(found["unreadable"]) != 1 else ""} '
-                   f'skipped: {_e(", ".join(found["unreadable"]))}</p>')
+        out.append(
+            f'<p class="warn">unreadable evaluation file{"s" if len(found["unreadable"]) != 1 else ""} '
+            f"skipped: {_e(', '.join(found['unreadable']))}</p>"
+        )
     return out
 
 
@@ -564,8 +757,11 @@ def _samples_section(data: RunData) -> str:
         return "\n".join(out)
     picked = [data.samples[i] for i in spread(len(data.samples), MAX_SAMPLE_GRIDS)]
     what = _task_info(data).grid_caption
-    shown = (f"all {len(picked)} grids" if len(picked) == len(data.samples)
-             else f"{len(picked)} of {len(data.samples)} grids, evenly spaced (the first and the last included)")
+    shown = (
+        f"all {len(picked)} grids"
+        if len(picked) == len(data.samples)
+        else f"{len(picked)} of {len(data.samples)} grids, evenly spaced (the first and the last included)"
+    )
     out.append(f"<p>{_e(what)}; {_e(shown)}.</p>")
     figs, bad = [], []
     for step, path in picked:
@@ -575,32 +771,43 @@ def _samples_section(data: RunData) -> str:
             bad.append(path.name)
             continue
         dw, dh = display_size(w, h)
-        figs.append(f"<figure>{_img(png, f'samples at step {step}', width=dw, height=dh)}"
-                    f"<figcaption>step {step}</figcaption></figure>")
+        figs.append(
+            f"<figure>{_img(png, f'samples at step {step}', width=dw, height=dh)}"
+            f"<figcaption>step {step}</figcaption></figure>"
+        )
     out.append('<div class="strip">' + "".join(figs) + "</div>")
     if bad:
-        out.append(f'<p class="warn">unreadable sample grid{"s" if len(bad) > 1 else ""} skipped: {_e(", ".join(bad))}</p>')
+        out.append(
+            f'<p class="warn">unreadable sample grid{"s" if len(bad) > 1 else ""} skipped: {_e(", ".join(bad))}</p>'
+        )
     return "\n".join(out)
 
 
 def _diagnostics_section(found: Sequence[dict], summary: dict) -> str:
-    out = ["<h2>Diagnostics</h2>",
-           "<p>The checks of <code>normgan diagnose</code> over the logged rows (definitions in docs/evaluation.md); "
-           "findings with steps are marked on the curves above.</p>",
-           '<div class="scroll"><table><tr><th>check</th><th>status</th><th>finding</th><th>steps</th></tr>']
+    out = [
+        "<h2>Diagnostics</h2>",
+        "<p>The checks of <code>normgan diagnose</code> over the logged rows (definitions in docs/evaluation.md); "
+        "findings with steps are marked on the curves above.</p>",
+        '<div class="scroll"><table><tr><th>check</th><th>status</th><th>finding</th><th>steps</th></tr>',
+    ]
     cls = {"alarm": "alarm", "note": "note", "ok": "ok", "n/a": "na", "info": ""}
     for f in found:
         steps = ", ".join(map(str, f["steps"][:20])) + (" …" if len(f["steps"]) > 20 else "")
         c = cls.get(f["status"], "")
-        out.append(f"<tr><td>{_e(f['name'])}</td><td{f' class={chr(34)}{c}{chr(34)}' if c else ''}>{_e(f['status'])}</td>"
-                   f"<td>{_e(f['text'])}</td><td>{_e(steps)}</td></tr>")
+        out.append(
+            f"<tr><td>{_e(f['name'])}</td><td{f' class={chr(34)}{c}{chr(34)}' if c else ''}>{_e(f['status'])}</td>"
+            f"<td>{_e(f['text'])}</td><td>{_e(steps)}</td></tr>"
+        )
     out.append("</table></div>")
     if summary.get("nonfinite_values"):
         out.append(f'<p class="warn">{summary["nonfinite_values"]} non-finite logged values (NaN/inf)</p>')
     if summary.get("eval_source") == "eval/*.json":
         used = (summary.get("eval_files") or {}).get("used")
-        out.append('<p class="note">convergence and mode collapse from the eval/*.json files of normgan eval'
-                   + (f" (one series: {_e(used)})" if used else "") + "</p>")
+        out.append(
+            '<p class="note">convergence and mode collapse from the eval/*.json files of normgan eval'
+            + (f" (one series: {_e(used)})" if used else "")
+            + "</p>"
+        )
     return "\n".join(out)
 
 
@@ -616,23 +823,32 @@ def build_run_report(run_dir, *, progress: Optional[Callable[[int, str], None]] 
     found = findings(summary, data.rows)
     marks = _markers(found, data.rows)
     parts = []
-    builders = (lambda: _run_section(data), lambda: _training_section(data, marks),
-                lambda: _eval_section(data, marks, summary), lambda: _samples_section(data),
-                lambda: _diagnostics_section(found, summary))
+    builders = (
+        lambda: _run_section(data),
+        lambda: _training_section(data, marks),
+        lambda: _eval_section(data, marks, summary),
+        lambda: _samples_section(data),
+        lambda: _diagnostics_section(found, summary),
+    )
     for i, (name, build) in enumerate(zip(SECTIONS, builders), 1):
         tick(i, name)
         parts.append(build())
     status = run_status(data)
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>normgan run: {_e(data.name)}</title>",
-        f"<style>{_CSS}{_EXTRA_CSS}</style></head><body>",
-        f"<h1>normgan run: {_e(data.name)}</h1>",
-        f"<p>{_e(_task(data))} run, {_e(status)}</p>",
-        *parts,
-        "</body></html>",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en"><head><meta charset="utf-8">',
+                f"<title>normgan run: {_e(data.name)}</title>",
+                f"<style>{_CSS}{_EXTRA_CSS}</style></head><body>",
+                f"<h1>normgan run: {_e(data.name)}</h1>",
+                f"<p>{_e(_task(data))} run, {_e(status)}</p>",
+                *parts,
+                "</body></html>",
+            ]
+        )
+        + "\n"
+    )
 
 
 def write_run_report(run_dir, *, out=None, progress: bool = True, file=None) -> Path:

@@ -33,24 +33,52 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from normgan.eval import diagnostics as dg
-from normgan.runtime.version import __version__
 from normgan.errors import UserError
-from normgan.report.folders import STUDY_FILE, MetricsLog, RunConfig, read_config, read_json_file, read_metrics_file, sample_files
+from normgan.eval import diagnostics as dg
+from normgan.report.folders import (
+    STUDY_FILE,
+    MetricsLog,
+    RunConfig,
+    read_config,
+    read_json_file,
+    read_metrics_file,
+    sample_files,
+)
 from normgan.report.html import CSS, direction_text, escape, format_value, kv_table, write_atomic
 from normgan.report.plots import _wide_range, display_size, png_bytes, render, sample_png
 from normgan.report.run import _EXTRA_CSS, RunData, _collapse_step, _figure, _img, _summary
+from normgan.runtime.version import __version__
 
-__all__ = ["STUDY_FILE", "load_study", "curve", "steps_to_threshold", "run_collapse", "summarize",
-           "format_markdown", "results_csv", "write_study_outputs"]
+__all__ = [
+    "STUDY_FILE",
+    "load_study",
+    "curve",
+    "steps_to_threshold",
+    "run_collapse",
+    "summarize",
+    "format_markdown",
+    "results_csv",
+    "write_study_outputs",
+]
 
 #: states of a run that ended: its numbers count
 FINISHED = ("done", "diverged")
 #: column titles of the metrics (others are shown by their key)
-TITLES = {"fid": "FID", "fid_floor": "FID floor", "kid_mean": "KID", "is_mean": "IS", "fid_train": "FID (train)",
-          "fid_heldout": "FID (held-out)", "fid_gap": "FID gap", "fid_gap_real": "FID gap (real control)",
-          "memorization_real": "memorization (real control)", "psnr": "PSNR", "ssim": "SSIM", "l1": "L1",
-          "lpips": "LPIPS"}
+TITLES = {
+    "fid": "FID",
+    "fid_floor": "FID floor",
+    "kid_mean": "KID",
+    "is_mean": "IS",
+    "fid_train": "FID (train)",
+    "fid_heldout": "FID (held-out)",
+    "fid_gap": "FID gap",
+    "fid_gap_real": "FID gap (real control)",
+    "memorization_real": "memorization (real control)",
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "l1": "L1",
+    "lpips": "LPIPS",
+}
 #: extra CSS of the study and comparison pages
 STUDY_CSS = ".status { font-weight: bold; } details { margin: 0.5em 0; }"
 
@@ -73,12 +101,22 @@ def load_study(folder) -> dict:
     if not path.is_file():
         raise UserError(f"'{folder}' has no {STUDY_FILE}; {fix}")
     study = read_json_file(path, fix=fix)
-    if not isinstance(study, dict) or not isinstance(study.get("runs", []), list) \
-            or not isinstance(study.get("variants", []), list):
+    if (
+        not isinstance(study, dict)
+        or not isinstance(study.get("runs", []), list)
+        or not isinstance(study.get("variants", []), list)
+    ):
         raise UserError(f"'{path}' is not a study (a JSON object with lists 'variants' and 'runs'); {fix}")
     study.setdefault("name", folder.resolve().name)
-    for key, default in (("metric", "fid"), ("direction", "minimize"), ("threshold", None), ("columns", []),
-                         ("variants", []), ("runs", []), ("seeds", [])):
+    for key, default in (
+        ("metric", "fid"),
+        ("direction", "minimize"),
+        ("threshold", None),
+        ("columns", []),
+        ("variants", []),
+        ("runs", []),
+        ("seeds", []),
+    ):
         if study.get(key) is None:
             study[key] = default
     if study["direction"] not in ("minimize", "maximize"):
@@ -103,8 +141,9 @@ def curve(run_dir, *, key: str = "eval/fid") -> List[Tuple[int, float]]:
     return _series(read_metrics_file(Path(run_dir) / "metrics.jsonl").rows, key)
 
 
-def steps_to_threshold(points: Sequence[Tuple[int, float]], *, threshold: Optional[float],
-                       direction: str) -> Optional[int]:
+def steps_to_threshold(
+    points: Sequence[Tuple[int, float]], *, threshold: Optional[float], direction: str
+) -> Optional[int]:
     """The first step (smallest) whose value is <= ``threshold`` (``minimize``) or >= it
     (``maximize``); None when no value gets there or the threshold is None."""
     if threshold is None:
@@ -146,8 +185,9 @@ def _read_runs(study: dict, folder: Optional[Path]) -> List[dict]:
         rows = read_metrics_file(run["path"] / "metrics.jsonl").rows if run["path"] else []
         run["rows"] = rows
         run["curve"] = _series(rows, key)
-        run["steps_to_threshold"] = steps_to_threshold(run["curve"], threshold=study["threshold"],
-                                                       direction=study["direction"])
+        run["steps_to_threshold"] = steps_to_threshold(
+            run["curve"], threshold=study["threshold"], direction=study["direction"]
+        )
         run["collapsed"], run["collapse_step"] = run_collapse(rows, run_dir=run["path"])
         out.append(run)
     return out
@@ -198,11 +238,16 @@ def _summary_rows(study: dict, runs: Sequence[dict]) -> List[dict]:
         mine = [r for r in runs if str(r.get("variant")) == name]
         finished = [r for r in mine if r.get("state") in FINISHED]
         done = [r for r in mine if r.get("state") == "done"]
-        row: Dict[str, Any] = {"variant": name, "n_runs": len(finished), "n_done": len(done),
-                               "diverged": sum(r.get("state") == "diverged" for r in mine),
-                               "failed": sum(r.get("state") == "failed" for r in mine),
-                               "pending": sum(r.get("state") in ("running", "waiting") for r in mine),
-                               "seeds": [r.get("seed") for r in done], "values": {}}
+        row: Dict[str, Any] = {
+            "variant": name,
+            "n_runs": len(finished),
+            "n_done": len(done),
+            "diverged": sum(r.get("state") == "diverged" for r in mine),
+            "failed": sum(r.get("state") == "failed" for r in mine),
+            "pending": sum(r.get("state") in ("running", "waiting") for r in mine),
+            "seeds": [r.get("seed") for r in done],
+            "values": {},
+        }
         measured = [r["collapsed"] for r in finished if r["collapsed"] is not None]
         row["collapse_measured"] = len(measured)
         row["collapsed"] = sum(measured) if measured else None
@@ -263,8 +308,12 @@ def _grid(study: dict, rows: Sequence[dict], columns: Sequence[str]) -> Tuple[Li
     body = []
     for r in rows:
         n = r["n_runs"]
-        line = [r["variant"], cell(r[f"{columns[0]}_mean"], r[f"{columns[0]}_std"]), _g(r["spread"]),
-                "" if r is rows[0] else _g(r["p_welch"], 2)]
+        line = [
+            r["variant"],
+            cell(r[f"{columns[0]}_mean"], r[f"{columns[0]}_std"]),
+            _g(r["spread"]),
+            "" if r is rows[0] else _g(r["p_welch"], 2),
+        ]
         if thr:
             steps = r["steps_to_threshold_mean"]
             line.append("n/a" if not n else f"{round(steps) if steps is not None else 'never'} ({r['reached']}/{n})")
@@ -278,8 +327,10 @@ def _grid(study: dict, rows: Sequence[dict], columns: Sequence[str]) -> Tuple[Li
 
 def _plan(study: dict) -> str:
     seeds = study["seeds"]
-    return (f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) per variant, "
-            f"{study.get('steps') or '?'} steps per run")
+    return (
+        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) per variant, "
+        f"{study.get('steps') or '?'} steps per run"
+    )
 
 
 def _headline(study: dict) -> str:
@@ -291,22 +342,27 @@ def format_markdown(study: dict, rows: Sequence[dict]) -> str:
     variant of ``rows`` (:func:`summarize`), then what the columns mean."""
     columns = list(rows[0]["values"]) if rows else [study["metric"]]
     head, body = _grid(study, rows, columns)
-    out = [_headline(study), "",
-           "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out = [_headline(study), "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in b) + " |" for b in body]
     out += ["", _legend(study)]
     return "\n".join(out) + "\n"
 
 
 def _legend(study: dict) -> str:
-    text = ("mean ± std (ddof = 1) over the runs that finished without diverging; spread: max − min of the "
-            f"final {title(study['metric'])} over them; p: two-sided Welch t-test of the final "
-            f"{title(study['metric'])} against the first variant's (small samples: a p above 0.05 is no evidence either way)")
+    text = (
+        "mean ± std (ddof = 1) over the runs that finished without diverging; spread: max − min of the "
+        f"final {title(study['metric'])} over them; p: two-sided Welch t-test of the final "
+        f"{title(study['metric'])} against the first variant's (small samples: a p above 0.05 is no evidence either way)"
+    )
     if _finite(study["threshold"]):
-        text += (f"; steps to {_threshold_text(study)}: first evaluation step at the threshold, mean over the "
-                 "finished runs that reached it (k) of all finished runs (n)")
-    return text + ("; diverged: runs stopped by a NaN/inf; collapsed: runs whose last evaluation has class "
-                   f"coverage < {dg.COVERAGE_ALARM} or diversity < {dg.DIVERSITY_ALARM}, of the runs that measured them.")
+        text += (
+            f"; steps to {_threshold_text(study)}: first evaluation step at the threshold, mean over the "
+            "finished runs that reached it (k) of all finished runs (n)"
+        )
+    return text + (
+        "; diverged: runs stopped by a NaN/inf; collapsed: runs whose last evaluation has class "
+        f"coverage < {dg.COVERAGE_ALARM} or diversity < {dg.DIVERSITY_ALARM}, of the runs that measured them."
+    )
 
 
 def results_csv(study: dict, runs: Sequence[dict]) -> str:
@@ -314,12 +370,18 @@ def results_csv(study: dict, runs: Sequence[dict]) -> str:
     cols = _columns(study, runs)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["variant", "seed", "state", "step", "seconds", "steps_to_threshold", "collapsed", *cols, "run", "error"])
+    w.writerow(
+        ["variant", "seed", "state", "step", "seconds", "steps_to_threshold", "collapsed", *cols, "run", "error"]
+    )
     for r in runs:
-        w.writerow([format_value(r.get(k)) for k in ("variant", "seed", "state", "step", "seconds",
-                                                      "steps_to_threshold", "collapsed")]
-                   + [format_value(r["final"].get(c)) for c in cols] + [format_value(r.get("run")),
-                                                                         format_value(r.get("error"))])
+        w.writerow(
+            [
+                format_value(r.get(k))
+                for k in ("variant", "seed", "state", "step", "seconds", "steps_to_threshold", "collapsed")
+            ]
+            + [format_value(r["final"].get(c)) for c in cols]
+            + [format_value(r.get("run")), format_value(r.get("error"))]
+        )
     return buf.getvalue()
 
 
@@ -369,8 +431,13 @@ def _scale(ax, values: Sequence[float]) -> None:
         ax.set_yscale("symlog", linthresh=1.0)
 
 
-def draw_curves(ax, *, groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, float]]]]], key: str,
-                threshold: Optional[float] = None) -> None:
+def draw_curves(
+    ax,
+    *,
+    groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, float]]]]],
+    key: str,
+    threshold: Optional[float] = None,
+) -> None:
     """Per group ``(name, curves)`` its mean curve and a min–max band over its curves, on ``ax``;
     a dashed line at ``threshold``; a log y axis when the values span two decades or more."""
     values: List[float] = []
@@ -379,8 +446,15 @@ def draw_curves(ax, *, groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, 
         if not steps:
             continue
         n = sum(1 for c in curves if c)
-        ax.plot(steps, mean, color=color(i), linewidth=1.4, marker="o" if len(steps) <= 30 else None,
-                markersize=3, label=f"{name} (n={n})")
+        ax.plot(
+            steps,
+            mean,
+            color=color(i),
+            linewidth=1.4,
+            marker="o" if len(steps) <= 30 else None,
+            markersize=3,
+            label=f"{name} (n={n})",
+        )
         if n > 1:
             ax.fill_between(steps, lo, hi, color=color(i), alpha=0.18, linewidth=0)
         values += lo + hi
@@ -388,8 +462,7 @@ def draw_curves(ax, *, groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, 
         ax.axhline(threshold, linestyle="--", color="0.35", linewidth=1.1, label=f"threshold {threshold:g}")
         values.append(float(threshold))
     if not values:
-        ax.text(0.5, 0.5, f"no eval/{key} logged yet", ha="center", va="center", transform=ax.transAxes,
-                color="0.4")
+        ax.text(0.5, 0.5, f"no eval/{key} logged yet", ha="center", va="center", transform=ax.transAxes, color="0.4")
     else:
         _scale(ax, values)
         ax.legend(loc="best", fontsize="x-small")
@@ -399,8 +472,13 @@ def draw_curves(ax, *, groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, 
     ax.grid(True, alpha=0.3)
 
 
-def panels_png(*, groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, float]]]]], key: str,
-               threshold: Optional[float] = None, ncols: int = 4) -> bytes:
+def panels_png(
+    *,
+    groups: Sequence[Tuple[str, Sequence[Sequence[Tuple[int, float]]]]],
+    key: str,
+    threshold: Optional[float] = None,
+    ncols: int = 4,
+) -> bytes:
     """Small multiples: one panel per group ``(name, curves)`` with each seed's curve (thin), their
     mean (thick) and min–max band, the first group's mean in grey in every other panel (the
     reference), ``threshold`` dashed; shared axes (log y when the values span two decades)."""
@@ -461,15 +539,27 @@ def draw_finals(ax, *, rows: Sequence[dict], key: str, direction: str, threshold
         m = sum(vals) / len(vals)
         ax.bar([i], [m], width=0.6, color=color(i), alpha=0.35, label="mean" if not values else None)
         off = [0.0] if len(vals) == 1 else [-0.18 + 0.36 * j / (len(vals) - 1) for j in range(len(vals))]
-        ax.plot([i + o for o in off], vals, linestyle="none", marker="o", color=color(i), markersize=5,
-                markeredgecolor="k", markeredgewidth=0.5, label="one seed" if not values else None)
+        ax.plot(
+            [i + o for o in off],
+            vals,
+            linestyle="none",
+            marker="o",
+            color=color(i),
+            markersize=5,
+            markeredgecolor="k",
+            markeredgewidth=0.5,
+            label="one seed" if not values else None,
+        )
         values += vals
     if _finite(threshold):
         ax.axhline(threshold, linestyle="--", color="0.35", linewidth=1.1, label=f"threshold {threshold:g}")
         values.append(float(threshold))
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([r["variant"] if len(r["variant"]) <= 16 else r["variant"][:15] + "…" for r in rows],
-                       rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
+    ax.set_xticklabels(
+        [r["variant"] if len(r["variant"]) <= 16 else r["variant"][:15] + "…" for r in rows],
+        rotation=30 if len(rows) > 4 else 0,
+        ha="right" if len(rows) > 4 else "center",
+    )
     if not values:
         ax.text(0.5, 0.5, "no finished run yet", ha="center", va="center", transform=ax.transAxes, color="0.4")
     else:
@@ -491,15 +581,36 @@ def _images(study: dict, runs: Sequence[dict], rows: Sequence[dict]) -> List[Tup
     metric, names = study["metric"], [r["variant"] for r in rows]
     out = []
     for key in _curve_keys(study, runs):
-        groups = [(n, [r["curve"] if key == metric else _series(r["rows"], f"eval/{key}") for r in runs
-                       if str(r.get("variant")) == n and r.get("state") in FINISHED]) for n in names]
+        groups = [
+            (
+                n,
+                [
+                    r["curve"] if key == metric else _series(r["rows"], f"eval/{key}")
+                    for r in runs
+                    if str(r.get("variant")) == n and r.get("state") in FINISHED
+                ],
+            )
+            for n in names
+        ]
         thr = study["threshold"] if key == metric else None
         png = render(draw_curves, groups=groups, key=key, threshold=thr)
-        out.append((f"curves-{key}.png", f"eval/{key} over training steps: per variant the mean over its finished "
-                    "seeds at each step (a diverged run counts until its last evaluation), shaded min–max", png))
+        out.append(
+            (
+                f"curves-{key}.png",
+                f"eval/{key} over training steps: per variant the mean over its finished "
+                "seeds at each step (a diverged run counts until its last evaluation), shaded min–max",
+                png,
+            )
+        )
         if key == metric and len(groups) > 1:
-            out.append((f"panels-{key}.png", f"eval/{key} per variant: each seed (thin), their mean (thick) and min–max "
-                        f"band; grey: the mean of {names[0]}, the reference", panels_png(groups=groups, key=key, threshold=thr)))
+            out.append(
+                (
+                    f"panels-{key}.png",
+                    f"eval/{key} per variant: each seed (thin), their mean (thick) and min–max "
+                    f"band; grey: the mean of {names[0]}, the reference",
+                    panels_png(groups=groups, key=key, threshold=thr),
+                )
+            )
     if any(r["n_done"] for r in rows):
         png = render(draw_finals, rows=rows, key=metric, direction=study["direction"], threshold=study["threshold"])
         out.append((f"final-{metric}.png", f"final {title(metric)} of each done seed (dots) and their mean (bar)", png))
@@ -524,8 +635,15 @@ def _state_counts(runs: Sequence[dict]) -> str:
 def html_table(head: Sequence[str], body: Sequence[Sequence[str]], *, first_text: int = 1) -> str:
     """An HTML table of text cells; columns after the first ``first_text`` are right-aligned."""
     th = "".join(f"<th>{escape(h)}</th>" for h in head)
-    tr = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" if i < first_text else f'<td class="num">{escape(c)}</td>'
-                                  for i, c in enumerate(line)) + "</tr>" for line in body)
+    tr = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{escape(c)}</td>" if i < first_text else f'<td class="num">{escape(c)}</td>'
+            for i, c in enumerate(line)
+        )
+        + "</tr>"
+        for line in body
+    )
     return f'<div class="scroll"><table><tr>{th}</tr>{tr}</table></div>'
 
 
@@ -542,7 +660,9 @@ def sample_strip(items: Sequence[Tuple[str, Optional[Path]]]) -> str:
             notes.append(f"{caption}: unreadable {path.name}")
             continue
         dw, dh = display_size(w, h)
-        figs.append(f"<figure>{_img(png, caption, width=dw, height=dh)}<figcaption>{escape(caption)}</figcaption></figure>")
+        figs.append(
+            f"<figure>{_img(png, caption, width=dw, height=dh)}<figcaption>{escape(caption)}</figcaption></figure>"
+        )
     out = ['<div class="strip">' + "".join(figs) + "</div>"] if figs else []
     out += [f'<p class="note">{escape(n)}</p>' for n in notes]
     return "\n".join(out)
@@ -552,21 +672,35 @@ def _samples(study: dict, runs: Sequence[dict], names: Sequence[str]) -> str:
     items: List[Tuple[str, Optional[Path]]] = []
     for n in names:
         for r in runs:
-            grids = sample_files(r["path"]) if str(r.get("variant")) == n and r.get("state") == "done" and r["path"] else []
+            grids = (
+                sample_files(r["path"]) if str(r.get("variant")) == n and r.get("state") == "done" and r["path"] else []
+            )
             if grids:
                 step, path = grids[-1]
                 items.append((f"{n}: seed {r.get('seed')}, step {step}", path))
                 break
         else:
             items.append((f"{n}: no done run with sample grids yet", None))
-    return ("<h2>Samples</h2><p>The last sample grid of the first done seed of each variant (EMA generator).</p>"
-            + sample_strip(items))
+    return (
+        "<h2>Samples</h2><p>The last sample grid of the first done seed of each variant (EMA generator).</p>"
+        + sample_strip(items)
+    )
 
 
 def _runs_table(study: dict, runs: Sequence[dict]) -> str:
     metric = title(study["metric"])
-    head = ["variant", "seed", "state", "step", "seconds", f"final {metric}", "steps to threshold", "collapsed",
-            "error", "report"]
+    head = [
+        "variant",
+        "seed",
+        "state",
+        "step",
+        "seconds",
+        f"final {metric}",
+        "steps to threshold",
+        "collapsed",
+        "error",
+        "report",
+    ]
     body = []
     for r in runs:
         cls = {"failed": "fail", "diverged": "fail"}.get(r.get("state"), "pruned" if r.get("state") != "done" else "")
@@ -574,17 +708,29 @@ def _runs_table(study: dict, runs: Sequence[dict]) -> str:
         if r["path"] is not None and (r["path"] / "report.html").is_file():
             href = f"{r.get('run')}/report.html"
             link = f'<td><a href="{escape(href)}">{escape(r.get("run"))}</a></td>'
-        collapsed = "n/a" if r["collapsed"] is None else (
-            f"yes (step {r['collapse_step']})" if r["collapsed"] else "no")
-        cells = [f"<td>{escape(r.get('variant'))}</td>", f"<td>{escape(r.get('seed'))}</td>", f"<td>{escape(r.get('state'))}</td>",
-                 f'<td class="num">{escape(format_value(r.get("step")))}</td>',
-                 f'<td class="num">{escape(_g(r.get("seconds")) if r.get("seconds") is not None else "")}</td>',
-                 f'<td class="num">{escape(_g(r["final"].get(study["metric"])))}</td>',
-                 f'<td class="num">{escape(r["steps_to_threshold"] if r["steps_to_threshold"] is not None else "")}</td>',
-                 f"<td>{escape(collapsed)}</td>", f'<td class="err">{escape(r.get("error") or "")}</td>', link]
+        collapsed = (
+            "n/a" if r["collapsed"] is None else (f"yes (step {r['collapse_step']})" if r["collapsed"] else "no")
+        )
+        cells = [
+            f"<td>{escape(r.get('variant'))}</td>",
+            f"<td>{escape(r.get('seed'))}</td>",
+            f"<td>{escape(r.get('state'))}</td>",
+            f'<td class="num">{escape(format_value(r.get("step")))}</td>',
+            f'<td class="num">{escape(_g(r.get("seconds")) if r.get("seconds") is not None else "")}</td>',
+            f'<td class="num">{escape(_g(r["final"].get(study["metric"])))}</td>',
+            f'<td class="num">{escape(r["steps_to_threshold"] if r["steps_to_threshold"] is not None else "")}</td>',
+            f"<td>{escape(collapsed)}</td>",
+            f'<td class="err">{escape(r.get("error") or "")}</td>',
+            link,
+        ]
         body.append((f'<tr class="{cls}">' if cls else "<tr>") + "".join(cells) + "</tr>")
-    return ('<h2>Runs</h2><div class="scroll"><table><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"
-            + "".join(body) + "</table></div>")
+    return (
+        '<h2>Runs</h2><div class="scroll"><table><tr>'
+        + "".join(f"<th>{escape(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(body)
+        + "</table></div>"
+    )
 
 
 def _settings(study: dict, runs: Sequence[dict]) -> str:
@@ -592,35 +738,61 @@ def _settings(study: dict, runs: Sequence[dict]) -> str:
     keys += tuple(k for k in ("measures", "eval", "storage") if study.get(k) not in (None, "", [], {}))
     items = [(k, study.get(k) if isinstance(study.get(k), str) else format_value(study.get(k))) for k in keys]
     items = [(k, f"{v} ({direction_text(v)})" if k == "direction" else v) for k, v in items]
-    variants = "".join(f"<tr><td>{escape(v.get('name'))}</td><td><code>{escape(format_value(v.get('values') or {}))}</code></td>"
-                       f"</tr>" for v in study["variants"] if isinstance(v, dict))
-    out = ["<h2>Settings</h2>", kv_table(items), "<h3>Variants</h3>",
-           f'<div class="scroll"><table><tr><th>variant</th><th>values (config keys)</th></tr>{variants}</table></div>']
+    variants = "".join(
+        f"<tr><td>{escape(v.get('name'))}</td><td><code>{escape(format_value(v.get('values') or {}))}</code></td></tr>"
+        for v in study["variants"]
+        if isinstance(v, dict)
+    )
+    out = [
+        "<h2>Settings</h2>",
+        kv_table(items),
+        "<h3>Variants</h3>",
+        f'<div class="scroll"><table><tr><th>variant</th><th>values (config keys)</th></tr>{variants}</table></div>',
+    ]
     first = next((r for r in runs if r["path"] is not None and (r["path"] / "config.yaml").is_file()), None)
     if first is not None:
         text = read_config(first["path"]).text or ""
-        out.append(f"<details><summary>resolved config of {escape(first.get('run'))} (the other runs differ by their "
-                   f"variant's values and train.seed)</summary><pre>{escape(text)}</pre></details>")
+        out.append(
+            f"<details><summary>resolved config of {escape(first.get('run'))} (the other runs differ by their "
+            f"variant's values and train.seed)</summary><pre>{escape(text)}</pre></details>"
+        )
     return "\n".join(out)
 
 
 def page(*, title_text: str, head: str, sections: Sequence[str]) -> str:
     """A self-contained HTML page: inline CSS, no script, no external resource."""
-    return "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{escape(title_text)}</title>",
-                      f"<style>{CSS}{_EXTRA_CSS}{STUDY_CSS}</style></head><body>", head, *sections,
-                      f'<p class="note">written by normgan {escape(__version__)}</p>', "</body></html>"]) + "\n"
+    return (
+        "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en"><head><meta charset="utf-8">',
+                f"<title>{escape(title_text)}</title>",
+                f"<style>{CSS}{_EXTRA_CSS}{STUDY_CSS}</style></head><body>",
+                head,
+                *sections,
+                f'<p class="note">written by normgan {escape(__version__)}</p>',
+                "</body></html>",
+            ]
+        )
+        + "\n"
+    )
 
 
-def build_study_report(study: dict, runs: Sequence[dict], rows: Sequence[dict],
-                       images: Sequence[Tuple[str, str, bytes]]) -> str:
+def build_study_report(
+    study: dict, runs: Sequence[dict], rows: Sequence[dict], images: Sequence[Tuple[str, str, bytes]]
+) -> str:
     """The text of a study's report.html (see the module docstring)."""
     name = study.get("name")
     head = [f"<h1>{escape(study.get('title') or name)}</h1>"]
     if study.get("description"):
         head.append(f"<p>{_description(study['description'])}</p>")
-    head.append(f"<p>study <code>{escape(name)}</code>: {escape(_plan(study))}; reproduce with "
-                f"<code>{escape(study.get('command') or 'normgan study')}</code></p>")
-    head.append(f'<p class="status">{len(runs)} run{"s" if len(runs) != 1 else ""}: {escape(_state_counts(runs) or "none")}</p>')
+    head.append(
+        f"<p>study <code>{escape(name)}</code>: {escape(_plan(study))}; reproduce with "
+        f"<code>{escape(study.get('command') or 'normgan study')}</code></p>"
+    )
+    head.append(
+        f'<p class="status">{len(runs)} run{"s" if len(runs) != 1 else ""}: {escape(_state_counts(runs) or "none")}</p>'
+    )
     finished = sum(r["n_runs"] for r in rows)
     sections = ["<h2>Results</h2>"]
     if not finished:
@@ -629,8 +801,7 @@ def build_study_report(study: dict, runs: Sequence[dict], rows: Sequence[dict],
     grid_head, body = _grid(study, rows, columns)
     sections += [html_table(grid_head, body), f'<p class="note">{escape(_legend(study))}</p>']
     sections += [_figure(png, caption) for _, caption, png in images]
-    sections += [_samples(study, runs, [r["variant"] for r in rows]), _runs_table(study, runs),
-                 _settings(study, runs)]
+    sections += [_samples(study, runs, [r["variant"] for r in rows]), _runs_table(study, runs), _settings(study, runs)]
     return page(title_text=f"normgan study: {name}", head="\n".join(head), sections=sections)
 
 
@@ -653,8 +824,10 @@ def write_study_outputs(folder, *, out=None, progress: bool = False, file=None) 
     tick(1, "table")
     runs = _read_runs(study, folder)
     rows = _summary_rows(study, runs)
-    paths = {"table": write_atomic(folder / "table.md", format_markdown(study, rows).encode("utf-8")),
-             "csv": write_atomic(folder / "results.csv", results_csv(study, runs).encode("utf-8"))}
+    paths = {
+        "table": write_atomic(folder / "table.md", format_markdown(study, rows).encode("utf-8")),
+        "csv": write_atomic(folder / "results.csv", results_csv(study, runs).encode("utf-8")),
+    }
     tick(2, "plots")
     images = _images(study, runs, rows)
     plots = folder / "plots"

@@ -67,8 +67,10 @@ class Dist:
     def check_batch(self, batch_size: int) -> int:
         """The per-rank batch; the global ``data.batch_size`` must split evenly."""
         if batch_size % self.world:
-            raise ConfigError(f"data.batch_size: {batch_size} does not split over {self.world} processes; "
-                              f"use a multiple of {self.world} (it is the global batch)")
+            raise ConfigError(
+                f"data.batch_size: {batch_size} does not split over {self.world} processes; "
+                f"use a multiple of {self.world} (it is the global batch)"
+            )
         return batch_size // self.world
 
     def shard(self, x: Optional[Tensor]) -> Optional[Tensor]:
@@ -76,7 +78,7 @@ class Dist:
         if x is None or not self.enabled:
             return x
         n = x.shape[0] // self.world
-        return x[self.rank * n:(self.rank + 1) * n]
+        return x[self.rank * n : (self.rank + 1) * n]
 
     # ---------------------------------------------------------------- reductions
     def average_gradients(self, params: Iterable[nn.Parameter]) -> None:
@@ -97,7 +99,7 @@ class Dist:
         offset = 0
         for g in grads:
             n = g.numel()
-            g.copy_(flat[offset:offset + n].view_as(g))
+            g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
 
     def average_(self, tensors: List[Tensor]) -> None:
@@ -115,7 +117,7 @@ class Dist:
         offset = 0
         for t in ts:
             n = t.numel()
-            t.data.copy_(flat[offset:offset + n].view_as(t))
+            t.data.copy_(flat[offset : offset + n].view_as(t))
             offset += n
 
     def sum(self, value: Tensor) -> Tensor:

@@ -30,11 +30,18 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from normgan.report.html import (CSS, REPORT_DIGITS, direction_text, escape, format_value, is_number, kv_table, plain,
-                                 write_atomic)
+from normgan.report.html import (
+    CSS,
+    REPORT_DIGITS,
+    direction_text,
+    escape,
+    format_value,
+    is_number,
+    kv_table,
+    plain,
+    write_atomic,
+)
 from normgan.report.plots import render
-
-
 
 # ----------------------------------------------------------------------------- small helpers
 
@@ -150,18 +157,26 @@ def trials_csv(rows: Sequence[Dict[str, Any]], *, keys: Sequence[str], folds: in
     """The text of ``trials.csv`` (see the module docstring for the cell conventions)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["number", "state", *keys, *(f"fold_{i}" for i in range(folds)),
-                "mean", "std", "seconds", "pruned_at", "error"])
+    w.writerow(
+        ["number", "state", *keys, *(f"fold_{i}" for i in range(folds)), "mean", "std", "seconds", "pruned_at", "error"]
+    )
     for r in _sorted_rows(rows):
         p = r.get("params") or {}
         fv = list(r.get("folds") or ())
         fv += [None] * (folds - len(fv))
-        w.writerow([format_value(r.get("number")), r.get("state") or "",
-                    *(_param_cell(p, k) for k in keys),
-                    *(format_value(f) for f in fv),
-                    format_value(r.get("mean")), format_value(r.get("std")),
-                    format_value(r.get("seconds")), format_value(r.get("pruned_at")),
-                    format_value(r.get("error"))])
+        w.writerow(
+            [
+                format_value(r.get("number")),
+                r.get("state") or "",
+                *(_param_cell(p, k) for k in keys),
+                *(format_value(f) for f in fv),
+                format_value(r.get("mean")),
+                format_value(r.get("std")),
+                format_value(r.get("seconds")),
+                format_value(r.get("pruned_at")),
+                format_value(r.get("error")),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -177,8 +192,15 @@ def _category_order(values: Sequence[Any]) -> List[str]:
     return order + sorted({_label(v) for v in values if not is_number(v)} - set(order))
 
 
-def plot_param(ax, *, param: Dict[str, Any], rows: Sequence[Dict[str, Any]], metric: str, direction: str,
-               best: Optional[Dict[str, Any]] = None) -> str:
+def plot_param(
+    ax,
+    *,
+    param: Dict[str, Any],
+    rows: Sequence[Dict[str, Any]],
+    metric: str,
+    direction: str,
+    best: Optional[Dict[str, Any]] = None,
+) -> str:
     """Draw the mean metric (error bars: std over folds) against param ``param["key"]`` on the
     matplotlib Axes ``ax``; returns the x scale used (:func:`axis_scale`).
 
@@ -220,19 +242,41 @@ def plot_param(ax, *, param: Dict[str, Any], rows: Sequence[Dict[str, Any]], met
         def to_x(v: Any) -> float:
             return float(pos[_label(v)])
     else:
+
         def to_x(v: Any) -> float:
             return float(v)
 
     if complete:
-        ax.errorbar([to_x(x) for x, _, _ in complete], [m for _, m, _ in complete],
-                    yerr=[s for _, _, s in complete], fmt="o", color="C0", ecolor="C0",
-                    capsize=3, label="complete (mean ± std over folds)")
+        ax.errorbar(
+            [to_x(x) for x, _, _ in complete],
+            [m for _, m, _ in complete],
+            yerr=[s for _, _, s in complete],
+            fmt="o",
+            color="C0",
+            ecolor="C0",
+            capsize=3,
+            label="complete (mean ± std over folds)",
+        )
     if pruned:
-        ax.plot([to_x(x) for x, _ in pruned], [m for _, m in pruned], linestyle="none", marker="o",
-                markerfacecolor="none", markeredgecolor="C1", label="pruned (mean of finished folds)")
+        ax.plot(
+            [to_x(x) for x, _ in pruned],
+            [m for _, m in pruned],
+            linestyle="none",
+            marker="o",
+            markerfacecolor="none",
+            markeredgecolor="C1",
+            label="pruned (mean of finished folds)",
+        )
     if best_point is not None:
-        ax.plot([to_x(best_point[0])], [best_point[1]], linestyle="none", marker="*", markersize=16,
-                color="C3", label=f"best: {_short(_label(best_point[0]))} → {_label(best_point[1])}")
+        ax.plot(
+            [to_x(best_point[0])],
+            [best_point[1]],
+            linestyle="none",
+            marker="*",
+            markersize=16,
+            color="C3",
+            label=f"best: {_short(_label(best_point[0]))} → {_label(best_point[1])}",
+        )
 
     if scale == "category":
         ax.set_xticks(range(len(order)))
@@ -271,16 +315,22 @@ def plot_history(ax, *, rows: Sequence[Dict[str, Any]], metric: str, direction: 
             if m is not None:
                 pruned.append((r["number"], m))
     if done:
-        ax.plot([n for n, _ in done], [m for _, m in done], linestyle="none", marker="o", color="C0",
-                label="complete")
+        ax.plot([n for n, _ in done], [m for _, m in done], linestyle="none", marker="o", color="C0", label="complete")
         best_so_far, cur = [], None
         for _, m in done:
             cur = m if cur is None or _better(m, cur, direction) else cur
             best_so_far.append(cur)
         ax.step([n for n, _ in done], best_so_far, where="post", color="C3", label="best so far")
     if pruned:
-        ax.plot([n for n, _ in pruned], [m for _, m in pruned], linestyle="none", marker="o",
-                markerfacecolor="none", markeredgecolor="C1", label="pruned (partial mean)")
+        ax.plot(
+            [n for n, _ in pruned],
+            [m for _, m in pruned],
+            linestyle="none",
+            marker="o",
+            markerfacecolor="none",
+            markeredgecolor="C1",
+            label="pruned (partial mean)",
+        )
     if done or pruned:
         ax.legend(loc="best", fontsize="small")
     else:
@@ -302,6 +352,7 @@ def plot_importance(ax, *, importances: Dict[str, float]) -> None:
 
 
 # ----------------------------------------------------------------------------- report.html
+
 
 def _num_td(v: Any) -> str:
     return f'<td class="num">{escape(format_value(v, digits=REPORT_DIGITS))}</td>'
@@ -329,29 +380,52 @@ def _summary_section(meta: Dict[str, Any], params: Sequence[Dict[str, Any]], row
         counts[r.get("state") or "?"] = counts.get(r.get("state") or "?", 0) + 1
     order = ["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
     words = {"FAIL": "failed"}
-    states = ", ".join(f"{counts[s]} {words.get(s, s.lower())}" for s in order + sorted(set(counts) - set(order))
-                       if counts.get(s))
+    states = ", ".join(
+        f"{counts[s]} {words.get(s, s.lower())}" for s in order + sorted(set(counts) - set(order)) if counts.get(s)
+    )
     items = [
         ("name", meta.get("name", "")),
         ("config", meta.get("config", "")),
-        ("metric", f"{meta.get('metric', '')} ({meta.get('direction', '')}: "
-                   f"{direction_text(meta.get('direction', ''))})"),
+        (
+            "metric",
+            f"{meta.get('metric', '')} ({meta.get('direction', '')}: {direction_text(meta.get('direction', ''))})",
+        ),
         ("cross-validation", f"{meta.get('folds', '')} folds × {meta.get('seeds', '')} seed(s)"),
         ("sampler", meta.get("sampler", "")),
         ("pruner", meta.get("pruner", "")),
         ("storage", meta.get("storage", "")),
-        ("trials", f"{len(rows)} of {meta.get('trials_requested', '?')} requested"
-                   + (f" ({states})" if states else "")),
+        (
+            "trials",
+            f"{len(rows)} of {meta.get('trials_requested', '?')} requested" + (f" ({states})" if states else ""),
+        ),
         ("overrides", " ".join(meta.get("overrides") or []) or "(none)"),
     ]
-    known = {"name", "config", "metric", "direction", "folds", "seeds", "sampler", "pruner", "storage",
-             "trials_requested", "overrides"}
+    known = {
+        "name",
+        "config",
+        "metric",
+        "direction",
+        "folds",
+        "seeds",
+        "sampler",
+        "pruner",
+        "storage",
+        "trials_requested",
+        "overrides",
+    }
     items += [(k, format_value(v)) for k, v in meta.items() if k not in known]
-    ptable = "".join(f"<tr><td>{escape(p.get('key', ''))}</td><td>{escape(p.get('kind', ''))}</td>"
-                     f"<td>{escape(p.get('spec', ''))}</td></tr>" for p in params)
-    return ("<h2>Search</h2>" + kv_table(items)
-            + "<h3>Searched parameters</h3><table><tr><th>key</th><th>kind</th><th>spec</th></tr>"
-            + ptable + "</table>")
+    ptable = "".join(
+        f"<tr><td>{escape(p.get('key', ''))}</td><td>{escape(p.get('kind', ''))}</td>"
+        f"<td>{escape(p.get('spec', ''))}</td></tr>"
+        for p in params
+    )
+    return (
+        "<h2>Search</h2>"
+        + kv_table(items)
+        + "<h3>Searched parameters</h3><table><tr><th>key</th><th>kind</th><th>spec</th></tr>"
+        + ptable
+        + "</table>"
+    )
 
 
 def _best_section(folder: Path, best: Optional[Dict[str, Any]], meta: Dict[str, Any]) -> str:
@@ -359,13 +433,18 @@ def _best_section(folder: Path, best: Optional[Dict[str, Any]], meta: Dict[str, 
     if best is None:
         out.append('<p class="note">no completed trial yet</p>')
         return "".join(out)
-    out.append(f"<p>trial {escape(best.get('number', ''))}: {escape(meta.get('metric', 'metric'))} = "
-               f"<b>{escape(_mean_std(best.get('mean'), best.get('std')))}</b> "
-               f"(mean ± std over folds)</p>")
-    out.append("<table><tr><th>param</th><th>value</th></tr>"
-               + "".join(f"<tr><td>{escape(k)}</td><td>{escape(_label(v))}</td></tr>"
-                         for k, v in (best.get("params") or {}).items())
-               + "</table>")
+    out.append(
+        f"<p>trial {escape(best.get('number', ''))}: {escape(meta.get('metric', 'metric'))} = "
+        f"<b>{escape(_mean_std(best.get('mean'), best.get('std')))}</b> "
+        f"(mean ± std over folds)</p>"
+    )
+    out.append(
+        "<table><tr><th>param</th><th>value</th></tr>"
+        + "".join(
+            f"<tr><td>{escape(k)}</td><td>{escape(_label(v))}</td></tr>" for k, v in (best.get("params") or {}).items()
+        )
+        + "</table>"
+    )
     name = best.get("yaml")
     if name:
         path = folder / Path(str(name)).name
@@ -390,16 +469,21 @@ def _final_section(final: Optional[Dict[str, Any]]) -> str:
     split = final.get("split", "test")
     out.append('<div class="final">')
     out.append(f"<p>Retrained on the whole training split, evaluated once on the {escape(split)} split.</p>")
-    out.append(f"<p>{escape(final.get('metric', ''))} on {escape(split)}: "
-               f"<b>{escape(format_value(final.get('value'), digits=REPORT_DIGITS))}</b></p>")
+    out.append(
+        f"<p>{escape(final.get('metric', ''))} on {escape(split)}: "
+        f"<b>{escape(format_value(final.get('value'), digits=REPORT_DIGITS))}</b></p>"
+    )
     metrics = final.get("metrics") or {}
     baseline = final.get("baseline") or {}
     if metrics or baseline:
         head = "<tr><th>metric</th><th>best config</th>" + ("<th>baseline</th>" if baseline else "") + "</tr>"
         body = ""
         for name in list(metrics) + [n for n in baseline if n not in metrics]:
-            body += (f"<tr><td>{escape(name)}</td>{_num_td(metrics.get(name))}"
-                     + (_num_td(baseline.get(name)) if baseline else "") + "</tr>")
+            body += (
+                f"<tr><td>{escape(name)}</td>{_num_td(metrics.get(name))}"
+                + (_num_td(baseline.get(name)) if baseline else "")
+                + "</tr>"
+            )
         out.append(f"<table>{head}{body}</table>")
     extra = [("run", final.get("run")), ("seconds", format_value(final.get("seconds"), digits=REPORT_DIGITS))]
     out.append(kv_table((k, v) for k, v in extra if v not in (None, "")))
@@ -411,20 +495,27 @@ def _plots_section(images: Sequence[Tuple[str, bytes]]) -> str:
     out = ["<h2>Plots</h2>"]
     for caption, png in images:
         data = base64.b64encode(png).decode("ascii")
-        out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption)}">'
-                   f"<figcaption>{escape(caption)}</figcaption></figure>")
+        out.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>"
+        )
     return "".join(out)
 
 
-def _trials_section(rows: Sequence[Dict[str, Any]], keys: Sequence[str], folds: int,
-                    best_number: Optional[int]) -> str:
-    head = ("<tr><th>#</th><th>state</th>" + "".join(f"<th>{escape(k)}</th>" for k in keys)
-            + "".join(f"<th>fold {i}</th>" for i in range(folds))
-            + "<th>mean</th><th>std</th><th>seconds</th><th>error</th></tr>")
+def _trials_section(rows: Sequence[Dict[str, Any]], keys: Sequence[str], folds: int, best_number: Optional[int]) -> str:
+    head = (
+        "<tr><th>#</th><th>state</th>"
+        + "".join(f"<th>{escape(k)}</th>" for k in keys)
+        + "".join(f"<th>fold {i}</th>" for i in range(folds))
+        + "<th>mean</th><th>std</th><th>seconds</th><th>error</th></tr>"
+    )
     body = []
     for r in _sorted_rows(rows):
-        cls = ("best" if best_number is not None and r.get("number") == best_number
-               else {"FAIL": "fail", "PRUNED": "pruned"}.get(r.get("state") or "", ""))
+        cls = (
+            "best"
+            if best_number is not None and r.get("number") == best_number
+            else {"FAIL": "fail", "PRUNED": "pruned"}.get(r.get("state") or "", "")
+        )
         p = r.get("params") or {}
         fv = list(r.get("folds") or ())
         fv += [None] * (folds - len(fv))
@@ -438,10 +529,18 @@ def _trials_section(rows: Sequence[Dict[str, Any]], keys: Sequence[str], folds: 
     return f"<h2>Trials</h2><table>{head}{''.join(body)}</table>"
 
 
-def report_html(folder: Path, *, meta: Dict[str, Any], params: Sequence[Dict[str, Any]],
-                rows: Sequence[Dict[str, Any]], best: Optional[Dict[str, Any]],
-                final: Optional[Dict[str, Any]], images: Sequence[Tuple[str, bytes]],
-                keys: Sequence[str], folds: int) -> str:
+def report_html(
+    folder: Path,
+    *,
+    meta: Dict[str, Any],
+    params: Sequence[Dict[str, Any]],
+    rows: Sequence[Dict[str, Any]],
+    best: Optional[Dict[str, Any]],
+    final: Optional[Dict[str, Any]],
+    images: Sequence[Tuple[str, bytes]],
+    keys: Sequence[str],
+    folds: int,
+) -> str:
     """The text of ``report.html``: one self-contained page (inline CSS, images as data: URIs,
     no script, no external resource); every piece of text is escaped."""
     name = meta.get("name", "")
@@ -478,9 +577,16 @@ def _unique_slugs(keys: Sequence[str]) -> Dict[str, str]:
     return out
 
 
-def write_outputs(folder: Path, *, meta: Dict[str, Any], params: List[Dict[str, Any]], rows: List[Dict[str, Any]],
-                  best: Optional[Dict[str, Any]], final: Optional[Dict[str, Any]],
-                  importances: Optional[Dict[str, float]]) -> Dict[str, Path]:
+def write_outputs(
+    folder: Path,
+    *,
+    meta: Dict[str, Any],
+    params: List[Dict[str, Any]],
+    rows: List[Dict[str, Any]],
+    best: Optional[Dict[str, Any]],
+    final: Optional[Dict[str, Any]],
+    importances: Optional[Dict[str, float]],
+) -> Dict[str, Path]:
     """Write ``trials.csv``, the plots and ``report.html`` of a search into ``folder``.
 
     See the module docstring for the files and :func:`format_value` for the CSV cells. Returns
@@ -529,7 +635,8 @@ def write_outputs(folder: Path, *, meta: Dict[str, Any], params: List[Dict[str, 
                 pass
     out["plots"] = plots
 
-    text = report_html(folder, meta=meta, params=params, rows=rows, best=best, final=final,
-                       images=images, keys=keys, folds=folds)
+    text = report_html(
+        folder, meta=meta, params=params, rows=rows, best=best, final=final, images=images, keys=keys, folds=folds
+    )
     out["report"] = write_atomic(folder / "report.html", text.encode("utf-8"))
     return out

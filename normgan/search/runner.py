@@ -29,12 +29,23 @@ from normgan.errors import ConfigError, Diverged, UserError
 from normgan.eval.metric_info import metric_direction
 from normgan.report.html import write_atomic
 from normgan.search.outputs import best_row, write_outputs
-from normgan.tasks.info import TASK_INFO
 from normgan.search.space import Param, apply_values, check_key, grid_points, parse_params
 from normgan.search.storage import default_url, mask_url
-from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, check_name, environment_cause, environment_stop,
-                                    file_lock, retried_by, retry, spec_hash, ticket_params)
+from normgan.search.tickets import (
+    Surplus,
+    TicketWorker,
+    TrialFailed,
+    check_name,
+    environment_cause,
+    environment_stop,
+    file_lock,
+    retried_by,
+    retry,
+    spec_hash,
+    ticket_params,
+)
 from normgan.search.trainers import resolve_trainer
+from normgan.tasks.info import TASK_INFO
 
 SAMPLERS = ("grid", "random", "tpe")
 #: --keep: the trial runs' checkpoints kept (metrics, samples and configs are always kept)
@@ -120,11 +131,28 @@ class Search(TicketWorker):
     kind = "search"
     dir_option = "--searches-dir"
 
-    def __init__(self, *, config: Optional[str], overrides: Sequence[str] = (), params: Sequence[str], trials: Optional[int] = None,
-                 folds: int = 3, metric: Optional[str] = None, direction: Optional[str] = None, sampler: Optional[str] = None,
-                 pruner: str = "none", seeds: int = 1, name: Optional[str] = None, storage: Optional[str] = None,
-                 searches_dir: str | Path = "searches", heartbeat: int = 30, trainer: str = "normgan",
-                 progress: bool = True, final: bool = True, keep: str = "best") -> None:
+    def __init__(
+        self,
+        *,
+        config: Optional[str],
+        overrides: Sequence[str] = (),
+        params: Sequence[str],
+        trials: Optional[int] = None,
+        folds: int = 3,
+        metric: Optional[str] = None,
+        direction: Optional[str] = None,
+        sampler: Optional[str] = None,
+        pruner: str = "none",
+        seeds: int = 1,
+        name: Optional[str] = None,
+        storage: Optional[str] = None,
+        searches_dir: str | Path = "searches",
+        heartbeat: int = 30,
+        trainer: str = "normgan",
+        progress: bool = True,
+        final: bool = True,
+        keep: str = "best",
+    ) -> None:
         if keep not in KEEP:
             raise UserError(f"--keep {keep!r}: best (the best trial's checkpoints only) or all (every trial's)")
         self.keep = keep
@@ -136,7 +164,9 @@ class Search(TicketWorker):
         self.metric = metric or cfg.eval.best_metric
         scores = TASK_INFO.get(self.task).scores
         if self.metric not in scores:
-            raise UserError(f"--metric {self.metric}: the {self.task} task does not compute it; choose one of: {', '.join(scores)}")
+            raise UserError(
+                f"--metric {self.metric}: the {self.task} task does not compute it; choose one of: {', '.join(scores)}"
+            )
         self.direction = _direction(self.metric, direction)
         if sampler is None:
             sampler = "grid" if all(p.discrete for p in self.params) else "tpe"
@@ -181,8 +211,14 @@ class Search(TicketWorker):
         self.folder = Path(searches_dir) / self.name
         self.storage_url = storage or default_url(self.folder)
         self.spec = {
-            "params": [p.describe() for p in self.params], "metric": self.metric, "direction": self.direction,
-            "folds": folds, "seeds": seeds, "sampler": sampler, "pruner": pruner, "config": spec_hash(self.base),
+            "params": [p.describe() for p in self.params],
+            "metric": self.metric,
+            "direction": self.direction,
+            "folds": folds,
+            "seeds": seeds,
+            "sampler": sampler,
+            "pruner": pruner,
+            "config": spec_hash(self.base),
         }
 
     # ---------------------------------------------------------------- validation
@@ -195,7 +231,7 @@ class Search(TicketWorker):
             else:
                 probes += [{p.key: int(b) if p.kind == "int" else b} for b in (p.lo, p.hi)]
         for values in probes:
-            (key, value), = values.items()
+            ((key, value),) = values.items()
             _load(apply_values(self.base, values), what=f"--param {key}={value!r}")
 
     # ---------------------------------------------------------------- the study
@@ -207,12 +243,18 @@ class Search(TicketWorker):
             study.sampler = optuna.samplers.TPESampler(seed=worker_seed, n_startup_trials=n_startup, constant_liar=True)
         else:
             study.sampler = optuna.samplers.RandomSampler(seed=worker_seed)
-        study.pruner = {"none": optuna.pruners.NopPruner, "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
-                        "halving": optuna.pruners.SuccessiveHalvingPruner}[self.pruner]()
+        study.pruner = {
+            "none": optuna.pruners.NopPruner,
+            "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+            "halving": optuna.pruners.SuccessiveHalvingPruner,
+        }[self.pruner]()
 
     def describe_difference(self, key: str) -> str:
-        return "the config or its overrides" if key == "config" else ("--" + key if key in ("metric", "direction", "folds", "seeds",
-                                                                                                "sampler", "pruner") else key)
+        return (
+            "the config or its overrides"
+            if key == "config"
+            else ("--" + key if key in ("metric", "direction", "folds", "seeds", "sampler", "pruner") else key)
+        )
 
     def describe_value(self, key: str, value: Any) -> str:
         if key == "params" and isinstance(value, list):
@@ -261,8 +303,13 @@ class Search(TicketWorker):
                     run_dir = self.folder / "trials" / f"{trial.number:04d}" / f"fold{f}-seed{seed}"
                     self._stage(f"{where}: training {self.steps} steps")
                     t0 = time.perf_counter()
-                    res = self.trainer(cfg, run_dir=run_dir, report=report, progress=self.progress,
-                                       stage=lambda text, where=where: self._stage(f"{where}: {text}"))
+                    res = self.trainer(
+                        cfg,
+                        run_dir=run_dir,
+                        report=report,
+                        progress=self.progress,
+                        stage=lambda text, where=where: self._stage(f"{where}: {text}"),
+                    )
                     v = (res or {}).get(self.metric)
                     if not isinstance(v, (int, float)) or not math.isfinite(v):
                         raise TrialFailed(f"fold {f} seed {seed} gave no finite {self.metric} ({v!r})")
@@ -303,7 +350,6 @@ class Search(TicketWorker):
         with contextlib.suppress(Exception):
             retry(trial.study, trial)
 
-
     def prune_checkpoints(self, study) -> List[Path]:
         """``--keep best``: delete the checkpoints of every finished trial but the best one (their
         metrics, samples and configs stay). Running and waiting trials are not touched."""
@@ -314,7 +360,9 @@ class Search(TicketWorker):
         best = self.best(study)
         removed = []
         for t in study.get_trials(deepcopy=False):
-            if not t.state.is_finished() or (best is not None and t.number == best["number"] and t.state == TrialState.COMPLETE):
+            if not t.state.is_finished() or (
+                best is not None and t.number == best["number"] and t.state == TrialState.COMPLETE
+            ):
                 continue
             for ck in sorted((self.folder / "trials" / f"{t.number:04d}").glob("*/checkpoints")):
                 shutil.rmtree(ck, ignore_errors=True)
@@ -325,20 +373,30 @@ class Search(TicketWorker):
     def run(self) -> dict:
         """Join (or start) the study, run tickets until none is left, then retrain the best config
         and evaluate it on the test split (once per search folder); write the outputs."""
+        import sqlalchemy.exc
+        from optuna.exceptions import StorageInternalError
         from tqdm.auto import tqdm
 
         from normgan.data import forbid_splits
 
-        import sqlalchemy.exc
-        from optuna.exceptions import StorageInternalError
-
         study, creator = self.open()
         try:
             self.plan_once(study, creator=creator)
-            bar = tqdm(total=self.requested, desc=f"search {self.name}", unit="trial", disable=not self.progress, dynamic_ncols=True)
+            bar = tqdm(
+                total=self.requested,
+                desc=f"search {self.name}",
+                unit="trial",
+                disable=not self.progress,
+                dynamic_ncols=True,
+            )
             try:
-                self.work(study, self._objective, bar=bar, guard=forbid_splits(("test", "all")),
-                          after_trial=lambda: self.prune_checkpoints(study))
+                self.work(
+                    study,
+                    self._objective,
+                    bar=bar,
+                    guard=forbid_splits(("test", "all")),
+                    after_trial=lambda: self.prune_checkpoints(study),
+                )
             except BaseException:
                 with contextlib.suppress(Exception):  # the outputs so far; the error in flight is the one to show
                     self._write(study)
@@ -376,13 +434,21 @@ class Search(TicketWorker):
             if t.state == TrialState.PRUNED and pruned_at is None and t.intermediate_values:
                 pruned_at = max(t.intermediate_values)
             done = [v for v in folds if v is not None]
-            rows.append({
-                "number": t.number, "state": t.state.name, "params": params, "folds": folds,
-                "mean": t.value if t.state == TrialState.COMPLETE else (statistics.fmean(done) if done else None),
-                "std": attrs.get("std") if t.state == TrialState.COMPLETE else (statistics.pstdev(done) if len(done) > 1 else None),
-                "seconds": t.duration.total_seconds() if t.duration is not None else None,
-                "pruned_at": pruned_at, "error": error,
-            })
+            rows.append(
+                {
+                    "number": t.number,
+                    "state": t.state.name,
+                    "params": params,
+                    "folds": folds,
+                    "mean": t.value if t.state == TrialState.COMPLETE else (statistics.fmean(done) if done else None),
+                    "std": attrs.get("std")
+                    if t.state == TrialState.COMPLETE
+                    else (statistics.pstdev(done) if len(done) > 1 else None),
+                    "seconds": t.duration.total_seconds() if t.duration is not None else None,
+                    "pruned_at": pruned_at,
+                    "error": error,
+                }
+            )
         return rows
 
     def best(self, study, rows: Optional[List[dict]] = None) -> Optional[dict]:
@@ -422,10 +488,18 @@ class Search(TicketWorker):
             test = getattr(self.trainer, "test", None)
             metrics = test(cfg, run_dir=run_dir) if test is not None else {}
             value = metrics.get(self.metric)
-            final = {"trial": best["number"], "metric": self.metric, "value": value, "split": "test",
-                     "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-                     "run": str(run_dir), "seconds": time.perf_counter() - t0}
-            base = {k[len("baseline_"):]: v for k, v in final["metrics"].items() if k.startswith("baseline_")}
+            final = {
+                "trial": best["number"],
+                "metric": self.metric,
+                "value": value,
+                "split": "test",
+                "metrics": {
+                    k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                },
+                "run": str(run_dir),
+                "seconds": time.perf_counter() - t0,
+            }
+            base = {k[len("baseline_") :]: v for k, v in final["metrics"].items() if k.startswith("baseline_")}
             if base:
                 final["baseline"] = base
             write_atomic(result, (json.dumps(final, indent=2, sort_keys=True) + "\n").encode())
@@ -453,15 +527,35 @@ class Search(TicketWorker):
         best = self.best(study, rows)
         if best is not None:
             cfg = _load(self.best_config(best), what="best config")
-            header = (f"# normgan search '{self.name}': best trial {best['number']} of {len(rows)}, "
-                      f"{self.metric} = {best['mean']:.6g}" + (f" ± {best['std']:.3g}" if best.get("std") is not None else "")
-                      + f" over {len(self.fold_plan)} fold(s)\n# train it: normgan train {self.folder / 'best.yaml'}\n")
+            header = (
+                f"# normgan search '{self.name}': best trial {best['number']} of {len(rows)}, "
+                f"{self.metric} = {best['mean']:.6g}"
+                + (f" ± {best['std']:.3g}" if best.get("std") is not None else "")
+                + f" over {len(self.fold_plan)} fold(s)\n# train it: normgan train {self.folder / 'best.yaml'}\n"
+            )
             write_atomic(self.folder / "best.yaml", (header + to_yaml(cfg)).encode())
-        meta = {"name": self.name, "metric": self.metric, "direction": self.direction, "folds": self.folds, "seeds": self.seeds,
-                "sampler": self.sampler, "pruner": self.pruner, "config": self.config_name, "storage": mask_url(self.storage_url),
-                "trials_requested": self.requested, "overrides": self.overrides}
-        paths = write_outputs(self.folder, meta=meta, params=[p.describe() for p in self.params], rows=rows, best=best,
-                              final=final, importances=self._importances(study))
+        meta = {
+            "name": self.name,
+            "metric": self.metric,
+            "direction": self.direction,
+            "folds": self.folds,
+            "seeds": self.seeds,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "config": self.config_name,
+            "storage": mask_url(self.storage_url),
+            "trials_requested": self.requested,
+            "overrides": self.overrides,
+        }
+        paths = write_outputs(
+            self.folder,
+            meta=meta,
+            params=[p.describe() for p in self.params],
+            rows=rows,
+            best=best,
+            final=final,
+            importances=self._importances(study),
+        )
         return {"folder": self.folder, "rows": rows, "best": best, "final": final, "paths": paths}
 
 

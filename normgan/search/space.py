@@ -140,7 +140,9 @@ def parse_param(text: str) -> Param:
         raise UserError(f"--param {text!r} must look like KEY=SPEC (e.g. regularizers.l1.weight=log:1e-2:1e3)")
     key, spec = (s.strip() for s in text.split("=", 1))
     if not key or any(not part for part in key.split(".")):
-        raise UserError(f"--param {text!r} has no valid KEY; write a dotted config key, e.g. regularizers.l1.weight=[1,10]")
+        raise UserError(
+            f"--param {text!r} has no valid KEY; write a dotted config key, e.g. regularizers.l1.weight=[1,10]"
+        )
     if not spec:
         raise UserError(f"--param {key}: empty SPEC; give [a,b,c], log:lo:hi, uniform:lo:hi, int:lo:hi or choice:a,b")
     if spec.startswith("[") or spec.startswith("grid:"):
@@ -170,7 +172,9 @@ def parse_param(text: str) -> Param:
             try:
                 yaml.safe_load(t)
             except yaml.YAMLError:
-                raise UserError(f"--param {key}: choice option {t!r} is not valid YAML; quote it or fix the braces") from None
+                raise UserError(
+                    f"--param {key}: choice option {t!r} is not valid YAML; quote it or fix the braces"
+                ) from None
         return Param(key=key, spec=spec, kind="choice", values=tuple(tokens))
     if kind in ("log", "uniform", "int"):
         bounds = rest.split(":")
@@ -184,7 +188,9 @@ def parse_param(text: str) -> Param:
         if kind == "int" and (lo != int(lo) or hi != int(hi)):
             raise UserError(f"--param {key}: {spec!r} needs integer bounds")
         return Param(key=key, spec=spec, kind=kind, lo=lo, hi=hi)
-    raise UserError(f"--param {key}: unknown SPEC {spec!r}; use [a,b,c], log:lo:hi, uniform:lo:hi, int:lo:hi or choice:a,b")
+    raise UserError(
+        f"--param {key}: unknown SPEC {spec!r}; use [a,b,c], log:lo:hi, uniform:lo:hi, int:lo:hi or choice:a,b"
+    )
 
 
 def parse_params(texts: Sequence[str]) -> List[Param]:
@@ -204,8 +210,10 @@ def grid_points(params: Sequence[Param], *, limit: Optional[int] = None, seed: i
     below its size, that many points in a seeded random order."""
     not_grid = [p.key for p in params if not p.discrete]
     if not_grid:
-        raise UserError(f"--sampler grid needs a list or choice: SPEC for every --param; {not_grid[0]} is a range "
-                        "(use [a,b,c], or --sampler random|tpe)")
+        raise UserError(
+            f"--sampler grid needs a list or choice: SPEC for every --param; {not_grid[0]} is a range "
+            "(use [a,b,c], or --sampler random|tpe)"
+        )
     points = [dict(zip([p.key for p in params], combo)) for combo in itertools.product(*[p.values for p in params])]
     if limit is not None and limit < len(points):
         random.Random(seed).shuffle(points)
@@ -252,5 +260,6 @@ def check_key(base: Dict[str, Any], param: Param) -> None:
             return
         where = ".".join(parts[:i]) or "the config"
         choices = ", ".join(sorted(node)) if isinstance(node, dict) else "none (it is a value)"
-        raise UserError(f"--param {param.key}: unknown config key ({where} has {choices}); "
-                        "normgan train --dry-run prints every key")
+        raise UserError(
+            f"--param {param.key}: unknown config key ({where} has {choices}); normgan train --dry-run prints every key"
+        )

@@ -58,32 +58,44 @@ def open_storage(url: str, *, heartbeat: int, stale_trial_callback: Optional[Cal
     import sqlalchemy.exc
 
     if not isinstance(url, str) or "://" not in url:
-        raise UserError(f"--storage {url!r}: not a database URL; use e.g. sqlite:///search.db or "
-                        "postgresql://user:password@host:5432/dbname")
+        raise UserError(
+            f"--storage {url!r}: not a database URL; use e.g. sqlite:///search.db or "
+            "postgresql://user:password@host:5432/dbname"
+        )
     shown = mask_url(url)
     try:
         for attempt in range(3):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return optuna.storages.RDBStorage(_driver_url(url), engine_kwargs=_engine_kwargs(url), heartbeat_interval=heartbeat,
-                                                      grace_period=2 * heartbeat,
-                                                      heartbeat_stale_trial_callback=stale_trial_callback)
+                    return optuna.storages.RDBStorage(
+                        _driver_url(url),
+                        engine_kwargs=_engine_kwargs(url),
+                        heartbeat_interval=heartbeat,
+                        grace_period=2 * heartbeat,
+                        heartbeat_stale_trial_callback=stale_trial_callback,
+                    )
             except sqlalchemy.exc.SQLAlchemyError as e:  # two workers created the tables at once
                 if attempt == 2 or "already exists" not in str(e):
                     raise
                 time.sleep(0.5 + attempt)
     except (ImportError, ModuleNotFoundError) as e:
-        raise UserError(f"--storage {shown}: the database driver is not installed ({e}); "
-                        "pip install 'psycopg[binary]' for PostgreSQL or a MySQL driver") from None
+        raise UserError(
+            f"--storage {shown}: the database driver is not installed ({e}); "
+            "pip install 'psycopg[binary]' for PostgreSQL or a MySQL driver"
+        ) from None
     except sqlalchemy.exc.ArgumentError as e:
-        raise UserError(f"--storage {shown}: malformed database URL ({_first_line(e)}); "
-                        "use e.g. postgresql://user:password@host:5432/dbname") from None
+        raise UserError(
+            f"--storage {shown}: malformed database URL ({_first_line(e)}); "
+            "use e.g. postgresql://user:password@host:5432/dbname"
+        ) from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as e:
         if url.startswith("sqlite"):  # a file: its disk or folder is at fault, not a server
             raise sqlite_error(url, e) from None
-        raise UserError(f"--storage {shown}: cannot connect ({_first_line(e)}); check the host, port, database "
-                        "name and credentials, and that the server runs") from None
+        raise UserError(
+            f"--storage {shown}: cannot connect ({_first_line(e)}); check the host, port, database "
+            "name and credentials, and that the server runs"
+        ) from None
 
 
 def sqlite_error(url: str, e: BaseException) -> UserError:
@@ -92,12 +104,16 @@ def sqlite_error(url: str, e: BaseException) -> UserError:
     text = _first_line(e)
     path = url.split(":///", 1)[-1]
     if "full" in text.lower() or "no space" in text.lower():
-        err = UserError(f"cannot write the study database '{path}': no space left ({text}); free some space and run "
-                        "the same command again (what was written is kept)")
+        err = UserError(
+            f"cannot write the study database '{path}': no space left ({text}); free some space and run "
+            "the same command again (what was written is kept)"
+        )
         err.exit_code = 1
         return err
-    return UserError(f"cannot open the study database '{path}' ({text}); make its folder writable, or give a writable "
-                     "folder (--searches-dir, --studies-dir) or --storage URL")
+    return UserError(
+        f"cannot open the study database '{path}' ({text}); make its folder writable, or give a writable "
+        "folder (--searches-dir, --studies-dir) or --storage URL"
+    )
 
 
 def _first_line(e: BaseException) -> str:

@@ -56,8 +56,17 @@ class EnvironmentFailed(TrialFailed):
 
 
 #: errno values that say the machine, not the trial, is at fault (space, permissions, I/O, memory)
-ENV_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.ENOMEM,
-              errno.EMFILE, errno.ENFILE}
+ENV_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.ENOMEM,
+    errno.EMFILE,
+    errno.ENFILE,
+}
 #: words of a one-line error that was raised for a full disk (the cause itself not chained)
 ENV_WORDS = ("no space left", "disk is full", "disk full", "out of memory", "read-only file system")
 
@@ -127,7 +136,11 @@ def retriable(trial) -> bool:
     from optuna.trial import TrialState
 
     attrs = trial.user_attrs or {}
-    return trial.state == TrialState.FAIL and not attrs.get("surplus") and (not attrs.get("error") or bool(attrs.get("env_error")))
+    return (
+        trial.state == TrialState.FAIL
+        and not attrs.get("surplus")
+        and (not attrs.get("error") or bool(attrs.get("env_error")))
+    )
 
 
 def failure_reason(trial) -> str:
@@ -156,7 +169,11 @@ def retry_stale_trial(study, trial) -> None:
 
 def retried_by(trials) -> Dict[int, int]:
     """``{failed trial number: the number of the trial that retried it}``."""
-    return {(t.user_attrs or {}).get("retry_of"): t.number for t in trials if (t.user_attrs or {}).get("retry_of") is not None}
+    return {
+        (t.user_attrs or {}).get("retry_of"): t.number
+        for t in trials
+        if (t.user_attrs or {}).get("retry_of") is not None
+    }
 
 
 def check_name(name: str, *, option: str = "--name", extra: str = "") -> str:
@@ -165,8 +182,10 @@ def check_name(name: str, *, option: str = "--name", extra: str = "") -> str:
     allowed = "".join(sorted(set("._-" + extra)))
     if not isinstance(name, str) or not re.fullmatch(f"[A-Za-z0-9{re.escape(allowed)}]+", name) or set(name) <= {"."}:
         shown = ", ".join(f"'{c}'" for c in allowed)
-        raise UserError(f"{option} {name!r}: use letters, digits and {shown} only, with at least one letter or digit "
-                        "(the name of a new folder)")
+        raise UserError(
+            f"{option} {name!r}: use letters, digits and {shown} only, with at least one letter or digit "
+            "(the name of a new folder)"
+        )
     return name
 
 
@@ -226,9 +245,13 @@ class TicketWorker:
             # one process of this machine at a time creates the tables and the study (workers on other
             # machines: open_storage retries a schema creation that raced)
             with file_lock(self.folder / ".plan.lock"):
-                storage = open_storage(self.storage_url, heartbeat=self.heartbeat, stale_trial_callback=retry_stale_trial)
+                storage = open_storage(
+                    self.storage_url, heartbeat=self.heartbeat, stale_trial_callback=retry_stale_trial
+                )
                 try:
-                    study = optuna.create_study(study_name=self.name, storage=storage, direction=self.direction, load_if_exists=False)
+                    study = optuna.create_study(
+                        study_name=self.name, storage=storage, direction=self.direction, load_if_exists=False
+                    )
                     creator = True
                     study.set_user_attr(self.kind, self.spec)
                 except optuna.exceptions.DuplicatedStudyError:
@@ -250,21 +273,30 @@ class TicketWorker:
         where = getattr(e, "filename", None) or self.folder
         reason = e.strerror or str(e)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            err = UserError(f"cannot {doing} '{where}': no space left on the device; free some space and run the same "
-                            f"command again (what was written is kept, and failed {self.kind} runs are retried)")
+            err = UserError(
+                f"cannot {doing} '{where}': no space left on the device; free some space and run the same "
+                f"command again (what was written is kept, and failed {self.kind} runs are retried)"
+            )
             err.exit_code = 1
             return err
-        return UserError(f"cannot {doing} {self.kind} folder '{self.folder}' ({reason}: '{where}'); give a writable "
-                         f"{self.dir_option} or fix the folder's permissions")
+        return UserError(
+            f"cannot {doing} {self.kind} folder '{self.folder}' ({reason}: '{where}'); give a writable "
+            f"{self.dir_option} or fix the folder's permissions"
+        )
 
     def storage_error(self, e: BaseException) -> UserError:
         """One line for a database error (SQLite on a full disk or a read-only folder)."""
         cause = e.__cause__ or e  # optuna wraps SQLAlchemy's errors (StorageInternalError)
         text = _one_line(str(getattr(cause, "orig", None) or cause), 160)
         full = any(w in text.lower() for w in ("full", "no space"))
-        err = UserError(f"{self.kind} '{self.name}': the study storage {mask_url(self.storage_url)} failed ({text}); "
-                        + ("free some space and run the same command again (finished runs are kept)" if full else
-                           f"check that its folder is writable (or give a writable {self.dir_option}) and run the same command again"))
+        err = UserError(
+            f"{self.kind} '{self.name}': the study storage {mask_url(self.storage_url)} failed ({text}); "
+            + (
+                "free some space and run the same command again (finished runs are kept)"
+                if full
+                else f"check that its folder is writable (or give a writable {self.dir_option}) and run the same command again"
+            )
+        )
         if full:
             err.exit_code = 1
         return err
@@ -274,9 +306,17 @@ class TicketWorker:
         folder = Path(self.folder)
         for p in [folder, *folder.parents]:
             if p.exists() and not p.is_dir():
-                what = "the " + self.kind + " folder" if p == folder else self.dir_option if p == folder.parent else "a folder above it"
-                raise UserError(f"'{p}' is a file, but {what} should be a folder there; move the file away, or give "
-                                f"another {self.dir_option}" + (" or --name" if p == folder else ""))
+                what = (
+                    "the " + self.kind + " folder"
+                    if p == folder
+                    else self.dir_option
+                    if p == folder.parent
+                    else "a folder above it"
+                )
+                raise UserError(
+                    f"'{p}' is a file, but {what} should be a folder there; move the file away, or give "
+                    f"another {self.dir_option}" + (" or --name" if p == folder else "")
+                )
             if p.is_dir():
                 break
         try:
@@ -302,18 +342,22 @@ class TicketWorker:
             mine = self.identity()
             other = [k for k in ("kind", "name", "storage") if saved.get(k) != mine[k]]
             if other:
-                raise UserError(f"folder '{self.folder}' holds {saved.get('kind')} '{saved.get('name')}' (storage "
-                                f"{saved.get('storage')}); {self.kind} '{self.name}' would overwrite its runs: give "
-                                f"--name a new folder, or repeat that {saved.get('kind')}'s command to continue it")
+                raise UserError(
+                    f"folder '{self.folder}' holds {saved.get('kind')} '{saved.get('name')}' (storage "
+                    f"{saved.get('storage')}); {self.kind} '{self.name}' would overwrite its runs: give "
+                    f"--name a new folder, or repeat that {saved.get('kind')}'s command to continue it"
+                )
             self._refuse_difference(saved.get("spec") or {})
             return
         if (self.folder / "study.db").is_file() and self.storage_url == default_url(self.folder):
             names = self._study_names()
             others = [n for n in names if n != self.name]
             if others:
-                raise UserError(f"folder '{self.folder}' holds {self.kind} '{others[0]}' (its study.db); {self.kind} "
-                                f"'{self.name}' would overwrite its runs: give --name a new folder, or --name "
-                                f"{others[0]} to continue that one")
+                raise UserError(
+                    f"folder '{self.folder}' holds {self.kind} '{others[0]}' (its study.db); {self.kind} "
+                    f"'{self.name}' would overwrite its runs: give --name a new folder, or --name "
+                    f"{others[0]} to continue that one"
+                )
 
     def _study_names(self) -> List[str]:
         import optuna
@@ -349,10 +393,12 @@ class TicketWorker:
         diff = [k for k in self.spec if saved.get(k) != self.spec[k]]
         if diff:
             k = diff[0]
-            raise UserError(f"{self.kind} '{self.name}' in '{self.folder}' exists with other settings "
-                            f"({self.describe_difference(k)} differ: {self.describe_value(k, saved.get(k))} there, "
-                            f"{self.describe_value(k, self.spec[k])} here); give the same ones to continue it, or "
-                            f"--name a new folder for this {self.kind}")
+            raise UserError(
+                f"{self.kind} '{self.name}' in '{self.folder}' exists with other settings "
+                f"({self.describe_difference(k)} differ: {self.describe_value(k, saved.get(k))} there, "
+                f"{self.describe_value(k, self.spec[k])} here); give the same ones to continue it, or "
+                f"--name a new folder for this {self.kind}"
+            )
 
     def _check_same(self, study) -> None:
         deadline = time.monotonic() + 60
@@ -445,8 +491,15 @@ class TicketWorker:
             self.say(f"{self.kind} '{self.name}': retrying {len(again)} failed run(s): " + ", ".join(again))
 
     # ---------------------------------------------------------------- the worker loop
-    def work(self, study, objective: Callable, *, bar=None, guard: Optional[ContextManager] = None,
-             after_trial: Optional[Callable[[], None]] = None) -> None:
+    def work(
+        self,
+        study,
+        objective: Callable,
+        *,
+        bar=None,
+        guard: Optional[ContextManager] = None,
+        after_trial: Optional[Callable[[], None]] = None,
+    ) -> None:
         """Run waiting tickets with ``objective`` until none is left and none runs elsewhere.
         ``bar`` (tqdm) counts finished trials; ``guard`` wraps the loop; ``after_trial`` runs after each trial."""
         import optuna
@@ -485,8 +538,10 @@ def environment_stop(worker: TicketWorker, trial, exc: BaseException, reason: st
     """Record a trial stopped by its environment (``env_error``) and set the worker's one-line stop:
     the trial failed, nothing more runs now, and the same command retries it."""
     message = _one_line(str(exc))
-    err = UserError(f"{worker.kind} '{worker.name}': {what} failed: {message}; the {worker.kind} stopped (finished runs are "
-                    f"kept in {worker.folder}); fix it and run the same command again: it retries this run")
+    err = UserError(
+        f"{worker.kind} '{worker.name}': {what} failed: {message}; the {worker.kind} stopped (finished runs are "
+        f"kept in {worker.folder}); fix it and run the same command again: it retries this run"
+    )
     full = any(w in (reason + message).lower() for w in ("space", "full", "write failed"))
     err.exit_code = 1 if full else 2
     worker.stopped = err

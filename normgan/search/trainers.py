@@ -22,8 +22,14 @@ TRAINERS = Registry("trainer")
 
 
 @TRAINERS.register("normgan")
-def train_normgan(cfg, *, run_dir: Path, report: Callable[[int, dict], None], progress: bool = False,
-                  stage: Optional[Callable[[str], None]] = None) -> dict:
+def train_normgan(
+    cfg,
+    *,
+    run_dir: Path,
+    report: Callable[[int, dict], None],
+    progress: bool = False,
+    stage: Optional[Callable[[str], None]] = None,
+) -> dict:
     """normgan's own training loop; the final evaluation's results (the loop evaluates at the end).
     ``stage(text)``, when given, hears when each evaluation starts and how long it took (the
     search's per-fold progress)."""
@@ -55,9 +61,8 @@ def train_normgan(cfg, *, run_dir: Path, report: Callable[[int, dict], None], pr
 
 def test_normgan(cfg, *, run_dir: Path) -> dict:
     """The run's scores on the test split: the paired metrics, or FID/KID/PR against the held-out split."""
-    from normgan.runtime.device import resolve_device
-
     from normgan.eval.paired import task_evaluation
+    from normgan.runtime.device import resolve_device
 
     device = str(resolve_device(cfg.train.device))
     return task_evaluation(cfg.task).test(cfg, run_dir, device=device)
@@ -74,8 +79,10 @@ def resolve_trainer(name: str) -> Callable:
     try:
         fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
-        raise UserError(f"--trainer {name}: cannot import it ({e}); give a registered name "
-                        f"({', '.join(TRAINERS.names())}) or package.module:function") from None
+        raise UserError(
+            f"--trainer {name}: cannot import it ({e}); give a registered name "
+            f"({', '.join(TRAINERS.names())}) or package.module:function"
+        ) from None
     if not callable(fn):
         raise UserError(f"--trainer {name}: not a function")
     return fn

@@ -1,10 +1,10 @@
 """Studies: a grid of config variants × seeds, trained, scored at equal N and reported.
 
-    normgan study stability-digits            # a shipped study (normgan/configs/studies/*.yaml)
-    normgan study my-study.yaml --workers 2   # a study file, two worker processes
+normgan study stability-digits            # a shipped study (normgan/configs/studies/*.yaml)
+normgan study my-study.yaml --workers 2   # a study file, two worker processes
 
-    from normgan.study import run_study
-    run_study(study="stability-digits", workers=1)
+from normgan.study import run_study
+run_study(study="stability-digits", workers=1)
 """
 
 from normgan.study.runner import Study, run_study

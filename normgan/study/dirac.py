@@ -23,8 +23,18 @@ from normgan.functional.penalties import r1_penalty, wgan_gp_penalty
 PENALTIES = ("none", "r1", "wgan_gp")
 
 
-def dirac_trajectory(*, loss: str = "bce", penalty: str = "none", gamma: float = 1.0, steps: int = 3000, lr: float = 0.1,
-                     theta0: float = 1.0, psi0: float = 1.0, simultaneous: bool = False, seed: int = 0) -> Tensor:
+def dirac_trajectory(
+    *,
+    loss: str = "bce",
+    penalty: str = "none",
+    gamma: float = 1.0,
+    steps: int = 3000,
+    lr: float = 0.1,
+    theta0: float = 1.0,
+    psi0: float = 1.0,
+    simultaneous: bool = False,
+    seed: int = 0,
+) -> Tensor:
     """(θ_t, ψ_t) for t = 0 … ``steps`` of gradient descent with step size ``lr``.
 
     Each step: D's loss ``LOSSES[loss].d(D(0), D(θ))`` plus ``gamma`` × the penalty (R1 at the real

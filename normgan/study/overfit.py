@@ -46,8 +46,16 @@ __all__ = ["overfitting_scores"]
 BATCH_SIZE = 500
 
 
-def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "domain", device="cpu", seed: int = 0,
-                       cache_dir=None, ema: bool = True) -> dict:
+def overfitting_scores(
+    run_dir: str | Path,
+    *,
+    n: int = 1000,
+    features: str = "domain",
+    device="cpu",
+    seed: int = 0,
+    cache_dir=None,
+    ema: bool = True,
+) -> dict:
     """Train-vs-held-out FID and memorization of the generator of ``run_dir`` (see the module
     docstring for the definitions).
 
@@ -71,13 +79,13 @@ def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "d
         UserError: a paired run, a run without a held-out split, or a held-out split smaller than
         the training split (raise ``data.holdout``).
     """
-    from normgan.runtime.device import resolve_device
     from normgan.eval.evaluation import build_extractor, default_cache_dir, noise_sampler, reference_dataset
     from normgan.eval.metric_info import check_eval_args
+    from normgan.inference.sample import load_generator
     from normgan.metrics.evaluate import generated_features, real_features
     from normgan.metrics.functional import fid_from_features
     from normgan.metrics.overfit import memorization_score
-    from normgan.inference.sample import load_generator
+    from normgan.runtime.device import resolve_device
 
     check_eval_args(n=n, features=features, metrics=("fid",))
     dev = resolve_device(str(device))
@@ -86,19 +94,25 @@ def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "d
 
     TASK_INFO.get(cfg.task).require_noise_samples(run_dir, what="; overfitting scores need an unconditional generator")
     if cfg.data.holdout <= 0 and not cfg.data.folds:
-        raise UserError(f"run '{run_dir}' was trained with data.holdout=0, so it has no held-out split; "
-                        "train with data.holdout=0.9 (any value that leaves at least as many held-out as training "
-                        "images)")
+        raise UserError(
+            f"run '{run_dir}' was trained with data.holdout=0, so it has no held-out split; "
+            "train with data.holdout=0.9 (any value that leaves at least as many held-out as training "
+            "images)"
+        )
     train = reference_dataset(cfg, "train")
     heldout = reference_dataset(cfg, "test")
     m = len(train)
     if len(heldout) < m:
         if cfg.data.folds:
-            raise UserError(f"the held-out fold has {len(heldout)} images, fewer than the {m} training images; "
-                            "train without data.folds and with a larger data.holdout (e.g. 0.9) so both FIDs use "
-                            "references of equal size")
-        raise UserError(f"the held-out split has {len(heldout)} images, fewer than the {m} training images; "
-                        f"raise data.holdout (e.g. data.holdout=0.9) so both FIDs use references of equal size")
+            raise UserError(
+                f"the held-out fold has {len(heldout)} images, fewer than the {m} training images; "
+                "train without data.folds and with a larger data.holdout (e.g. 0.9) so both FIDs use "
+                "references of equal size"
+            )
+        raise UserError(
+            f"the held-out split has {len(heldout)} images, fewer than the {m} training images; "
+            f"raise data.holdout (e.g. data.holdout=0.9) so both FIDs use references of equal size"
+        )
     if m < 2:
         raise UserError(f"the training split has {m} image(s); FID needs at least 2 (lower data.holdout)")
 
@@ -106,8 +120,9 @@ def overfitting_scores(run_dir: str | Path, *, n: int = 1000, features: str = "d
     idx_a = perm[:m]
     idx_b = perm[m : 2 * m] if len(heldout) >= 2 * m else None
 
-    extractor = build_extractor(features, cfg, device=dev, cache_dir=default_cache_dir(cache_dir), heldout=heldout,
-                                train=train)
+    extractor = build_extractor(
+        features, cfg, device=dev, cache_dir=default_cache_dir(cache_dir), heldout=heldout, train=train
+    )
     extractor = extractor.to(dev).eval()
     f_train = real_features(extractor, train, batch_size=BATCH_SIZE, device=dev)
     f_a = real_features(extractor, heldout, indices=idx_a, batch_size=BATCH_SIZE, device=dev)

@@ -33,8 +33,18 @@ from typing import Callable, Dict, List, Optional, Sequence
 from normgan.errors import Diverged, UserError
 from normgan.report.html import write_atomic
 from normgan.search.storage import default_url, mask_url
-from normgan.search.tickets import (Surplus, TicketWorker, TrialFailed, check_name, environment_cause, environment_stop,
-                                    retried_by, retry, spec_hash, ticket_params)
+from normgan.search.tickets import (
+    Surplus,
+    TicketWorker,
+    TrialFailed,
+    check_name,
+    environment_cause,
+    environment_stop,
+    retried_by,
+    retry,
+    spec_hash,
+    ticket_params,
+)
 from normgan.study.spec import StudySpec, load_study
 
 
@@ -43,8 +53,14 @@ def _overfitting(run_dir: Path, cfg) -> dict:
     from normgan.study.overfit import overfitting_scores
 
     e = cfg.eval
-    return overfitting_scores(run_dir, n=e.n, features=e.features, device=str(resolve_device(cfg.train.device)),
-                              seed=e.seed, cache_dir=e.cache_dir)
+    return overfitting_scores(
+        run_dir,
+        n=e.n,
+        features=e.features,
+        device=str(resolve_device(cfg.train.device)),
+        seed=e.seed,
+        cache_dir=e.cache_dir,
+    )
 
 
 #: measures computed on a finished run, added to its final scores
@@ -59,7 +75,7 @@ def final_scores(run_dir: Path) -> dict:
     if not rows:
         return {}
     last = max(rows, key=lambda r: r["step"])
-    out = {k[len("eval/"):]: v for k, v in last.items() if k.startswith("eval/") and isinstance(v, (int, float))}
+    out = {k[len("eval/") :]: v for k, v in last.items() if k.startswith("eval/") and isinstance(v, (int, float))}
     out["step"] = int(last["step"])
     return out
 
@@ -99,9 +115,20 @@ class Study(TicketWorker):
     kind = "study"
     dir_option = "--studies-dir"
 
-    def __init__(self, *, study: str, overrides: Sequence[str] = (), seeds: Optional[int] = None, name: Optional[str] = None,
-                 storage: Optional[str] = None, studies_dir: str | Path = "studies", heartbeat: int = 30,
-                 progress: bool = True, trainer: Callable = train_run, outputs: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        study: str,
+        overrides: Sequence[str] = (),
+        seeds: Optional[int] = None,
+        name: Optional[str] = None,
+        storage: Optional[str] = None,
+        studies_dir: str | Path = "studies",
+        heartbeat: int = 30,
+        progress: bool = True,
+        trainer: Callable = train_run,
+        outputs: bool = True,
+    ) -> None:
         self.spec_obj: StudySpec = load_study(study, overrides=overrides, seeds=seeds)
         s = self.spec_obj
         first = int(s.base.get("train", {}).get("seed", 0) or 0)
@@ -120,8 +147,9 @@ class Study(TicketWorker):
         described = s.describe()
         self.spec = {k: spec_hash(v) if k == "config" else v for k, v in described.items()}
         self.progress, self.trainer, self.outputs_enabled = progress, trainer, outputs
-        self.command = "normgan study " + " ".join([study, *overrides] + ([f"--seeds {seeds}"] if seeds else [])
-                                                    + ([f"--name {name}"] if name else []))
+        self.command = "normgan study " + " ".join(
+            [study, *overrides] + ([f"--seeds {seeds}"] if seeds else []) + ([f"--name {name}"] if name else [])
+        )
 
     def describe_difference(self, key: str) -> str:
         return "the base config or its overrides" if key == "config" else key
@@ -173,8 +201,11 @@ class Study(TicketWorker):
             with contextlib.suppress(Exception):
                 retry(trial.study, trial)
             raise
-        scores = {k: (int(v) if k == "step" else float(v)) for k, v in scores.items()
-                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        scores = {
+            k: (int(v) if k == "step" else float(v))
+            for k, v in scores.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         trial.set_user_attr("final", scores)
         value = scores.get(self.spec_obj.metric)
         if value is None or not math.isfinite(value):
@@ -201,15 +232,28 @@ class Study(TicketWorker):
             if t.state == TrialState.COMPLETE:
                 state = "done"
             elif t.state == TrialState.FAIL:
-                state = "diverged" if attrs.get("diverged") is not None else ("failed" if attrs.get("error") else "interrupted")
+                state = (
+                    "diverged"
+                    if attrs.get("diverged") is not None
+                    else ("failed" if attrs.get("error") else "interrupted")
+                )
             else:
-                state = {TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}.get(t.state, t.state.name.lower())
+                state = {TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}.get(
+                    t.state, t.state.name.lower()
+                )
             run = self.run_dir(*key)
             latest[key] = {
-                "variant": key[0], "seed": key[1], "run": str(run.relative_to(self.folder)), "state": state,
-                "step": (attrs.get("final") or {}).get("step", attrs.get("diverged")), "error": attrs.get("error"),
-                "seconds": t.duration.total_seconds() if t.duration is not None and state in ("done", "diverged", "failed") else None,
-                "final": {k: v for k, v in (attrs.get("final") or {}).items() if k != "step"}, "trial": t.number,
+                "variant": key[0],
+                "seed": key[1],
+                "run": str(run.relative_to(self.folder)),
+                "state": state,
+                "step": (attrs.get("final") or {}).get("step", attrs.get("diverged")),
+                "error": attrs.get("error"),
+                "seconds": t.duration.total_seconds()
+                if t.duration is not None and state in ("done", "diverged", "failed")
+                else None,
+                "final": {k: v for k, v in (attrs.get("final") or {}).items() if k != "step"},
+                "trial": t.number,
             }
         order = {(p["variant"], p["seed"]): i for i, p in enumerate(self.points)}
         return sorted(latest.values(), key=lambda r: order.get((r["variant"], r["seed"]), len(order)))
@@ -224,10 +268,21 @@ class Study(TicketWorker):
         if "overfitting" in s.measures:
             columns += ["fid_train", "fid_heldout", "fid_gap", "fid_gap_real", "memorization", "memorization_real"]
         return {
-            "name": self.name, "title": s.title, "description": s.description, "command": self.command,
-            "metric": s.metric, "direction": s.direction, "threshold": s.threshold, "steps": s.steps, "seeds": s.seeds,
-            "config": s.config, "overrides": s.overrides, "columns": columns, "measures": s.measures,
-            "storage": mask_url(self.storage_url), "eval": s.base.get("eval", {}),
+            "name": self.name,
+            "title": s.title,
+            "description": s.description,
+            "command": self.command,
+            "metric": s.metric,
+            "direction": s.direction,
+            "threshold": s.threshold,
+            "steps": s.steps,
+            "seeds": s.seeds,
+            "config": s.config,
+            "overrides": s.overrides,
+            "columns": columns,
+            "measures": s.measures,
+            "storage": mask_url(self.storage_url),
+            "eval": s.base.get("eval", {}),
             "variants": [{"name": v.name, "values": v.values} for v in s.variants],
             "runs": self.rows(study),
         }
@@ -246,22 +301,29 @@ class Study(TicketWorker):
             except Exception as e:  # noqa: BLE001  (the final write raises it)
                 if strict:
                     raise
-                warnings.warn(f"study {self.name}: the report was not updated ({type(e).__name__}: {e}); "
-                              f"'normgan report {self.folder}' writes it again")
+                warnings.warn(
+                    f"study {self.name}: the report was not updated ({type(e).__name__}: {e}); "
+                    f"'normgan report {self.folder}' writes it again"
+                )
         return {"folder": self.folder, "document": doc, "paths": paths}
 
     # ---------------------------------------------------------------- the worker loop
     def run(self) -> dict:
         """Join (or start) the study, train tickets until none is left, write the outputs."""
-        from tqdm.auto import tqdm
-
         import sqlalchemy.exc
         from optuna.exceptions import StorageInternalError
+        from tqdm.auto import tqdm
 
         study, creator = self.open()
         try:
             self.plan_once(study, creator=creator)
-            bar = tqdm(total=self.requested, desc=f"study {self.name}", unit="run", disable=not self.progress, dynamic_ncols=True)
+            bar = tqdm(
+                total=self.requested,
+                desc=f"study {self.name}",
+                unit="run",
+                disable=not self.progress,
+                dynamic_ncols=True,
+            )
             try:
                 self.work(study, self._objective, bar=bar, after_trial=lambda: self._write_between(study))
             except BaseException:
@@ -280,7 +342,7 @@ class Study(TicketWorker):
         """The outputs after each run; a full disk here does not hide the run's own result."""
         try:
             self.write(study, strict=False)
-        except OSError as e:
+        except OSError:
             if self.stopped is None:
                 raise
 
@@ -306,8 +368,14 @@ def run_study(*, workers: int = 1, argv: Optional[List[str]] = None, **kwargs) -
         study.folder.mkdir(parents=True, exist_ok=True)
         for i in range(workers - 1):
             with open(study.folder / f"worker-{i + 1}.log", "ab") as log:  # the child keeps its own handle
-                children.append(subprocess.Popen([sys.executable, "-m", "normgan", "study", *argv, "--no-progress",
-                                                  "--no-outputs"], env=env, stdout=log, stderr=subprocess.STDOUT))
+                children.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "normgan", "study", *argv, "--no-progress", "--no-outputs"],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             time.sleep(0.5)  # the first worker creates the study; the others join it
     try:
         result = study.run()

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from normgan.config import load_config, parse_override, read_yaml_file, resolve_config_path, to_dict
 from normgan.errors import ConfigError, UserError
 from normgan.eval.metric_info import metric_direction
-from normgan.search.space import ABSENT, FREE_SECTIONS, TERM_PRESETS, apply_values, check_key, Param
+from normgan.search.space import ABSENT, FREE_SECTIONS, TERM_PRESETS, Param, apply_values, check_key
 from normgan.tasks.info import TASK_INFO
 
 #: top-level keys of a study file
@@ -59,8 +59,10 @@ def find_study(name: str) -> Path:
     shipped = packaged_study_dir() / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
     if shipped.is_file() and len(p.parts) == 1:
         return shipped
-    raise UserError(f"study '{name}' is neither a file nor a shipped study; give a STUDY.yaml path or one of: "
-                    f"{', '.join(shipped_studies())}")
+    raise UserError(
+        f"study '{name}' is neither a file nor a shipped study; give a STUDY.yaml path or one of: "
+        f"{', '.join(shipped_studies())}"
+    )
 
 
 def _decode(key: str, value: Any) -> Any:
@@ -132,8 +134,13 @@ class StudySpec:
 
     def describe(self) -> dict:
         """Settings a worker must share to join an existing study (compared on every start)."""
-        return {"config": self.base, "variants": {v.name: v.values for v in self.variants}, "seeds": self.seeds,
-                "metric": self.metric, "measures": self.measures}
+        return {
+            "config": self.base,
+            "variants": {v.name: v.values for v in self.variants},
+            "seeds": self.seeds,
+            "metric": self.metric,
+            "measures": self.measures,
+        }
 
 
 def _seeds(value: Any, *, where: str) -> List[int]:
@@ -196,24 +203,41 @@ def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optio
     if metric not in scores:
         raise UserError(f"{where}: metric {metric!r} is not computed for this task; choose one of: {', '.join(scores)}")
     if not cfg.eval.every:
-        raise UserError(f"{where}: eval.every is 0, so the runs would not be scored; set eval.every in overrides (e.g. 250)")
+        raise UserError(
+            f"{where}: eval.every is 0, so the runs would not be scored; set eval.every in overrides (e.g. 250)"
+        )
     threshold = doc.get("threshold")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                  or not math.isfinite(threshold)):
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)
+    ):
         raise UserError(f"{where}: threshold {threshold!r} must be a number (or left out)")
     measures = doc.get("measures") or []
     if not isinstance(measures, list) or any(m not in MEASURE_NAMES for m in measures):
         raise UserError(f"{where}: measures {measures!r}; choose from: {', '.join(MEASURE_NAMES)}")
     if "overfitting" in measures and not info.noise_samples:
-        raise UserError(f"{where}: the overfitting measure scores unconditional generators; drop it for a {cfg.task} config")
+        raise UserError(
+            f"{where}: the overfitting measure scores unconditional generators; drop it for a {cfg.task} config"
+        )
     raw_variants = doc.get("variants")
     if not isinstance(raw_variants, dict) or not raw_variants:
-        raise UserError(f"{where}: variants: give a mapping of variant names to dotted config keys, e.g. {{none: {{}}, r1: {{regularizers.r1: r1}}}}")
-    spec = StudySpec(name=path.stem, path=path, title=str(doc.get("title") or path.stem),
-                     description=str(doc.get("description") or "").strip(), config=config, base=base,
-                     overrides=all_over, seeds=_seeds(doc.get("seeds", 3) if seeds is None else seeds, where=where),
-                     metric=metric, direction=metric_direction(metric),
-                     threshold=None if threshold is None else float(threshold), measures=list(measures), task=cfg.task)
+        raise UserError(
+            f"{where}: variants: give a mapping of variant names to dotted config keys, e.g. {{none: {{}}, r1: {{regularizers.r1: r1}}}}"
+        )
+    spec = StudySpec(
+        name=path.stem,
+        path=path,
+        title=str(doc.get("title") or path.stem),
+        description=str(doc.get("description") or "").strip(),
+        config=config,
+        base=base,
+        overrides=all_over,
+        seeds=_seeds(doc.get("seeds", 3) if seeds is None else seeds, where=where),
+        metric=metric,
+        direction=metric_direction(metric),
+        threshold=None if threshold is None else float(threshold),
+        measures=list(measures),
+        task=cfg.task,
+    )
     for vname, values in raw_variants.items():
         vname = str(vname)
         if not NAME_RE.match(vname):
@@ -221,8 +245,10 @@ def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optio
         values = _flat_overrides(values, what=f"{where}: variant {vname}")
         for k in values:
             if any(k == p.rstrip(".") or k.startswith(p) for p in SHARED_PREFIXES):
-                raise UserError(f"{where}: variant {vname} sets {k}; every run of a study shares it (compared at equal "
-                                "N and evaluation seed): set it in overrides")
+                raise UserError(
+                    f"{where}: variant {vname} sets {k}; every run of a study shares it (compared at equal "
+                    "N and evaluation seed): set it in overrides"
+                )
             _check_key(base, k, where=f"{where}: variant {vname}")
         spec.variants.append(Variant(name=vname, values=values))
     for v in spec.variants:

@@ -18,12 +18,20 @@ import torch
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
-from normgan.data import (StreamBatches, apply_fold, batch_to_float, list_split, load_dataset, load_paired, paired_crop_flip,
-                          should_stream)
-from normgan.registry import Registry
-from normgan.tasks.info import PairedInfo, TaskInfo, UnconditionalInfo
+from normgan.data import (
+    StreamBatches,
+    apply_fold,
+    batch_to_float,
+    list_split,
+    load_dataset,
+    load_paired,
+    paired_crop_flip,
+    should_stream,
+)
 from normgan.data.batches import EpochBatches
+from normgan.registry import Registry
 from normgan.runtime.distributed import Dist
+from normgan.tasks.info import PairedInfo, TaskInfo, UnconditionalInfo
 
 TASKS = Registry("task")
 
@@ -170,16 +178,33 @@ class UnconditionalTask(UnconditionalInfo, Task):
         if self.streaming:
             train = list_split(d.root, resolution=d.resolution, channels=d.channels, split="train", holdout=d.holdout)
             self.data = train.fold(folds=d.folds, fold=d.fold, part="fit") if d.folds else train
-            self.batches = StreamBatches(self.data, batch_size=d.batch_size, seed=t.seed, device=device, workers=d.workers,
-                                         rank=self.dist.rank, world=self.dist.world)
+            self.batches = StreamBatches(
+                self.data,
+                batch_size=d.batch_size,
+                seed=t.seed,
+                device=device,
+                workers=d.workers,
+                rank=self.dist.rank,
+                world=self.dist.world,
+            )
         else:
-            train = load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
-                                 holdout=d.holdout, strict=d.strict, seed=t.seed)
+            train = load_dataset(
+                name=d.name,
+                root=d.root,
+                resolution=d.resolution,
+                channels=d.channels,
+                split="train",
+                holdout=d.holdout,
+                strict=d.strict,
+                seed=t.seed,
+            )
             self.data = fold_of(train, d, "fit")
             self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=device)
         self.resolution, self.channels, self.in_channels = self.data.resolution, self.data.channels, None
         # its own generator: the global RNG stream (model init, noise) is the same with or without it
-        self.fixed = torch.randn(t.num_samples, self.z_dim, generator=torch.Generator().manual_seed(t.seed + 12345)).to(device)
+        self.fixed = torch.randn(t.num_samples, self.z_dim, generator=torch.Generator().manual_seed(t.seed + 12345)).to(
+            device
+        )
 
     def next_batch(self) -> Batch:
         """This rank's part of the next global batch (a streamed batch is decoded only for this rank)."""
@@ -213,9 +238,21 @@ class UnconditionalTask(UnconditionalInfo, Task):
     def train_size(cls, cfg) -> int:
         d = cfg.data
         if should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution):
-            return len(list_split(d.root, resolution=d.resolution, channels=d.channels, split="train", holdout=d.holdout))
-        return len(load_dataset(name=d.name, root=d.root, resolution=d.resolution, channels=d.channels, split="train",
-                                holdout=d.holdout, strict=d.strict, seed=cfg.train.seed))
+            return len(
+                list_split(d.root, resolution=d.resolution, channels=d.channels, split="train", holdout=d.holdout)
+            )
+        return len(
+            load_dataset(
+                name=d.name,
+                root=d.root,
+                resolution=d.resolution,
+                channels=d.channels,
+                split="train",
+                holdout=d.holdout,
+                strict=d.strict,
+                seed=cfg.train.seed,
+            )
+        )
 
 
 @TASKS.register("paired")
@@ -234,16 +271,31 @@ class PairedTask(PairedInfo, Task):
         d, t = cfg.data, cfg.train
         self.device, self.resolution, self.flip = device, d.resolution, bool(d.flip)
         self.dist = dist or Dist()
-        train = load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train", direction=d.direction,
-                            load_size=d.load_size, strict=d.strict, seed=t.seed)
+        train = load_paired(
+            name=d.name,
+            root=d.root,
+            resolution=d.resolution,
+            split="train",
+            direction=d.direction,
+            load_size=d.load_size,
+            strict=d.strict,
+            seed=t.seed,
+        )
         self.data = fold_of(train, d, "fit")
         self.batches = EpochBatches(self.data.targets, batch_size=d.batch_size, seed=t.seed, device=device)
         self.inputs = self.data.inputs.to(device)
         self.channels, self.in_channels = self.data.channels, self.data.in_channels
         self.jitter = self.flip or self.data.resolution > d.resolution
         # the grid's pairs at data.resolution (no load_size): the val split, or the held-out fold
-        val = load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train" if d.folds else "val",
-                          direction=d.direction, strict=d.strict, seed=t.seed)
+        val = load_paired(
+            name=d.name,
+            root=d.root,
+            resolution=d.resolution,
+            split="train" if d.folds else "val",
+            direction=d.direction,
+            strict=d.strict,
+            seed=t.seed,
+        )
         val = fold_of(val, d, "heldout")
         k = min(GRID_PAIRS, len(val), t.num_samples)
         self.fixed_x = batch_to_float(val.inputs[:k]).to(device)
@@ -280,5 +332,15 @@ class PairedTask(PairedInfo, Task):
     @classmethod
     def train_size(cls, cfg) -> int:
         d = cfg.data
-        return len(load_paired(name=d.name, root=d.root, resolution=d.resolution, split="train", direction=d.direction,
-                               load_size=d.load_size, strict=d.strict, seed=cfg.train.seed))
+        return len(
+            load_paired(
+                name=d.name,
+                root=d.root,
+                resolution=d.resolution,
+                split="train",
+                direction=d.direction,
+                load_size=d.load_size,
+                strict=d.strict,
+                seed=cfg.train.seed,
+            )
+        )

@@ -18,8 +18,18 @@ from __future__ import annotations
 from typing import Callable, Optional, Tuple
 
 from normgan.errors import ConfigError, UserError
-from normgan.eval.metric_info import (BEST_METRIC_CHOICES, PAIRED_METRIC_NAMES, metric_tuple, check_best_metric, check_eval_args,
-                                 check_paired_best_metric, check_paired_metrics, format_eval, format_paired, metric_group)
+from normgan.eval.metric_info import (
+    BEST_METRIC_CHOICES,
+    PAIRED_METRIC_NAMES,
+    check_best_metric,
+    check_eval_args,
+    check_paired_best_metric,
+    check_paired_metrics,
+    format_eval,
+    format_paired,
+    metric_group,
+    metric_tuple,
+)
 from normgan.registry import Registry
 
 #: task name -> its :class:`TaskInfo` class, in registration order by :func:`task_names`
@@ -29,6 +39,7 @@ _ORDER: list = []
 
 def register(name: str) -> Callable:
     """Register a :class:`TaskInfo` subclass under ``name`` (sets ``cls.name``)."""
+
     def decorator(cls):
         cls.name = name
         TASK_INFO.register(name)(cls)
@@ -163,7 +174,9 @@ class UnconditionalInfo(TaskInfo):
 
     @classmethod
     def dataset_error(cls, dataset: str) -> ConfigError:
-        return ConfigError(f"task: bad value {cls.name!r}; data.name={dataset} is a paired dataset; use task: paired (or auto)")
+        return ConfigError(
+            f"task: bad value {cls.name!r}; data.name={dataset} is a paired dataset; use task: paired (or auto)"
+        )
 
     @classmethod
     def check_eval_args(cls, *, n=None, features=None, metrics=None, reference=None) -> Optional[tuple]:
@@ -192,8 +205,9 @@ class PairedInfo(TaskInfo):
     image_input = True
     generator_mismatch = "maps noise to images; a paired run needs an image-to-image generator (unet or resnet)"
     noise_samples = False
-    noise_samples_refusal = (": FID/KID/PR score unconditional generators; 'normgan eval RUN' reports its PSNR/SSIM/L1 "
-                             "on the test split")
+    noise_samples_refusal = (
+        ": FID/KID/PR score unconditional generators; 'normgan eval RUN' reports its PSNR/SSIM/L1 on the test split"
+    )
     eval_defaults = (("psnr", "ssim", "l1"), "psnr")
     scores = PAIRED_METRIC_NAMES
     study_columns = ("psnr", "ssim", "l1")
@@ -211,16 +225,20 @@ class PairedInfo(TaskInfo):
     def dataset_error(cls, dataset: str) -> ConfigError:
         from normgan.data import PAIRED_DATASETS
 
-        return ConfigError(f"data.name: bad value {dataset!r}; task=paired needs a paired dataset: "
-                           f"{', '.join(sorted(PAIRED_DATASETS.names()))}")
+        return ConfigError(
+            f"data.name: bad value {dataset!r}; task=paired needs a paired dataset: "
+            f"{', '.join(sorted(PAIRED_DATASETS.names()))}"
+        )
 
     @classmethod
     def checkpoint_in_channels(cls, state: dict, *, path) -> Optional[int]:
         try:
             return int(state["input_shape"][0])
         except (KeyError, TypeError, ValueError, IndexError):
-            raise UserError(f"checkpoint '{path}' of a paired run has no valid 'input_shape' entry; "
-                            "it was not written by 'normgan train'") from None
+            raise UserError(
+                f"checkpoint '{path}' of a paired run has no valid 'input_shape' entry; "
+                "it was not written by 'normgan train'"
+            ) from None
 
     @classmethod
     def check_eval_args(cls, *, n=None, features=None, metrics=None, reference=None) -> Optional[tuple]:

@@ -55,8 +55,9 @@ def compile_module(module: nn.Module, *, device_type: str) -> Callable[..., Tens
             return compiled(*args, **kwargs)
         except torch._dynamo.exc.BackendCompilerFailed as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise UserError(f"train.compile: torch.compile failed for {type(module).__name__} ({first}); "
-                            "set train.compile: false") from None
+            raise UserError(
+                f"train.compile: torch.compile failed for {type(module).__name__} ({first}); set train.compile: false"
+            ) from None
 
     forward.compiled = compiled  # type: ignore[attr-defined]
     return forward

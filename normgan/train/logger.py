@@ -70,5 +70,3 @@ def truncate_metrics(path: Path, *, after_step: int) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
     tmp.replace(path)
-
-

@@ -25,31 +25,56 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from normgan.runtime.version import __version__
 from normgan.config import Config, flatten, to_dict, to_yaml
-from normgan.runtime.device import resolve_device
 from normgan.errors import ConfigError, Diverged, Interrupted, SignalExit, TrainingDiverged, UserError
 from normgan.functional.losses import LOSSES, d_accuracy
-from normgan.regularizers import Regularizer
-from normgan.tasks.builtin import TASKS
 from normgan.models.build import build_networks, check_memory
-from normgan.train.compiled import compile_module
+from normgan.models.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    load_module_state,
+    nonfinite_entries,
+    remove_stale_temporaries,
+    require_keys,
+    save_checkpoint,
+)
+from normgan.regularizers import Regularizer
+from normgan.runtime.device import resolve_device
 from normgan.runtime.distributed import Dist
-from normgan.models.checkpoint import (find_checkpoint, load_checkpoint, load_module_state, nonfinite_entries,
-                                       remove_stale_temporaries, require_keys, save_checkpoint)
+from normgan.runtime.version import __version__
+from normgan.tasks.builtin import TASKS
+from normgan.train.compiled import compile_module
 from normgan.train.ema import ema_decay, make_ema, update_ema
+from normgan.train.logger import MetricsLogger, read_metrics, truncate_metrics
 from normgan.train.objective import Objective
 from normgan.train.phases import Phase, build_phases, lazy_adam_correction
-from normgan.train.logger import MetricsLogger, read_metrics, truncate_metrics
 from normgan.train.run_dir import RunLock, new_run_dir
 
 CHECKPOINT_FORMAT = 1
 
 #: config keys that ``--resume`` may change (a prefix ending in "." covers a section); optimizer
 #: settings are applied to the restored Adam state. Everything else must match the saved run.
-RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.tensorboard",
-                  "train.device", "train.threads", "train.precision", "train.report", "train.compile", "train.num_samples", "data.stream", "data.workers", "eval.", "optim.g.lr", "optim.d.lr",
-                  "optim.g.betas", "optim.d.betas", "optim.gate_lr")
+RESUMABLE_KEYS = (
+    "train.steps",
+    "train.log_every",
+    "train.sample_every",
+    "train.checkpoint_every",
+    "train.tensorboard",
+    "train.device",
+    "train.threads",
+    "train.precision",
+    "train.report",
+    "train.compile",
+    "train.num_samples",
+    "data.stream",
+    "data.workers",
+    "eval.",
+    "optim.g.lr",
+    "optim.d.lr",
+    "optim.g.betas",
+    "optim.d.betas",
+    "optim.gate_lr",
+)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: ``train.precision``: the autocast dtype of the forwards (None: fp32, no autocast)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -75,22 +100,29 @@ def check_resume_overrides(saved, new) -> None:
     for key in sorted(set(a) | set(b)):
         if a.get(key) == b.get(key) or any(key == r or (r.endswith(".") and key.startswith(r)) for r in RESUMABLE_KEYS):
             continue
-        raise ConfigError(f"--resume cannot change {key} (the run has {a.get(key)!r}, the override gives {b.get(key)!r}); "
-                          "only train.steps, the log/sample/checkpoint intervals, device, threads, eval.* and optim lr/betas "
-                          "may change on resume; start a new run for anything else")
+        raise ConfigError(
+            f"--resume cannot change {key} (the run has {a.get(key)!r}, the override gives {b.get(key)!r}); "
+            "only train.steps, the log/sample/checkpoint intervals, device, threads, eval.* and optim lr/betas "
+            "may change on resume; start a new run for anything else"
+        )
 
 
 def check_same_run(folder_cfg, ckpt_cfg, *, ckpt_path, cfg_file) -> None:
     """A one-line UserError when the checkpoint was written by another config than the run folder's
     (a ``last.pt`` copied from another run): the keys that differ, outside :data:`RESUMABLE_KEYS`."""
     a, b = flatten(to_dict(folder_cfg)), flatten(to_dict(ckpt_cfg))
-    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
-            and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)]
+    diff = [
+        k
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k) and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)
+    ]
     if diff:
         shown = ", ".join(f"{k} ({a.get(k)!r} in config.yaml, {b.get(k)!r} in the checkpoint)" for k in diff[:3])
         more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
-        raise UserError(f"checkpoint '{ckpt_path}' was written by another config than '{cfg_file}': {shown}{more}; "
-                        "resume with the run's own checkpoint, or start a new run; nothing was written")
+        raise UserError(
+            f"checkpoint '{ckpt_path}' was written by another config than '{cfg_file}': {shown}{more}; "
+            "resume with the run's own checkpoint, or start a new run; nothing was written"
+        )
 
 
 def grad_norm(params) -> float:
@@ -114,21 +146,36 @@ class Trainer:
             hook); an exception it raises stops the run, with the run folder lock released.
     """
 
-    def __init__(self, cfg: Config, *, runs_dir: str | Path = "runs", name: Optional[str] = None, run_dir: Optional[Path] = None,
-                 device: Optional[str] = None, progress: bool = True, label: Optional[str] = None,
-                 on_eval: Optional[Callable[[int, dict], None]] = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        runs_dir: str | Path = "runs",
+        name: Optional[str] = None,
+        run_dir: Optional[Path] = None,
+        device: Optional[str] = None,
+        progress: bool = True,
+        label: Optional[str] = None,
+        on_eval: Optional[Callable[[int, dict], None]] = None,
+    ) -> None:
         self.cfg = cfg
         self.on_eval = on_eval
         self._setup_runtime(device or cfg.train.device)
         # what differs between unconditional and paired training: data, G's input, D's condition, grids
-        self.task = TASKS.get(cfg.task, key="task")(cfg, device=self.device, dist=self.dist)  # gives this rank's batches
+        self.task = TASKS.get(cfg.task, key="task")(
+            cfg, device=self.device, dist=self.dist
+        )  # gives this rank's batches
         self._build_step()
         self.step = 0
         self.progress = progress
         self._stop_requested = False
         self._grad_log: Dict[str, float] = {}  # grad_norm/G and /D of the last main phases, read at log steps
         if run_dir is None:  # the main rank claims the folder and tells the others
-            made = new_run_dir(runs_dir, label=label or f"{cfg.data.name}-{cfg.loss}", name=name) if self.dist.main else None
+            made = (
+                new_run_dir(runs_dir, label=label or f"{cfg.data.name}-{cfg.loss}", name=name)
+                if self.dist.main
+                else None
+            )
             run_dir = self.dist.broadcast_object(str(made) if made is not None else None)
         self.run_dir = Path(run_dir)
         self.last_checkpoint: Optional[Path] = None
@@ -152,7 +199,9 @@ class Trainer:
         self.precision = PRECISIONS[t.precision]
         if t.threads:
             torch.set_num_threads(t.threads)
-        elif self.device.type == "cpu":  # 0: as many threads as cores are free at the start (normgan/runtime/threads.py)
+        elif (
+            self.device.type == "cpu"
+        ):  # 0: as many threads as cores are free at the start (normgan/runtime/threads.py)
             from normgan.runtime.threads import apply_auto_threads
 
             apply_auto_threads()
@@ -164,10 +213,16 @@ class Trainer:
         """Networks, terms, optimizers, the step's phases and its objective."""
         cfg, t = self.cfg, self.cfg.train
         # sizes against free memory before allocating (one line naming the key, not the allocator's message)
-        check_memory(cfg, device=self.device, resolution=self.task.resolution, channels=self.task.channels,
-                     in_channels=self.task.in_channels)
-        G, D, regs, self.constraints = build_networks(cfg, resolution=self.task.resolution, channels=self.task.channels,
-                                                      in_channels=self.task.in_channels)
+        check_memory(
+            cfg,
+            device=self.device,
+            resolution=self.task.resolution,
+            channels=self.task.channels,
+            in_channels=self.task.in_channels,
+        )
+        G, D, regs, self.constraints = build_networks(
+            cfg, resolution=self.task.resolution, channels=self.task.channels, in_channels=self.task.in_channels
+        )
         self.regs: List[Regularizer] = regs
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.G_ema = make_ema(self.G)
@@ -177,15 +232,23 @@ class Trainer:
         # fp16: terms run in fp32 on their own forwards (PyTorch's recipe for gradient penalties under
         # AMP needs unscaled input gradients; an fp16 forward's input gradient underflows)
         # train.compile: also not (double backward through a compiled graph is not supported)
-        share_real_forward = self.precision != torch.float16 and not t.compile and any(
-            r.term.shares_real_forward for r in self.regs if r.net == "D" and r.every == 1)
+        share_real_forward = (
+            self.precision != torch.float16
+            and not t.compile
+            and any(r.term.shares_real_forward for r in self.regs if r.net == "D" and r.every == 1)
+        )
         # train.compile: the adversarial forwards go through compiled modules (sharing the parameters);
         # terms, EMA, weight rules and checkpoints see the eager ones, so penalties' double backward
         # (R1, WGAN-GP, path length) runs eagerly
-        self.G_fwd, self.D_fwd = (compile_module(self.G, device_type=self.device.type),
-                                   compile_module(self.D, device_type=self.device.type)) if t.compile else (self.G, self.D)
+        self.G_fwd, self.D_fwd = (
+            (compile_module(self.G, device_type=self.device.type), compile_module(self.D, device_type=self.device.type))
+            if t.compile
+            else (self.G, self.D)
+        )
         # fp16: one loss scaler per network (disabled, they pass everything through unchanged)
-        self.scalers = {net: torch.amp.GradScaler(self.device.type, enabled=self.precision == torch.float16) for net in ("G", "D")}
+        self.scalers = {
+            net: torch.amp.GradScaler(self.device.type, enabled=self.precision == torch.float16) for net in ("G", "D")
+        }
         self.opt_g = self._adam("G", self.G, cfg.optim.g)
         self.opt_d = self._adam("D", self.D, cfg.optim.d)
         self.opts = {"G": self.opt_g, "D": self.opt_d}
@@ -193,9 +256,18 @@ class Trainer:
         self._params = {net: [p for g in opt.param_groups for p in g["params"]] for net, opt in self.opts.items()}
         # the step: its phases (built once) and what each computes (forwards, losses, terms)
         self.phases = build_phases(d_steps=cfg.optim.d_steps, lazy_every=self.lazy_every)
-        self.objective = Objective(task=self.task, G=self.G, D=self.D, G_fwd=self.G_fwd, D_fwd=self.D_fwd,
-                                   loss=LOSSES.get(cfg.loss, key="loss"), regs=self.regs, precision=self.precision,
-                                   device_type=self.device.type, share_real_forward=share_real_forward)
+        self.objective = Objective(
+            task=self.task,
+            G=self.G,
+            D=self.D,
+            G_fwd=self.G_fwd,
+            D_fwd=self.D_fwd,
+            loss=LOSSES.get(cfg.loss, key="loss"),
+            regs=self.regs,
+            precision=self.precision,
+            device_type=self.device.type,
+            share_real_forward=share_real_forward,
+        )
 
     def _adam(self, which: str, net: nn.Module, ocfg) -> torch.optim.Adam:
         """Adam over the network's parameters and its terms' learned weights; gates (log α) get ``optim.gate_lr``."""
@@ -209,7 +281,14 @@ class Trainer:
         return torch.optim.Adam(groups, lr=lr, betas=betas, fused=self.device.type in ("cpu", "cuda"))
 
     @classmethod
-    def resume(cls, run_dir: str | Path, *, overrides: Optional[List[str]] = None, device: Optional[str] = None, progress: bool = True) -> "Trainer":
+    def resume(
+        cls,
+        run_dir: str | Path,
+        *,
+        overrides: Optional[List[str]] = None,
+        device: Optional[str] = None,
+        progress: bool = True,
+    ) -> "Trainer":
         """Continue a run from ``run_dir/checkpoints/last.pt``.
 
         Overrides may change the keys in :data:`RESUMABLE_KEYS` (``train.steps``, intervals, device,
@@ -221,7 +300,9 @@ class Trainer:
 
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
-            raise UserError(f"run folder '{run_dir}' does not exist; give a folder made by 'normgan train' (see --runs-dir)")
+            raise UserError(
+                f"run folder '{run_dir}' does not exist; give a folder made by 'normgan train' (see --runs-dir)"
+            )
         cfg_file = run_dir / "config.yaml"
 
         def read_saved():
@@ -234,14 +315,18 @@ class Trainer:
         if not (run_dir / "checkpoints" / "last.pt").is_file() and cfg_file.is_file():
             saved = read_saved()
             if saved is None:
-                raise UserError(f"run folder '{run_dir}' has no checkpoint and an unreadable config.yaml; start a new run")
+                raise UserError(
+                    f"run folder '{run_dir}' has no checkpoint and an unreadable config.yaml; start a new run"
+                )
             cfg = load_config(base=saved, overrides=overrides)
             check_resume_overrides(load_config(base=saved), cfg)
             warnings.warn(f"run folder '{run_dir}' stopped before its first checkpoint; training it again from step 0")
             return cls(cfg, run_dir=run_dir, device=device, progress=progress)
         ckpt_path = find_checkpoint(run_dir)
         state = load_checkpoint(ckpt_path)
-        require_keys(state, ("step", "generator", "discriminator", "generator_ema", "opt_g", "opt_d", "rng"), path=ckpt_path)
+        require_keys(
+            state, ("step", "generator", "discriminator", "generator_ema", "opt_g", "opt_d", "rng"), path=ckpt_path
+        )
         saved = state.get("config")
         folder_saved = read_saved() if cfg_file.is_file() else None
         if not isinstance(saved, dict):
@@ -406,7 +491,11 @@ class Trainer:
     def _forked_rng(self):
         """The global CPU (and this device's CUDA) RNG saved and restored around a block: samples and
         evaluations run on the main rank only and at steps that depend on where a run was stopped."""
-        cuda = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else []
+        cuda = (
+            [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+            if self.device.type == "cuda"
+            else []
+        )
         return torch.random.fork_rng(devices=cuda)
 
     def write_samples(self, logger: MetricsLogger) -> Optional[Path]:
@@ -421,15 +510,17 @@ class Trainer:
 
     def evaluate(self, logger: MetricsLogger) -> Dict[str, float]:
         """Evaluate the EMA generator (cfg.eval), log ``eval/<metric>`` and keep best.pt by the main metric."""
-        from normgan.eval.paired import task_evaluation
         from normgan.eval.metric_info import is_better
+        from normgan.eval.paired import task_evaluation
 
         e = self.cfg.eval
         if not self.dist.main:  # the main rank evaluates; the others wait at the next all-reduce
             return {}
         with self._forked_rng():  # building the evaluator may train a classifier; neither may move the training RNG
             if self.evaluator is None:
-                self.evaluator = task_evaluation(self.cfg.task).periodic(self.cfg, device=self.device, progress=self.progress)
+                self.evaluator = task_evaluation(self.cfg.task).periodic(
+                    self.cfg, device=self.device, progress=self.progress
+                )
             res = self.evaluator(self.G_ema)
         values = {f"eval/{k}": v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         logger.log(self.step, values)
@@ -445,9 +536,14 @@ class Trainer:
     def _request_stop(self, signum, frame) -> None:
         """First Ctrl-C/SIGTERM: finish the step, checkpoint, exit. A second one: stop at once."""
         if self._stop_requested:
-            last = (f"last checkpoint: {self.last_checkpoint} (step {self.last_checkpoint_step})" if self.last_checkpoint
-                    else "no checkpoint was written")
-            raise SignalExit(signum, f"stopped at once by a second {signal.Signals(signum).name} at step {self.step}; {last}")
+            last = (
+                f"last checkpoint: {self.last_checkpoint} (step {self.last_checkpoint_step})"
+                if self.last_checkpoint
+                else "no checkpoint was written"
+            )
+            raise SignalExit(
+                signum, f"stopped at once by a second {signal.Signals(signum).name} at step {self.step}; {last}"
+            )
         self._stop_requested = signum
 
     # ------------------------------------------------------------------ the loop
@@ -463,16 +559,20 @@ class Trainer:
         try:
             with RunLock(self.run_dir) if self.dist.main else contextlib.nullcontext():
                 if self.step >= t.steps:  # only a resumed run can be there (train.steps >= 1)
-                    warnings.warn(f"run '{self.run_dir}' is already at step {self.step} (train.steps={t.steps}); "
-                                  f"nothing to train: raise train.steps above {self.step} to continue")
+                    warnings.warn(
+                        f"run '{self.run_dir}' is already at step {self.step} (train.steps={t.steps}); "
+                        f"nothing to train: raise train.steps above {self.step} to continue"
+                    )
                     return self.run_dir
                 if self.dist.main:
                     remove_stale_temporaries(self.run_dir / "checkpoints")
                 try:
                     self._fit()
                 except OSError as e:
-                    raise UserError(f"cannot write to run folder '{self.run_dir}': {e.strerror or e}; "
-                                    "free some space or fix its permissions, then resume") from None
+                    raise UserError(
+                        f"cannot write to run folder '{self.run_dir}': {e.strerror or e}; "
+                        "free some space or fix its permissions, then resume"
+                    ) from None
         finally:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
@@ -495,7 +595,14 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(header + to_yaml(cfg))
             truncate_metrics(self.run_dir / "metrics.jsonl", after_step=self.step)
         logger = MetricsLogger(self.run_dir, tensorboard=t.tensorboard) if main else NullLogger()
-        bar = tqdm(total=t.steps, initial=self.step, disable=not (self.progress and main), dynamic_ncols=True, desc="train", unit="step")
+        bar = tqdm(
+            total=t.steps,
+            initial=self.step,
+            disable=not (self.progress and main),
+            dynamic_ncols=True,
+            desc="train",
+            unit="step",
+        )
         sums: Dict[str, Tensor] = {}
         count, t0, images = 0, time.perf_counter(), 0
         try:
@@ -514,12 +621,26 @@ class Trainer:
                     elapsed = time.perf_counter() - t0
                     row = {k: float(v) / count for k, v in sums.items()}
                     acc_r, acc_f = d_accuracy(out["d_real"], out["d_fake"])
-                    row.update({"d/real_acc": float(acc_r), "d/fake_acc": float(acc_f), "d/real_logit": float(out["d_real"].mean()),
-                                "d/fake_logit": float(out["d_fake"].mean()), "images_per_s": images / elapsed})
+                    row.update(
+                        {
+                            "d/real_acc": float(acc_r),
+                            "d/fake_acc": float(acc_f),
+                            "d/real_logit": float(out["d_real"].mean()),
+                            "d/fake_logit": float(out["d_fake"].mean()),
+                            "images_per_s": images / elapsed,
+                        }
+                    )
                     row.update({k: float(v) for k, v in self.objective.term_log.items()})
                     row.update(self._grad_log)
                     logger.log(self.step, row)
-                    bar.set_postfix({"D": f"{row['loss/D']:.3g}", "G": f"{row['loss/G']:.3g}", "img/s": f"{row['images_per_s']:.0f}"}, refresh=False)
+                    bar.set_postfix(
+                        {
+                            "D": f"{row['loss/D']:.3g}",
+                            "G": f"{row['loss/G']:.3g}",
+                            "img/s": f"{row['images_per_s']:.0f}",
+                        },
+                        refresh=False,
+                    )
                     sums, count, images, t0 = {}, 0, 0, time.perf_counter()
                 if self.step % t.sample_every == 0 and self.step < t.steps:
                     self.write_samples(logger)
@@ -553,13 +674,18 @@ class Trainer:
         found = divergence(read_metrics(self.run_dir / "metrics.jsonl"))
         if found and found.get("detected"):
             self.diverged = found
-            warnings.warn(f"the run diverged: {found['reason']}; its samples are not meaningful, "
-                          "lower the learning rates or add a gradient penalty (normgan diagnose shows details)")
+            warnings.warn(
+                f"the run diverged: {found['reason']}; its samples are not meaningful, "
+                "lower the learning rates or add a gradient penalty (normgan diagnose shows details)"
+            )
 
     def _diverged(self, which: str) -> Diverged:
         if self.last_checkpoint is not None:
             last = f"last good checkpoint: {self.last_checkpoint} (step {self.last_checkpoint_step})"
         else:
             last = "no checkpoint was written yet"
-        return Diverged(f"{which} became NaN/inf at step {self.step}; stopped without saving, {last}; lower the learning rates "
-                        "or add a gradient penalty", step=self.step)
+        return Diverged(
+            f"{which} became NaN/inf at step {self.step}; stopped without saving, {last}; lower the learning rates "
+            "or add a gradient penalty",
+            step=self.step,
+        )

@@ -64,8 +64,20 @@ class Objective:
         precision: the forwards' autocast dtype (None: fp32); under fp16 terms run in fp32.
     """
 
-    def __init__(self, *, task, G: nn.Module, D: nn.Module, G_fwd: nn.Module, D_fwd: nn.Module, loss, regs: List[Regularizer],
-                 precision: Optional[torch.dtype], device_type: str, share_real_forward: bool) -> None:
+    def __init__(
+        self,
+        *,
+        task,
+        G: nn.Module,
+        D: nn.Module,
+        G_fwd: nn.Module,
+        D_fwd: nn.Module,
+        loss,
+        regs: List[Regularizer],
+        precision: Optional[torch.dtype],
+        device_type: str,
+        share_real_forward: bool,
+    ) -> None:
         self.task, self.G, self.D, self.G_fwd, self.D_fwd, self.loss, self.regs = task, G, D, G_fwd, D_fwd, loss, regs
         self.precision, self.device_type, self.share_real_forward = precision, device_type, share_real_forward
         self.stats: Dict[str, Tensor] = {}
@@ -99,16 +111,34 @@ class Objective:
             with parametrize.cached():
                 d_real, d_fake = critic_fwd(real), critic_fwd(fake.detach())
                 loss = self.loss.d(d_real, d_fake)
-                ctx = TermContext(G=self.G, D=self.D, real=real, fake=fake.detach(), z=b.g_in, d_real=d_real, d_fake=d_fake,
-                                  cond=b.cond, target=b.target, critic=critic)
+                ctx = TermContext(
+                    G=self.G,
+                    D=self.D,
+                    real=real,
+                    fake=fake.detach(),
+                    z=b.g_in,
+                    d_real=d_real,
+                    d_fake=d_fake,
+                    cond=b.cond,
+                    target=b.target,
+                    critic=critic,
+                )
                 extra = self.terms("D", ctx, step, lazy=False, adv_loss=loss)
         self.stats.update({"loss/D": loss.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()})
         return total(loss, extra), Carry(b, real.detach(), fake, d_real.detach(), critic, critic_fwd)
 
     def d_lazy(self, step: int, c: Carry, keep_graph: bool):
         b = c.batch
-        ctx = TermContext(G=self.G, D=self.D, real=c.real, fake=c.fake.detach(), z=b.g_in, cond=b.cond, target=b.target,
-                          critic=c.critic)
+        ctx = TermContext(
+            G=self.G,
+            D=self.D,
+            real=c.real,
+            fake=c.fake.detach(),
+            z=b.g_in,
+            cond=b.cond,
+            target=b.target,
+            critic=c.critic,
+        )
         with self.autocast():
             return self.terms("D", ctx, step, lazy=True, d_real=c.d_real).float(), c
 
@@ -117,22 +147,40 @@ class Objective:
         with self.autocast():
             d_fake = c.critic_fwd(c.fake)
             loss = self.loss.g(d_fake, c.critic_fwd(c.real)) if self.loss.g_real else self.loss.g(d_fake)
-            ctx = TermContext(G=self.G, D=self.D, real=c.real, fake=c.fake, z=b.g_in, d_fake=d_fake, cond=b.cond,
-                              target=c.target, critic=c.critic)
+            ctx = TermContext(
+                G=self.G,
+                D=self.D,
+                real=c.real,
+                fake=c.fake,
+                z=b.g_in,
+                d_fake=d_fake,
+                cond=b.cond,
+                target=c.target,
+                critic=c.critic,
+            )
             extra = self.terms("G", ctx, step, lazy=False, adv_loss=loss)
         self.stats["loss/G"] = loss.detach()
         return total(loss, extra), c
 
     def g_lazy(self, step: int, c: Carry, keep_graph: bool):
         b = c.batch
-        ctx = TermContext(G=self.G, D=self.D, real=c.real, z=self.task.fresh_input(b), cond=b.cond, target=c.target,
-                          critic=c.critic)
+        ctx = TermContext(
+            G=self.G, D=self.D, real=c.real, z=self.task.fresh_input(b), cond=b.cond, target=c.target, critic=c.critic
+        )
         with self.autocast():
             return self.terms("G", ctx, step, lazy=True).float(), c
 
     # ---------------------------------------------------------------- terms and precision
-    def terms(self, net: str, ctx: TermContext, step: int, *, lazy: bool, adv_loss: Optional[Tensor] = None,
-              d_real: Optional[Tensor] = None) -> Optional[Tensor]:
+    def terms(
+        self,
+        net: str,
+        ctx: TermContext,
+        step: int,
+        *,
+        lazy: bool,
+        adv_loss: Optional[Tensor] = None,
+        d_real: Optional[Tensor] = None,
+    ) -> Optional[Tensor]:
         """Σ gain·λ_t·raw_t over the terms of ``net`` due at ``step`` (its lazy phase, or its main one);
         None when there are none. The gain is the term's interval k (a lazy term runs every k-th step
         with k times its weight). ``d_real`` gives weight rules D's real logits in lazy phases."""
@@ -143,7 +191,9 @@ class Objective:
                 continue
             with self.term_precision():
                 raw = r.term(ctx).float()
-            rule_ctx = WeightContext(step=step, module=module, adv_loss=adv_loss, d_real=ctx.d_real if ctx.d_real is not None else d_real)
+            rule_ctx = WeightContext(
+                step=step, module=module, adv_loss=adv_loss, d_real=ctx.d_real if ctx.d_real is not None else d_real
+            )
             weighted, w = r.weight.apply(raw, rule_ctx)
             gained = weighted * r.every if r.every > 1 else weighted  # no kernel for a gain of 1
             out = gained if out is None else out + gained

@@ -20,8 +20,10 @@ NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 def check_run_name(name: str) -> str:
     """A run name is one folder name: letters, digits, '.', '_', '-', not starting with '.'."""
     if not NAME.fullmatch(name or ""):
-        raise UserError(f"--name: bad run name {name!r}; use one folder name of letters, digits, '.', '_' and '-' "
-                        "(no '/', not starting with '.')")
+        raise UserError(
+            f"--name: bad run name {name!r}; use one folder name of letters, digits, '.', '_' and '-' "
+            "(no '/', not starting with '.')"
+        )
     return name
 
 
@@ -43,7 +45,9 @@ def new_run_dir(runs_dir: str | Path, *, label: str, name: str | None = None) ->
     if name is not None:
         path = runs_dir / check_run_name(name)
         if has_checkpoint(path):
-            raise UserError(f"run folder '{path}' already holds a run; continue it with --resume {path} or choose another --name")
+            raise UserError(
+                f"run folder '{path}' already holds a run; continue it with --resume {path} or choose another --name"
+            )
         _make(path, exist_ok=True)
         return path
     for _ in range(1000):
@@ -93,8 +97,10 @@ class RunLock:
             except OSError:
                 pid = "?"
             os.close(fd)
-            raise UserError(f"run folder '{self.path.parent}' is in use by another normgan process (pid {pid}); "
-                            "wait for it to finish or stop it first") from None
+            raise UserError(
+                f"run folder '{self.path.parent}' is in use by another normgan process (pid {pid}); "
+                "wait for it to finish or stop it first"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd

@@ -332,7 +332,9 @@ def test_weight_orthogonal():
     q, _ = torch.linalg.qr(_randn((5, 5), 53))
     torch.testing.assert_close(P.weight_orthogonal([q]), torch.tensor(0.0, dtype=DT), atol=1e-12, rtol=0)
     q2, _ = torch.linalg.qr(_randn((6, 3), 54))  # orthonormal rows of a (3, 6) matrix
-    torch.testing.assert_close(P.weight_orthogonal([q2.T.contiguous()]), torch.tensor(0.0, dtype=DT), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        P.weight_orthogonal([q2.T.contiguous()]), torch.tensor(0.0, dtype=DT), atol=1e-12, rtol=0
+    )
     ps = _params()
     want = 0.0
     for a in [ps[0].numpy(), ps[2].numpy()]:
@@ -357,7 +359,9 @@ def test_r1_from_logits_equals_r1_penalty():
     from normgan.functional.penalties import r1_from_logits
 
     torch.manual_seed(0)
-    D = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 1)).double()
+    D = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 1)
+    ).double()
     x = torch.randn(4, 1, 6, 6, dtype=torch.float64)
     expected = P.r1_penalty(D, x)
     weights = [p for p in D.parameters() if p.ndim > 1]  # R1 does not depend on the biases
