@@ -125,6 +125,39 @@ def check_same_run(folder_cfg, ckpt_cfg, *, ckpt_path, cfg_file) -> None:
         )
 
 
+def read_run_config(cfg_file: Path) -> Optional[dict]:
+    """A run folder's config.yaml as a mapping; None when it cannot be read or is not a mapping."""
+    from normgan.config import read_yaml_file
+
+    try:
+        saved = read_yaml_file(cfg_file, what="run config")
+    except ConfigError:
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def saved_config(state: dict, *, run_dir: Path, ckpt_path: Path) -> dict:
+    """The config a resumed run continues with: the checkpoint's own (checked against the folder's
+    config.yaml, which must describe the same run), else the folder's; a UserError when neither has one."""
+    from normgan.config import load_config
+
+    cfg_file = run_dir / "config.yaml"
+    saved = state.get("config")
+    folder_saved = read_run_config(cfg_file) if cfg_file.is_file() else None
+    if not isinstance(saved, dict):
+        saved = folder_saved
+    elif folder_saved is not None:
+        try:
+            folder_cfg = load_config(base=folder_saved)
+        except ConfigError:  # a config.yaml that no longer loads: the checkpoint's own config decides
+            folder_cfg = None
+        if folder_cfg is not None:
+            check_same_run(folder_cfg, load_config(base=saved), ckpt_path=ckpt_path, cfg_file=cfg_file)
+    if not isinstance(saved, dict):
+        raise UserError(f"run folder '{run_dir}' has no config; it was not made by normgan train")
+    return saved
+
+
 def grad_norm(params) -> float:
     """Global L2 norm of the gradients of ``params`` (those that have one)."""
     grads = [p.grad for p in params if p.grad is not None]
@@ -296,7 +329,7 @@ class Trainer:
         change is refused. A run stopped before its first checkpoint (config.yaml but no last.pt)
         starts again from step 0 with its saved config.
         """
-        from normgan.config import load_config, read_yaml_file
+        from normgan.config import load_config
 
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -304,16 +337,8 @@ class Trainer:
                 f"run folder '{run_dir}' does not exist; give a folder made by 'normgan train' (see --runs-dir)"
             )
         cfg_file = run_dir / "config.yaml"
-
-        def read_saved():
-            try:
-                saved = read_yaml_file(cfg_file, what="run config")
-            except ConfigError:
-                return None
-            return saved if isinstance(saved, dict) else None
-
         if not (run_dir / "checkpoints" / "last.pt").is_file() and cfg_file.is_file():
-            saved = read_saved()
+            saved = read_run_config(cfg_file)
             if saved is None:
                 raise UserError(
                     f"run folder '{run_dir}' has no checkpoint and an unreadable config.yaml; start a new run"
@@ -327,19 +352,7 @@ class Trainer:
         require_keys(
             state, ("step", "generator", "discriminator", "generator_ema", "opt_g", "opt_d", "rng"), path=ckpt_path
         )
-        saved = state.get("config")
-        folder_saved = read_saved() if cfg_file.is_file() else None
-        if not isinstance(saved, dict):
-            saved = folder_saved
-        elif folder_saved is not None:
-            try:
-                folder_cfg = load_config(base=folder_saved)
-            except ConfigError:  # a config.yaml that no longer loads: the checkpoint's own config decides
-                folder_cfg = None
-            if folder_cfg is not None:
-                check_same_run(folder_cfg, load_config(base=saved), ckpt_path=ckpt_path, cfg_file=cfg_file)
-        if not isinstance(saved, dict):
-            raise UserError(f"run folder '{run_dir}' has no config; it was not made by normgan train")
+        saved = saved_config(state, run_dir=run_dir, ckpt_path=ckpt_path)
         cfg = load_config(base=saved, overrides=overrides)
         check_resume_overrides(load_config(base=saved), cfg)
         trainer = cls(cfg, run_dir=run_dir, device=device, progress=progress)
@@ -618,36 +631,12 @@ class Trainer:
                     sums[k] = sums[k] + out[k] if k in sums else out[k]
                 bar.update(1)
                 if is_log:
-                    elapsed = time.perf_counter() - t0
-                    row = {k: float(v) / count for k, v in sums.items()}
-                    acc_r, acc_f = d_accuracy(out["d_real"], out["d_fake"])
-                    row.update(
-                        {
-                            "d/real_acc": float(acc_r),
-                            "d/fake_acc": float(acc_f),
-                            "d/real_logit": float(out["d_real"].mean()),
-                            "d/fake_logit": float(out["d_fake"].mean()),
-                            "images_per_s": images / elapsed,
-                        }
-                    )
-                    row.update({k: float(v) for k, v in self.objective.term_log.items()})
-                    row.update(self._grad_log)
+                    row = self._log_row(out, sums=sums, count=count, images_per_s=images / (time.perf_counter() - t0))
                     logger.log(self.step, row)
-                    bar.set_postfix(
-                        {
-                            "D": f"{row['loss/D']:.3g}",
-                            "G": f"{row['loss/G']:.3g}",
-                            "img/s": f"{row['images_per_s']:.0f}",
-                        },
-                        refresh=False,
-                    )
+                    postfix = {"D": f"{row['loss/D']:.3g}", "G": f"{row['loss/G']:.3g}"}
+                    bar.set_postfix({**postfix, "img/s": f"{row['images_per_s']:.0f}"}, refresh=False)
                     sums, count, images, t0 = {}, 0, 0, time.perf_counter()
-                if self.step % t.sample_every == 0 and self.step < t.steps:
-                    self.write_samples(logger)
-                if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < t.steps:
-                    self.evaluate(logger)
-                if self.step % t.checkpoint_every == 0 and self.step < t.steps:
-                    self.save()
+                self._periodic_outputs(logger)
             interrupted = self._stop_requested
             self.write_samples(logger)
             if cfg.eval.every and not interrupted:
@@ -660,6 +649,31 @@ class Trainer:
             logger.close()
         if interrupted:
             raise Interrupted(self.run_dir, self.step, signum=int(interrupted))
+
+    def _log_row(self, out: Dict[str, Tensor], *, sums: Dict[str, Tensor], count: int, images_per_s: float) -> dict:
+        """One metrics row: the mean losses since the last row, D's accuracy and logits of the last
+        step, throughput, every term's raw/weight/loss and the gradient norms."""
+        row = {k: float(v) / count for k, v in sums.items()}
+        acc_r, acc_f = d_accuracy(out["d_real"], out["d_fake"])
+        row.update({"d/real_acc": float(acc_r), "d/fake_acc": float(acc_f)})
+        row.update({"d/real_logit": float(out["d_real"].mean()), "d/fake_logit": float(out["d_fake"].mean())})
+        row["images_per_s"] = images_per_s
+        row.update({k: float(v) for k, v in self.objective.term_log.items()})
+        row.update(self._grad_log)
+        return row
+
+    def _periodic_outputs(self, logger) -> None:
+        """Samples, evaluation and checkpoint when their interval ends at this step (not at the last
+        step, whose outputs ``_fit`` writes once)."""
+        t, every = self.cfg.train, self.cfg.eval.every
+        if self.step >= t.steps:
+            return
+        if self.step % t.sample_every == 0:
+            self.write_samples(logger)
+        if every and self.step % every == 0:
+            self.evaluate(logger)
+        if self.step % t.checkpoint_every == 0:
+            self.save()
 
     def _agreed_stop(self) -> bool:
         """Whether to stop now: a Ctrl-C/SIGTERM seen by this process or, with several, by any."""

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.utils import parametrize
 
-from normgan.regularizers import Regularizer, TermContext, WeightContext
+from normgan.regularizers import TermContext, WeightContext
 from normgan.tasks.builtin import Batch
 from normgan.train.phases import Phase, frozen
 
@@ -62,22 +62,11 @@ class Objective:
         share_real_forward: R1 reuses D's forward on the real batch (the real images then require
             gradients).
         precision: the forwards' autocast dtype (None: fp32); under fp16 terms run in fp32.
+        task: the run's task (batches, G's input, D as a function of the image); loss: an
+            :class:`~normgan.functional.losses.AdversarialLoss`; regs: the run's regularizers.
     """
 
-    def __init__(
-        self,
-        *,
-        task,
-        G: nn.Module,
-        D: nn.Module,
-        G_fwd: nn.Module,
-        D_fwd: nn.Module,
-        loss,
-        regs: List[Regularizer],
-        precision: Optional[torch.dtype],
-        device_type: str,
-        share_real_forward: bool,
-    ) -> None:
+    def __init__(self, *, task, G, D, G_fwd, D_fwd, loss, regs, precision, device_type, share_real_forward) -> None:
         self.task, self.G, self.D, self.G_fwd, self.D_fwd, self.loss, self.regs = task, G, D, G_fwd, D_fwd, loss, regs
         self.precision, self.device_type, self.share_real_forward = precision, device_type, share_real_forward
         self.stats: Dict[str, Tensor] = {}
@@ -111,17 +100,8 @@ class Objective:
             with parametrize.cached():
                 d_real, d_fake = critic_fwd(real), critic_fwd(fake.detach())
                 loss = self.loss.d(d_real, d_fake)
-                ctx = TermContext(
-                    G=self.G,
-                    D=self.D,
-                    real=real,
-                    fake=fake.detach(),
-                    z=b.g_in,
-                    d_real=d_real,
-                    d_fake=d_fake,
-                    cond=b.cond,
-                    target=b.target,
-                    critic=critic,
+                ctx = self.context(
+                    b, critic, real=real, fake=fake.detach(), z=b.g_in, d_real=d_real, d_fake=d_fake, target=b.target
                 )
                 extra = self.terms("D", ctx, step, lazy=False, adv_loss=loss)
         self.stats.update({"loss/D": loss.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()})
@@ -129,16 +109,7 @@ class Objective:
 
     def d_lazy(self, step: int, c: Carry, keep_graph: bool):
         b = c.batch
-        ctx = TermContext(
-            G=self.G,
-            D=self.D,
-            real=c.real,
-            fake=c.fake.detach(),
-            z=b.g_in,
-            cond=b.cond,
-            target=b.target,
-            critic=c.critic,
-        )
+        ctx = self.context(b, c.critic, real=c.real, fake=c.fake.detach(), z=b.g_in, target=b.target)
         with self.autocast():
             return self.terms("D", ctx, step, lazy=True, d_real=c.d_real).float(), c
 
@@ -147,39 +118,25 @@ class Objective:
         with self.autocast():
             d_fake = c.critic_fwd(c.fake)
             loss = self.loss.g(d_fake, c.critic_fwd(c.real)) if self.loss.g_real else self.loss.g(d_fake)
-            ctx = TermContext(
-                G=self.G,
-                D=self.D,
-                real=c.real,
-                fake=c.fake,
-                z=b.g_in,
-                d_fake=d_fake,
-                cond=b.cond,
-                target=c.target,
-                critic=c.critic,
-            )
+            ctx = self.context(b, c.critic, real=c.real, fake=c.fake, z=b.g_in, d_fake=d_fake, target=c.target)
             extra = self.terms("G", ctx, step, lazy=False, adv_loss=loss)
         self.stats["loss/G"] = loss.detach()
         return total(loss, extra), c
 
     def g_lazy(self, step: int, c: Carry, keep_graph: bool):
         b = c.batch
-        ctx = TermContext(
-            G=self.G, D=self.D, real=c.real, z=self.task.fresh_input(b), cond=b.cond, target=c.target, critic=c.critic
-        )
+        ctx = self.context(b, c.critic, real=c.real, z=self.task.fresh_input(b), target=c.target)
         with self.autocast():
             return self.terms("G", ctx, step, lazy=True).float(), c
 
     # ---------------------------------------------------------------- terms and precision
+    def context(self, b: Batch, critic, **fields) -> TermContext:
+        """What the terms see in a phase: G and D (raw modules), the batch's condition, D as a
+        function of the image (``critic``) and the phase's ``fields`` (real, fake, z, logits, target)."""
+        return TermContext(G=self.G, D=self.D, cond=b.cond, critic=critic, **fields)
+
     def terms(
-        self,
-        net: str,
-        ctx: TermContext,
-        step: int,
-        *,
-        lazy: bool,
-        adv_loss: Optional[Tensor] = None,
-        d_real: Optional[Tensor] = None,
+        self, net: str, ctx: TermContext, step: int, *, lazy: bool, adv_loss=None, d_real=None
     ) -> Optional[Tensor]:
         """Σ gain·λ_t·raw_t over the terms of ``net`` due at ``step`` (its lazy phase, or its main one);
         None when there are none. The gain is the term's interval k (a lazy term runs every k-th step
