@@ -175,8 +175,8 @@ class UnconditionalTask(UnconditionalInfo, Task):
         self.device, self.batch_size, self.z_dim = device, d.batch_size, cfg.model.generator.z_dim
         self.dist = dist or Dist()
         self.streaming = should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution)
+        train = training_split(cfg, streaming=self.streaming)
         if self.streaming:
-            train = list_split(d.root, resolution=d.resolution, channels=d.channels, split="train", holdout=d.holdout)
             self.data = train.fold(folds=d.folds, fold=d.fold, part="fit") if d.folds else train
             self.batches = StreamBatches(
                 self.data,
@@ -188,16 +188,6 @@ class UnconditionalTask(UnconditionalInfo, Task):
                 world=self.dist.world,
             )
         else:
-            train = load_dataset(
-                name=d.name,
-                root=d.root,
-                resolution=d.resolution,
-                channels=d.channels,
-                split="train",
-                holdout=d.holdout,
-                strict=d.strict,
-                seed=t.seed,
-            )
             self.data = fold_of(train, d, "fit")
             self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=device)
         self.resolution, self.channels, self.in_channels = self.data.resolution, self.data.channels, None
@@ -237,22 +227,27 @@ class UnconditionalTask(UnconditionalInfo, Task):
     @classmethod
     def train_size(cls, cfg) -> int:
         d = cfg.data
-        if should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution):
-            return len(
-                list_split(d.root, resolution=d.resolution, channels=d.channels, split="train", holdout=d.holdout)
-            )
         return len(
-            load_dataset(
-                name=d.name,
-                root=d.root,
-                resolution=d.resolution,
-                channels=d.channels,
-                split="train",
-                holdout=d.holdout,
-                strict=d.strict,
-                seed=cfg.train.seed,
-            )
+            training_split(cfg, streaming=should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution))
         )
+
+
+def training_split(cfg, *, streaming: bool):
+    """The dataset's whole training split (before folds): its file list when ``streaming``, else
+    the decoded images (:func:`normgan.data.load_dataset`)."""
+    d = cfg.data
+    if streaming:
+        return list_split(d.root, resolution=d.resolution, channels=d.channels, split="train", holdout=d.holdout)
+    return load_dataset(
+        name=d.name,
+        root=d.root,
+        resolution=d.resolution,
+        channels=d.channels,
+        split="train",
+        holdout=d.holdout,
+        strict=d.strict,
+        seed=cfg.train.seed,
+    )
 
 
 @TASKS.register("paired")
