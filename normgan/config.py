@@ -443,9 +443,22 @@ def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Semantic checks beyond types. Component names are checked against their registries."""
-    d, g, dd, o, t = cfg.data, cfg.model.generator, cfg.model.discriminator, cfg.optim, cfg.train
-    d.root = expand_path(d.root)
+    cfg.data.root = expand_path(cfg.data.root)
     cfg.eval.cache_dir = expand_path(cfg.eval.cache_dir)
+    _validate_data(cfg.data)
+    _validate_models_and_optim(cfg)
+    _validate_train(cfg)
+    _validate_names(cfg)
+    _validate_eval(cfg)
+
+    from normgan.regularizers import validate_regularizers
+
+    validate_regularizers(cfg)
+    check_per_sample_penalties(cfg)
+
+
+def _validate_data(d: Any) -> None:
+    """Check the ``data`` section: resolution, batch size, channels, holdout, folds, streaming, workers, root."""
     _check(
         d.resolution in RESOLUTIONS,
         "data.resolution",
@@ -481,6 +494,11 @@ def validate(cfg: Config) -> None:
             d.root,
             f"data.name={d.name} needs data.root (a {'folder' if d.name == 'folder' else 'IDX file'})",
         )
+
+
+def _validate_models_and_optim(cfg: Config) -> None:
+    """Check the generator/discriminator sizes and dropout, and the optimizer settings."""
+    g, dd, o = cfg.model.generator, cfg.model.discriminator, cfg.optim
     _check(g.z_dim >= 1, "model.generator.z_dim", g.z_dim, "must be >= 1")
     for key, net in (("model.generator", g), ("model.discriminator", dd)):
         _check(net.width >= 1, f"{key}.width", net.width, "must be >= 1")
@@ -496,6 +514,11 @@ def validate(cfg: Config) -> None:
     _check(o.gate_lr > 0, "optim.gate_lr", o.gate_lr, "must be > 0")
     _check(o.d_steps >= 1, "optim.d_steps", o.d_steps, "must be >= 1")
     _check(0.0 <= o.ema < 1.0, "optim.ema", o.ema, "must be in [0, 1)")
+
+
+def _validate_train(cfg: Config) -> None:
+    """Check the ``train`` section (steps, intervals, seeds, threads, precision, device) and ``eval.seed``."""
+    t = cfg.train
     _check(t.steps >= 1, "train.steps", t.steps, "must be a positive number of generator steps")
     for key in ("log_every", "sample_every", "checkpoint_every", "num_samples"):
         _check(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), "must be >= 1")
@@ -515,16 +538,24 @@ def validate(cfg: Config) -> None:
         "use auto, cpu, cuda or cuda:N",
     )
 
+
+def _validate_names(cfg: Config) -> None:
+    """Check the loss, network and norm-layer names against their registries, and resolve the task."""
     # names against registries (imported here: they import config-free modules only)
     from normgan.functional.losses import LOSSES
     from normgan.models import DISCRIMINATORS, GENERATORS, NORM_LAYERS
 
+    g, dd = cfg.model.generator, cfg.model.discriminator
     LOSSES.get(cfg.loss, key="loss")
     GENERATORS.get(g.name, key="model.generator.name")
     DISCRIMINATORS.get(dd.name, key="model.discriminator.name")
     NORM_LAYERS.get(g.norm, key="model.generator.norm")
     NORM_LAYERS.get(dd.norm, key="model.discriminator.norm")
     _resolve_task(cfg)
+
+
+def _validate_eval(cfg: Config) -> None:
+    """Check ``eval.every`` and, when periodic evaluation is on, the task's evaluation arguments."""
     e = cfg.eval
     _check(e.every >= 0, "eval.every", e.every, "must be >= 0 (0 turns periodic evaluation off)")
     if e.every:
@@ -534,11 +565,6 @@ def validate(cfg: Config) -> None:
             task.check_best_metric(best_metric=e.best_metric, metrics=e.metrics)
         except UserError as err:  # the CLI option names (--n) become config keys (eval.n)
             raise ConfigError(str(err).replace("--", "eval.", 1) if str(err).startswith("--") else str(err)) from None
-
-    from normgan.regularizers import validate_regularizers
-
-    validate_regularizers(cfg)
-    check_per_sample_penalties(cfg)
 
 
 #: seeds are unsigned 64-bit integers (torch.Generator.manual_seed's range)

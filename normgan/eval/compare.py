@@ -207,6 +207,55 @@ def compare_runs(
     """
     metrics = check_eval_args(n=n, features=features, metrics=metrics, reference=reference)
     say = _progress(progress)
+    groups = _checked_groups(runs, checkpoint=checkpoint, n=n, say=say)
+    per_run = _evaluate_each(
+        runs,
+        say=say,
+        n=n,
+        features=features,
+        metrics=metrics,
+        reference=reference,
+        checkpoint=checkpoint,
+        ema=ema,
+        device=device,
+        seed=seed,
+        cache_dir=cache_dir,
+        reuse=reuse,
+    )
+    rows = [_group_row(g, per_run) for g in groups]
+    table = {
+        "groups": rows,
+        "runs": per_run,
+        "n": n,
+        "features": features,
+        "reference": reference,
+        "seed": seed,
+        "metrics": list(metrics),
+    }
+    if out is not None:
+        table["out"] = str(_write_compare(Path(out), table, say=say))
+    return table
+
+
+def _checked_groups(runs: Sequence, *, checkpoint: str, n: int, say: Callable[[str], None]) -> list:
+    """The seed groups of ``runs`` (see :func:`group_runs`) once every folder, config and checkpoint has been
+    checked (a UserError otherwise); then says the first progress line (runs, groups, N)."""
+    _check_run_folders(runs)
+    groups = group_runs(runs, checkpoint=checkpoint)  # fail on bad configs/checkpoints before any evaluation
+    for g in groups:
+        task = g["config"].get("task")
+        if task in TASK_INFO:
+            TASK_INFO.get(task).require_noise_samples(g["runs"][0])
+    # progress starts once every run folder has been checked, so a bad input is still one line
+    say(
+        f"{len(runs)} run folder{'s' if len(runs) != 1 else ''} in {len(groups)} group{'s' if len(groups) != 1 else ''}; "
+        f"evaluating each at N={n}"
+    )
+    return groups
+
+
+def _check_run_folders(runs: Sequence) -> None:
+    """A UserError unless ``runs`` is a non-empty list of existing folders, each given once (by resolved path)."""
     if not runs:
         raise UserError("compare needs at least one run folder")
     seen: dict = {}
@@ -220,84 +269,62 @@ def compare_runs(
                 f"run folder {same} given twice ({key}): one run would count as two seeds; give each run once"
             )
         seen[key] = r
-    groups = group_runs(runs, checkpoint=checkpoint)  # fail on bad configs/checkpoints before any evaluation
-    for g in groups:
-        task = g["config"].get("task")
-        if task in TASK_INFO:
-            TASK_INFO.get(task).require_noise_samples(g["runs"][0])
-    # progress starts once every run folder has been checked, so a bad input is still one line
-    say(
-        f"{len(runs)} run folder{'s' if len(runs) != 1 else ''} in {len(groups)} group{'s' if len(groups) != 1 else ''}; "
-        f"evaluating each at N={n}"
-    )
+
+
+def _evaluate_each(runs: Sequence, *, say: Callable[[str], None], n: int, features: str, **kwargs) -> dict:
+    """``{str(run): evaluate_run(...)}`` for each run in order, saying one progress line per run (and per reuse)."""
     per_run = {}
     for i, r in enumerate(runs, 1):
         say(f"evaluating run {i}/{len(runs)}: {r} (N={n}, features={features})")
-        res = evaluate_run(
-            r,
-            n=n,
-            features=features,
-            metrics=metrics,
-            reference=reference,
-            checkpoint=checkpoint,
-            ema=ema,
-            device=device,
-            seed=seed,
-            cache_dir=cache_dir,
-            reuse=reuse,
-        )
+        res = evaluate_run(r, n=n, features=features, **kwargs)
         if res.get("reused"):
             say(f"  reused {res.get('path', 'its saved evaluation')}")
         per_run[str(r)] = res
-    rows = []
-    for g in groups:
-        results = [per_run[r] for r in g["runs"]]
-        row = {
-            "group": g["name"],
-            "runs": g["runs"],
-            "seeds": g["seeds"],
-            "n_runs": len(g["runs"]),
-            "step": g["step"],
-            "steps": [res.get("step") for res in results],
-            "values": {},
-        }
-        for key, _ in COLUMNS:
-            vals = [res.get(key) for res in results]
-            if all(v is None for v in vals):
-                continue
-            row["values"][key] = vals
-            row[f"{key}_mean"], row[f"{key}_std"] = aggregate(vals)
-        rows.append(row)
-    table = {
-        "groups": rows,
-        "runs": per_run,
-        "n": n,
-        "features": features,
-        "reference": reference,
-        "seed": seed,
-        "metrics": list(metrics),
+    return per_run
+
+
+def _group_row(g: dict, per_run: dict) -> dict:
+    """One seed group's row: its runs, seeds and steps, and per metric key the per-run values, mean and std."""
+    results = [per_run[r] for r in g["runs"]]
+    row = {
+        "group": g["name"],
+        "runs": g["runs"],
+        "seeds": g["seeds"],
+        "n_runs": len(g["runs"]),
+        "step": g["step"],
+        "steps": [res.get("step") for res in results],
+        "values": {},
     }
-    if out is not None:
-        out = Path(out)
-        say(f"writing {out / 'compare.json'} and compare.md")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create output folder '{out}': {e.strerror}; choose another --out") from None
-        header = (
-            f"# normgan compare\n\nN={n} generated samples per run, features={features}, "
-            f"reference={reference} split, seed={seed}; mean ± std (ddof=1) over the seeds of each group "
-            "(runs of one config at one checkpoint step, distinct seeds).\n\n"
-        )
-        _write_together(
-            out,
-            {
-                "compare.json": json.dumps(table, indent=2, sort_keys=True, default=str) + "\n",
-                "compare.md": header + format_markdown(rows) + "\n",
-            },
-        )
-        table["out"] = str(out)
-    return table
+    for key, _ in COLUMNS:
+        vals = [res.get(key) for res in results]
+        if all(v is None for v in vals):
+            continue
+        row["values"][key] = vals
+        row[f"{key}_mean"], row[f"{key}_std"] = aggregate(vals)
+    return row
+
+
+def _write_compare(out: Path, table: dict, *, say: Callable[[str], None]) -> Path:
+    """Write ``out/compare.json`` and ``out/compare.md`` for ``table`` together; returns ``out``."""
+    n, features, reference, seed = table["n"], table["features"], table["reference"], table["seed"]
+    say(f"writing {out / 'compare.json'} and compare.md")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder '{out}': {e.strerror}; choose another --out") from None
+    header = (
+        f"# normgan compare\n\nN={n} generated samples per run, features={features}, "
+        f"reference={reference} split, seed={seed}; mean ± std (ddof=1) over the seeds of each group "
+        "(runs of one config at one checkpoint step, distinct seeds).\n\n"
+    )
+    _write_together(
+        out,
+        {
+            "compare.json": json.dumps(table, indent=2, sort_keys=True, default=str) + "\n",
+            "compare.md": header + format_markdown(table["groups"]) + "\n",
+        },
+    )
+    return out
 
 
 def _progress(progress) -> Callable[[str], None]:

@@ -477,18 +477,7 @@ def summarize_run(run, *, window: int = 10, pixels: bool = True, skip_bad: bool 
     (``pixel_diversity``) and joins the mode-collapse verdict (``mode_collapse.suspected`` is
     true when either the eval indicators or the pixel diversity ratio raise it)."""
     run = Path(run)
-    if not run.is_dir():
-        raise UserError(f"run folder '{run}' does not exist; give a folder made by 'normgan train'")
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        raise UserError(f"run folder '{run}' has no metrics.jsonl; give a folder made by 'normgan train'")
-    rows, bad = read_rows(path, skip_bad=skip_bad)
-    if not rows:
-        what = f"{len(bad)} damaged line{'s' if len(bad) != 1 else ''} and no readable row" if bad else "no logged rows"
-        raise UserError(
-            f"'{path}' has {what}: nothing logged yet (the run has not reached its first train.log_every "
-            "step), so there is nothing to diagnose; diagnose it once training has logged"
-        )
+    rows, bad = _read_run_log(run, skip_bad=skip_bad)
     found = eval_file_results(run)
     pick = None
     if not any(k.startswith("eval/") for r in rows for k in r):
@@ -502,34 +491,66 @@ def summarize_run(run, *, window: int = 10, pixels: bool = True, skip_bad: bool 
     if pick:
         out["convergence"] = convergence_step(pick["rows"])
         out["mode_collapse"] = mode_collapse(pick["rows"])
-        out["eval_files"] = {
+    out["eval_files"] = _eval_files_entry(pick, found)
+    out["pixel_diversity"] = None
+    if pixels and (run / "checkpoints" / "last.pt").is_file():
+        _add_pixel_diversity(out, run)
+    out["eval_source"] = eval_source
+    out["run"] = str(run)
+    return out
+
+
+def _read_run_log(run: Path, *, skip_bad: bool) -> tuple:
+    """``(rows, bad)`` of ``run/metrics.jsonl`` (see :func:`read_rows`); a UserError when the folder or
+    the log is missing or the log has no readable row."""
+    if not run.is_dir():
+        raise UserError(f"run folder '{run}' does not exist; give a folder made by 'normgan train'")
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        raise UserError(f"run folder '{run}' has no metrics.jsonl; give a folder made by 'normgan train'")
+    rows, bad = read_rows(path, skip_bad=skip_bad)
+    if not rows:
+        what = f"{len(bad)} damaged line{'s' if len(bad) != 1 else ''} and no readable row" if bad else "no logged rows"
+        raise UserError(
+            f"'{path}' has {what}: nothing logged yet (the run has not reached its first train.log_every "
+            "step), so there is nothing to diagnose; diagnose it once training has logged"
+        )
+    return rows, bad
+
+
+def _eval_files_entry(pick: Optional[dict], found: dict) -> Optional[dict]:
+    """The ``eval_files`` entry of the summary: the series used (``pick``) with the ignored and unreadable
+    files, only the ignored and unreadable ones when none is used, or None when there are no eval files."""
+    if pick:
+        return {
             "used": pick["label"],
             "files": pick["files"],
             "ignored": pick["ignored"],
             "unreadable": found["unreadable"],
         }
-    elif found["files"] or found["unreadable"]:
-        out["eval_files"] = {
+    if found["files"] or found["unreadable"]:
+        return {
             "used": None,
             "files": [],
             "ignored": [f["file"] for f in found["files"]],
             "unreadable": found["unreadable"],
         }
-    out["pixel_diversity"] = None
-    if pixels and (run / "checkpoints" / "last.pt").is_file():
-        try:
-            pix = pixel_diversity(run)
-        except UserError as e:  # a damaged checkpoint or a moved dataset: report, do not fail the diagnosis
-            pix = {"error": str(e)}
-        out["pixel_diversity"] = pix
-        if "ratio" in pix:
-            mc = dict(out["mode_collapse"] or {})
-            mc["pixel_diversity_ratio"] = pix["ratio"]
-            mc["suspected"] = bool(mc.get("suspected", False) or pix["suspected"])
-            out["mode_collapse"] = mc
-    out["eval_source"] = eval_source
-    out["run"] = str(run)
-    return out
+    return None
+
+
+def _add_pixel_diversity(out: dict, run: Path) -> None:
+    """Set ``out["pixel_diversity"]`` from :func:`pixel_diversity` (its error, when it fails) and join its
+    ratio into ``out["mode_collapse"]``."""
+    try:
+        pix = pixel_diversity(run)
+    except UserError as e:  # a damaged checkpoint or a moved dataset: report, do not fail the diagnosis
+        pix = {"error": str(e)}
+    out["pixel_diversity"] = pix
+    if "ratio" in pix:
+        mc = dict(out["mode_collapse"] or {})
+        mc["pixel_diversity_ratio"] = pix["ratio"]
+        mc["suspected"] = bool(mc.get("suspected", False) or pix["suspected"])
+        out["mode_collapse"] = mc
 
 
 def _f(v, fmt: str = ".4g") -> str:
@@ -538,6 +559,26 @@ def _f(v, fmt: str = ".4g") -> str:
 
 def format_summary(s: dict) -> str:
     """A readable multi-line report of :func:`summarize_run`'s dict."""
+    lines = _header_lines(s) + _eval_files_lines(s.get("eval_files")) + _training_lines(s)
+    c = s["convergence"]
+    lines.append(
+        f"  convergence: {c['metric']} within 10% of its final {_f(c['final'])} from step {c['step']}"
+        if c
+        else "  convergence: n/a (no eval/fid rows; run normgan eval or enable periodic evaluation)"
+    )
+    lines.append(_mode_collapse_line(s))
+    d = s.get("divergence")
+    if d is not None:
+        lines.append(
+            f"  divergence: DETECTED at step {d['step']}: {d['reason']}"
+            if d["detected"]
+            else "  divergence: none (all logged values finite, no loss above its explosion threshold)"
+        )
+    return "\n".join(lines)
+
+
+def _header_lines(s: dict) -> list:
+    """The report's first line (run, rows, steps, non-finite values) and the skipped damaged lines, if any."""
     lines = [
         f"run {s.get('run', '?')}: {s['rows']} logged rows, steps {s['first_step']}..{s['last_step']}"
         + (f", {s['nonfinite_values']} non-finite values" if s["nonfinite_values"] else "")
@@ -549,7 +590,12 @@ def format_summary(s: dict) -> str:
             f"(line {', '.join(str(b['line']) for b in skipped[:8])}{' …' if len(skipped) > 8 else ''}: "
             f"{skipped[0]['reason']}{' …' if len(skipped) > 1 else ''})"
         )
-    ef = s.get("eval_files")
+    return lines
+
+
+def _eval_files_lines(ef: Optional[dict]) -> list:
+    """The report's lines on the eval/*.json files: the series used or ignored, and the unreadable ones."""
+    lines = []
     if ef and ef.get("used"):
         text = (
             f"  evaluations: {len(ef['files'])} eval/*.json file{'s' if len(ef['files']) != 1 else ''} of one series "
@@ -568,6 +614,12 @@ def format_summary(s: dict) -> str:
         )
     if ef and ef.get("unreadable"):
         lines.append(f"  unreadable evaluation files skipped: {', '.join(ef['unreadable'][:4])}")
+    return lines
+
+
+def _training_lines(s: dict) -> list:
+    """The report's lines on the training curves: loss variance, oscillation, D saturation, gradient spikes."""
+    lines = []
     for k, lv in s["loss_variance"].items():
         lines.append(
             f"  {k} variance (window {lv['window']}): mean {_f(lv['mean'])}, max {_f(lv['max'])}"
@@ -594,12 +646,11 @@ def format_summary(s: dict) -> str:
             if g
             else f"  {k} spikes: n/a (not logged)"
         )
-    c = s["convergence"]
-    lines.append(
-        f"  convergence: {c['metric']} within 10% of its final {_f(c['final'])} from step {c['step']}"
-        if c
-        else "  convergence: n/a (no eval/fid rows; run normgan eval or enable periodic evaluation)"
-    )
+    return lines
+
+
+def _mode_collapse_line(s: dict) -> str:
+    """The report's mode-collapse line: the verdict with its indicators, or why there is none."""
     m = s["mode_collapse"]
     pix = s.get("pixel_diversity") or {}
     if m:
@@ -616,16 +667,7 @@ def format_summary(s: dict) -> str:
                 f"pixel diversity ratio {_f(m['pixel_diversity_ratio'], '.2f')}: {k} EMA samples vs {k} training "
                 f"images, suspect below {PIXEL_DIVERSITY_ALARM}"
             )
-        lines.append(f"  mode collapse: {'SUSPECTED' if m['suspected'] else 'not detected'} (" + "; ".join(parts) + ")")
-    elif "error" in pix:
-        lines.append(f"  mode collapse: n/a (no eval rows, and the pixel check failed: {pix['error']})")
-    else:
-        lines.append("  mode collapse: n/a (no class_coverage/diversity eval rows and no checkpoints/last.pt)")
-    d = s.get("divergence")
-    if d is not None:
-        lines.append(
-            f"  divergence: DETECTED at step {d['step']}: {d['reason']}"
-            if d["detected"]
-            else "  divergence: none (all logged values finite, no loss above its explosion threshold)"
-        )
-    return "\n".join(lines)
+        return f"  mode collapse: {'SUSPECTED' if m['suspected'] else 'not detected'} (" + "; ".join(parts) + ")"
+    if "error" in pix:
+        return f"  mode collapse: n/a (no eval rows, and the pixel check failed: {pix['error']})"
+    return "  mode collapse: n/a (no class_coverage/diversity eval rows and no checkpoints/last.pt)"

@@ -308,19 +308,45 @@ def evaluate_run(
         ``features``, ``reference``, ``step``, ``class_coverage``, ``diversity``,
         ``domain_heldout_accuracy`` (domain only), ``run``, ``path`` (the JSON written).
     """
-    from normgan.inference.sample import load_generator
     from normgan.runtime.device import resolve_device
 
     metrics = check_eval_args(n=n, features=features, metrics=metrics, reference=reference)
     step = checkpoint_step(run, checkpoint)
     device = resolve_device(str(device))
-    if reuse:
-        old = find_eval(
-            run, step=step, features=features, n=n, reference=reference, seed=seed, ema=ema, metrics=metrics
-        )
-        if old is not None:
-            old["reused"] = True
-            return old
+    names = {"features": features, "n": n, "reference": reference, "seed": seed, "ema": ema}  # name the JSON file
+    compute = {"device": device, "cache_dir": cache_dir, "batch_size": batch_size, "progress": progress}
+    old = find_eval(run, step=step, metrics=metrics, **names) if reuse else None
+    if old is not None:
+        old["reused"] = True
+        return old
+    res = _evaluate_checkpoint(run, checkpoint=checkpoint, step=step, metrics=metrics, **names, **compute)
+    if write:
+        path = eval_path(run, step=step, **names)
+        res["path"] = str(path)
+        write_json(path, res)
+    return res
+
+
+def _evaluate_checkpoint(
+    run,
+    *,
+    checkpoint: str,
+    step: int,
+    ema: bool,
+    device,
+    n: int,
+    features: str,
+    metrics: Sequence[str],
+    reference: str,
+    seed: int,
+    cache_dir,
+    batch_size: int,
+    progress: Optional[bool],
+) -> dict:
+    """The metrics of :func:`evaluate_generator` for the generator of ``run/checkpoints/<checkpoint>``,
+    with the run's ``step``, ``run``, ``checkpoint``, ``ema``, ``seed``, ``features_spec`` and ``metrics``."""
+    from normgan.inference.sample import load_generator
+
     G, cfg = load_generator(run, ema=ema, device=str(device), checkpoint=checkpoint)
     TASK_INFO.get(cfg.task).require_noise_samples(run)
     res = evaluate_generator(
@@ -347,10 +373,6 @@ def evaluate_run(
             "metrics": list(metrics),
         }
     )
-    if write:
-        path = eval_path(run, step=step, features=features, n=n, reference=reference, seed=seed, ema=ema)
-        res["path"] = str(path)
-        write_json(path, res)
     return res
 
 

@@ -170,50 +170,74 @@ def write_sample_files(
     check_seed(seed, key="--seed")
     G, cfg = load_generator(run, ema=ema, device=device)
     out = Path(out)
-    res, c = cfg.data.resolution, cfg.data.channels or 3
-    written = 0
-    path = out
+    progress = _WriteProgress(path=out)
     from normgan.tasks.info import TASK_INFO
 
     try:
         if TASK_INFO.get(cfg.task).image_input:  # G maps the split's inputs: input | output | target triplets
-            trip = (paired_triplets(G, cfg, n=n, seed=seed) + 1) / 2
-            check_disk(out, n=trip.shape[0], image_bytes=3 * c * res * res)
-            _make_dir(out)
-            for i, t in enumerate(trip):
-                path = out / f"{i:06d}.png"
-                save_image(t, path, nrow=3, padding=0)
-                written += 1
-            k = min(trip.shape[0], 16)
-            path = out / "grid.png"
-            save_image(make_grid(trip[:k].flatten(0, 1), nrow=3, padding=2), path)
+            _write_triplet_files(G, cfg, out=out, n=n, seed=seed, progress=progress)
             return out
-        check_disk(out, n=n, image_bytes=c * res * res)
-        _make_dir(out)
-        k = min(n, 64)
-        first = []
-        with torch.no_grad():
-            for batch in sample_batches(G, n=n, seed=seed, batch_size=batch_size):
-                imgs01 = (batch + 1) / 2
-                if written < k:
-                    first.append(imgs01[: k - written])
-                for img in imgs01:
-                    path = out / f"{written:06d}.png"
-                    save_image(img, path)
-                    written += 1
-        path = out / "grid.png"
-        save_image(make_grid(torch.cat(first)[:k], nrow=max(1, int(math.sqrt(k)))), path)
+        _write_generated_files(G, cfg, out=out, n=n, seed=seed, batch_size=batch_size, progress=progress)
     except OSError as e:
-        if path != out and path.is_file():  # the file being written is partial; those before it are whole
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        raise write_error(
-            e,
-            path,
-            fix="choose another --out (a writable folder)",
-            full_fix=f"the {written} files written before are intact; free some space, lower --n or choose "
-            "another --out",
-        ) from None
+        raise _write_failure(e, out=out, progress=progress) from None
     return out
+
+
+class _WriteProgress:
+    """The file being written (``path``; ``out`` before the first) and how many were written whole."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.written = 0
+
+
+def _write_triplet_files(G, cfg, *, out: Path, n: int, seed: int, progress: _WriteProgress) -> None:
+    """Write the input | output | target triplets of the first ``n`` test pairs, one PNG each, and
+    ``grid.png`` of the first 16 (one triplet per row)."""
+    res, c = cfg.data.resolution, cfg.data.channels or 3
+    trip = (paired_triplets(G, cfg, n=n, seed=seed) + 1) / 2
+    check_disk(out, n=trip.shape[0], image_bytes=3 * c * res * res)
+    _make_dir(out)
+    for i, t in enumerate(trip):
+        progress.path = out / f"{i:06d}.png"
+        save_image(t, progress.path, nrow=3, padding=0)
+        progress.written += 1
+    k = min(trip.shape[0], 16)
+    progress.path = out / "grid.png"
+    save_image(make_grid(trip[:k].flatten(0, 1), nrow=3, padding=2), progress.path)
+
+
+def _write_generated_files(G, cfg, *, out: Path, n: int, seed: int, batch_size: int, progress: _WriteProgress) -> None:
+    """Generate ``n`` images ``batch_size`` at a time, write each as a PNG, and ``grid.png`` of the first 64."""
+    res, c = cfg.data.resolution, cfg.data.channels or 3
+    check_disk(out, n=n, image_bytes=c * res * res)
+    _make_dir(out)
+    k = min(n, 64)
+    first = []
+    with torch.no_grad():
+        for batch in sample_batches(G, n=n, seed=seed, batch_size=batch_size):
+            imgs01 = (batch + 1) / 2
+            if progress.written < k:
+                first.append(imgs01[: k - progress.written])
+            for img in imgs01:
+                progress.path = out / f"{progress.written:06d}.png"
+                save_image(img, progress.path)
+                progress.written += 1
+    progress.path = out / "grid.png"
+    save_image(make_grid(torch.cat(first)[:k], nrow=max(1, int(math.sqrt(k)))), progress.path)
+
+
+def _write_failure(e: OSError, *, out: Path, progress: _WriteProgress) -> Exception:
+    """The one-line error for a failed write; deletes the partial file being written (those before it are whole)."""
+    path, written = progress.path, progress.written
+    if path != out and path.is_file():  # the file being written is partial; those before it are whole
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    return write_error(
+        e,
+        path,
+        fix="choose another --out (a writable folder)",
+        full_fix=f"the {written} files written before are intact; free some space, lower --n or choose another --out",
+    )

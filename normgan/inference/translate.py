@@ -89,6 +89,26 @@ def translate_folder(
     if mode not in MODES:
         raise UserError(f"--mode: unknown mode {mode!r}; use resize or tile")
     G, cfg = load_generator(run, ema=ema, device=device, checkpoint=checkpoint)
+    _require_paired(run, cfg)
+    src, out = Path(input), Path(out)
+    root, files = _input_files(src, out=out)
+    in_channels, resolution = G.in_channels, cfg.data.resolution
+    check_writable_dir(out, what="--out", fix="give a writable folder (it is created when missing)")
+    torch.manual_seed(seed)  # dropout kept on at test time draws from here
+    try:
+        written = _translate_files(
+            G, files, root=root, out=out, in_channels=in_channels, resolution=resolution, mode=mode, progress=progress
+        )
+    except _WriteFailed as e:
+        target, written, err = e.args
+        raise _write_failure(err, target=target, written=written) from None
+    if not written:
+        raise UserError(f"no image below '{src}' could be read; check the files")
+    return out, written
+
+
+def _require_paired(run, cfg) -> None:
+    """A UserError unless the run's task maps input images (a paired run)."""
     from normgan.tasks.info import TASK_INFO
 
     task = TASK_INFO.get(cfg.task)
@@ -97,7 +117,11 @@ def translate_folder(
             f"run '{run}' is {task.run_kind}; "
             "translate needs a paired run (e.g. data.name=gray2color); use 'normgan sample' for this one"
         )
-    src, out = Path(input), Path(out)
+
+
+def _input_files(src: Path, *, out: Path) -> tuple[Path, list]:
+    """``(root, files)``: the images to translate (``src`` itself when it is a file) and the folder their
+    relative paths start from; a UserError when there are none or ``out`` is that folder."""
     if src.is_file():
         root, files = src.parent, [src]
     elif src.is_dir():
@@ -108,29 +132,22 @@ def translate_folder(
         raise UserError(f"--input '{src}' holds no image files (png, jpg, bmp, gif, tif, webp)")
     if out.resolve() == root.resolve():
         raise UserError(f"--out '{out}' is the input folder; give another folder so that no input is overwritten")
-    in_channels, resolution = G.in_channels, cfg.data.resolution
-    check_writable_dir(out, what="--out", fix="give a writable folder (it is created when missing)")
-    torch.manual_seed(seed)  # dropout kept on at test time draws from here
-    try:
-        written = _translate_files(
-            G, files, root=root, out=out, in_channels=in_channels, resolution=resolution, mode=mode, progress=progress
-        )
-    except _WriteFailed as e:
-        target, written, err = e.args
-        if target.is_file():  # a partial file; those written before it are whole
-            try:
-                target.unlink()
-            except OSError:
-                pass
-        raise write_error(
-            err,
-            target,
-            fix="choose another --out (a writable folder)",
-            full_fix=f"the {written} images translated before are intact; free some space or choose another --out",
-        ) from None
-    if not written:
-        raise UserError(f"no image below '{src}' could be read; check the files")
-    return out, written
+    return root, files
+
+
+def _write_failure(err: OSError, *, target: Path, written: int) -> Exception:
+    """The one-line error for a failed write of ``target``; deletes that partial file (those before it are whole)."""
+    if target.is_file():  # a partial file; those written before it are whole
+        try:
+            target.unlink()
+        except OSError:
+            pass
+    return write_error(
+        err,
+        target,
+        fix="choose another --out (a writable folder)",
+        full_fix=f"the {written} images translated before are intact; free some space or choose another --out",
+    )
 
 
 class _WriteFailed(Exception):

@@ -191,26 +191,11 @@ def train_domain_classifier(
         model = DomainClassifier(
             channels=train.channels, num_classes=num_classes, resolution=train.resolution, width=width
         ).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        steps_per_epoch = math.ceil(len(train) / batch_size)
-        total = max(1, epochs * steps_per_epoch)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+        opt, sched, total = _cosine_adam(model, lr=lr, total=max(1, epochs * math.ceil(len(train) / batch_size)))
         model.train()
         bar = prog.bar(total=total, desc="domain classifier", unit="step", progress=progress, delay=0.0)
         for _ in range(epochs):
-            perm = torch.randperm(len(train), generator=gen)
-            for s in range(0, len(train), batch_size):
-                idx = perm[s : s + batch_size]
-                if len(idx) < 2:  # BatchNorm needs > 1 sample
-                    continue
-                x = _random_shift(_to_float(train.images[idx]), 2, gen).to(device)
-                y = labels[idx].to(device)
-                loss = F.cross_entropy(model.logits(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                bar.update(1)
+            _train_epoch(model, train, gen=gen, opt=opt, sched=sched, bar=bar, batch_size=batch_size, device=device)
         bar.close()
     model.eval()
     model.train_seconds = time.perf_counter() - t0
@@ -220,6 +205,32 @@ def train_domain_classifier(
         model.heldout_accuracy = _accuracy(model, heldout.images, heldout.labels.long(), batch_size=500, device=device)
     model.train_meta = {"epochs": int(epochs), "seed": int(seed)}
     return model
+
+
+def _cosine_adam(model, *, lr: float, total: int) -> tuple:
+    """``(Adam, scheduler, total)``: Adam at ``lr`` with a cosine decay to 0 over ``total`` steps."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+    return opt, sched, total
+
+
+def _train_epoch(model, train, *, gen, opt, sched, bar, batch_size: int, device) -> None:
+    """One epoch of the domain classifier: a shuffle drawn from ``gen``, then one Adam and scheduler step per
+    batch of at least 2 images (randomly shifted by up to 2 px, drawn from ``gen``), advancing ``bar``."""
+    labels = train.labels.long()
+    perm = torch.randperm(len(train), generator=gen)
+    for s in range(0, len(train), batch_size):
+        idx = perm[s : s + batch_size]
+        if len(idx) < 2:  # BatchNorm needs > 1 sample
+            continue
+        x = _random_shift(_to_float(train.images[idx]), 2, gen).to(device)
+        y = labels[idx].to(device)
+        loss = F.cross_entropy(model.logits(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.update(1)
 
 
 #: the fix named when the classifier cache cannot be written

@@ -128,6 +128,25 @@ def generated_features(
     return (out, _cat(lgs)) if logits else out
 
 
+def _checked_metrics_and_n(metrics: Iterable[str], *, n: int, reference, pr_k: int) -> tuple:
+    """``(metrics as a tuple, n as an int)``; a ConfigError for an unknown metric, an ``n`` too small for
+    the metrics, or a reference set too small for them."""
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"metrics: unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
+    n = int(n)
+    need = max(min_samples(metrics), pr_k + 1 if "pr" in metrics else 2)
+    if n < need:
+        raise ConfigError(
+            f"eval n: {n} is too small for metrics {','.join(metrics)}; use at least {need} "
+            "(10000 or more for reportable FID)"
+        )
+    if len(reference) < max(4, need):
+        raise ConfigError(f"the reference set has {len(reference)} images; it needs at least {max(4, need)}")
+    return metrics, n
+
+
 class ReferenceScorer:
     """Reference features computed once; generated sets scored against them.
 
@@ -166,19 +185,7 @@ class ReferenceScorer:
         is_splits: int = 10,
         progress: Optional[bool] = False,
     ) -> None:
-        metrics = tuple(metrics)
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown:
-            raise ConfigError(f"metrics: unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
-        n = int(n)
-        need = max(min_samples(metrics), pr_k + 1 if "pr" in metrics else 2)
-        if n < need:
-            raise ConfigError(
-                f"eval n: {n} is too small for metrics {','.join(metrics)}; use at least {need} "
-                "(10000 or more for reportable FID)"
-            )
-        if len(reference) < max(4, need):
-            raise ConfigError(f"the reference set has {len(reference)} images; it needs at least {max(4, need)}")
+        metrics, n = _checked_metrics_and_n(metrics, n=n, reference=reference, pr_k=pr_k)
         self.metrics, self.n, self.seed = metrics, n, int(seed)
         self.batch_size, self.device = int(batch_size), torch.device(device)
         self.kid_subsets, self.kid_subset_size, self.pr_k, self.is_splits = (
