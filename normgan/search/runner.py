@@ -203,14 +203,19 @@ class Search(TicketWorker):
         self.name = check_name(name or f"{stem}-{self.metric}")
         self.folder = Path(searches_dir) / self.name
         self.storage_url = storage or default_url(self.folder)
-        self.spec = {
+        self.spec = self._describe_spec()
+
+    def _describe_spec(self) -> Dict[str, Any]:
+        """What every worker of the search must agree on: params, metric, direction, folds, seeds,
+        sampler, pruner and the hash of the base config."""
+        return {
             "params": [p.describe() for p in self.params],
             "metric": self.metric,
             "direction": self.direction,
-            "folds": folds,
-            "seeds": seeds,
-            "sampler": sampler,
-            "pruner": pruner,
+            "folds": self.folds,
+            "seeds": self.seeds,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
             "config": spec_hash(self.base),
         }
 
