@@ -220,59 +220,56 @@ def _f(v: Any, digits: int = 4) -> str:
     return "n/a" if v is None else format_value(v, digits=digits)
 
 
-def findings(summary: dict, rows: Sequence[dict]) -> List[Dict[str, Any]]:
-    """The diagnostics as a list of ``{"name", "status", "text", "steps"}``.
-
-    ``status``: ``alarm`` (divergence detected, mode collapse suspected), ``note`` (D saturation or
-    gradient spikes seen), ``ok``, ``info`` (a measurement without a verdict) or ``n/a``;
-    ``steps``: the logged steps the finding points at (empty when it has none)."""
-    out: List[Dict[str, Any]] = []
+def _divergence_finding(summary: dict) -> Dict[str, Any]:
+    """The divergence finding: an alarm at the detected step, or ``ok``."""
     d = summary.get("divergence") or {}
     if d.get("detected"):
-        out.append(
-            {
-                "name": "divergence",
-                "status": "alarm",
-                "text": f"DETECTED at step {d['step']}: {d['reason']}",
-                "steps": [int(d["step"])],
-            }
-        )
-    else:
-        out.append(
-            {
-                "name": "divergence",
-                "status": "ok",
-                "steps": [],
-                "text": "none: all logged values finite, no loss above its explosion threshold",
-            }
-        )
+        return {
+            "name": "divergence",
+            "status": "alarm",
+            "text": f"DETECTED at step {d['step']}: {d['reason']}",
+            "steps": [int(d["step"])],
+        }
+    return {
+        "name": "divergence",
+        "status": "ok",
+        "steps": [],
+        "text": "none: all logged values finite, no loss above its explosion threshold",
+    }
+
+
+def _oscillation_finding(summary: dict) -> Dict[str, Any]:
+    """The oscillation finding: the sign-change rates of the loss differences, or ``n/a``."""
     osc = summary.get("oscillation") or {}
     if osc.get("loss/G") is None and osc.get("loss/D") is None:
-        out.append({"name": "oscillation", "status": "n/a", "text": "fewer than 3 logged losses", "steps": []})
-    else:
-        out.append(
-            {
-                "name": "oscillation",
-                "status": "info",
-                "steps": [],
-                "text": f"sign changes of the first difference: loss/G {_f(osc.get('loss/G'), 3)}%, loss/D "
-                f"{_f(osc.get('loss/D'), 3)}% (0 monotone, ~67 noise, 100 alternating)",
-            }
-        )
+        return {"name": "oscillation", "status": "n/a", "text": "fewer than 3 logged losses", "steps": []}
+    return {
+        "name": "oscillation",
+        "status": "info",
+        "steps": [],
+        "text": f"sign changes of the first difference: loss/G {_f(osc.get('loss/G'), 3)}%, loss/D "
+        f"{_f(osc.get('loss/D'), 3)}% (0 monotone, ~67 noise, 100 alternating)",
+    }
+
+
+def _saturation_finding(summary: dict, rows: Sequence[dict]) -> Dict[str, Any]:
+    """The D-saturation finding: the share of saturated rows and the steps they start at."""
     sat = summary.get("d_saturation")
     if sat is None:
-        out.append({"name": "D saturation", "status": "n/a", "text": "D accuracies not logged", "steps": []})
-    else:
-        steps = _saturated_steps(rows)
-        out.append(
-            {
-                "name": "D saturation",
-                "status": "note" if steps else "ok",
-                "steps": steps,
-                "text": f"real and fake accuracy >= {dg.SATURATION} in {100 * sat:.1f}% of logged rows"
-                + (" (vanishing generator gradients)" if steps else ""),
-            }
-        )
+        return {"name": "D saturation", "status": "n/a", "text": "D accuracies not logged", "steps": []}
+    steps = _saturated_steps(rows)
+    return {
+        "name": "D saturation",
+        "status": "note" if steps else "ok",
+        "steps": steps,
+        "text": f"real and fake accuracy >= {dg.SATURATION} in {100 * sat:.1f}% of logged rows"
+        + (" (vanishing generator gradients)" if steps else ""),
+    }
+
+
+def _spike_findings(summary: dict) -> List[Dict[str, Any]]:
+    """One gradient-spike finding per gradient-norm key of the summary."""
+    out: List[Dict[str, Any]] = []
     for key, g in (summary.get("grad_spikes") or {}).items():
         if g is None:
             out.append({"name": f"{key} spikes", "status": "n/a", "text": "not logged", "steps": []})
@@ -286,71 +283,88 @@ def findings(summary: dict, rows: Sequence[dict]) -> List[Dict[str, Any]]:
                     f"{dg.SPIKE_K:g} MAD = {_f(g['threshold'])}",
                 }
             )
+    return out
+
+
+def _loss_variance_finding(summary: dict) -> Dict[str, Any]:
+    """The loss-variance finding: mean and max windowed variance per loss, or ``n/a``."""
     lv = summary.get("loss_variance") or {}
     parts = [f"{k} mean {_f(v['mean'])}, max {_f(v['max'])}" for k, v in lv.items() if v]
-    out.append(
-        {
-            "name": "loss variance",
-            "status": "info" if parts else "n/a",
-            "steps": [],
-            "text": (f"over windows of {next(v for v in lv.values() if v)['window']} logged rows: " + "; ".join(parts))
-            if parts
-            else "fewer logged rows than the window (10)",
-        }
-    )
+    return {
+        "name": "loss variance",
+        "status": "info" if parts else "n/a",
+        "steps": [],
+        "text": (f"over windows of {next(v for v in lv.values() if v)['window']} logged rows: " + "; ".join(parts))
+        if parts
+        else "fewer logged rows than the window (10)",
+    }
+
+
+def _convergence_finding(summary: dict) -> Dict[str, Any]:
+    """The convergence finding: the step from which the metric stays near its final value, or ``n/a``."""
     c = summary.get("convergence")
     if c:
-        out.append(
-            {
-                "name": "convergence",
-                "status": "info",
-                "steps": [int(c["step"])],
-                "text": f"{c['metric']} within {100 * dg.CONVERGENCE_TOL:g}% of its final {_f(c['final'])} "
-                f"from step {c['step']}",
-            }
-        )
-    else:
-        out.append(
-            {
-                "name": "convergence",
-                "status": "n/a",
-                "steps": [],
-                "text": "no eval/fid rows (enable eval.every, or run normgan eval)",
-            }
-        )
+        return {
+            "name": "convergence",
+            "status": "info",
+            "steps": [int(c["step"])],
+            "text": f"{c['metric']} within {100 * dg.CONVERGENCE_TOL:g}% of its final {_f(c['final'])} "
+            f"from step {c['step']}",
+        }
+    return {
+        "name": "convergence",
+        "status": "n/a",
+        "steps": [],
+        "text": "no eval/fid rows (enable eval.every, or run normgan eval)",
+    }
+
+
+def _mode_collapse_finding(summary: dict, rows: Sequence[dict]) -> Dict[str, Any]:
+    """The mode-collapse finding: class coverage and diversity against their alarms, or ``n/a``."""
     m = summary.get("mode_collapse")
     pixel = "the pixel-diversity check needs the generator: run normgan diagnose RUN"
-    if m:
-        parts = []
-        if "class_coverage_last" in m:
-            parts.append(
-                f"class coverage {_f(m['class_coverage_last'], 3)} (min {_f(m['class_coverage_min'], 3)}, "
-                f"suspect below {dg.COVERAGE_ALARM})"
-            )
-        if "diversity_last" in m:
-            parts.append(
-                f"diversity {_f(m['diversity_last'], 3)} (min {_f(m['diversity_min'], 3)}, "
-                f"suspect below {dg.DIVERSITY_ALARM})"
-            )
-        at = _collapse_step(rows) if m["suspected"] else None
-        out.append(
-            {
-                "name": "mode collapse",
-                "status": "alarm" if m["suspected"] else "ok",
-                "steps": [at] if at is not None else [],
-                "text": ("SUSPECTED: " if m["suspected"] else "not detected: ") + "; ".join(parts) + f"; {pixel}",
-            }
+    if not m:
+        return {
+            "name": "mode collapse",
+            "status": "n/a",
+            "steps": [],
+            "text": f"no class_coverage/diversity eval rows; {pixel}",
+        }
+    parts = []
+    if "class_coverage_last" in m:
+        parts.append(
+            f"class coverage {_f(m['class_coverage_last'], 3)} (min {_f(m['class_coverage_min'], 3)}, "
+            f"suspect below {dg.COVERAGE_ALARM})"
         )
-    else:
-        out.append(
-            {
-                "name": "mode collapse",
-                "status": "n/a",
-                "steps": [],
-                "text": f"no class_coverage/diversity eval rows; {pixel}",
-            }
+    if "diversity_last" in m:
+        parts.append(
+            f"diversity {_f(m['diversity_last'], 3)} (min {_f(m['diversity_min'], 3)}, "
+            f"suspect below {dg.DIVERSITY_ALARM})"
         )
-    return out
+    at = _collapse_step(rows) if m["suspected"] else None
+    return {
+        "name": "mode collapse",
+        "status": "alarm" if m["suspected"] else "ok",
+        "steps": [at] if at is not None else [],
+        "text": ("SUSPECTED: " if m["suspected"] else "not detected: ") + "; ".join(parts) + f"; {pixel}",
+    }
+
+
+def findings(summary: dict, rows: Sequence[dict]) -> List[Dict[str, Any]]:
+    """The diagnostics as a list of ``{"name", "status", "text", "steps"}``.
+
+    ``status``: ``alarm`` (divergence detected, mode collapse suspected), ``note`` (D saturation or
+    gradient spikes seen), ``ok``, ``info`` (a measurement without a verdict) or ``n/a``;
+    ``steps``: the logged steps the finding points at (empty when it has none)."""
+    return [
+        _divergence_finding(summary),
+        _oscillation_finding(summary),
+        _saturation_finding(summary, rows),
+        *_spike_findings(summary),
+        _loss_variance_finding(summary),
+        _convergence_finding(summary),
+        _mode_collapse_finding(summary, rows),
+    ]
 
 
 def _half_gap(steps: Sequence[int]) -> float:
@@ -497,12 +511,21 @@ def _run_section(data: RunData) -> str:
     return "\n".join(out)
 
 
-def _training_section(data: RunData, marks: Dict[str, List[Marker]]) -> str:
-    rows = data.train_rows
-    out = ["<h2>Training curves</h2>"]
-    if not rows:
-        out.append('<p class="note">no training rows logged: nothing to plot</p>')
-        return "\n".join(out)
+_CORE_KEYS = {
+    "loss/D",
+    "loss/G",
+    "d/real_logit",
+    "d/fake_logit",
+    "d/real_acc",
+    "d/fake_acc",
+    "grad_norm/D",
+    "grad_norm/G",
+    "images_per_s",
+}
+
+
+def _loss_figure(rows: Sequence[dict], marks: Dict[str, List[Marker]]) -> str:
+    """The loss figure, with every diagnostic marked and named in its caption."""
     spikes = [m for k, ms in marks.items() if k.startswith("spikes:") for m in ms]
     events = marks.get("divergence", []) + marks.get("collapse", [])
     sat = marks.get("saturation", [])
@@ -521,54 +544,53 @@ def _training_section(data: RunData, marks: Dict[str, List[Marker]]) -> str:
     loss_cap = "losses: loss/D and loss/G (mean over each logging interval)"
     if described:
         loss_cap += "; diagnostics marked (" + ", ".join(described) + ")"
-    out.append(
-        _figure(
-            figure_png(
-                [Panel("losses", _lines(rows, ["loss/D", "loss/G"]), ylabel="loss")], markers=events + spikes + sat
-            ),
-            loss_cap,
-        )
+    return _figure(
+        figure_png([Panel("losses", _lines(rows, ["loss/D", "loss/G"]), ylabel="loss")], markers=events + spikes + sat),
+        loss_cap,
     )
+
+
+def _discriminator_figure(rows: Sequence[dict], marks: Dict[str, List[Marker]]) -> str:
+    """The figure of D's mean logits and accuracies, marked with divergence and saturation."""
     d = [
         Panel("D logits (mean)", _lines(rows, ["d/real_logit", "d/fake_logit"])),
         Panel("D accuracy", _lines(rows, ["d/real_acc", "d/fake_acc"])),
     ]
-    out.append(
-        _figure(
-            figure_png(d, markers=marks.get("divergence", []) + sat),
-            "discriminator: mean logits on real and fake images, accuracy on real and fake images",
-        )
+    return _figure(
+        figure_png(d, markers=marks.get("divergence", []) + marks.get("saturation", [])),
+        "discriminator: mean logits on real and fake images, accuracy on real and fake images",
     )
+
+
+def _gradient_figure(rows: Sequence[dict], marks: Dict[str, List[Marker]]) -> str:
+    """The figure of gradient norms and throughput, marked with divergence and spikes."""
+    spikes = [m for k, ms in marks.items() if k.startswith("spikes:") for m in ms]
     g = [
         Panel("gradient norms", _lines(rows, ["grad_norm/D", "grad_norm/G"]), ylabel="L2 norm"),
         Panel("throughput", _lines(rows, ["images_per_s"]), ylabel="images / s", markers=False),
     ]
-    out.append(
-        _figure(
-            figure_png(g, markers=marks.get("divergence", []) + spikes),
-            "gradient norms of D and G (before clipping or scaling) and training throughput",
-        )
+    return _figure(
+        figure_png(g, markers=marks.get("divergence", []) + spikes),
+        "gradient norms of D and G (before clipping or scaling) and training throughput",
     )
+
+
+def _extra_keys(rows: Sequence[dict]) -> Tuple[Dict[str, List[str]], List[str]]:
+    """The logged keys beyond the core curves: regularization keys grouped by term, and the rest (sorted)."""
     terms: Dict[str, List[str]] = {}
     other = []
     for k in sorted({k for r in rows for k in r if k != "step"}):
         m = re.fullmatch(r"reg/(.+)/(raw|weight|loss)", k)
         if m:
             terms.setdefault(m.group(1), []).append(k)
-        elif k not in {
-            "loss/D",
-            "loss/G",
-            "d/real_logit",
-            "d/fake_logit",
-            "d/real_acc",
-            "d/fake_acc",
-            "grad_norm/D",
-            "grad_norm/G",
-            "images_per_s",
-        }:
+        elif k not in _CORE_KEYS:
             other.append(k)
-    if terms:
-        out.append("<h3>Regularization terms</h3>")
+    return terms, other
+
+
+def _regularization_figures(rows: Sequence[dict], terms: Dict[str, List[str]]) -> List[str]:
+    """A heading and one figure (raw, weight, loss) per regularization term; empty without terms."""
+    out = ["<h3>Regularization terms</h3>"] if terms else []
     for name in sorted(terms):
         panels = [
             Panel(f"reg/{name}/{part}", _lines(rows, [f"reg/{name}/{part}"]), markers=False)
@@ -579,15 +601,36 @@ def _training_section(data: RunData, marks: Dict[str, List[Marker]]) -> str:
                 figure_png(panels, ncols=3), f"reg/{name}: raw value, weight (schedule), weighted loss (raw × weight)"
             )
         )
-    if other:
-        out.append("<h3>Other logged values</h3>")
-        panels = [Panel(k, _lines(rows, [k]), markers=False) for k in other[:12]]
-        out.append(
-            _figure(
-                figure_png(panels, ncols=3),
-                ", ".join(other[:12]) + (f" (and {len(other) - 12} more not shown)" if len(other) > 12 else ""),
-            )
-        )
+    return out
+
+
+def _other_figures(rows: Sequence[dict], other: List[str]) -> List[str]:
+    """A heading and one figure of the first 12 other logged values; empty when there are none."""
+    if not other:
+        return []
+    panels = [Panel(k, _lines(rows, [k]), markers=False) for k in other[:12]]
+    return [
+        "<h3>Other logged values</h3>",
+        _figure(
+            figure_png(panels, ncols=3),
+            ", ".join(other[:12]) + (f" (and {len(other) - 12} more not shown)" if len(other) > 12 else ""),
+        ),
+    ]
+
+
+def _training_section(data: RunData, marks: Dict[str, List[Marker]]) -> str:
+    """The HTML of the training-curves section: losses, D, gradients, regularization and other values."""
+    rows = data.train_rows
+    out = ["<h2>Training curves</h2>"]
+    if not rows:
+        out.append('<p class="note">no training rows logged: nothing to plot</p>')
+        return "\n".join(out)
+    out.append(_loss_figure(rows, marks))
+    out.append(_discriminator_figure(rows, marks))
+    out.append(_gradient_figure(rows, marks))
+    terms, other = _extra_keys(rows)
+    out += _regularization_figures(rows, terms)
+    out += _other_figures(rows, other)
     return "\n".join(out)
 
 

@@ -28,7 +28,7 @@ import io
 import math
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from normgan.report.html import (
     CSS,
@@ -192,24 +192,11 @@ def _category_order(values: Sequence[Any]) -> List[str]:
     return order + sorted({_label(v) for v in values if not is_number(v)} - set(order))
 
 
-def plot_param(
-    ax,
-    *,
-    param: Dict[str, Any],
-    rows: Sequence[Dict[str, Any]],
-    metric: str,
-    direction: str,
-    best: Optional[Dict[str, Any]] = None,
-) -> str:
-    """Draw the mean metric (error bars: std over folds) against param ``param["key"]`` on the
-    matplotlib Axes ``ax``; returns the x scale used (:func:`axis_scale`).
-
-    COMPLETE trials are filled markers; PRUNED trials are hollow markers at the mean of their
-    finished folds (when they have any); the best trial (``best``, or else the best COMPLETE row
-    for ``direction``) is a star. A categorical param gets integer positions labelled with its
-    values (``ax.get_xscale()`` is then ``"linear"``; the return value says ``"category"``).
-    """
-    key = param["key"]
+def _param_points(
+    rows: Sequence[Dict[str, Any]], key: str
+) -> Tuple[List[Tuple[Any, float, float]], List[Tuple[Any, float]]]:
+    """The points of param ``key``: ``(x, mean, std)`` of COMPLETE trials and ``(x, partial mean)``
+    of PRUNED trials with finished folds, in trial order."""
     complete: List[Tuple[Any, float, float]] = []
     pruned: List[Tuple[Any, float]] = []
     for r in _sorted_rows(rows):
@@ -223,29 +210,46 @@ def plot_param(
             m = _partial_mean(r.get("folds") or ())
             if m is not None:
                 pruned.append((plain(p[key]), m))
+    return complete, pruned
 
+
+def _best_point(
+    *, rows: Sequence[Dict[str, Any]], key: str, direction: str, best: Optional[Dict[str, Any]]
+) -> Optional[Tuple[Any, float]]:
+    """The ``(x, mean)`` of the best trial (``best``, or else the best COMPLETE row for
+    ``direction``), or None when it has no finite mean or no value for ``key``."""
     if best is None:
         b = best_row(rows, direction)
         if b is not None and key in (b.get("params") or {}):
             best = {"params": b["params"], "mean": b["mean"]}
-    best_point = None
     if best is not None and key in (best.get("params") or {}) and _finite(best.get("mean")):
-        best_point = (plain(best["params"][key]), float(best["mean"]))
+        return (plain(best["params"][key]), float(best["mean"]))
+    return None
 
-    xs_all = [x for x, _, _ in complete] + [x for x, _ in pruned] + ([best_point[0]] if best_point else [])
-    scale = axis_scale(xs_all, log=bool(param.get("log")))
 
+def _x_positions(xs_all: Sequence[Any], scale: str) -> Tuple[Callable[[Any], float], List[str]]:
+    """The map from a param value to its x coordinate, and the category labels in axis order
+    (empty unless ``scale`` is ``"category"``)."""
     if scale == "category":
         order = _category_order(xs_all)
         pos = {lab: i for i, lab in enumerate(order)}
 
         def to_x(v: Any) -> float:
             return float(pos[_label(v)])
-    else:
 
-        def to_x(v: Any) -> float:
-            return float(v)
+        return to_x, order
+    return float, []
 
+
+def _draw_param_points(
+    ax,
+    *,
+    complete: Sequence[Tuple[Any, float, float]],
+    pruned: Sequence[Tuple[Any, float]],
+    best_point: Optional[Tuple[Any, float]],
+    to_x: Callable[[Any], float],
+) -> None:
+    """Draw COMPLETE trials with error bars, PRUNED trials hollow and the best trial as a star."""
     if complete:
         ax.errorbar(
             [to_x(x) for x, _, _ in complete],
@@ -278,6 +282,9 @@ def plot_param(
             label=f"best: {_short(_label(best_point[0]))} → {_label(best_point[1])}",
         )
 
+
+def _set_param_x_axis(ax, *, scale: str, order: Sequence[str], xs_all: Sequence[Any]) -> None:
+    """Set the x axis for ``scale``: labelled integer ticks for categories, symlog or log scale."""
     if scale == "category":
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([_short(lab) for lab in order])
@@ -291,6 +298,32 @@ def plot_param(
     elif scale == "log":
         ax.set_xscale("log")
 
+
+def plot_param(
+    ax,
+    *,
+    param: Dict[str, Any],
+    rows: Sequence[Dict[str, Any]],
+    metric: str,
+    direction: str,
+    best: Optional[Dict[str, Any]] = None,
+) -> str:
+    """Draw the mean metric (error bars: std over folds) against param ``param["key"]`` on the
+    matplotlib Axes ``ax``; returns the x scale used (:func:`axis_scale`).
+
+    COMPLETE trials are filled markers; PRUNED trials are hollow markers at the mean of their
+    finished folds (when they have any); the best trial (``best``, or else the best COMPLETE row
+    for ``direction``) is a star. A categorical param gets integer positions labelled with its
+    values (``ax.get_xscale()`` is then ``"linear"``; the return value says ``"category"``).
+    """
+    key = param["key"]
+    complete, pruned = _param_points(rows, key)
+    best_point = _best_point(rows=rows, key=key, direction=direction, best=best)
+    xs_all = [x for x, _, _ in complete] + [x for x, _ in pruned] + ([best_point[0]] if best_point else [])
+    scale = axis_scale(xs_all, log=bool(param.get("log")))
+    to_x, order = _x_positions(xs_all, scale)
+    _draw_param_points(ax, complete=complete, pruned=pruned, best_point=best_point, to_x=to_x)
+    _set_param_x_axis(ax, scale=scale, order=order, xs_all=xs_all)
     if not complete and not pruned:
         ax.text(0.5, 0.5, "no finished trials yet", ha="center", va="center", transform=ax.transAxes)
     else:
@@ -577,6 +610,49 @@ def _unique_slugs(keys: Sequence[str]) -> Dict[str, str]:
     return out
 
 
+def _write_plots(
+    plots: Path,
+    *,
+    params: List[Dict[str, Any]],
+    rows: List[Dict[str, Any]],
+    metric: str,
+    direction: str,
+    best: Optional[Dict[str, Any]],
+    importances: Optional[Dict[str, float]],
+) -> Tuple[Dict[str, Path], List[Tuple[str, bytes]]]:
+    """Render and write the per-param, history and (when given) importance plots into ``plots``;
+    returns their paths by name and the ``(caption, png)`` images for the report, in that order."""
+    out: Dict[str, Path] = {}
+    images: List[Tuple[str, bytes]] = []
+    slugs = _unique_slugs([p["key"] for p in params])
+    for p in params:
+        png = render(plot_param, param=p, rows=rows, metric=metric, direction=direction, best=best)
+        out[f"param:{p['key']}"] = write_atomic(plots / f"metric-vs-{slugs[p['key']]}.png", png)
+        images.append((f"{metric} vs {p['key']}", png))
+
+    png = render(plot_history, rows=rows, metric=metric, direction=direction)
+    out["history"] = write_atomic(plots / "history.png", png)
+    images.append(("history: metric per trial and best so far", png))
+
+    if importances:
+        png = render(plot_importance, importances=importances, _height=max(2.5, 1.0 + 0.45 * len(importances)))
+        out["importance"] = write_atomic(plots / "importance.png", png)
+        images.append(("param importance", png))
+    return out, images
+
+
+def _remove_stale_plots(plots: Path, written: Iterable[str]) -> None:
+    """Remove the param and importance plots in ``plots`` whose names are not in ``written``
+    (a file that cannot be removed is left)."""
+    written = set(written)
+    for stale in list(plots.glob("metric-vs-*.png")) + [plots / "importance.png"]:
+        if stale.name not in written and stale.is_file():
+            try:
+                stale.unlink()
+            except OSError:
+                pass
+
+
 def write_outputs(
     folder: Path,
     *,
@@ -605,34 +681,17 @@ def write_outputs(
     out: Dict[str, Path] = {}
 
     out["csv"] = write_atomic(folder / "trials.csv", trials_csv(rows, keys=keys, folds=folds).encode("utf-8"))
-
-    images: List[Tuple[str, bytes]] = []
-    written = set()
-    slugs = _unique_slugs([p["key"] for p in params])
-    for p in params:
-        png = render(plot_param, param=p, rows=rows, metric=metric, direction=direction, best=best)
-        path = write_atomic(plots / f"metric-vs-{slugs[p['key']]}.png", png)
-        out[f"param:{p['key']}"] = path
-        written.add(path.name)
-        images.append((f"{metric} vs {p['key']}", png))
-
-    png = render(plot_history, rows=rows, metric=metric, direction=direction)
-    out["history"] = write_atomic(plots / "history.png", png)
-    written.add("history.png")
-    images.append(("history: metric per trial and best so far", png))
-
-    if importances:
-        png = render(plot_importance, importances=importances, _height=max(2.5, 1.0 + 0.45 * len(importances)))
-        out["importance"] = write_atomic(plots / "importance.png", png)
-        written.add("importance.png")
-        images.append(("param importance", png))
-
-    for stale in list(plots.glob("metric-vs-*.png")) + [plots / "importance.png"]:
-        if stale.name not in written and stale.is_file():
-            try:
-                stale.unlink()
-            except OSError:
-                pass
+    paths, images = _write_plots(
+        plots,
+        params=params,
+        rows=rows,
+        metric=metric,
+        direction=direction,
+        best=best,
+        importances=importances,
+    )
+    out.update(paths)
+    _remove_stale_plots(plots, [path.name for path in paths.values()])
     out["plots"] = plots
 
     text = report_html(

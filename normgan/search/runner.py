@@ -22,7 +22,7 @@ import statistics
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from normgan.config import load_config, to_dict, to_yaml
 from normgan.errors import ConfigError, Diverged, UserError
@@ -117,6 +117,26 @@ def _trial_eval(cfg_dict: dict, *, metric: str, task: str, steps: int) -> dict:
     return cfg_dict
 
 
+def _checked_metric(metric: str, *, task: str) -> str:
+    """``metric``, refused unless the ``task`` computes it."""
+    scores = TASK_INFO.get(task).scores
+    if metric not in scores:
+        raise UserError(f"--metric {metric}: the {task} task does not compute it; choose one of: {', '.join(scores)}")
+    return metric
+
+
+def _check_options(*, sampler: str, pruner: str, seeds: Any, heartbeat: int) -> None:
+    """Refuse an unknown sampler or pruner, a seed count below 1 and a heartbeat below 1 s (in that order)."""
+    if sampler not in SAMPLERS:
+        raise UserError(f"--sampler {sampler!r}: choose one of: {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise UserError(f"--pruner {pruner!r}: choose one of: {', '.join(PRUNERS)}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"--seeds {seeds!r}: give a number of seeds >= 1")
+    if heartbeat < 1:
+        raise UserError(f"--heartbeat {heartbeat!r}: give seconds >= 1")
+
+
 def _load(tree: dict, *, what: str):
     try:
         return load_config(base=tree)
@@ -161,23 +181,11 @@ class Search(TicketWorker):
         self.params: List[Param] = parse_params(params)
         cfg = load_config(config, overrides=list(overrides))
         self.task = cfg.task
-        self.metric = metric or cfg.eval.best_metric
-        scores = TASK_INFO.get(self.task).scores
-        if self.metric not in scores:
-            raise UserError(
-                f"--metric {self.metric}: the {self.task} task does not compute it; choose one of: {', '.join(scores)}"
-            )
+        self.metric = _checked_metric(metric or cfg.eval.best_metric, task=self.task)
         self.direction = _direction(self.metric, direction)
         if sampler is None:
             sampler = "grid" if all(p.discrete for p in self.params) else "tpe"
-        if sampler not in SAMPLERS:
-            raise UserError(f"--sampler {sampler!r}: choose one of: {', '.join(SAMPLERS)}")
-        if pruner not in PRUNERS:
-            raise UserError(f"--pruner {pruner!r}: choose one of: {', '.join(PRUNERS)}")
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise UserError(f"--seeds {seeds!r}: give a number of seeds >= 1")
-        if heartbeat < 1:
-            raise UserError(f"--heartbeat {heartbeat!r}: give seconds >= 1")
+        _check_options(sampler=sampler, pruner=pruner, seeds=seeds, heartbeat=heartbeat)
         self.sampler, self.pruner, self.seeds, self.heartbeat = sampler, pruner, seeds, int(heartbeat)
         self.folds = folds
         self.trainer = resolve_trainer(trainer)
@@ -185,23 +193,8 @@ class Search(TicketWorker):
         self.progress, self.final_enabled = progress, final
         self.config_name = str(config) if config else "default"
         self.overrides = list(overrides)
-
-        base = to_dict(cfg)
-        for p in self.params:
-            check_key(base, p)
-        self.steps = cfg.train.steps
-        self.base = _trial_eval(base, metric=self.metric, task=self.task, steps=self.steps)
-        self._check_values()
-        if sampler == "grid":
-            self.points = grid_points(self.params, limit=trials, seed=cfg.train.seed)
-            self.requested = len(self.points)
-        else:
-            if trials is None:
-                raise UserError(f"--sampler {sampler} needs --trials N (how many trials in all)")
-            self.points = None
-            self.requested = trials
-        if isinstance(self.requested, bool) or not isinstance(self.requested, int) or self.requested < 1:
-            raise UserError(f"--trials {trials!r}: give a number of trials >= 1")
+        self._set_base(cfg)
+        self.points, self.requested = self._trial_plan(sampler=sampler, trials=trials, seed=cfg.train.seed)
         self.seed = cfg.train.seed
         self.fold_plan = _fold_plan(cfg, folds)
         _check_folds(cfg, folds)
@@ -210,16 +203,46 @@ class Search(TicketWorker):
         self.name = check_name(name or f"{stem}-{self.metric}")
         self.folder = Path(searches_dir) / self.name
         self.storage_url = storage or default_url(self.folder)
-        self.spec = {
+        self.spec = self._describe_spec()
+
+    def _describe_spec(self) -> Dict[str, Any]:
+        """What every worker of the search must agree on: params, metric, direction, folds, seeds,
+        sampler, pruner and the hash of the base config."""
+        return {
             "params": [p.describe() for p in self.params],
             "metric": self.metric,
             "direction": self.direction,
-            "folds": folds,
-            "seeds": seeds,
-            "sampler": sampler,
-            "pruner": pruner,
+            "folds": self.folds,
+            "seeds": self.seeds,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
             "config": spec_hash(self.base),
         }
+
+    def _set_base(self, cfg) -> None:
+        """The base config tree of every trial (``self.base``, evaluating the metric) and
+        ``self.steps``; refuses a param key the config lacks or a value it refuses."""
+        base = to_dict(cfg)
+        for p in self.params:
+            check_key(base, p)
+        self.steps = cfg.train.steps
+        self.base = _trial_eval(base, metric=self.metric, task=self.task, steps=self.steps)
+        self._check_values()
+
+    def _trial_plan(self, *, sampler: str, trials: Optional[int], seed: int) -> Tuple[Optional[list], int]:
+        """The grid points (None unless ``sampler`` is grid) and the number of trials requested
+        (the grid's size, or ``trials``); refuses a missing or invalid ``trials``."""
+        if sampler == "grid":
+            points = grid_points(self.params, limit=trials, seed=seed)
+            requested = len(points)
+        else:
+            if trials is None:
+                raise UserError(f"--sampler {sampler} needs --trials N (how many trials in all)")
+            points = None
+            requested = trials
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise UserError(f"--trials {trials!r}: give a number of trials >= 1")
+        return points, requested
 
     # ---------------------------------------------------------------- validation
     def _check_values(self) -> None:
@@ -269,7 +292,47 @@ class Search(TicketWorker):
             self.say(f"search {self.name}: {text}")
 
     # ---------------------------------------------------------------- one trial
+    def _seed_score(
+        self, trial, *, tree: dict, fold_index: int, fold: tuple, seed_index: int, seed: int, where: str
+    ) -> float:
+        """Train ``seed`` (the trial's ``seed_index``-th) on ``fold`` (``(folds, fold)``, at
+        ``fold_index`` of the plan) of the trial's config ``tree``, reporting each evaluation to
+        optuna (which may prune the trial); returns the final metric, or raises
+        :class:`TrialFailed` when it is not a finite number."""
+        import optuna
+
+        k, f = fold
+        run_tree = apply_values(tree, {"data.folds": k, "data.fold": f, "train.seed": seed})
+        cfg = _load(run_tree, what="trial config")
+        offset = (fold_index * self.seeds + seed_index) * self.steps
+
+        def report(step: int, results: dict, offset=offset) -> None:
+            v = results.get(self.metric)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                trial.report(float(v), offset + int(step))
+                if trial.should_prune():
+                    trial.set_user_attr("pruned_at", offset + int(step))
+                    raise optuna.TrialPruned(f"pruned at step {offset + int(step)}")
+
+        run_dir = self.folder / "trials" / f"{trial.number:04d}" / f"fold{f}-seed{seed}"
+        self._stage(f"{where}: training {self.steps} steps")
+        t0 = time.perf_counter()
+        res = self.trainer(
+            cfg,
+            run_dir=run_dir,
+            report=report,
+            progress=self.progress,
+            stage=lambda text, where=where: self._stage(f"{where}: {text}"),
+        )
+        v = (res or {}).get(self.metric)
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TrialFailed(f"fold {f} seed {seed} gave no finite {self.metric} ({v!r})")
+        self._stage(f"{where}: {self.metric} {v:.4g} ({time.perf_counter() - t0:.1f} s)")
+        return float(v)
+
     def _objective(self, trial) -> float:
+        """The trial's score: the mean over folds of the mean over seeds of the metric (its folds,
+        std and per-seed values kept as user attrs); a failure is recorded or sent back to the queue."""
         import optuna
 
         if not trial.user_attrs.get("ticket"):
@@ -288,33 +351,11 @@ class Search(TicketWorker):
                 for si in range(self.seeds):
                     seed = first_seed + si
                     where = f"trial {trial.number} fold {fi + 1}/{len(self.fold_plan)} seed {seed}"
-                    run_tree = apply_values(tree, {"data.folds": k, "data.fold": f, "train.seed": seed})
-                    cfg = _load(run_tree, what="trial config")
-                    offset = (fi * self.seeds + si) * self.steps
-
-                    def report(step: int, results: dict, offset=offset) -> None:
-                        v = results.get(self.metric)
-                        if isinstance(v, (int, float)) and math.isfinite(v):
-                            trial.report(float(v), offset + int(step))
-                            if trial.should_prune():
-                                trial.set_user_attr("pruned_at", offset + int(step))
-                                raise optuna.TrialPruned(f"pruned at step {offset + int(step)}")
-
-                    run_dir = self.folder / "trials" / f"{trial.number:04d}" / f"fold{f}-seed{seed}"
-                    self._stage(f"{where}: training {self.steps} steps")
-                    t0 = time.perf_counter()
-                    res = self.trainer(
-                        cfg,
-                        run_dir=run_dir,
-                        report=report,
-                        progress=self.progress,
-                        stage=lambda text, where=where: self._stage(f"{where}: {text}"),
+                    vals.append(
+                        self._seed_score(
+                            trial, tree=tree, fold_index=fi, fold=(k, f), seed_index=si, seed=seed, where=where
+                        )
                     )
-                    v = (res or {}).get(self.metric)
-                    if not isinstance(v, (int, float)) or not math.isfinite(v):
-                        raise TrialFailed(f"fold {f} seed {seed} gave no finite {self.metric} ({v!r})")
-                    vals.append(float(v))
-                    self._stage(f"{where}: {self.metric} {v:.4g} ({time.perf_counter() - t0:.1f} s)")
                 per_seed.append(vals)
                 fold_values[fi] = statistics.fmean(vals)
                 trial.set_user_attr("folds", fold_values)

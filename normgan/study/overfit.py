@@ -46,6 +46,83 @@ __all__ = ["overfitting_scores"]
 BATCH_SIZE = 500
 
 
+def _reference_splits(run_dir: str | Path, cfg) -> tuple:
+    """The training and held-out reference datasets of the run's config ``cfg``; refuses a paired
+    run, a run without a held-out split, a held-out split smaller than the training split and a
+    training split of fewer than 2 images."""
+    from normgan.eval.evaluation import reference_dataset
+    from normgan.tasks.info import TASK_INFO
+
+    TASK_INFO.get(cfg.task).require_noise_samples(run_dir, what="; overfitting scores need an unconditional generator")
+    if cfg.data.holdout <= 0 and not cfg.data.folds:
+        raise UserError(
+            f"run '{run_dir}' was trained with data.holdout=0, so it has no held-out split; "
+            "train with data.holdout=0.9 (any value that leaves at least as many held-out as training "
+            "images)"
+        )
+    train = reference_dataset(cfg, "train")
+    heldout = reference_dataset(cfg, "test")
+    m = len(train)
+    if len(heldout) < m:
+        if cfg.data.folds:
+            raise UserError(
+                f"the held-out fold has {len(heldout)} images, fewer than the {m} training images; "
+                "train without data.folds and with a larger data.holdout (e.g. 0.9) so both FIDs use "
+                "references of equal size"
+            )
+        raise UserError(
+            f"the held-out split has {len(heldout)} images, fewer than the {m} training images; "
+            f"raise data.holdout (e.g. data.holdout=0.9) so both FIDs use references of equal size"
+        )
+    if m < 2:
+        raise UserError(f"the training split has {m} image(s); FID needs at least 2 (lower data.holdout)")
+    return train, heldout
+
+
+def _heldout_subsets(n_heldout: int, *, m: int, seed: int) -> tuple:
+    """Two disjoint subsets of ``m`` held-out indices, from a permutation seeded with ``seed`` (a
+    private ``torch.Generator``); the second is None when the held-out split has fewer than ``2 m``."""
+    perm = torch.randperm(n_heldout, generator=torch.Generator().manual_seed(int(seed)))
+    idx_a = perm[:m]
+    idx_b = perm[m : 2 * m] if n_heldout >= 2 * m else None
+    return idx_a, idx_b
+
+
+def _fake_features(extractor, G, *, device, n: int, seed: int) -> torch.Tensor:
+    """The features of ``n`` images of ``G``, drawn exactly as ReferenceScorer.generate does: from
+    the global RNG forked and seeded with ``seed`` (the caller's RNG untouched)."""
+    from normgan.eval.evaluation import noise_sampler
+    from normgan.metrics.evaluate import generated_features
+
+    dev = device
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(seed))
+        return generated_features(extractor, noise_sampler(G, dev), n=int(n), batch_size=BATCH_SIZE, device=dev)
+
+
+def _scores(fake, *, f_train, f_a, f_b, m: int, n_heldout: int, features: str) -> dict:
+    """The result of :func:`overfitting_scores` from the generated features ``fake``, the training
+    features ``f_train`` and the held-out subsets' features ``f_a`` and ``f_b`` (or None)."""
+    from normgan.metrics.functional import fid_from_features
+    from normgan.metrics.overfit import memorization_score
+
+    fid_train = fid_from_features(f_train, fake)
+    fid_heldout = fid_from_features(f_a, fake)
+    return {
+        "fid_train": fid_train,
+        "fid_heldout": fid_heldout,
+        "fid_gap": fid_heldout - fid_train,
+        "memorization": memorization_score(fake, train=f_train, heldout=f_a),
+        "memorization_real": None if f_b is None else memorization_score(f_b, train=f_train, heldout=f_a),
+        "fid_gap_real": None if f_b is None else fid_from_features(f_a, f_b) - fid_from_features(f_train, f_b),
+        "n_train": m,
+        "n_heldout": n_heldout,
+        "n": int(fake.shape[0]),
+        "features": features,
+    }
+
+
 def overfitting_scores(
     run_dir: str | Path,
     *,
@@ -79,47 +156,18 @@ def overfitting_scores(
         UserError: a paired run, a run without a held-out split, or a held-out split smaller than
         the training split (raise ``data.holdout``).
     """
-    from normgan.eval.evaluation import build_extractor, default_cache_dir, noise_sampler, reference_dataset
+    from normgan.eval.evaluation import build_extractor, default_cache_dir
     from normgan.eval.metric_info import check_eval_args
     from normgan.inference.sample import load_generator
-    from normgan.metrics.evaluate import generated_features, real_features
-    from normgan.metrics.functional import fid_from_features
-    from normgan.metrics.overfit import memorization_score
+    from normgan.metrics.evaluate import real_features
     from normgan.runtime.device import resolve_device
 
     check_eval_args(n=n, features=features, metrics=("fid",))
     dev = resolve_device(str(device))
     G, cfg = load_generator(run_dir, ema=ema, device=str(dev))
-    from normgan.tasks.info import TASK_INFO
-
-    TASK_INFO.get(cfg.task).require_noise_samples(run_dir, what="; overfitting scores need an unconditional generator")
-    if cfg.data.holdout <= 0 and not cfg.data.folds:
-        raise UserError(
-            f"run '{run_dir}' was trained with data.holdout=0, so it has no held-out split; "
-            "train with data.holdout=0.9 (any value that leaves at least as many held-out as training "
-            "images)"
-        )
-    train = reference_dataset(cfg, "train")
-    heldout = reference_dataset(cfg, "test")
+    train, heldout = _reference_splits(run_dir, cfg)
     m = len(train)
-    if len(heldout) < m:
-        if cfg.data.folds:
-            raise UserError(
-                f"the held-out fold has {len(heldout)} images, fewer than the {m} training images; "
-                "train without data.folds and with a larger data.holdout (e.g. 0.9) so both FIDs use "
-                "references of equal size"
-            )
-        raise UserError(
-            f"the held-out split has {len(heldout)} images, fewer than the {m} training images; "
-            f"raise data.holdout (e.g. data.holdout=0.9) so both FIDs use references of equal size"
-        )
-    if m < 2:
-        raise UserError(f"the training split has {m} image(s); FID needs at least 2 (lower data.holdout)")
-
-    perm = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(int(seed)))
-    idx_a = perm[:m]
-    idx_b = perm[m : 2 * m] if len(heldout) >= 2 * m else None
-
+    idx_a, idx_b = _heldout_subsets(len(heldout), m=m, seed=seed)
     extractor = build_extractor(
         features, cfg, device=dev, cache_dir=default_cache_dir(cache_dir), heldout=heldout, train=train
     )
@@ -127,24 +175,6 @@ def overfitting_scores(
     f_train = real_features(extractor, train, batch_size=BATCH_SIZE, device=dev)
     f_a = real_features(extractor, heldout, indices=idx_a, batch_size=BATCH_SIZE, device=dev)
     f_b = None if idx_b is None else real_features(extractor, heldout, indices=idx_b, batch_size=BATCH_SIZE, device=dev)
-
-    # exactly ReferenceScorer.generate: forked global RNG seeded with `seed`, the caller's RNG untouched
-    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(int(seed))
-        fake = generated_features(extractor, noise_sampler(G, dev), n=int(n), batch_size=BATCH_SIZE, device=dev)
-
-    fid_train = fid_from_features(f_train, fake)
-    fid_heldout = fid_from_features(f_a, fake)
-    return {
-        "fid_train": fid_train,
-        "fid_heldout": fid_heldout,
-        "fid_gap": fid_heldout - fid_train,
-        "memorization": memorization_score(fake, train=f_train, heldout=f_a),
-        "memorization_real": None if f_b is None else memorization_score(f_b, train=f_train, heldout=f_a),
-        "fid_gap_real": None if f_b is None else fid_from_features(f_a, f_b) - fid_from_features(f_train, f_b),
-        "n_train": m,
-        "n_heldout": int(idx_a.numel()),
-        "n": int(fake.shape[0]),
-        "features": str(getattr(extractor, "name", features)),
-    }
+    fake = _fake_features(extractor, G, device=dev, n=n, seed=seed)
+    name = str(getattr(extractor, "name", features))
+    return _scores(fake, f_train=f_train, f_a=f_a, f_b=f_b, m=m, n_heldout=int(idx_a.numel()), features=name)

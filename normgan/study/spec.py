@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from normgan.config import load_config, parse_override, read_yaml_file, resolve_config_path, to_dict
 from normgan.errors import ConfigError, UserError
@@ -157,12 +157,8 @@ def _seeds(value: Any, *, where: str) -> List[int]:
     raise UserError(f"{where}: seeds: {value!r}; give a count >= 1 or a list of integer seeds, e.g. [0, 1, 2]")
 
 
-def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optional[int] = None) -> StudySpec:
-    """Parse and validate a study: every variant's config (each seed's too) must load, so a bad
-    value is refused before the first run. ``overrides`` (``key=value``) and ``seeds`` (a count)
-    replace the file's for a smaller or larger version of a shipped study."""
-    path = find_study(name_or_path)
-    where = str(path)
+def _read_study_doc(path: Path, *, where: str) -> dict:
+    """The study file at ``path`` as a mapping; refuses a non-mapping, an unknown key and a missing config."""
     doc = read_yaml_file(path, what="study file")  # duplicate keys and aliases are one-line errors
     if not isinstance(doc, dict):
         raise UserError(f"{where}: a study file is a mapping with keys {', '.join(KEYS)}")
@@ -171,13 +167,25 @@ def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optio
         raise UserError(f"{where}: unknown key {unknown[0]!r}; a study file has: {', '.join(KEYS)}")
     if not doc.get("config"):
         raise UserError(f"{where}: no config; give the base config (a shipped name like mnist, or a YAML path)")
-    config = str(doc["config"])
+    return doc
+
+
+def _study_config_path(config: str, *, study_path: Path) -> Path:
+    """The base config file: ``config`` relative to the study file when that file exists, else a
+    shipped name or a path (``.yaml`` added to a bare name)."""
     cfg_path = Path(config)
-    if not cfg_path.is_absolute() and (path.parent / cfg_path).is_file():
-        cfg_path = path.parent / cfg_path
-    else:
-        cfg_path = resolve_config_path(config if config.endswith((".yaml", ".yml")) else f"{config}.yaml")
-    file_over = _flat_overrides(doc.get("overrides"), what=f"{where}: overrides")
+    if not cfg_path.is_absolute() and (study_path.parent / cfg_path).is_file():
+        return study_path.parent / cfg_path
+    return resolve_config_path(config if config.endswith((".yaml", ".yml")) else f"{config}.yaml")
+
+
+def _overridden_config(
+    cfg_path: Path, *, config: str, file_overrides: Any, overrides: Sequence[str], where: str
+) -> Tuple[Any, Dict[str, Any]]:
+    """The base config of ``cfg_path`` with the study file's overrides and then ``overrides``
+    (``key=value``, the later winning) applied, and those overrides merged; refuses an unknown
+    key and a value the config refuses."""
+    file_over = _flat_overrides(file_overrides, what=f"{where}: overrides")
     cli_over: Dict[str, Any] = {}
     for o in overrides:
         k, v = parse_override(o)  # the parser of `normgan train` overrides
@@ -195,9 +203,13 @@ def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optio
         cfg = load_config(base=base)
     except ConfigError as e:
         raise UserError(f"{where}: overrides: {e}") from None
-    base = to_dict(cfg)
-    info = TASK_INFO.get(cfg.task)
+    return cfg, all_over
 
+
+def _scoring(doc: dict, *, cfg, where: str) -> Tuple[str, Any, list]:
+    """The study's metric, threshold and measures, checked against the config ``cfg`` and its task
+    (a metric it computes, evaluation on, a numeric threshold, known measures that apply)."""
+    info = TASK_INFO.get(cfg.task)
     metric = str(doc.get("metric") or cfg.eval.best_metric)
     scores = info.scores
     if metric not in scores:
@@ -218,6 +230,41 @@ def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optio
         raise UserError(
             f"{where}: the overfitting measure scores unconditional generators; drop it for a {cfg.task} config"
         )
+    return metric, threshold, measures
+
+
+def _add_variants(spec: StudySpec, raw_variants: dict, *, where: str) -> None:
+    """Append the variants of ``raw_variants`` to ``spec`` in file order; refuses a bad name, a
+    shared key (compared at equal N and evaluation seed) and a key the base config lacks."""
+    for vname, values in raw_variants.items():
+        vname = str(vname)
+        if not NAME_RE.match(vname):
+            raise UserError(f"{where}: variant name {vname!r}: use letters, digits, '.', '_', '+' and '-' only")
+        values = _flat_overrides(values, what=f"{where}: variant {vname}")
+        for k in values:
+            if any(k == p.rstrip(".") or k.startswith(p) for p in SHARED_PREFIXES):
+                raise UserError(
+                    f"{where}: variant {vname} sets {k}; every run of a study shares it (compared at equal "
+                    "N and evaluation seed): set it in overrides"
+                )
+            _check_key(spec.base, k, where=f"{where}: variant {vname}")
+        spec.variants.append(Variant(name=vname, values=values))
+
+
+def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optional[int] = None) -> StudySpec:
+    """Parse and validate a study: every variant's config (each seed's too) must load, so a bad
+    value is refused before the first run. ``overrides`` (``key=value``) and ``seeds`` (a count)
+    replace the file's for a smaller or larger version of a shipped study."""
+    path = find_study(name_or_path)
+    where = str(path)
+    doc = _read_study_doc(path, where=where)
+    config = str(doc["config"])
+    cfg_path = _study_config_path(config, study_path=path)
+    cfg, all_over = _overridden_config(
+        cfg_path, config=config, file_overrides=doc.get("overrides"), overrides=overrides, where=where
+    )
+    base = to_dict(cfg)
+    metric, threshold, measures = _scoring(doc, cfg=cfg, where=where)
     raw_variants = doc.get("variants")
     if not isinstance(raw_variants, dict) or not raw_variants:
         raise UserError(
@@ -238,19 +285,7 @@ def load_study(name_or_path: str, *, overrides: Sequence[str] = (), seeds: Optio
         measures=list(measures),
         task=cfg.task,
     )
-    for vname, values in raw_variants.items():
-        vname = str(vname)
-        if not NAME_RE.match(vname):
-            raise UserError(f"{where}: variant name {vname!r}: use letters, digits, '.', '_', '+' and '-' only")
-        values = _flat_overrides(values, what=f"{where}: variant {vname}")
-        for k in values:
-            if any(k == p.rstrip(".") or k.startswith(p) for p in SHARED_PREFIXES):
-                raise UserError(
-                    f"{where}: variant {vname} sets {k}; every run of a study shares it (compared at equal "
-                    "N and evaluation seed): set it in overrides"
-                )
-            _check_key(base, k, where=f"{where}: variant {vname}")
-        spec.variants.append(Variant(name=vname, values=values))
+    _add_variants(spec, raw_variants, where=where)
     for v in spec.variants:
         try:
             load_config(base=spec.run_tree(v.name, spec.seeds[0]))
