@@ -465,7 +465,7 @@ class Trainer:
         scaler.scale(loss).backward(inputs=self._params[net])
         self.dist.average_gradients(self._params[net])
         if log and not phase.lazy:
-            self._grad_log[f"grad_norm/{net}"] = grad_norm((self.G if net == "G" else self.D).parameters())
+            self._grad_log[f"grad_norm/{net}"] = grad_norm(self.objective.nets[net].parameters())
         if phase.checks:
             check = functools.reduce(operator.add, pending)
             pending.clear()
@@ -490,7 +490,7 @@ class Trainer:
         """Apply the projection constraints (max-norm, clipping) of ``net`` after its optimizer step."""
         for c in self.constraints:
             if c.net == net:
-                c.project(self.G if net == "G" else self.D)
+                c.project(self.objective.nets[net])
 
     # ------------------------------------------------------------------ outputs
     def sample_grid(self) -> Tensor:

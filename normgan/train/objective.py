@@ -69,13 +69,14 @@ class Objective:
     def __init__(self, *, task, G, D, G_fwd, D_fwd, loss, regs, precision, device_type, share_real_forward) -> None:
         self.task, self.G, self.D, self.G_fwd, self.D_fwd, self.loss, self.regs = task, G, D, G_fwd, D_fwd, loss, regs
         self.precision, self.device_type, self.share_real_forward = precision, device_type, share_real_forward
+        self.nets = {"G": G, "D": D}
         self.stats: Dict[str, Tensor] = {}
         self.term_log: Dict[str, Tensor | float] = {}
         self._phases = {"D": self.d_main, "Dreg": self.d_lazy, "G": self.g_main, "Greg": self.g_lazy}
 
     def run(self, phase: Phase, step: int, carry: Optional[Carry], *, keep_graph: bool = True):
         """The phase's loss and carry; ``phase.freeze``'s parameters need no gradient meanwhile."""
-        with frozen({"D": self.D, "G": self.G, None: None}[phase.freeze]):
+        with frozen(self.nets.get(phase.freeze)):
             return self._phases[phase.name](step, carry, keep_graph)
 
     # ---------------------------------------------------------------- inputs of G and D
@@ -142,7 +143,7 @@ class Objective:
         None when there are none. The gain is the term's interval k (a lazy term runs every k-th step
         with k times its weight). ``d_real`` gives weight rules D's real logits in lazy phases."""
         out = None
-        module = self.G if net == "G" else self.D
+        module = self.nets[net]
         for r in self.regs:
             if r.net != net or (r.every > 1) != lazy or step % r.every:
                 continue
