@@ -32,7 +32,13 @@ CASES = {
     "r1": ["regularizers.r1={term: grad, net: D, at: real, weight: 1.0}"],
     "lazy_r1": ["regularizers.r1={term: grad, net: D, at: real, weight: 1.0, every: 2}"],
     "adaptive": ["regularizers.l2={term: weights, net: G, norm: l2, weight: {adaptive: uncertainty}}"],
-    "spectral": ["constraints.sn={kind: spectral, net: D}"],  # u, v buffers: equal on every rank and to one process
+    "spectral": ["constraints.sn={kind: spectral, net: D}"],
+    # R3GAN's objective: pairs are per shard, so the mean over ranks is the mean over the whole batch
+    "rpgan_r1_r2": [
+        "loss=rpgan",
+        "regularizers.r1={term: grad, net: D, at: real, weight: 1.0}",
+        "regularizers.r2={term: grad, net: D, at: fake, weight: 1.0}",
+    ],  # u, v buffers: equal on every rank and to one process
 }
 STEPS = 3
 

@@ -44,6 +44,18 @@ EXPECTED = {
     ),
     "wasserstein": (mean(fake.tolist()) - mean(real.tolist()), -mean(fake.tolist())),
 }
+# relativistic losses: pairs (r_i, f_i) by index (rpgan), or each logit against the other side's mean (ragan)
+m_r, m_f = mean(real.tolist()), mean(fake.tolist())
+EXPECTED["rpgan"] = (
+    mean([-log_sigmoid(r - f) for r, f in zip(real.tolist(), fake.tolist())]),
+    mean([-log_sigmoid(f - r) for r, f in zip(real.tolist(), fake.tolist())]),
+)
+EXPECTED["ragan"] = (
+    mean([-log_sigmoid(r - m_f) for r in real.tolist()])
+    + mean([-log_one_minus_sigmoid(f - m_r) for f in fake.tolist()]),
+    mean([-log_sigmoid(f - m_r) for f in fake.tolist()])
+    + mean([-log_one_minus_sigmoid(r - m_f) for r in real.tolist()]),
+)
 EXPECTED["mse"] = EXPECTED["lsgan"]
 EXPECTED["none"] = (0.0, 0.0)  # terms only: both losses are zero
 
@@ -60,7 +72,27 @@ def test_loss_matches_formula(name):
     loss = LOSSES.get(name)
     d_exp, g_exp = EXPECTED[name]
     assert_close(loss.d(real, fake).item(), d_exp, rtol=1e-6, atol=1e-6)
-    assert_close(loss.g(fake).item(), g_exp, rtol=1e-6, atol=1e-6)
+    g = loss.g(fake, real) if loss.g_real else loss.g(fake)
+    assert_close(g.item(), g_exp, rtol=1e-6, atol=1e-6)
+
+
+def test_rpgan_pairs_by_index_and_refuses_unpaired_batches():
+    """Shuffling the fakes changes RpGAN (it pairs index by index) but not RaGAN (batch means)."""
+    perm = torch.tensor([2, 0, 1])
+    rp, ra = LOSSES.get("rpgan"), LOSSES.get("ragan")
+    assert abs(rp.d(real, fake).item() - rp.d(real, fake[perm]).item()) > 1e-3
+    assert_close(ra.d(real, fake[perm]), ra.d(real, fake), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="pairs real and fake"):
+        rp.d(real, fake[:2])
+
+
+def test_rpgan_gradients_match_the_closed_form():
+    """d/dr_i of mean softplus(f - r) is -σ(f_i - r_i)/B, d/df_i is +σ(f_i - r_i)/B."""
+    r, f = real.double().requires_grad_(True), fake.double().requires_grad_(True)
+    LOSSES.get("rpgan").d(r, f).backward()
+    s = torch.sigmoid(fake.double() - real.double()) / len(real)
+    assert_close(r.grad, -s, rtol=1e-12, atol=1e-12)
+    assert_close(f.grad, s, rtol=1e-12, atol=1e-12)
 
 
 def test_bce_numbers_by_hand():
@@ -71,7 +103,8 @@ def test_bce_numbers_by_hand():
 def test_loss_is_stable_for_large_logits(name):
     loss = LOSSES.get(name)
     big = torch.tensor([80.0, -80.0])
-    assert torch.isfinite(loss.d(big, -big)) and torch.isfinite(loss.g(big))
+    g = loss.g(big, -big) if loss.g_real else loss.g(big)
+    assert torch.isfinite(loss.d(big, -big)) and torch.isfinite(g)
 
 
 def test_none_loss_gives_zero_gradients_to_the_networks():
