@@ -565,6 +565,11 @@ def _validate_eval(cfg: Config) -> None:
             task.check_best_metric(best_metric=e.best_metric, metrics=e.metrics)
         except UserError as err:  # the CLI option names (--n) become config keys (eval.n)
             raise ConfigError(str(err).replace("--", "eval.", 1) if str(err).startswith("--") else str(err)) from None
+        if "modes" in e.metrics and cfg.data.name != "stacked_mnist":
+            raise ConfigError(
+                f"eval.metrics: modes counts the 1000 digit triples of Stacked MNIST; data.name is {cfg.data.name!r}: "
+                "drop modes from eval.metrics or set data.name: stacked_mnist"
+            )
 
 
 #: seeds are unsigned 64-bit integers (torch.Generator.manual_seed's range)

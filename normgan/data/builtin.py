@@ -8,9 +8,18 @@ digits     sklearn ``load_digits`` 8x8, 0..16     1797   digit 0-9
 faces      skimage ``lfw_subset`` 25x25, 0..1     200    1 face (first 100), 0 not
 textures   64 px random crops of skimage brick,   3000   0 brick, 1 grass, 2 gravel
            grass, gravel (1000 each, seeded)
+stacked_   three mnist5k digits in the R, G, B       60000  100·d_R + 10·d_G + d_B
+mnist      channels (Stacked MNIST, 1000 modes)     26000  (0-999)
 =========  =====================================  =====  ========================
 
-All are greyscale (1 channel); pixels are scaled to 0..255 and rounded to uint8
+Stacked MNIST (VEEGAN/PacGAN's mode-collapse benchmark) is built per split: a training sample
+stacks three digits of mnist5k's TRAIN split drawn with the run's seed (60,000 samples); the
+held-out reference stacks digits of mnist5k's held-out split only (26,000 samples, the mode
+count's N, drawn with a constant seed so every run is scored against the same reference). No digit
+image is shared between the two. It is RGB (3 channels) and kept at 32 or 64 px (its memory grows
+with the square of the side).
+
+The others are greyscale (1 channel); pixels are scaled to 0..255 and rounded to uint8
 before the shared centre-crop + antialiased resize, except that ``mnist5k`` is
 lossless at 28 px (native) and 32 px (zero-padded by 2 px on each side, see
 :data:`PAD_UP_TO`): a bilinear 28 -> 32 resize blurs the strokes, and the
@@ -25,17 +34,22 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from normgan.data.dataset import DATASETS, Source
+from normgan.data.dataset import DATASETS, Source, split_indices
 from normgan.data.transforms import fit_rule, fit_to_resolution
+from normgan.errors import ConfigError
 
 TEXTURES = ("brick", "grass", "gravel")
 TEXTURE_CROPS = 1000  # crops per texture
 TEXTURE_CROP_SIZE = 64
 #: Largest resolution a built-in is zero-padded to (centred) instead of resized, for sources whose
 #: background is black; at larger resolutions they are resized as usual.
-PAD_UP_TO = {"mnist5k": 32}
+PAD_UP_TO = {"mnist5k": 32, "stacked_mnist": 32}
 #: Side of each built-in's source images (after the centre square crop).
-NATIVE_SIZE = {"mnist5k": 28, "digits": 8, "faces": 25, "textures": TEXTURE_CROP_SIZE}
+NATIVE_SIZE = {"mnist5k": 28, "digits": 8, "faces": 25, "textures": TEXTURE_CROP_SIZE, "stacked_mnist": 28}
+#: Stacked MNIST: samples per split (train from the run's seed, the held-out reference from a constant one)
+STACKED_COUNT = {"train": 60_000, "all": 60_000, "test": 26_000}
+STACKED_REFERENCE_SEED = 1_000
+STACKED_MAX_RESOLUTION = 64
 
 
 def fit_mode(name: str, resolution: int) -> str:
@@ -133,6 +147,35 @@ def load_digits(*, resolution: int, **_) -> Source:
 def load_faces(*, resolution: int, **_) -> Source:
     """200 skimage LFW 25x25 crops, values 0..1 scaled by 255; label 1 = face (first 100)."""
     return _source("faces", *_faces(), resolution)
+
+
+@DATASETS.register("stacked_mnist")
+def load_stacked_mnist(*, resolution: int, seed: int = 0, split: str = "train", holdout: float = 0.1, **_) -> Source:
+    """Stacked MNIST: sample i is digits (a_i, b_i, c_i) of mnist5k's ``split`` in the R, G, B channels,
+    drawn uniformly with replacement (``np.random.default_rng``: the run's ``seed`` for train/all,
+    :data:`STACKED_REFERENCE_SEED` for the held-out reference); label 100·d_R + 10·d_G + d_B."""
+    if resolution > STACKED_MAX_RESOLUTION:
+        raise ConfigError(
+            f"data.resolution: stacked_mnist is built in memory at 32 or 64 px, not {resolution}; "
+            f"set data.resolution to 32 (the benchmark's size) or {STACKED_MAX_RESOLUTION}"
+        )
+    x, y = _mnist5k()
+    idx = split_indices(len(x), split=split, holdout=holdout).numpy()
+    if idx.size == 0:
+        raise ConfigError(f"data.holdout: the {split} split of mnist5k is empty; set data.holdout to e.g. 0.1")
+    digits, _ = fit_to_resolution(torch.from_numpy(x[idx]).unsqueeze(1), resolution, pad_up_to=32)
+    draw_seed = STACKED_REFERENCE_SEED if split == "test" else int(seed)
+    pick = np.random.default_rng(draw_seed).integers(0, idx.size, size=(STACKED_COUNT[split], 3))
+    images = digits[:, 0][torch.from_numpy(pick)]  # (N, 3, R, R): channel c holds digit pick[:, c]
+    labels = (y[idx][pick] * np.array([100, 10, 1])).sum(axis=1)
+    identity = {"builtin": "stacked_mnist", "draw_seed": draw_seed, "count": STACKED_COUNT[split], "fit": "pad"}
+    return Source(
+        images=images,
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        name="stacked_mnist",
+        identity=identity,
+        presplit=True,
+    )
 
 
 @DATASETS.register("textures")

@@ -83,6 +83,9 @@ class Source:
     labels: torch.Tensor | None
     name: str
     identity: dict[str, Any] = field(default_factory=dict)
+    #: True when the loader built the requested split itself (``stacked_mnist`` stacks digits of one
+    #: split of its source); :func:`load_dataset` then takes the images as they are
+    presplit: bool = False
 
 
 class LeakError(RuntimeError):
@@ -181,15 +184,17 @@ def load_dataset(
     check_split_allowed(split, name=name)
     _check_options(resolution=resolution, channels=channels, split=split, holdout=holdout)
     loader = DATASETS.get(name, key="data.name")
-    src: Source = loader(root=root, resolution=resolution, seed=seed, strict=strict)
+    src: Source = loader(root=root, resolution=resolution, seed=seed, strict=strict, split=split, holdout=holdout)
     images = convert_channels(src.images, channels)
-    idx = split_indices(images.shape[0], split=split, holdout=holdout)
+    idx = (
+        torch.arange(images.shape[0]) if src.presplit else split_indices(images.shape[0], split=split, holdout=holdout)
+    )
     if idx.numel() == 0:
         raise DataError(
             f"data.split: the {split!r} split of {src.name!r} is empty ({images.shape[0]} images, holdout {holdout}); "
             + ("set data.holdout above 0" if split == "test" else "lower data.holdout or add images")
         )
-    if split == "all":
+    if split == "all" or src.presplit:
         images = images.clone() if images is src.images else images
         labels = src.labels.clone() if src.labels is not None else None
     else:

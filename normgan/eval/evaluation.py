@@ -376,6 +376,24 @@ def _evaluate_checkpoint(
     return res
 
 
+def run_config(run, checkpoint: str = "last.pt"):
+    """The validated config stored in a run's checkpoint (the run's config.yaml when it has none)."""
+    from normgan.config import load_config
+    from normgan.errors import UserError
+    from normgan.models.checkpoint import find_checkpoint, load_checkpoint
+
+    path = find_checkpoint(run, checkpoint)
+    saved = load_checkpoint(path, map_location="cpu").get("config")
+    if not isinstance(saved, dict):
+        raise UserError(f"checkpoint '{path}' has no config; it was not written by 'normgan train'")
+    return load_config(base=saved)
+
+
+def run_data_name(run, checkpoint: str = "last.pt") -> str:
+    """``data.name`` of the run's saved config."""
+    return run_config(run, checkpoint).data.name
+
+
 # ---------------------------------------------------------------------------------------------- periodic
 class PeriodicEvaluator:
     """Scores generators against reference features computed once at construction.
@@ -402,8 +420,6 @@ class PeriodicEvaluator:
         extractor: Optional[nn.Module] = None,
         progress: Optional[bool] = None,
     ) -> None:
-        from normgan.metrics import ReferenceScorer
-
         cfg = _cfg_from_any(cfg)
         self.metrics = check_eval_args(
             n=n, features=None if extractor is not None else features, metrics=metrics, reference=reference
@@ -416,6 +432,38 @@ class PeriodicEvaluator:
                 f"the {reference} split has {len(ref)} images; the evaluation needs at least 4 (raise data.holdout)"
             )
         self.reference_fingerprint, self.n_reference = ref.fingerprint, len(ref)
+        self.modes = mode_counter(
+            cfg,
+            ref,
+            self.metrics,
+            n=n,
+            seed=seed,
+            batch_size=batch_size,
+            device=self.device,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+        self.scorer, self.n, self.seed, self.features = None, int(n), int(seed), "none"
+        self.extractor, self.heldout_accuracy = None, None
+        if any(m in METRIC_NAMES for m in self.metrics):
+            self._feature_scorer(
+                cfg,
+                ref,
+                n=n,
+                features=features,
+                reference=reference,
+                seed=seed,
+                batch_size=batch_size,
+                extractor=extractor,
+                cache_dir=cache_dir,
+                progress=progress,
+            )
+
+    def _feature_scorer(self, cfg, ref, *, n, features, reference, seed, batch_size, extractor, cache_dir, progress):
+        """The extractor and the reference features of the feature metrics (FID/KID/PR/IS)."""
+        from normgan.metrics import ReferenceScorer
+
+        device = self.device
         if extractor is None:
             extractor = build_extractor(
                 features,
@@ -430,7 +478,7 @@ class PeriodicEvaluator:
             reference=ref,
             extractor=self.extractor,
             n=n,
-            metrics=self.metrics,
+            metrics=tuple(m for m in self.metrics if m in METRIC_NAMES),
             batch_size=batch_size,
             device=self.device,
             seed=seed,
@@ -445,18 +493,48 @@ class PeriodicEvaluator:
         was_training = G.training
         G.eval()
         try:
-            fake, logits = self.scorer.generate(noise_sampler(G, self.device), logits=self.scorer.has_logits)
+            res = {"n": self.n, "features": self.features} if self.scorer is None else self._score_features(G)
+            if self.modes is not None:
+                res.update(self.modes[0](noise_sampler(G, self.device)), **self.modes[1])
         finally:
             G.train(was_training)
-        res = self.scorer.score(fake, logits)
         res["reference"] = self.reference
+        res["eval_seconds"] = time.perf_counter() - t0
+        return res
+
+    def _score_features(self, G: nn.Module) -> dict:
+        fake, logits = self.scorer.generate(noise_sampler(G, self.device), logits=self.scorer.has_logits)
+        res = self.scorer.score(fake, logits)
         if logits is not None:
             res["class_coverage"] = class_coverage(logits, getattr(self.extractor, "num_classes", None))
         res["diversity"] = mean_pairwise_distance(fake) / self.real_spread if self.real_spread > 0 else float("nan")
         if self.heldout_accuracy is not None:
             res["domain_heldout_accuracy"] = float(self.heldout_accuracy)
-        res["eval_seconds"] = time.perf_counter() - t0
         return res
+
+
+def mode_counter(cfg, ref, metrics, *, n: int, seed: int, batch_size: int, device, cache_dir, progress):
+    """``(ModeCounter, its real-data floor and classifier accuracy)`` when ``metrics`` holds ``modes``
+    (the dataset must have known modes: stacked_mnist), else None."""
+    if "modes" not in metrics:
+        return None
+    from normgan.metrics.modes import ModeCounter, digit_classifier
+
+    if cfg.data.name != "stacked_mnist":
+        raise UserError(
+            f"metric modes counts the 1000 digit triples of Stacked MNIST; this run's data is {cfg.data.name!r}: "
+            "drop modes from the metrics (or train on data.name stacked_mnist)"
+        )
+    clf = digit_classifier(
+        resolution=cfg.data.resolution,
+        holdout=cfg.data.holdout,
+        cache_dir=default_cache_dir(cache_dir),
+        device=device,
+        progress=progress,
+    )
+    counter = ModeCounter(clf, n=n, batch_size=batch_size, seed=seed, device=device)
+    fixed = counter.floor(ref) | {"mode_classifier_accuracy": counter.accuracy}
+    return counter, fixed
 
 
 def make_periodic_evaluator(
@@ -581,6 +659,11 @@ class UnconditionalEvaluation(TaskEvaluation):
                 "--split is for paired runs (val or test); "
                 "an unconditional run is scored against --reference test|train"
             )
+        stacked = run_data_name(run, checkpoint) == "stacked_mnist"
+        if stacked:  # Stacked MNIST's protocol: its modes among 26,000 samples
+            from normgan.metrics.modes import DEFAULT_N as MODES_N
+
+            default_n, metrics = (MODES_N if n is None else n), metrics or "modes"
         n = default_n if n is None else n
         metrics = check_eval_args(n=n, features=features, metrics=metrics or "fid,kid,pr,is", reference=reference)
         check_eval_memory(n, features=features, metrics=metrics)

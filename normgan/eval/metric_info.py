@@ -27,6 +27,8 @@ from normgan.runtime.resources import available_memory, format_bytes
 
 __all__ = [
     "METRIC_NAMES",
+    "MODE_METRIC_NAMES",
+    "ALL_METRIC_NAMES",
     "PAIRED_METRIC_NAMES",
     "REFERENCES",
     "RESULT_KEYS",
@@ -51,8 +53,13 @@ __all__ = [
     "format_paired",
 ]
 
-#: metric groups accepted by ``--metrics`` / ``eval.metrics``
+#: the metric groups of samples' features (the default of ``--metrics`` / ``eval.metrics``)
 METRIC_NAMES = ("fid", "kid", "pr", "is")
+#: metric groups of a dataset with known modes (``stacked_mnist``): counted by a digit classifier
+#: per channel, not from features (:mod:`normgan.metrics.modes`)
+MODE_METRIC_NAMES = ("modes",)
+#: every group ``--metrics`` / ``eval.metrics`` accepts
+ALL_METRIC_NAMES = METRIC_NAMES + MODE_METRIC_NAMES
 #: the metrics of a paired (image-to-image) run, on its validation (training) or test (``normgan eval``)
 #: split; ``sharpness_ratio`` is always added, ``classifier_score`` needs a labelled task (digits)
 PAIRED_METRIC_NAMES = ("psnr", "ssim", "l1", "lpips", "classifier_score")
@@ -66,23 +73,53 @@ RESULT_KEYS = {
     "kid": ("kid_mean", "kid_std", "kid_subset_size", "kid_subsets"),
     "pr": ("precision", "recall"),
     "is": ("is_mean", "is_std"),
+    "modes": (
+        "modes",
+        "mode_kl",
+        "modes_n",
+        "modes_floor",
+        "mode_kl_floor",
+        "modes_floor_n",
+        "mode_classifier_accuracy",
+    ),
 }
 #: keys every evaluation adds whatever the groups (``class_coverage``: extractors with logits only)
 ALWAYS_KEYS = ("class_coverage", "diversity")
 #: the smallest number of generated (and real) samples each group is defined for
-MIN_SAMPLES = {"fid": 2, "kid": 2, "pr": PR_K + 1, "is": 2}
+MIN_SAMPLES = {"fid": 2, "kid": 2, "pr": PR_K + 1, "is": 2, "modes": 1}
 #: scores for which a larger value is better (``best.pt``); psnr/ssim are for paired synthesis
-HIGHER_IS_BETTER = ("precision", "recall", "is_mean", "class_coverage", "diversity", "psnr", "ssim", "classifier_score")
+HIGHER_IS_BETTER = (
+    "modes",
+    "precision",
+    "recall",
+    "is_mean",
+    "class_coverage",
+    "diversity",
+    "psnr",
+    "ssim",
+    "classifier_score",
+)
 #: scores for which a smaller value is better
-LOWER_IS_BETTER = ("fid", "kid_mean", "lpips", "l1")
+LOWER_IS_BETTER = ("fid", "kid_mean", "lpips", "l1", "mode_kl")
 #: the scores the unconditional evaluation can produce and ``eval.best_metric`` may name
-BEST_METRIC_CHOICES = ("fid", "kid_mean", "precision", "recall", "is_mean", "class_coverage", "diversity")
+BEST_METRIC_CHOICES = (
+    "fid",
+    "kid_mean",
+    "precision",
+    "recall",
+    "is_mean",
+    "class_coverage",
+    "diversity",
+    "modes",
+    "mode_kl",
+)
 
 _WHY = {
     "fid": "a covariance needs 2",
     "kid": "the unbiased MMD² needs 2",
     "pr": f"precision/recall with k={PR_K} needs k+1 = {PR_K + 1}",
     "is": "the Inception Score needs 2",
+    "modes": "counting modes needs 1",
 }
 
 
@@ -98,9 +135,11 @@ def min_samples(metrics: Iterable[str] = METRIC_NAMES) -> int:
 
 
 def produced_keys(metrics: Iterable[str]) -> tuple:
-    """The result keys an evaluation with these metric groups produces (``ALWAYS_KEYS`` included)."""
-    keys = [k for m in metric_tuple(metrics) for k in RESULT_KEYS.get(m, ())]
-    return tuple(keys) + ALWAYS_KEYS
+    """The result keys an evaluation with these metric groups produces (``ALWAYS_KEYS`` included
+    when a group of features is among them)."""
+    metrics = metric_tuple(metrics)
+    keys = [k for m in metrics for k in RESULT_KEYS.get(m, ())]
+    return tuple(keys) + (ALWAYS_KEYS if any(m in METRIC_NAMES for m in metrics) else ())
 
 
 def is_better(*, metric: str, value: float, best: Optional[float]) -> bool:
@@ -138,10 +177,10 @@ def check_eval_args(*, n=None, features=None, metrics=None, reference=None) -> O
     if metrics is not None:
         metrics = metric_tuple(metrics)
         if not metrics:
-            raise UserError(f"--metrics: empty list; give a comma-separated subset of {','.join(METRIC_NAMES)}")
+            raise UserError(f"--metrics: empty list; give a comma-separated subset of {','.join(ALL_METRIC_NAMES)}")
         for m in metrics:
-            if m not in METRIC_NAMES:
-                raise UserError(f"--metrics: unknown metric {m!r}; choose from {','.join(METRIC_NAMES)}")
+            if m not in ALL_METRIC_NAMES:
+                raise UserError(f"--metrics: unknown metric {m!r}; choose from {','.join(ALL_METRIC_NAMES)}")
     if n is not None:
         wanted = metrics if metrics is not None else METRIC_NAMES
         need = min_samples(wanted)
@@ -300,6 +339,17 @@ def kid_text(res: dict) -> str:
     )
 
 
+def modes_text(res: dict) -> str:
+    """Stacked MNIST's line: modes of 1000 and KL to uniform, beside the real-data floor at the same N
+    and the digit classifier's held-out accuracy."""
+    return (
+        f"modes {res['modes']} of 1000, KL {_fmt(res['mode_kl'], '.4f')} (N = {res.get('modes_n')}; real held-out "
+        f"digits: {res.get('modes_floor', 'n/a')} modes, KL {_fmt(res.get('mode_kl_floor'), '.4f')} at N = "
+        f"{res.get('modes_floor_n')}; digit classifier held-out accuracy "
+        f"{_fmt(res.get('mode_classifier_accuracy'), '.4f')})"
+    )
+
+
 def format_eval(res: dict, *, metrics=None) -> str:
     """The readable summary ``normgan eval`` prints.  ``metrics`` (the groups of ``--metrics`` when
     given): only their lines are printed, even when ``res`` holds more (a reused result computed
@@ -325,6 +375,8 @@ def format_eval(res: dict, *, metrics=None) -> str:
         lines.append(f"precision {_fmt(res['precision'], '.3f')}, recall {_fmt(res['recall'], '.3f')} (k=3)")
     if "is_mean" in res:
         lines.append(f"IS {_fmt(res['is_mean'], '.3f')} ± {_fmt(res['is_std'], '.2g')}")
+    if "modes" in res:
+        lines.append(modes_text(res))
     extra = []
     if res.get("class_coverage") is not None:
         extra.append(f"class coverage {_fmt(res['class_coverage'], '.2f')}")

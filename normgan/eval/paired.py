@@ -37,7 +37,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from normgan.eval.evaluation import EVALUATIONS, TaskEvaluation
+from normgan.eval.evaluation import EVALUATIONS, TaskEvaluation, run_config  # noqa: F401  (run_config re-exported)
 from normgan.eval.metric_info import PAIRED_METRIC_NAMES, format_paired  # noqa: F401  (format_paired moved there; re-exported)
 
 PAIRED_SPLITS = ("train", "val", "test")
@@ -361,19 +361,6 @@ def task_evaluation(task: str) -> type:
     """The :class:`~normgan.eval.evaluation.TaskEvaluation` of task ``task`` (every task's is registered
     once this module is imported)."""
     return EVALUATIONS.get(task, key="task")
-
-
-def run_config(run, checkpoint: str = "last.pt"):
-    """The validated config stored in a run's checkpoint (the run's config.yaml when it has none)."""
-    from normgan.config import load_config
-    from normgan.errors import UserError
-    from normgan.models.checkpoint import find_checkpoint, load_checkpoint
-
-    path = find_checkpoint(run, checkpoint)
-    saved = load_checkpoint(path, map_location="cpu").get("config")
-    if not isinstance(saved, dict):
-        raise UserError(f"checkpoint '{path}' has no config; it was not written by 'normgan train'")
-    return load_config(base=saved)
 
 
 def evaluate_paired_run(
