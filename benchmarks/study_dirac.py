@@ -1,7 +1,8 @@
 """The Dirac-GAN figure (Mescheder et al. 2018, Fig. 1/3) on normgan's losses and penalties.
 
 Writes docs/studies/dirac-gan.png (trajectories in the (θ, ψ) plane) and prints JSON with the
-distance to the equilibrium after the last step of each setting:
+distance to the equilibrium after the last step of each setting (and, for alternating bce / rpgan
+with none / R1 / R2 / R1 + R2, the spectral radius of the step linearized at (0, 0)):
 
     python benchmarks/study_dirac.py [--steps 3000] [--lr 0.1] [--out docs/studies/dirac-gan.png]
 """
@@ -17,13 +18,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from normgan.study.dirac import dirac_trajectory  # noqa: E402
+from normgan.study.dirac import DAMPING, alternating_spectral_radius, dirac_trajectory  # noqa: E402
 
 SETTINGS = [
     ("unregularized, alternating GD (bce)", dict(loss="bce", penalty="none")),
     ("unregularized, simultaneous GD (bce)", dict(loss="bce", penalty="none", simultaneous=True)),
     ("R1, γ = 1 (bce)", dict(loss="bce", penalty="r1", gamma=1.0)),
     ("WGAN-GP, λ = 1 (wasserstein)", dict(loss="wasserstein", penalty="wgan_gp", gamma=1.0)),
+    ("unregularized, alternating GD (rpgan)", dict(loss="rpgan", penalty="none")),
+    ("R1, γ = 1 (rpgan)", dict(loss="rpgan", penalty="r1", gamma=1.0)),
+    ("R2, γ = 1 (rpgan)", dict(loss="rpgan", penalty="r2", gamma=1.0)),
+    ("R1 + R2, γ = 1 (rpgan)", dict(loss="rpgan", penalty="r1_r2", gamma=1.0)),
 ]
 
 
@@ -33,7 +38,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--out", default="docs/studies/dirac-gan.png")
     args = parser.parse_args()
-    fig, axes = plt.subplots(1, len(SETTINGS), figsize=(4 * len(SETTINGS), 4))
+    cols = 4
+    rows = math.ceil(len(SETTINGS) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows))
+    axes = axes.ravel()
     result = {}
     for ax, (title, kw) in zip(axes, SETTINGS):
         traj = dirac_trajectory(steps=args.steps, lr=args.lr, **kw).numpy()
@@ -50,6 +58,9 @@ def main() -> None:
             "theta_end": float(traj[-1, 0]),
             "psi_end": float(traj[-1, 1]),
         }
+        if kw["loss"] in ("bce", "rpgan") and not kw.get("simultaneous"):
+            c = DAMPING[kw["penalty"]] * kw.get("gamma", 0.0)
+            result[title]["linearized_spectral_radius"] = alternating_spectral_radius(args.lr, c)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
