@@ -53,6 +53,8 @@ class OptimSchedule:
             for name, (spec, _) in specs.items()
             if isinstance(spec, dict)
         )
+        #: whether an lr or β2 follows a schedule (the loop then sets the optimizers before each step)
+        self.adam_scheduled = any(name != "ema_beta" for name in self.scheduled)
 
     def _at(self, name: str, step: int) -> float:
         return float(self.rules[name].value(WeightContext(step=step)))

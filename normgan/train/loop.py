@@ -447,7 +447,7 @@ class Trainer:
         and the EMA. Returns the last adversarial losses and D's logits (``loss/D``, ``loss/G``,
         ``d_real``, ``d_fake``)."""
         carry, pending = None, []  # pending: the losses since the last finite check
-        if self.hyper.scheduled:  # lr / β2 schedules: this step's values (constants stay as set)
+        if self.hyper.adam_scheduled:  # lr / β2 schedules: this step's values (constants stay as set)
             self._apply_optim_settings(step)
         for phase in self.phases:
             if not phase.due(step):
