@@ -80,8 +80,11 @@ class ModelConfig:
 
 @dataclass
 class AdamConfig:
-    lr: float = 5.0e-4  # 2e-4 (DCGAN) halved neither FID at 3,000 steps; see docs/decisions.md
-    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
+    # 5e-4: 2e-4 (DCGAN) halved neither FID at 3,000 steps; see docs/decisions.md. A number, or a
+    # schedule like a term weight's: {schedule: cosine_warmup, base: 2.0e-4, end: 10000} (lr_t = base × multiplier)
+    lr: Any = 5.0e-4
+    # [β1, β2]; β2 may be a schedule mapping too: [0.0, {schedule: cosine_warmup, base: 0.9, final: 1.1, end: 10000}]
+    betas: List[Any] = field(default_factory=lambda: [0.5, 0.999])
 
 
 @dataclass
@@ -91,6 +94,9 @@ class OptimConfig:
     d_steps: int = 1  # discriminator steps per generator step
     ema: float = 0.99  # decay of the EMA copy of G (0 disables averaging)
     ema_rampup: bool = True  # decay_t = min(ema, (1 + t) / (10 + t)): early samples are not stuck at init
+    # instead of ema: the EMA's half-life in images (R3GAN/StyleGAN), a number or a schedule mapping;
+    # β_t = 0.5^(data.batch_size / halflife_t), 0 at halflife_t = 0; null or 0: use optim.ema
+    ema_halflife: Any = None
     gate_lr: float = 1.0e-2  # learning rate of hard-concrete gate parameters (log α), which must travel far
 
 
@@ -306,6 +312,7 @@ def load_config(
         for layer in layers:
             _check_sections(layer)
             _check_shapes(layer, merged)
+            _replace_schedules(layer, merged)
             merged = OmegaConf.merge(merged, OmegaConf.create(layer))
         for _item, key, value in parsed:
             node = OmegaConf.select(merged, key, default=None) if value == {} else None
@@ -318,6 +325,7 @@ def load_config(
                 extra = {part: extra}
             _check_sections(extra)
             _check_shapes(extra, merged)
+            _replace_schedules(extra, merged)
             merged = OmegaConf.merge(merged, OmegaConf.create(extra))
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
@@ -337,6 +345,22 @@ MAPPING_SECTIONS = {
     "train": "train: {steps: 3000}",
     "eval": "eval: {every: 1000}",
 }
+
+
+#: keys that hold a number or a schedule mapping ``{schedule: NAME, base: ..., ...}`` (docs/decisions.md)
+SCHEDULABLE_KEYS = ("optim.g.lr", "optim.d.lr", "optim.ema_halflife")
+
+
+def _replace_schedules(layer: Any, merged: Any) -> None:
+    """A schedule mapping (one with ``schedule:``) given for a key of :data:`SCHEDULABLE_KEYS`
+    replaces the value before it instead of merging into it (the old schedule's options would stay);
+    a mapping without ``schedule:`` (``optim.g.lr.end=2000``) updates the keys of the one there."""
+    for key in SCHEDULABLE_KEYS:
+        value: Any = layer
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, dict) and "schedule" in value:
+            OmegaConf.update(merged, key, None, merge=False)
 
 
 def _check_sections(layer: Any) -> None:
@@ -373,7 +397,12 @@ def _check_shapes(layer: Any, node: Any, prefix: str = "") -> None:
                 f"{prefix}{k} is a list {whole}, not a mapping of keys (an index such as {prefix}{k}.0 "
                 f"cannot be set); set the whole list, e.g. {prefix}{k}=[{','.join(map(str, whole))}]"
             )
-        if isinstance(child, DictConfig) and v is not None and not isinstance(v, dict):
+        if (
+            isinstance(child, DictConfig)
+            and v is not None
+            and not isinstance(v, dict)
+            and f"{prefix}{k}" not in SCHEDULABLE_KEYS  # a number replaces a schedule
+        ):
             raise ConfigError(
                 f"{prefix}{k}: expected a mapping of keys, got a {type(v).__name__} ({str(v)[:40]}); "
                 f"write it as {prefix}{k}: {{key: value}}"
@@ -503,17 +532,58 @@ def _validate_models_and_optim(cfg: Config) -> None:
     for key, net in (("model.generator", g), ("model.discriminator", dd)):
         _check(net.width >= 1, f"{key}.width", net.width, "must be >= 1")
         _check(0.0 <= net.dropout < 1.0, f"{key}.dropout", net.dropout, "must be in [0, 1)")
-    for key, adam in (("optim.g", o.g), ("optim.d", o.d)):
-        _check(adam.lr > 0, f"{key}.lr", adam.lr, "must be > 0")
-        _check(
-            len(adam.betas) == 2 and all(0.0 <= b < 1.0 for b in adam.betas),
-            f"{key}.betas",
-            adam.betas,
-            "two numbers in [0, 1)",
-        )
     _check(o.gate_lr > 0, "optim.gate_lr", o.gate_lr, "must be > 0")
     _check(o.d_steps >= 1, "optim.d_steps", o.d_steps, "must be >= 1")
     _check(0.0 <= o.ema < 1.0, "optim.ema", o.ema, "must be in [0, 1)")
+    _validate_optim_schedules(cfg)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _validate_optim_schedules(cfg: Config) -> None:
+    """Check lr, betas and the EMA half-life, each a number or a schedule mapping (docs/decisions.md):
+    a schedule must stay in range at every step up to train.steps (checked at its breakpoints).
+    Numbers become floats, so a config reads the same whether it says 1 or 1.0."""
+    from normgan.regularizers.weights import check_schedule
+
+    o, steps = cfg.optim, cfg.train.steps
+    for key, adam in (("optim.g", o.g), ("optim.d", o.d)):
+        if isinstance(adam.lr, dict):
+            check_schedule(adam.lr, key=f"{key}.lr", steps=steps, positive_base=True)
+        else:
+            _check(_is_number(adam.lr) and adam.lr > 0, f"{key}.lr", adam.lr, "must be > 0 (or a schedule mapping)")
+            adam.lr = float(adam.lr)
+        betas = adam.betas
+        _check(len(betas) == 2, f"{key}.betas", betas, "two numbers in [0, 1) (β2 may be a schedule mapping)")
+        _check(
+            _is_number(betas[0]) and 0.0 <= betas[0] < 1.0,
+            f"{key}.betas",
+            betas,
+            "two numbers in [0, 1); only β2 (the second) may be a schedule mapping",
+        )
+        if isinstance(betas[1], dict):
+            check_schedule(betas[1], key=f"{key}.betas[1]", steps=steps, below=1.0)
+        else:
+            _check(_is_number(betas[1]) and 0.0 <= betas[1] < 1.0, f"{key}.betas", betas, "two numbers in [0, 1)")
+        adam.betas = [float(b) if _is_number(b) else b for b in betas]
+    h = o.ema_halflife
+    if isinstance(h, dict):
+        check_schedule(h, key="optim.ema_halflife", steps=steps)
+    elif h is not None:
+        _check(
+            _is_number(h) and 0 <= h < float("inf"),
+            "optim.ema_halflife",
+            h,
+            "a half-life in images is a number >= 0 (0 or null: use optim.ema), or a schedule mapping",
+        )
+        o.ema_halflife = float(h)
+    if o.ema_halflife not in (None, 0.0) and o.ema != OptimConfig.ema:
+        raise ConfigError(
+            f"optim.ema_halflife: set together with optim.ema={o.ema!r}; give one of them "
+            "(the EMA decay is either a constant optim.ema or follows the half-life)"
+        )
 
 
 def _validate_train(cfg: Config) -> None:

@@ -10,7 +10,7 @@ objects of ``normgan.regularizers``; the functions here only compute.
 * :func:`overfit_rt`, :func:`rt_controller_update` — the r_t overfitting controller.
 * Schedules ``fn(step, **params) -> float`` multiplier in [0, ∞) applied to a base weight:
   :func:`constant`, :func:`warmup`, :func:`linear_decay`, :func:`cosine_decay`, :func:`step_decay`,
-  :func:`start_at`; registered in ``SCHEDULES``.  Bad parameters raise ValueError.
+  :func:`start_at`, :func:`cosine_warmup`; registered in ``SCHEDULES``.  Bad parameters raise ValueError.
 """
 
 from __future__ import annotations
@@ -249,6 +249,36 @@ def start_at(step: int, *, start: int) -> float:
     return 1.0 if step >= start else 0.0
 
 
+@SCHEDULES.register("cosine_warmup")
+def cosine_warmup(
+    step: int, *, end: int, final: float = 0.0, warmup: int = 0, start_value: float = 0.0, hold: int = 0
+) -> float:
+    """R3GAN's ``cosine_decay_with_warmup`` (brownvc/R3GAN, ``training/training_loop.py``) in steps,
+    as a multiplier of the base value.
+
+    * ``[0, warmup)``: linear warm-up ``start_value + (1 − start_value)·step/warmup``;
+    * ``[warmup, warmup + hold)``: 1;
+    * ``[warmup + hold, end]``: ``final + (1 − final)·½(1 + cos(π t))``, t = (step − warmup − hold)/(end − warmup − hold);
+    * after ``end``: ``final``.
+
+    With warmup = hold = 0 it is R3GAN's burn-in decay ``final + ½(1 − final)(1 + cos(π·min(step, end)/end))``.
+    ``final`` > 1 gives a cosine increase (β₂ from 0.9 to 0.99: base 0.9, final 1.1).
+    """
+    _check_step(step)
+    for name, v in (("end", end), ("final", final), ("warmup", warmup), ("start_value", start_value), ("hold", hold)):
+        _nonneg(name, v, "cosine_warmup")
+    if end < warmup + hold:
+        raise ValueError(f"cosine_warmup end ({end}) must be >= warmup + hold ({warmup + hold})")
+    if step < warmup:
+        return float(start_value + (1.0 - start_value) * step / warmup)
+    if step < warmup + hold:
+        return 1.0
+    if step >= end:
+        return float(final)
+    t = (step - warmup - hold) / (end - warmup - hold)
+    return float(final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
 __all__ = [
     "grad_ratio_weight",
     "uncertainty_weighting",
@@ -264,4 +294,5 @@ __all__ = [
     "cosine_decay",
     "step_decay",
     "start_at",
+    "cosine_warmup",
 ]

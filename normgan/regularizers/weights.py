@@ -105,7 +105,8 @@ class ScheduleWeight(Weight):
 
     Config: ``weight: {schedule: warmup, base: 10, steps: 500}``; the other keys are the schedule
     function's keyword arguments (``linear``/``cosine``: start, end, final; ``step``: every, factor;
-    ``start_at``: start; ``warmup``: steps, start_value). Stateless: λ is a function of the step.
+    ``start_at``: start; ``warmup``: steps, start_value; ``cosine_warmup``: end, final, warmup,
+    start_value, hold). Stateless: λ is a function of the step.
     The schedule is evaluated once at build time so that bad windows (end before start) fail early.
     """
 
@@ -311,3 +312,49 @@ def build_weight(spec: Any, *, key: str):
     if not math.isfinite(spec) or spec < 0:
         raise ConfigError(f"{key}: bad value {spec!r}; weights must be finite and >= 0")
     return ConstantWeight(spec)
+
+
+# ----------------------------------------------------------------------------- optimizer hyperparameters
+
+
+def build_schedule(spec: Any, *, key: str) -> Weight:
+    """An optimizer hyperparameter (lr, Adam β₂, EMA half-life) as a rule of the step: a number
+    (:class:`ConstantWeight`) or a term weight's schedule mapping ``{schedule: NAME, base: ..., ...}``
+    (:class:`ScheduleWeight`, value = base × multiplier(step)). Adaptive rules follow the training,
+    which the loop's hyperparameters do not, and are refused. Raises ConfigError naming ``key``."""
+    if isinstance(spec, dict) and "schedule" not in spec:
+        raise ConfigError(
+            f"{key}: a mapping here is a schedule and needs 'schedule: NAME' ({', '.join(SCHEDULE_RULES)}), "
+            "e.g. {schedule: cosine_warmup, base: 2.0e-4, end: 10000}"
+        )
+    return build_weight(spec, key=key)
+
+
+def schedule_breakpoints(spec: dict, steps: int) -> list[int]:
+    """The steps in [0, steps] where a schedule's pieces meet: 0, ``steps``, every numeric option
+    and every sum of two (cosine_warmup's ``warmup + hold``), each ±1. Every registered multiplier is
+    monotone between them, so its extremes on [0, steps] are among these."""
+    opts = [int(v) for k, v in spec.items() if k not in ("schedule", "base") and isinstance(v, (int, float))]
+    opts = [v for v in opts if v >= 0]
+    points = {0, steps, *opts, *(a + b for i, a in enumerate(opts) for b in opts[i + 1 :])}
+    return sorted({min(max(p + d, 0), steps) for p in points for d in (-1, 0, 1)})
+
+
+def check_schedule(
+    spec: dict, *, key: str, steps: int, positive_base: bool = False, below: Optional[float] = None
+) -> Weight:
+    """Build a schedule mapping (:func:`build_schedule`) and check it before the first step:
+    ``positive_base``: its base must be > 0 (a learning rate); ``below``: its value must stay under
+    this bound at every step up to ``steps`` (β₂ < 1). One-line ConfigErrors naming ``key``."""
+    rule = build_schedule(spec, key=key)
+    if positive_base and not rule.base > 0:
+        raise ConfigError(f"{key}.base: bad value {spec.get('base', 1.0)!r}; must be > 0")
+    if below is not None:
+        for step in schedule_breakpoints(spec, steps):
+            value = rule.value(WeightContext(step=step))
+            if not value < below:
+                raise ConfigError(
+                    f"{key}: the schedule reaches {value:.6g} at step {step}; it must stay below {below:g} "
+                    "(lower its base or final)"
+                )
+    return rule

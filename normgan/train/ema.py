@@ -20,6 +20,15 @@ def ema_decay(step: int, *, decay: float, rampup: bool) -> float:
     return min(decay, (1.0 + step) / (10.0 + step)) if rampup else decay
 
 
+def ema_halflife_decay(halflife: float, *, batch_size: int) -> float:
+    """β = 0.5^(batch_size / halflife) for a half-life in images (StyleGAN's ``ema_kimg``, R3GAN's
+    ``ema_nimg``): after ``halflife`` images the weight of the current parameters has halved.
+    β = 0 at halflife = 0 (the EMA copies G)."""
+    if not halflife >= 0:
+        raise ValueError(f"EMA half-life must be >= 0 images, got {halflife!r}")
+    return 0.0 if halflife == 0 else 0.5 ** (batch_size / halflife)
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, *, beta: float) -> None:
     """θ_ema ← β θ_ema + (1 − β) θ for parameters; buffers (BN statistics) are copied."""

@@ -44,10 +44,11 @@ from normgan.runtime.distributed import Dist
 from normgan.runtime.version import __version__
 from normgan.tasks.builtin import TASKS
 from normgan.train.compiled import compile_module
-from normgan.train.ema import ema_decay, make_ema, update_ema
+from normgan.train.ema import make_ema, update_ema
+from normgan.train.hyper import OptimSchedule
 from normgan.train.logger import MetricsLogger, read_metrics, truncate_metrics
 from normgan.train.objective import Objective
-from normgan.train.phases import Phase, build_phases, lazy_adam_correction
+from normgan.train.phases import Phase, build_phases
 from normgan.train.run_dir import RunLock, new_run_dir
 
 CHECKPOINT_FORMAT = 1
@@ -71,6 +72,8 @@ RESUMABLE_KEYS = (
     "eval.",
     "optim.g.lr",
     "optim.d.lr",
+    "optim.g.lr.",  # a schedule mapping
+    "optim.d.lr.",
     "optim.g.betas",
     "optim.d.betas",
     "optim.gate_lr",
@@ -243,7 +246,7 @@ class Trainer:
             torch.cuda.manual_seed_all(t.seed)
 
     def _build_step(self) -> None:
-        """Networks, terms, optimizers, the step's phases and its objective."""
+        """Networks, terms, optimizers (with their lr/β2/EMA schedules), the step's phases and its objective."""
         cfg, t = self.cfg, self.cfg.train
         # sizes against free memory before allocating (one line naming the key, not the allocator's message)
         check_memory(
@@ -262,6 +265,7 @@ class Trainer:
         for r in self.regs:
             r.to(self.device)
         self.lazy_every = {net: max([r.every for r in self.regs if r.net == net], default=1) for net in ("G", "D")}
+        self.hyper = OptimSchedule(cfg.optim, batch_size=cfg.data.batch_size, lazy_every=self.lazy_every)
         # fp16: terms run in fp32 on their own forwards (PyTorch's recipe for gradient penalties under
         # AMP needs unscaled input gradients; an fp16 forward's input gradient underflows)
         # train.compile: also not (double backward through a compiled graph is not supported)
@@ -282,8 +286,8 @@ class Trainer:
         self.scalers = {
             net: torch.amp.GradScaler(self.device.type, enabled=self.precision == torch.float16) for net in ("G", "D")
         }
-        self.opt_g = self._adam("G", self.G, cfg.optim.g)
-        self.opt_d = self._adam("D", self.D, cfg.optim.d)
+        self.opt_g = self._adam("G", self.G)
+        self.opt_d = self._adam("D", self.D)
         self.opts = {"G": self.opt_g, "D": self.opt_d}
         # backward passes stop at these: no gradients into real images, z or interpolates (penalty leaves)
         self._params = {net: [p for g in opt.param_groups for p in g["params"]] for net, opt in self.opts.items()}
@@ -302,10 +306,10 @@ class Trainer:
             share_real_forward=share_real_forward,
         )
 
-    def _adam(self, which: str, net: nn.Module, ocfg) -> torch.optim.Adam:
-        """Adam over the network's parameters and its terms' learned weights; gates (log α) get ``optim.gate_lr``."""
-        lr, betas = lazy_adam_correction(ocfg.lr, ocfg.betas, self.lazy_every[which])
-        gate_lr, _ = lazy_adam_correction(self.cfg.optim.gate_lr, ocfg.betas, self.lazy_every[which])
+    def _adam(self, which: str, net: nn.Module) -> torch.optim.Adam:
+        """Adam over the network's parameters and its terms' learned weights; gates (log α) get
+        ``optim.gate_lr``. Its lr and betas are those of step 0 (:mod:`normgan.train.hyper`)."""
+        lr, betas, gate_lr = self.hyper.adam(which, 0)
         gates = [p for n, p in net.named_parameters() if n.endswith("log_alpha")]
         params = [p for n, p in net.named_parameters() if not n.endswith("log_alpha")]
         params += [p for r in self.regs if r.net == which for p in r.weight.parameters()]
@@ -397,7 +401,7 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"checkpoint '{path}' does not match the config's optimizers ({first}); {fix}") from None
-        self._apply_optim_settings()
+        self._apply_optim_settings(int(state["step"]))
         for net, saved in (state.get("scalers") or {}).items():
             if saved and net in self.scalers and self.scalers[net].is_enabled():
                 self.scalers[net].load_state_dict(saved)
@@ -410,12 +414,12 @@ class Trainer:
         best = state.get("best") or {}
         self.best_score, self.best_step = best.get("score"), best.get("step")
 
-    def _apply_optim_settings(self) -> None:
-        """Set lr and betas of the (restored) optimizers from the config, with the lazy correction."""
-        o = self.cfg.optim
-        for which, opt, ocfg in (("G", self.opt_g, o.g), ("D", self.opt_d, o.d)):
-            lr, betas = lazy_adam_correction(ocfg.lr, ocfg.betas, self.lazy_every[which])
-            gate_lr, _ = lazy_adam_correction(o.gate_lr, ocfg.betas, self.lazy_every[which])
+    def _apply_optim_settings(self, step: int) -> None:
+        """Set lr and betas of the optimizers to the config's values at ``step``, with the lazy
+        correction (:meth:`OptimSchedule.adam`): on restoring a checkpoint, and before each step
+        when some of them follow a schedule."""
+        for which, opt in self.opts.items():
+            lr, betas, gate_lr = self.hyper.adam(which, step)
             for i, group in enumerate(opt.param_groups):
                 group["lr"], group["betas"] = (lr if i == 0 else gate_lr), betas
 
@@ -443,6 +447,8 @@ class Trainer:
         and the EMA. Returns the last adversarial losses and D's logits (``loss/D``, ``loss/G``,
         ``d_real``, ``d_fake``)."""
         carry, pending = None, []  # pending: the losses since the last finite check
+        if self.hyper.adam_scheduled:  # lr / β2 schedules: this step's values (constants stay as set)
+            self._apply_optim_settings(step)
         for phase in self.phases:
             if not phase.due(step):
                 continue
@@ -452,7 +458,7 @@ class Trainer:
                 self._update(phase, loss, log=log, pending=pending)
         # BatchNorm statistics, EMAs and controllers of terms: the mean over ranks (one process: nothing)
         self.dist.average_([*self.G.buffers(), *self.D.buffers(), *(b for r in self.regs for b in r.buffers())])
-        update_ema(self.G_ema, self.G, beta=ema_decay(step, decay=self.cfg.optim.ema, rampup=self.cfg.optim.ema_rampup))
+        update_ema(self.G_ema, self.G, beta=self.hyper.ema_beta(step))
         return dict(self.objective.stats)
 
     def _update(self, phase: Phase, loss: Tensor, *, log: bool, pending: List[Tensor]) -> None:
@@ -660,6 +666,7 @@ class Trainer:
         row["images_per_s"] = images_per_s
         row.update({k: float(v) for k, v in self.objective.term_log.items()})
         row.update(self._grad_log)
+        row.update(self.hyper.log(self.step - 1))  # the scheduled lr/β2/EMA β of the step just taken
         return row
 
     def _periodic_outputs(self, logger) -> None:
