@@ -263,6 +263,8 @@ class Study(TicketWorker):
         from normgan.tasks.info import TASK_INFO
 
         columns = list(TASK_INFO.get(s.task).study_columns)
+        if "modes" in (s.base.get("eval") or {}).get("metrics", ()):  # Stacked MNIST: modes and KL first
+            columns = ["modes", "mode_kl", *columns]
         if s.metric not in columns:
             columns.insert(0, s.metric)
         if "overfitting" in s.measures:
