@@ -23,8 +23,9 @@ from normgan.data import batch_to_float, load_dataset
 from normgan.models import build_discriminator, build_generator
 
 
-def bare_loop(cfg, steps: int) -> float:
-    """The plain PyTorch DCGAN loop (as in the PyTorch DCGAN example); returns images/s."""
+def bare_loop(cfg, steps: int, step=plain_gan_step) -> float:
+    """The plain PyTorch loop (as in the PyTorch DCGAN example) with the networks of ``cfg``, one
+    ``step(G, D, opt_g, opt_d, real, z)`` per batch; returns images/s."""
     torch.manual_seed(cfg.train.seed)
     data = load_dataset(name=cfg.data.name, resolution=cfg.data.resolution, split="train", holdout=cfg.data.holdout)
     images = data.images
@@ -40,7 +41,7 @@ def bare_loop(cfg, steps: int) -> float:
             perm, pos = torch.randperm(len(images)), 0
         real = batch_to_float(images[perm[pos : pos + B]])
         pos += B
-        plain_gan_step(G, D, opt_g, opt_d, real, torch.randn(B, zdim))
+        step(G, D, opt_g, opt_d, real, torch.randn(B, zdim))
     return steps * B / (time.perf_counter() - start)
 
 

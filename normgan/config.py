@@ -727,10 +727,14 @@ def check_per_sample_penalties(cfg: Config) -> None:
     DRAGAN) on a discriminator with BatchNorm.
 
     With BatchNorm in training mode D(x_b) depends on every sample of the batch, so ∇_{x_b} D is not
-    the per-sample gradient the penalty is defined on (R1 differs by ~12% at batch 16).
+    the per-sample gradient the penalty is defined on (R1 differs by ~12% at batch 16). A
+    discriminator without a ``norm`` option (r3gan: no normalization layer) ignores the field.
     """
-    norm = cfg.model.discriminator.norm
-    if norm not in BATCH_MIXING_NORMS:
+    from normgan.models import DISCRIMINATORS
+    from normgan.models.registry import declares
+
+    norm, name = cfg.model.discriminator.norm, cfg.model.discriminator.name
+    if norm not in BATCH_MIXING_NORMS or (name in DISCRIMINATORS and not declares(DISCRIMINATORS, name, "norm")):
         return
     from normgan.regularizers import TERMS
 

@@ -27,6 +27,12 @@ def _parameters(factory) -> list[str]:
     return [p for p in inspect.signature(factory).parameters if p not in ("self", "kwargs")]
 
 
+def declares(registry: Registry, name: str, option: str) -> bool:
+    """True when entry ``name`` of ``registry`` takes ``option`` (a keyword parameter of its factory):
+    e.g. whether a discriminator uses the shared ``norm`` field at all (r3gan has no norm layer)."""
+    return option in _parameters(registry.get(name))
+
+
 def takes_image_input(name: str) -> bool:
     """True for an image-to-image generator (its factory takes ``in_channels``), False for z -> image."""
     return "in_channels" in _parameters(GENERATORS.get(name, key="model.generator.name"))

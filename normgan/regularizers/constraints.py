@@ -89,13 +89,26 @@ class SpectralNorm(_SpectralNorm):
         return spectral_divide(weight, sigma, uv)
 
 
+@torch.no_grad()
+def _redraw_if_zero(weight: torch.Tensor, dim: int) -> None:
+    """W/σ(W) is undefined at W = 0 (and power iteration collapses u, v to 0 there, so σ would stay 0):
+    an all-zero weight — e.g. the zero-initialised last conv of r3gan's residual blocks — is redrawn
+    from N(0, 1/fan_in) before spectral normalization. Only W's direction matters under SN, so no
+    other choice of scale would differ; such a residual block is then not the identity at init."""
+    if weight.is_meta or weight.any():
+        return
+    fan_in = weight.numel() // weight.shape[dim]
+    weight.normal_(0.0, fan_in**-0.5)
+
+
 @CONSTRAINTS.register("spectral")
 class SpectralConstraint(Constraint):
     """Spectral normalization (Miyato 2018): W/σ(W) on every Conv/ConvTranspose/Linear layer.
 
     :class:`SpectralNorm` (torch's parametrization, dim 1 for ConvTranspose): ``n_power_iterations``
     power iterations per update of the weights (u, v kept across steps; none in eval mode or when
-    the weights are frozen). State dict keys become ``...parametrizations.weight.original`` (+
+    the weights are frozen). An all-zero weight is first redrawn at random (W/σ(W) is undefined at 0).
+    State dict keys become ``...parametrizations.weight.original`` (+
     ``_u``/``_v``). Config: ``sn: {kind: spectral, net: D}``.
     """
 
@@ -109,6 +122,7 @@ class SpectralConstraint(Constraint):
         for m in _layers(module):
             if not parametrize.is_parametrized(m, "weight"):
                 dim = 1 if isinstance(m, _TRANSPOSED) else 0
+                _redraw_if_zero(m.weight, dim)
                 parametrize.register_parametrization(
                     m, "weight", SpectralNorm(m.weight, self.n_power_iterations, dim, self.eps)
                 )
