@@ -39,9 +39,15 @@ def test_stacked_mnist_stacks_three_digits_of_one_split_with_their_label():
 
 
 def test_stacked_mnist_covers_the_modes_uniformly_and_follows_the_seed():
-    a, b = load_dataset(name="stacked_mnist", split="train", seed=1), load_dataset(name="stacked_mnist", split="train", seed=2)
+    a, b = (
+        load_dataset(name="stacked_mnist", split="train", seed=1),
+        load_dataset(name="stacked_mnist", split="train", seed=2),
+    )
     assert a.fingerprint != b.fingerprint and not torch.equal(a.labels[:100], b.labels[:100])
-    test_1, test_2 = load_dataset(name="stacked_mnist", split="test", seed=1), load_dataset(name="stacked_mnist", split="test", seed=2)
+    test_1, test_2 = (
+        load_dataset(name="stacked_mnist", split="test", seed=1),
+        load_dataset(name="stacked_mnist", split="test", seed=2),
+    )
     assert torch.equal(test_1.labels, test_2.labels)  # one reference for every run
     counts = torch.bincount(a.labels, minlength=NUM_MODES).numpy()
     assert (counts > 0).all()

@@ -47,3 +47,17 @@ def test_rpgan_with_r1_and_r2_trains(tmp_path):
         assert math.isfinite(float(out["loss/D"])) and math.isfinite(float(out["loss/G"]))
     log = tr.objective.term_log
     assert float(log["reg/r1/raw"]) > 0 and float(log["reg/r2/raw"]) > 0
+
+
+def test_r2_reusing_ds_forward_on_the_fakes_equals_its_own_forward(tmp_path):
+    """R2 (and R1) computed from the D step's logits give the same update as on their own D forwards."""
+    states = []
+    for share in (True, False):
+        tr = Trainer(load_config(overrides=TINY + R3), run_dir=tmp_path / f"run{share}", progress=False)
+        assert tr.objective.share_fake_forward and tr.objective.share_real_forward
+        tr.objective.share_fake_forward = tr.objective.share_real_forward = share
+        for step in range(3):
+            tr.train_step(step)
+        states.append({k: v.clone() for k, v in tr.D.state_dict().items()})
+    for k in states[0]:
+        assert_close(states[0][k], states[1][k], rtol=1e-5, atol=1e-6)

@@ -69,6 +69,7 @@ class Term(nn.Module):
     * ``per_sample_gradients`` (class level): the term differentiates D per sample, so a batch-mixing
       D norm (BatchNorm) is refused (``config.check_per_sample_penalties``);
     * ``shares_real_forward``: the term can reuse the D step's forward on the real batch (R1);
+    * ``shares_fake_forward``: the term can reuse the D step's forward on the generated batch (R2);
     * ``needs_gates``: the generator must be built with hard-concrete gates (L0 weights term).
     """
 
@@ -76,6 +77,7 @@ class Term(nn.Module):
     paired_only: bool = False
     per_sample_gradients: bool = False
     shares_real_forward: bool = False
+    shares_fake_forward: bool = False
     needs_gates: bool = False
 
     def __init__(self, *, net: str) -> None:

@@ -175,10 +175,17 @@ class GradTerm(Term):
         """R1 can reuse the main D step's forward on real images (the loop then sets requires_grad)."""
         return self.at == "real" and self.center == 0
 
+    @property
+    def shares_fake_forward(self) -> bool:
+        """R2 can reuse the main D step's forward on generated images (their detached copy then requires grad)."""
+        return self.at == "fake" and self.center == 0
+
     def forward(self, ctx: TermContext) -> Tensor:
         D = ctx.D_of
         if self.shares_real_forward and ctx.d_real is not None and ctx.real.requires_grad:
             return r1_from_logits(ctx.d_real, ctx.real, half=self.half)
+        if self.shares_fake_forward and ctx.d_fake is not None and ctx.fake.requires_grad:
+            return r1_from_logits(ctx.d_fake, ctx.fake, half=self.half)
         if self.at in ("real", "fake"):
             x = ctx.real if self.at == "real" else ctx.fake.detach()
             if self.center == 0:

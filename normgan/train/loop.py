@@ -269,11 +269,13 @@ class Trainer:
         # fp16: terms run in fp32 on their own forwards (PyTorch's recipe for gradient penalties under
         # AMP needs unscaled input gradients; an fp16 forward's input gradient underflows)
         # train.compile: also not (double backward through a compiled graph is not supported)
-        share_real_forward = (
-            self.precision != torch.float16
-            and not t.compile
-            and any(r.term.shares_real_forward for r in self.regs if r.net == "D" and r.every == 1)
+        shared = (
+            [r.term for r in self.regs if r.net == "D" and r.every == 1]
+            if self.precision != torch.float16 and not t.compile
+            else []
         )
+        share_real_forward = any(term.shares_real_forward for term in shared)
+        share_fake_forward = any(term.shares_fake_forward for term in shared)
         # train.compile: the adversarial forwards go through compiled modules (sharing the parameters);
         # terms, EMA, weight rules and checkpoints see the eager ones, so penalties' double backward
         # (R1, WGAN-GP, path length) runs eagerly
@@ -304,6 +306,7 @@ class Trainer:
             precision=self.precision,
             device_type=self.device.type,
             share_real_forward=share_real_forward,
+            share_fake_forward=share_fake_forward,
         )
 
     def _adam(self, which: str, net: nn.Module) -> torch.optim.Adam:

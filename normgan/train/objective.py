@@ -60,15 +60,31 @@ class Objective:
         G, D: the raw modules (terms and weight rules read them); G_fwd, D_fwd: the same modules
             for the adversarial forwards, maybe compiled.
         share_real_forward: R1 reuses D's forward on the real batch (the real images then require
-            gradients).
+            gradients); share_fake_forward: R2 reuses D's forward on the generated batch (its
+            detached copy then requires gradients).
         precision: the forwards' autocast dtype (None: fp32); under fp16 terms run in fp32.
         task: the run's task (batches, G's input, D as a function of the image); loss: an
             :class:`~normgan.functional.losses.AdversarialLoss`; regs: the run's regularizers.
     """
 
-    def __init__(self, *, task, G, D, G_fwd, D_fwd, loss, regs, precision, device_type, share_real_forward) -> None:
+    def __init__(
+        self,
+        *,
+        task,
+        G,
+        D,
+        G_fwd,
+        D_fwd,
+        loss,
+        regs,
+        precision,
+        device_type,
+        share_real_forward,
+        share_fake_forward=False,
+    ) -> None:
         self.task, self.G, self.D, self.G_fwd, self.D_fwd, self.loss, self.regs = task, G, D, G_fwd, D_fwd, loss, regs
         self.precision, self.device_type, self.share_real_forward = precision, device_type, share_real_forward
+        self.share_fake_forward = share_fake_forward
         self.nets = {"G": G, "D": D}
         self.stats: Dict[str, Tensor] = {}
         self.term_log: Dict[str, Tensor | float] = {}
@@ -96,13 +112,16 @@ class Objective:
         critic, critic_fwd = self.critics(b)
         with self.autocast():
             fake = self.generate(b, keep_graph=keep_graph)
+            fake_d = (
+                fake.detach().requires_grad_(True) if self.share_fake_forward else fake.detach()
+            )  # R2 reuses D(fake)
             # parametrized weights (spectral norm) are computed once per D step: one power iteration
             # per update, and the same normalized weights for real, fake and penalty forwards
             with parametrize.cached():
-                d_real, d_fake = critic_fwd(real), critic_fwd(fake.detach())
+                d_real, d_fake = critic_fwd(real), critic_fwd(fake_d)
                 loss = self.loss.d(d_real, d_fake)
                 ctx = self.context(
-                    b, critic, real=real, fake=fake.detach(), z=b.g_in, d_real=d_real, d_fake=d_fake, target=b.target
+                    b, critic, real=real, fake=fake_d, z=b.g_in, d_real=d_real, d_fake=d_fake, target=b.target
                 )
                 extra = self.terms("D", ctx, step, lazy=False, adv_loss=loss)
         self.stats.update({"loss/D": loss.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()})
