@@ -131,3 +131,64 @@ def test_mode_count_agrees_with_an_independent_classifier(tmp_path):
     assert abs(res["modes"] - modes) <= 0.03 * modes, (res["modes"], modes)
     assert abs(res["mode_kl"] - kl) <= 0.05, (res["mode_kl"], kl)
     assert 900 < modes <= 1000 and kl > 0.1  # the skew shows (uniform would be ~0.1 at N = 5,000)
+
+
+def test_eval_of_a_stacked_run_prints_modes_and_kl_from_a_fresh_machine(tmp_path):
+    """train → eval on Stacked MNIST from an empty HOME and cache: the modes line, its floor and the
+    classifier's accuracy; the JSON agrees with the printed line and with a count on the run's own
+    generator by the library (same seed, same samples)."""
+    import json
+    import os
+    import re
+
+    from conftest import run_cli
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("NORMGAN_CACHE", "HOME", "XDG_CACHE_HOME", "TORCH_HOME")}
+    env.update(
+        HOME=str(home), XDG_CACHE_HOME=str(tmp_path / "xdg"), TORCH_HOME=str(tmp_path / "th"), NORMGAN_OFFLINE="1"
+    )
+    tiny = [
+        "data.name=stacked_mnist",
+        "data.batch_size=8",
+        "model.generator.width=4",
+        "model.discriminator.width=4",
+        "model.discriminator.norm=none",
+        "train.steps=4",
+        "train.log_every=2",
+        "train.sample_every=4",
+        "train.checkpoint_every=4",
+        "train.num_samples=4",
+        "train.tensorboard=false",
+        "regularizers={}",
+        "loss=rpgan",
+    ]
+    p = run_cli(
+        "train", *tiny, "--runs-dir", str(tmp_path / "runs"), "--name", "s", "--no-progress", env=env, cwd=tmp_path
+    )
+    assert p.returncode == 0, p.stderr
+    run = tmp_path / "runs" / "s"
+    p = run_cli("eval", str(run), "--n", "600", env=env, cwd=tmp_path, timeout=900)
+    assert p.returncode == 0, p.stderr
+    line = next(x for x in p.stdout.splitlines() if x.startswith("modes "))
+    m = re.match(
+        r"modes (\d+) of 1000, KL ([0-9.]+) \(N = 600; real held-out digits: (\d+) modes, KL ([0-9.]+) at N = 600; "
+        r"digit classifier held-out accuracy ([0-9.]+)\)",
+        line,
+    )
+    assert m, line
+    p = run_cli("eval", str(run), "--n", "600", "--json", env=env, cwd=tmp_path, timeout=900)
+    res = json.loads(p.stdout)
+    assert res["modes"] == int(m.group(1)) and abs(res["mode_kl"] - float(m.group(2))) < 1e-4
+    assert res["modes_floor"] == int(m.group(3)) and 0.9 < res["mode_classifier_accuracy"] <= 1.0
+    assert 400 < res["modes_floor"] <= 600  # 600 real samples: ~1000·(1 − e^−0.6) = 451 distinct modes expected
+    # the library's count on the run's EMA generator (same seed) gives the same numbers
+    from normgan.eval.evaluation import noise_sampler
+    from normgan.inference.sample import load_generator
+    from normgan.metrics.modes import ModeCounter, digit_classifier
+
+    G, cfg = load_generator(run, ema=True, device="cpu")
+    clf = digit_classifier(resolution=32, holdout=cfg.data.holdout, cache_dir=home / ".cache" / "normgan")
+    again = ModeCounter(clf, n=600, seed=0)(noise_sampler(G.eval(), "cpu"))
+    assert again["modes"] == res["modes"] and abs(again["mode_kl"] - res["mode_kl"]) < 1e-9
