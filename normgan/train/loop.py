@@ -266,16 +266,7 @@ class Trainer:
             r.to(self.device)
         self.lazy_every = {net: max([r.every for r in self.regs if r.net == net], default=1) for net in ("G", "D")}
         self.hyper = OptimSchedule(cfg.optim, batch_size=cfg.data.batch_size, lazy_every=self.lazy_every)
-        # fp16: terms run in fp32 on their own forwards (PyTorch's recipe for gradient penalties under
-        # AMP needs unscaled input gradients; an fp16 forward's input gradient underflows)
-        # train.compile: also not (double backward through a compiled graph is not supported)
-        shared = (
-            [r.term for r in self.regs if r.net == "D" and r.every == 1]
-            if self.precision != torch.float16 and not t.compile
-            else []
-        )
-        share_real_forward = any(term.shares_real_forward for term in shared)
-        share_fake_forward = any(term.shares_fake_forward for term in shared)
+        share_real_forward, share_fake_forward = self._shared_forwards()
         # train.compile: the adversarial forwards go through compiled modules (sharing the parameters);
         # terms, EMA, weight rules and checkpoints see the eager ones, so penalties' double backward
         # (R1, WGAN-GP, path length) runs eagerly
@@ -308,6 +299,16 @@ class Trainer:
             share_real_forward=share_real_forward,
             share_fake_forward=share_fake_forward,
         )
+
+    def _shared_forwards(self) -> tuple[bool, bool]:
+        """Whether R1 / R2 reuse the D step's forward on the real / generated batch. Not under fp16:
+        terms run in fp32 on their own forwards (PyTorch's recipe for gradient penalties under AMP
+        needs unscaled input gradients; an fp16 forward's input gradient underflows); not under
+        train.compile (double backward through a compiled graph is not supported)."""
+        if self.precision == torch.float16 or self.cfg.train.compile:
+            return False, False
+        shared = [r.term for r in self.regs if r.net == "D" and r.every == 1]
+        return any(term.shares_real_forward for term in shared), any(term.shares_fake_forward for term in shared)
 
     def _adam(self, which: str, net: nn.Module) -> torch.optim.Adam:
         """Adam over the network's parameters and its terms' learned weights; gates (log α) get
