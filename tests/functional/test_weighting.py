@@ -124,7 +124,13 @@ def test_schedules_values():
     assert W.step_decay(25, every=10, factor=0.5) == 0.25
     assert W.start_at(4, start=5) == 0.0
     assert W.start_at(5, start=5) == 1.0
-    assert set(W.SCHEDULES.names()) == {"constant", "warmup", "linear", "cosine", "step", "start_at"}
+    # cosine_warmup (R3GAN's burn-in): linear warm-up, hold, cosine decay to final, then final
+    assert W.cosine_warmup(0, end=100) == pytest.approx(1.0)
+    assert W.cosine_warmup(50, end=100, final=0.2) == pytest.approx(0.6)
+    assert W.cosine_warmup(150, end=100, final=0.2) == pytest.approx(0.2)
+    assert W.cosine_warmup(5, end=100, warmup=10, start_value=0.2) == pytest.approx(0.6)
+    assert W.cosine_warmup(15, end=100, warmup=10, hold=10) == pytest.approx(1.0)
+    assert set(W.SCHEDULES.names()) == {"constant", "warmup", "linear", "cosine", "cosine_warmup", "step", "start_at"}
 
 
 @pytest.mark.parametrize(
