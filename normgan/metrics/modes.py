@@ -26,6 +26,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from normgan.metrics.domain import _to_float  # uint8 [0, 255] -> float [-1, 1], as the classifier was trained
+
 __all__ = ["NUM_MODES", "DEFAULT_N", "mode_ids", "mode_stats", "classify_channels", "ModeCounter", "digit_classifier"]
 
 #: distinct digit triples of Stacked MNIST
@@ -60,10 +62,6 @@ def classify_channels(classifier: nn.Module, images: Tensor) -> Tensor:
         raise ValueError(f"Stacked MNIST samples have 3 channels (one digit each), got {c}")
     logits = classifier.logits(images.reshape(b * 3, 1, h, w))
     return logits.argmax(dim=1).reshape(b, 3)
-
-
-def _to_float(images: Tensor) -> Tensor:
-    return images.float().div(127.5).sub(1.0) if images.dtype == torch.uint8 else images.float()
 
 
 class ModeCounter:
