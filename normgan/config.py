@@ -131,6 +131,20 @@ class EvalConfig:
 
 
 @dataclass
+class AugmentConfig:
+    # what D sees, in every phase: T(x) for real and generated images (docs/regularizers.md, "Augmentation")
+    kind: str = "none"  # none | diffaugment | ada
+    ops: Optional[List[str]] = None  # null: diffaugment [color, translation, cutout]; ada all of its ops
+    # probability of each op per image: a number in [0, 1], a schedule mapping, or "adaptive" (ADA's
+    # controller on r_t = E[sign D(x_real)]); null: 1 for diffaugment, adaptive for ada
+    p: Any = None
+    target: float = 0.6  # adaptive p: the r_t it holds
+    speed: float = 500000.0  # adaptive p: images for p to move by 1 (ADA: 500 kimg)
+    interval: int = 4  # adaptive p: steps between adjustments
+    penalty: str = "input"  # gradient penalties: input (w.r.t. the un-augmented x, through T) | augmented (w.r.t. T(x))
+
+
+@dataclass
 class Config:
     task: str = "auto"  # auto | unconditional (z -> image) | paired (image x -> image y); auto follows data.name
     data: DataConfig = field(default_factory=DataConfig)
@@ -139,6 +153,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     regularizers: Dict[str, Any] = field(default_factory=dict)
     constraints: Dict[str, Any] = field(default_factory=dict)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -342,13 +357,14 @@ MAPPING_SECTIONS = {
     "optim": "optim: {g: {lr: 2.0e-4}}",
     "regularizers": "regularizers: {wd_g: {term: weights, net: G, norm: l2, weight: 1.0e-6}}",
     "constraints": "constraints: {sn: {kind: spectral, net: D}}",
+    "augment": "augment: {kind: diffaugment}",
     "train": "train: {steps: 3000}",
     "eval": "eval: {every: 1000}",
 }
 
 
 #: keys that hold a number or a schedule mapping ``{schedule: NAME, base: ..., ...}`` (docs/decisions.md)
-SCHEDULABLE_KEYS = ("optim.g.lr", "optim.d.lr", "optim.ema_halflife")
+SCHEDULABLE_KEYS = ("optim.g.lr", "optim.d.lr", "optim.ema_halflife", "augment.p")
 
 
 def _replace_schedules(layer: Any, merged: Any) -> None:
@@ -479,6 +495,7 @@ def validate(cfg: Config) -> None:
     _validate_train(cfg)
     _validate_names(cfg)
     _validate_eval(cfg)
+    _validate_augment(cfg)
 
     from normgan.regularizers import validate_regularizers
 
@@ -640,6 +657,46 @@ def _validate_eval(cfg: Config) -> None:
                 f"eval.metrics: modes counts the 1000 digit triples of Stacked MNIST; data.name is {cfg.data.name!r}: "
                 "drop modes from eval.metrics or set data.name: stacked_mnist"
             )
+
+
+AUGMENT_KINDS = ("none", "diffaugment", "ada")
+
+
+def _validate_augment(cfg: Config) -> None:
+    """Check the ``augment`` section: kind, ops of that kind, p (number, schedule or adaptive) and
+    the adaptive controller's settings, the penalty input."""
+    from normgan.functional.augment import ADA_OPS, DIFFAUGMENT_OPS
+    from normgan.regularizers.weights import check_schedule
+
+    a = cfg.augment
+    _check(a.kind in AUGMENT_KINDS, "augment.kind", a.kind, f"choose one of: {', '.join(AUGMENT_KINDS)}")
+    _check(a.penalty in ("input", "augmented"), "augment.penalty", a.penalty, "choose one of: input, augmented")
+    if a.kind == "none":
+        return
+    allowed = ADA_OPS if a.kind == "ada" else DIFFAUGMENT_OPS
+    if a.ops is not None:
+        _check(len(a.ops) > 0, "augment.ops", a.ops, f"name at least one of: {', '.join(allowed)} (or kind: none)")
+        for op in a.ops:
+            _check(op in allowed, "augment.ops", op, f"{a.kind} ops are: {', '.join(allowed)}")
+        a.ops = list(dict.fromkeys(a.ops))
+    if isinstance(a.p, dict):
+        check_schedule(a.p, key="augment.p", steps=cfg.train.steps)
+    elif a.p is not None and a.p != "adaptive":
+        _check(
+            _is_number(a.p) and 0.0 <= a.p <= 1.0,
+            "augment.p",
+            a.p,
+            "a probability in [0, 1], a schedule mapping or adaptive",
+        )
+        a.p = float(a.p)
+    _check(0.0 <= a.target < 1.0, "augment.target", a.target, "r_t's target is in [0, 1) (ADA: 0.6)")
+    _check(a.speed > 0, "augment.speed", a.speed, "images for p to move by 1; must be > 0 (ADA: 500000)")
+    _check(a.interval >= 1, "augment.interval", a.interval, "steps between adjustments; must be >= 1")
+    if a.penalty == "augmented" and cfg.paired:
+        raise ConfigError(
+            "augment.penalty: augmented is built for unconditional runs; a paired run takes penalties "
+            "w.r.t. the un-augmented image (augment.penalty: input)"
+        )
 
 
 #: seeds are unsigned 64-bit integers (torch.Generator.manual_seed's range)

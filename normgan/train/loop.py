@@ -43,6 +43,7 @@ from normgan.runtime.device import resolve_device
 from normgan.runtime.distributed import Dist
 from normgan.runtime.version import __version__
 from normgan.tasks.builtin import TASKS
+from normgan.train.augment import build_augment
 from normgan.train.compiled import compile_module
 from normgan.train.ema import make_ema, update_ema
 from normgan.train.hyper import OptimSchedule
@@ -266,6 +267,7 @@ class Trainer:
             r.to(self.device)
         self.lazy_every = {net: max([r.every for r in self.regs if r.net == net], default=1) for net in ("G", "D")}
         self.hyper = OptimSchedule(cfg.optim, batch_size=cfg.data.batch_size, lazy_every=self.lazy_every)
+        self.augment = build_augment(cfg.augment, batch_size=cfg.data.batch_size, dist=self.dist)
         share_real_forward, share_fake_forward = self._shared_forwards()
         # train.compile: the adversarial forwards go through compiled modules (sharing the parameters);
         # terms, EMA, weight rules and checkpoints see the eager ones, so penalties' double backward
@@ -298,6 +300,7 @@ class Trainer:
             device_type=self.device.type,
             share_real_forward=share_real_forward,
             share_fake_forward=share_fake_forward,
+            augment=self.augment,
         )
 
     def _shared_forwards(self) -> tuple[bool, bool]:
@@ -382,6 +385,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "regularizers": {r.name: r.state_dict() for r in self.regs},
+            "augment": self.augment.state_dict() if self.augment is not None else None,
             "scalers": {net: sc.state_dict() for net, sc in self.scalers.items()},
             "rng": rng,
             **self.task.checkpoint_entries(),  # image_shape (and a paired run's input_shape)
@@ -406,6 +410,8 @@ class Trainer:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"checkpoint '{path}' does not match the config's optimizers ({first}); {fix}") from None
         self._apply_optim_settings(int(state["step"]))
+        if self.augment is not None and state.get("augment") is not None:
+            self.augment.load_state_dict(state["augment"])
         for net, saved in (state.get("scalers") or {}).items():
             if saved and net in self.scalers and self.scalers[net].is_enabled():
                 self.scalers[net].load_state_dict(saved)
@@ -453,6 +459,8 @@ class Trainer:
         carry, pending = None, []  # pending: the losses since the last finite check
         if self.hyper.adam_scheduled:  # lr / β2 schedules: this step's values (constants stay as set)
             self._apply_optim_settings(step)
+        if self.augment is not None:
+            self.augment.set_step(step)  # a scheduled p: this step's value
         for phase in self.phases:
             if not phase.due(step):
                 continue
@@ -463,6 +471,9 @@ class Trainer:
         # BatchNorm statistics, EMAs and controllers of terms: the mean over ranks (one process: nothing)
         self.dist.average_([*self.G.buffers(), *self.D.buffers(), *(b for r in self.regs for b in r.buffers())])
         update_ema(self.G_ema, self.G, beta=self.hyper.ema_beta(step))
+        if self.augment is not None:  # an adaptive p: r_t of the D step's real logits, and its update
+            self.augment.observe(self.objective.stats["d_real"])
+            self.augment.adapt(step)
         return dict(self.objective.stats)
 
     def _update(self, phase: Phase, loss: Tensor, *, log: bool, pending: List[Tensor]) -> None:
@@ -671,6 +682,8 @@ class Trainer:
         row.update({k: float(v) for k, v in self.objective.term_log.items()})
         row.update(self._grad_log)
         row.update(self.hyper.log(self.step - 1))  # the scheduled lr/β2/EMA β of the step just taken
+        if self.augment is not None:
+            row.update(self.augment.log())
         return row
 
     def _periodic_outputs(self, logger) -> None:

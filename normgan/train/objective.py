@@ -44,8 +44,7 @@ class Carry:
     critic_fwd: Callable[[Tensor], Tensor]
 
     @property
-    def target(self) -> Optional[Tensor]:
-        """G's reconstruction target y (paired), constant; None for an unconditional batch."""
+    def target(self) -> Optional[Tensor]:  # G's reconstruction target y (paired), constant; None unconditional
         return None if self.batch.target is None else self.real
 
 
@@ -65,6 +64,7 @@ class Objective:
         precision: the forwards' autocast dtype (None: fp32); under fp16 terms run in fp32.
         task: the run's task (batches, G's input, D as a function of the image); loss: an
             :class:`~normgan.functional.losses.AdversarialLoss`; regs: the run's regularizers.
+        augment: the run's :class:`~normgan.train.augment.Augment` (None: none): D sees T(·) via :meth:`critics`.
     """
 
     def __init__(
@@ -81,10 +81,11 @@ class Objective:
         device_type,
         share_real_forward,
         share_fake_forward=False,
+        augment=None,
     ) -> None:
         self.task, self.G, self.D, self.G_fwd, self.D_fwd, self.loss, self.regs = task, G, D, G_fwd, D_fwd, loss, regs
         self.precision, self.device_type, self.share_real_forward = precision, device_type, share_real_forward
-        self.share_fake_forward = share_fake_forward
+        self.share_fake_forward, self.augment = share_fake_forward, augment
         self.nets = {"G": G, "D": D}
         self.stats: Dict[str, Tensor] = {}
         self.term_log: Dict[str, Tensor | float] = {}
@@ -101,20 +102,23 @@ class Objective:
         with contextlib.nullcontext() if keep_graph else torch.no_grad():
             return self.G_fwd(batch.g_in).float()
 
-    def critics(self, batch: Batch):
-        """D as a function of the image for this batch: (eager, for terms; maybe compiled)."""
-        return self.task.critic(self.D, batch), self.task.critic(self.D_fwd, batch)
+    def critics(self, batch: Batch, *, augment: bool = True):
+        """D as a function of the image for this batch (eager, for terms; maybe compiled), of T(·) if augmenting."""
+        pair = self.task.critic(self.D, batch), self.task.critic(self.D_fwd, batch)
+        return tuple(map(self.augment.critic, pair)) if self.augment is not None and augment else pair
 
     # ---------------------------------------------------------------- the phases
     def d_main(self, step: int, carry: Optional[Carry], keep_graph: bool):
         b = self.task.next_batch()
-        real = b.real.requires_grad_(True) if self.share_real_forward else b.real  # R1 reuses D(real)
-        critic, critic_fwd = self.critics(b)
+        pre = self.augment is not None and self.augment.before_d  # penalties' inputs are T(x): augment here
+        augmented = self.critics(b)
+        critic, critic_fwd = self.critics(b, augment=False) if pre else augmented
+        real = self.augment.penalty_input(b.real) if pre else b.real
+        real = real.requires_grad_(True) if self.share_real_forward else real  # R1 reuses D(real)
         with self.autocast():
             fake = self.generate(b, keep_graph=keep_graph)
-            fake_d = (
-                fake.detach().requires_grad_(True) if self.share_fake_forward else fake.detach()
-            )  # R2 reuses D(fake)
+            fake_d = self.augment.penalty_input(fake.detach()) if pre else fake.detach()
+            fake_d = fake_d.requires_grad_(True) if self.share_fake_forward else fake_d  # R2 reuses D(fake)
             # parametrized weights (spectral norm) are computed once per D step: one power iteration
             # per update, and the same normalized weights for real, fake and penalty forwards
             with parametrize.cached():
@@ -125,11 +129,14 @@ class Objective:
                 )
                 extra = self.terms("D", ctx, step, lazy=False, adv_loss=loss)
         self.stats.update({"loss/D": loss.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()})
-        return total(loss, extra), Carry(b, real.detach(), fake, d_real.detach(), critic, critic_fwd)
+        return total(loss, extra), Carry(b, b.real.detach(), fake, d_real.detach(), *augmented)  # G sees T(·) too
 
     def d_lazy(self, step: int, c: Carry, keep_graph: bool):
         b = c.batch
-        ctx = self.context(b, c.critic, real=c.real, fake=c.fake.detach(), z=b.g_in, target=b.target)
+        real, fake, critic = c.real, c.fake.detach(), c.critic
+        if self.augment is not None and self.augment.before_d:  # the penalties' inputs are T(x)
+            real, fake, critic = *map(self.augment.penalty_input, (real, fake)), self.critics(b, augment=False)[0]
+        ctx = self.context(b, critic, real=real, fake=fake, z=b.g_in, target=b.target)
         with self.autocast():
             return self.terms("D", ctx, step, lazy=True, d_real=c.d_real).float(), c
 
@@ -168,28 +175,24 @@ class Objective:
                 continue
             with self.term_precision():
                 raw = r.term(ctx).float()
-            rule_ctx = WeightContext(
-                step=step, module=module, adv_loss=adv_loss, d_real=ctx.d_real if ctx.d_real is not None else d_real
-            )
+            d_real = ctx.d_real if ctx.d_real is not None else d_real
+            rule_ctx = WeightContext(step=step, module=module, adv_loss=adv_loss, d_real=d_real)
             weighted, w = r.weight.apply(raw, rule_ctx)
             gained = weighted * r.every if r.every > 1 else weighted  # no kernel for a gain of 1
             out = gained if out is None else out + gained
-            self.term_log[f"reg/{r.name}/raw"] = raw.detach()
-            self.term_log[f"reg/{r.name}/weight"] = w
+            self.term_log.update({f"reg/{r.name}/{k}": v for k, v in (("raw", raw.detach()), ("weight", w))})
             self.term_log[f"reg/{r.name}/loss"] = weighted.detach()
         return out
 
     def autocast(self):
         """Forwards in ``train.precision`` (bf16/fp16 autocast; fp32: nothing changes)."""
-        if self.precision is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.precision)
+        on = self.precision is not None
+        return torch.autocast(device_type=self.device_type, dtype=self.precision) if on else contextlib.nullcontext()
 
     def term_precision(self):
         """Terms run in fp32 under fp16 (an fp16 input gradient underflows), in the forwards' dtype otherwise."""
-        if self.precision == torch.float16:
-            return torch.autocast(device_type=self.device_type, enabled=False)
-        return contextlib.nullcontext()
+        fp16 = self.precision == torch.float16
+        return torch.autocast(device_type=self.device_type, enabled=False) if fp16 else contextlib.nullcontext()
 
 
 def total(loss: Tensor, extra: Optional[Tensor]) -> Tensor:
