@@ -7,6 +7,7 @@ import copy
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,9 @@ from normgan.errors import ConfigError
 from normgan.functional.norms import residual_norm
 from normgan.functional.penalties import r1_penalty
 from normgan.regularizers import TERMS, TermContext, build_regularizers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import augment_stub  # noqa: E402
 
 TINY = [
     "train.steps=20",
@@ -43,6 +47,7 @@ VARIANTS = {
     "features": [{"kind": "colour"}, {"kind": "texture"}],
     "tv": [{"norm": "l2"}],
     "lecam": [{"one_sided": False}],
+    "bcr": [{"fake_weight": 0.0}],
 }
 
 
@@ -70,7 +75,9 @@ def _fit(tmp_path, regularizers, extra=()):
 
 
 @pytest.mark.parametrize("name,options", _cases())
-def test_every_term_trains_20_steps_with_finite_logs(tmp_path, name, options):
+def test_every_term_trains_20_steps_with_finite_logs(tmp_path, monkeypatch, name, options):
+    if name == "bcr":
+        augment_stub.ensure(monkeypatch)  # a stand-in T until normgan.functional.augment exists
     rows = _fit(tmp_path, {"t": {"term": name, "weight": 0.5, **options}})
     assert [r["step"] for r in rows] == [5, 10, 15, 20]
     for row in rows:
@@ -247,6 +254,7 @@ BAD = [
     (["+regularizers.x.term=grad", "+regularizers.x.at=nowhere"], r"^regularizers\.x\.at: bad value 'nowhere'"),
     (["+regularizers.x.term=recon", "+regularizers.x.norm=l7"], r"^regularizers\.x"),
     (["+constraints.c.kind=spectrul"], r"^constraints\.c\.kind: unknown constraint 'spectrul'"),
+    (["+regularizers.x.term=zcr", "+regularizers.x.sigma=0"], r"^regularizers\.x\.sigma: bad value 0"),
 ]
 
 

@@ -1,5 +1,5 @@
 """Penalties: gradient penalties on D, path length on G, statistics matching, TV, LeCam,
-reconstruction and weight norms.
+consistency (bCR, zCR), reconstruction and weight norms.
 
 Every function is pure: it takes the callable network (``D`` / ``G``) or the tensors explicitly,
 returns a scalar tensor (path length also returns its detached mean length), never counts steps,
@@ -423,6 +423,39 @@ def lecam_anchor_update(anchor: Tensor | float, logits: Tensor, *, decay: float 
     return float(new)
 
 
+# ----------------------------------------------------------------------------- consistency (bCR, zCR)
+
+
+def consistency_penalty(logits_a, logits_b) -> Tensor:
+    """Consistency regularization (Zhao et al. 2021): ``mean_b (a_b − b_b)²``, the mean squared
+    difference of two sets of D logits for the same samples (clean vs augmented images in bCR,
+    G(z) vs G(z + Δz) in zCR's D part).
+
+    ``logits_a``/``logits_b`` are (B,), (B, 1) or any (B, ...) (or tuples/lists whose first element is
+    the logits); both are viewed as (B, −1) and must then have the same shape.  REDUCTION: mean over
+    all logits (the batch mean for one logit per sample), StudioGAN's ``F.mse_loss``.  Nothing is
+    detached: the gradient reaches D through both sides.  λ is applied by the caller.
+    """
+    a, b = _logits(logits_a), _logits(logits_b)
+    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    if a.shape != b.shape:
+        raise ValueError(f"consistency_penalty: logit shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return (a - b).square().mean()
+
+
+def zcr_generator_penalty(fake: Tensor, fake_perturbed: Tensor) -> Tensor:
+    """zCR's generator part (Zhao et al. 2021): ``−mean (G(z) − G(z + Δz))²`` over ALL elements.
+
+    The NEGATIVE mean squared difference of two batches of generated images (StudioGAN:
+    ``g_loss −= λ_gen · MSE``): minimizing it pushes the images of nearby latents apart, against mode
+    collapse.  Always ≤ 0.  REDUCTION: mean over all B·C·H·W elements (resolution independent).
+    Nothing is detached: both images carry G's graph.  λ (0.5 in StudioGAN) is applied by the caller.
+    """
+    if fake.shape != fake_perturbed.shape:
+        raise ValueError(f"zcr_generator_penalty: shapes differ: {tuple(fake.shape)} vs {tuple(fake_perturbed.shape)}")
+    return -(fake - fake_perturbed).square().mean()
+
+
 # ----------------------------------------------------------------------------- reconstruction
 
 
@@ -526,6 +559,8 @@ __all__ = [
     "total_variation",
     "lecam_penalty",
     "lecam_anchor_update",
+    "consistency_penalty",
+    "zcr_generator_penalty",
     "recon_penalty",
     "weight_l1",
     "weight_l2",

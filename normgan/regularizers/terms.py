@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import math
 from typing import Any, Iterator, Optional
 
 import torch
@@ -20,6 +21,7 @@ from normgan.functional.gates import HardConcreteGate
 from normgan.functional.norms import NORMS, sum_scale
 from normgan.functional.penalties import (
     colour_stats,
+    consistency_penalty,
     dragan_penalty,
     feature_matching,
     grad_penalty,
@@ -38,6 +40,7 @@ from normgan.functional.penalties import (
     weight_l2,
     weight_orthogonal,
     wgan_gp_penalty,
+    zcr_generator_penalty,
 )
 from normgan.regularizers.base import TERMS, Term, TermContext
 from normgan.regularizers.constraints import raw_weight
@@ -57,6 +60,15 @@ def _net(ctx: TermContext, net: str) -> nn.Module:
 def _check_choice(option: str, value: Any, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{option}: bad value {value!r}; choose one of: {', '.join(choices)}")
+
+
+def _check_number(option: str, value: Any, *, positive: bool = False) -> float:
+    """``value`` as a float, or a ConfigError naming ``option`` unless it is a number ≥ 0 (> 0 with ``positive``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value > 0 if positive else value >= 0) and math.isfinite(value)
+    if not ok:
+        raise ConfigError(f"{option}: bad value {value!r}; must be a number {'>' if positive else '>='} 0")
+    return float(value)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -343,6 +355,103 @@ class LeCamTerm(Term):
         return lecam_penalty(
             d_real, d_fake, anchor_real=self.anchor_real, anchor_fake=self.anchor_fake, one_sided=self.one_sided
         )
+
+
+# ----------------------------------------------------------------------------- consistency
+
+
+def _augment_api():
+    """``(DIFFAUGMENT_OPS, diffaugment)`` of :mod:`normgan.functional.augment`, imported when a
+    ``bcr`` term is built or run (not when this module is imported)."""
+    from normgan.functional.augment import DIFFAUGMENT_OPS, diffaugment
+
+    return DIFFAUGMENT_OPS, diffaugment
+
+
+@TERMS.register("bcr")
+class BCRTerm(Term):
+    """Balanced consistency regularization (bCR, Zhao et al. 2021), on D:
+
+        λ_r · mean_b (D(x)_b − D(T(x))_b)² + λ_f · mean_b (D(G(z))_b − D(T(G(z)))_b)²
+
+    T is a random DiffAugment (:func:`normgan.functional.augment.diffaugment`) with the ops ``ops``
+    (default ``["xflip", "translation"]``, the paper's flip + translation), drawn anew for each call
+    from torch's default generator. λ_r = ``real_weight``, λ_f = ``fake_weight`` (default 1 each;
+    0 turns that side off; StudioGAN's λ_real = λ_fake = 10 is ``weight: 10`` with the defaults).
+    D(x), D(G(z)) are the phase's logits when it has them (else one D forward each); D(T(·)) is one
+    extra D forward per side. Gradients reach D through both logits (as in StudioGAN, neither is
+    detached); G's images are detached. In a paired run T augments D's image input y only (the
+    condition x is not augmented). Reduction: mean over the batch of the squared logit differences
+    (over every logit when D gives several per sample, e.g. a PatchGAN).
+    """
+
+    nets = ("D",)
+
+    def __init__(
+        self, *, net: str, real_weight: float = 1.0, fake_weight: float = 1.0, ops=("xflip", "translation")
+    ) -> None:
+        super().__init__(net=net)
+        self.real_weight = _check_number("real_weight", real_weight)
+        self.fake_weight = _check_number("fake_weight", fake_weight)
+        if self.real_weight == 0 and self.fake_weight == 0:
+            raise ConfigError("real_weight: bad value 0 with fake_weight 0; give one of them a weight > 0")
+        known, _ = _augment_api()
+        if isinstance(ops, str) or not isinstance(ops, (list, tuple)) or not ops:
+            raise ConfigError(f"ops: bad value {ops!r}; give a non-empty list of: {', '.join(known)}")
+        for op in ops:
+            _check_choice("ops", op, known)
+        self.ops = list(ops)
+
+    def forward(self, ctx: TermContext) -> Tensor:
+        _, augment = _augment_api()
+        D, total = ctx.D_of, None
+        if self.real_weight > 0:
+            real = ctx.real.detach()
+            d_real = ctx.d_real if ctx.d_real is not None else D(real)
+            total = self.real_weight * consistency_penalty(d_real, D(augment(real, self.ops)))
+        if self.fake_weight > 0:
+            fake = ctx.fake.detach()
+            d_fake = ctx.d_fake if ctx.d_fake is not None else D(fake)
+            part = self.fake_weight * consistency_penalty(d_fake, D(augment(fake, self.ops)))
+            total = part if total is None else total + part
+        return total
+
+
+@TERMS.register("zcr")
+class ZCRTerm(Term):
+    """Latent consistency regularization (zCR, Zhao et al. 2021), Δz ~ N(0, σ²I), σ = ``sigma`` (0.05):
+
+    * on D: mean_b (D(G(z))_b − D(G(z + Δz))_b)², G's outputs detached (no gradient to G);
+    * on G: −mean (G(z) − G(z + Δz))² over all elements, the NEGATIVE (≤ 0): G is rewarded for
+      mapping nearby latents to different images (StudioGAN's ``g_loss −= λ_gen · MSE``).
+
+    z is G's input (``ctx.z``; the input image in a paired run, which is then the one perturbed).
+    Δz is drawn first, as ``torch.randn(z.shape)`` from torch's default generator (checkpointed with
+    the run, so a resumed run draws the same Δz). On D, D(G(z)) is the phase's ``d_fake`` when
+    present; G(z + Δz) is one extra G forward (without graph) plus one D forward. On G, G(z) is the
+    phase's ``fake`` (with graph) when present, else G(z); G(z + Δz) is one extra G forward with
+    graph. StudioGAN's weights: 20 on D (λ_dis), 0.5 on G (λ_gen), σ = 0.05. Reductions: batch mean
+    of the squared logit differences (D); mean over all B·C·H·W elements (G).
+    """
+
+    nets = ("D", "G")
+
+    def __init__(self, *, net: str, sigma: float = 0.05) -> None:
+        super().__init__(net=net)
+        self.sigma = _check_number("sigma", sigma, positive=True)
+
+    def forward(self, ctx: TermContext) -> Tensor:
+        z = ctx.z.detach()
+        z_eps = z + self.sigma * torch.randn(z.shape, dtype=z.dtype, device=z.device)
+        if self.net == "G":
+            fake = _fake(ctx)
+            return zcr_generator_penalty(fake, ctx.G(z_eps).to(fake.dtype))
+        with torch.no_grad():
+            fake_eps = ctx.G(z_eps)
+            fake = ctx.fake if ctx.fake is not None else ctx.G(z)
+        fake, fake_eps = fake.detach(), fake_eps.to(fake.dtype)
+        d_fake = ctx.d_fake if ctx.d_fake is not None else ctx.D_of(fake)
+        return consistency_penalty(d_fake, ctx.D_of(fake_eps))
 
 
 # ----------------------------------------------------------------------------- reconstruction
