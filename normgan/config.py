@@ -122,7 +122,9 @@ class TrainConfig:
 class EvalConfig:
     every: int = 0  # evaluate the EMA generator every N steps and at the end; 0: off
     n: int = 2000  # generated samples per evaluation (FIDs compare only at equal N)
-    features: str = "domain"  # domain | inception | pkg.module:Class
+    # domain (classifier of the run's training split) | domain-full (classifier of the source's default split,
+    # data.holdout 0.1: for runs on a small split) | inception | pkg.module:Class
+    features: str = "domain"
     metrics: List[str] = field(default_factory=lambda: ["fid", "kid", "pr"])
     reference: str = "test"  # the held-out split; "train" only when asked for
     seed: int = 0
@@ -652,6 +654,10 @@ def _validate_eval(cfg: Config) -> None:
             task.check_best_metric(best_metric=e.best_metric, metrics=e.metrics)
         except UserError as err:  # the CLI option names (--n) become config keys (eval.n)
             raise ConfigError(str(err).replace("--", "eval.", 1) if str(err).startswith("--") else str(err)) from None
+        if task.noise_samples and e.features == "domain-full" and cfg.data.folds:
+            from normgan.eval.metric_info import DOMAIN_FULL_FOLDS
+
+            raise ConfigError(DOMAIN_FULL_FOLDS)
         if "modes" in e.metrics and cfg.data.name != "stacked_mnist":
             raise ConfigError(
                 f"eval.metrics: modes counts the 1000 digit triples of Stacked MNIST; data.name is {cfg.data.name!r}: "

@@ -3,7 +3,7 @@
     normgan train [CONFIG] [key=value ...] [--dry-run] [--runs-dir DIR] [--name NAME] [--resume RUN]
     normgan sample RUN --n 1000 --out DIR [--seed S]
     normgan translate RUN --input DIR --out DIR [--mode resize|tile]
-    normgan eval RUN [--n 5000] [--features domain|inception|pkg.mod:Class]
+    normgan eval RUN [--n 5000] [--features domain|domain-full|inception|pkg.mod:Class]
     normgan compare RUN [RUN ...] [--out DIR]
     normgan diagnose RUN
     normgan search CONFIG --param KEY=SPEC ... --folds K --metric NAME (see normgan.cli.search)

@@ -4,7 +4,7 @@
 the parsed ``argparse.Namespace``, prints its report and returns the exit code.  Bad inputs raise
 one-line :class:`~normgan.errors.UserError` messages (exit code 2 in ``normgan.cli.main``).
 
-    normgan eval RUN [--n 5000] [--features domain|inception|pkg.mod:Class] [--metrics fid,kid,pr,is]
+    normgan eval RUN [--n 5000] [--features domain|domain-full|inception|pkg.mod:Class] [--metrics fid,kid,pr,is]
                      [--reference test|train] [--seed 0] [--device cpu] [--checkpoint last.pt] [--no-ema] [--json]
     normgan eval PAIRED_RUN [--split test|val] [--n PAIRS] [--metrics psnr,ssim,l1,lpips,classifier_score] [...]
     normgan compare RUN [RUN ...] [--n 5000] [--features domain] [--out DIR] [...]
@@ -84,7 +84,8 @@ def add_eval_options(p, *, paired_too: bool = False) -> None:
     p.add_argument(
         "--features",
         default="domain",
-        help="domain (offline classifier, default), inception, or package.module:ClassName",
+        help="domain (offline classifier of the run's training split, default), domain-full (the classifier of "
+        "the data source's default split, for runs on a small split), inception, or package.module:ClassName",
     )
     p.add_argument(
         "--metrics",

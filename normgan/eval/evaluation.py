@@ -32,6 +32,7 @@ import json
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -39,7 +40,13 @@ import torch
 from torch import Tensor, nn
 
 from normgan.errors import UserError
-from normgan.eval.metric_info import METRIC_NAMES, REFERENCES, check_eval_args  # noqa: F401  (re-exported)
+from normgan.eval.metric_info import (  # noqa: F401  (re-exported)
+    DOMAIN_FEATURES,
+    DOMAIN_FULL_FOLDS,
+    METRIC_NAMES,
+    REFERENCES,
+    check_eval_args,
+)
 from normgan.metrics.functional import DIVERSITY_SAMPLES, class_coverage, mean_pairwise_distance  # noqa: F401
 from normgan.registry import Registry
 from normgan.runtime.paths import expand_path
@@ -206,20 +213,54 @@ def noise_sampler(G: nn.Module, device) -> Callable[[int], Tensor]:
     return sample_fn
 
 
+#: ``eval.features: domain`` on a training split smaller than this warns (its classifier is a poor judge)
+SMALL_DOMAIN_SPLIT = 1000
+
+
+def default_split_config(cfg):
+    """``cfg`` with its data source's default split: ``data.holdout`` at :class:`~normgan.config.DataConfig`'s
+    default (0.1) and no ``data.folds``; the same source (built-in name, folder or IDX ``root``) otherwise."""
+    from dataclasses import replace
+
+    from normgan.config import DataConfig
+
+    cfg = _cfg_from_any(cfg)
+    return replace(cfg, data=replace(cfg.data, holdout=DataConfig.holdout, folds=0, fold=0))
+
+
 def build_extractor(features: str, cfg, *, device, cache_dir, heldout=None, train=None, progress=None):
+    """The extractor ``features`` of a run with config ``cfg``.
+
+    ``domain``: the classifier of ``train`` (default: the run's training split), its accuracy measured on
+    ``heldout`` (default: the run's held-out split or fold), with one warning when that split has fewer than
+    :data:`SMALL_DOMAIN_SPLIT` images.  ``domain-full``: the classifier of the same source's default split
+    (:func:`default_split_config`), the one (and the cache file) a default run uses, whatever the run's own
+    split; ``train`` and ``heldout`` are ignored.  Others: :func:`normgan.metrics.build_feature_extractor`.
+    """
     from normgan.metrics import build_feature_extractor
 
-    if features == "domain":
-        if train is None:
-            train = reference_dataset(cfg, "train")
-        if heldout is None and (cfg.data.holdout > 0 or cfg.data.folds):
-            # the held-out split, or with data.folds the held-out fold; never left to the extractor's
-            # own default, which would load the real test split
-            heldout = lambda: reference_dataset(cfg, "test")  # noqa: E731  (only if it must train)
-        return build_feature_extractor(
-            "domain", data=train, cache_dir=cache_dir, device=device, heldout=heldout, seed=0, progress=progress
+    if features not in DOMAIN_FEATURES:
+        return build_feature_extractor(features, data=train, cache_dir=cache_dir, device=device)
+    cfg = _cfg_from_any(cfg)
+    if features == "domain-full":
+        if cfg.data.folds:
+            raise UserError(DOMAIN_FULL_FOLDS)
+        cfg, train, heldout = default_split_config(cfg), None, None
+    if train is None:
+        train = reference_dataset(cfg, "train")
+    if features == "domain" and len(train) < SMALL_DOMAIN_SPLIT:
+        warnings.warn(
+            f"eval.features domain: the domain classifier is trained on only {len(train)} images (the run's "
+            "training split), a poor judge of FID and overfitting; set eval.features: domain-full "
+            "(--features domain-full), the classifier of the data source's default split"
         )
-    return build_feature_extractor(features, data=train, cache_dir=cache_dir, device=device)
+    if heldout is None and (cfg.data.holdout > 0 or cfg.data.folds):
+        # the held-out split, or with data.folds the held-out fold; never left to the extractor's
+        # own default, which would load the real test split
+        heldout = lambda: reference_dataset(cfg, "test")  # noqa: E731  (only if it must train)
+    return build_feature_extractor(
+        features, data=train, cache_dir=cache_dir, device=device, heldout=heldout, seed=0, progress=progress
+    )
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -265,7 +306,7 @@ def evaluate_generator(
     res["eval_seconds"] = time.perf_counter() - t0  # reference features included
     res["reference_fingerprint"] = ev.reference_fingerprint
     res["n_reference"] = ev.n_reference
-    if res["features"] == "domain":
+    if res["features"] in DOMAIN_FEATURES:
         res["domain_heldout_accuracy"] = None if ev.heldout_accuracy is None else float(ev.heldout_accuracy)
         res["domain_fingerprint"] = getattr(ev.extractor, "fingerprint", None)
     return res

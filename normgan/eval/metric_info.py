@@ -208,7 +208,16 @@ def check_eval_args(*, n=None, features=None, metrics=None, reference=None) -> O
 
 #: per-sample feature (and logit) sizes of the built-in extractors, for :func:`eval_memory_bytes`;
 #: an import-path extractor is counted as the smallest (domain) size, so its estimate is a lower bound
-FEATURE_SIZES = {"domain": (128, 10), "inception": (2048, 1008)}
+FEATURE_SIZES = {"domain": (128, 10), "domain-full": (128, 10), "inception": (2048, 1008)}
+
+#: the domain classifiers: ``domain`` (trained on the run's training split) and ``domain-full`` (the
+#: classifier of the data source's default split, data.holdout 0.1, whatever the run's split)
+DOMAIN_FEATURES = ("domain", "domain-full")
+#: why ``domain-full`` is refused on a cross-validated run
+DOMAIN_FULL_FOLDS = (
+    "eval.features: domain-full trains its classifier on the default split and measures it on the test split, "
+    "which a cross-validated run (data.folds) never reads; use eval.features: domain"
+)
 
 
 def eval_memory_bytes(n: int, features: str = "domain", metrics=METRIC_NAMES) -> int:
@@ -384,7 +393,7 @@ def format_eval(res: dict, *, metrics=None) -> str:
         extra.append(f"diversity {_fmt(res['diversity'], '.2f')} (generated/real mean pairwise feature distance)")
     if extra:
         lines.append(", ".join(extra))
-    if feats == "domain":
+    if feats in DOMAIN_FEATURES:
         lines.append(
             f"domain classifier held-out accuracy {_fmt(res.get('domain_heldout_accuracy'), '.4f')} "
             "(domain FID is comparable only with domain FID of the same dataset)"

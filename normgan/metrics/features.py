@@ -9,6 +9,10 @@ Specs accepted by :func:`build_feature_extractor`:
 
 * ``"domain"``: :class:`~normgan.metrics.domain.DomainClassifier` trained on ``data`` (the TRAIN
   split, with labels) and cached in ``cache_dir``; offline, dataset-specific.
+* ``"domain-full"``: the same classifier, named ``domain-full``, for ``data`` = the data source's
+  DEFAULT training split (data.holdout 0.1) rather than the run's: the classifier (and cache file)
+  every default run of that source uses.  :func:`normgan.eval.evaluation.build_extractor` loads that
+  split from the run's config; called directly, pass it as ``data``.
 * ``"inception"``: the standard FID InceptionV3 of ``torch-fidelity`` (the network torchmetrics
   uses), 2048-d pool3 features and 1008-way unbiased logits.  Never downloads: the weights file
   must already be in ``$TORCH_HOME/hub/checkpoints``.
@@ -128,6 +132,14 @@ def _build_domain(
     )
 
 
+@FEATURES.register("domain-full")
+def _build_domain_full(**options) -> nn.Module:
+    """The ``domain`` classifier of ``data`` (the source's default training split), named ``domain-full``."""
+    net = _build_domain(**options)
+    net.name = "domain-full"
+    return net
+
+
 def _default_heldout(data):
     """The TEST split of a built-in dataset named like ``data`` (same resolution/channels), else None."""
     try:
@@ -144,7 +156,8 @@ def import_feature_extractor(spec: str) -> nn.Module:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise UserError(
-            f"--features {spec!r} is not a name or an import path; use domain, inception or package.module:ClassName"
+            f"--features {spec!r} is not a name or an import path; "
+            "use domain, domain-full, inception or package.module:ClassName"
         )
     try:
         module = importlib.import_module(module_name)
@@ -186,14 +199,14 @@ def build_feature_extractor(spec: str, *, data=None, cache_dir=None, device="cpu
     """Build the extractor named by ``spec`` on ``device``, in eval mode.
 
     Args:
-        spec: a :data:`FEATURES` name (``"domain"``, ``"inception"``) or an import path
+        spec: a :data:`FEATURES` name (``"domain"``, ``"domain-full"``, ``"inception"``) or an import path
             ``package.module:ClassName`` / ``package.module:factory``.
         data: the TRAIN split (``ImageData``) the ``domain`` classifier is trained on; ignored
             by the other extractors.
         cache_dir: where ``domain`` caches its classifier (``None``: no cache).
         device: torch device.
-        options: extractor-specific keywords (``domain``: ``heldout`` ImageData, ``epochs``, ``seed``,
-            ``progress``: a line and a bar on stderr while it trains; the others ignore them).
+        options: extractor-specific keywords (``domain``, ``domain-full``: ``heldout`` ImageData, ``epochs``,
+            ``seed``, ``progress``: a line and a bar on stderr while it trains; the others ignore them).
 
     Raises:
         UserError / ConfigError: one-line messages for unknown names, bad import paths, missing

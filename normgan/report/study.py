@@ -359,15 +359,45 @@ def _legend(study: dict) -> str:
             f"; steps to {_threshold_text(study)}: first evaluation step at the threshold, mean over the "
             "finished runs that reached it (k) of all finished runs (n)"
         )
-    return text + (
-        "; diverged: runs stopped by a NaN/inf; collapsed: runs whose last evaluation has class "
-        f"coverage < {dg.COVERAGE_ALARM} or diversity < {dg.DIVERSITY_ALARM}, of the runs that measured them."
+    return (
+        text
+        + (
+            "; diverged: runs stopped by a NaN/inf; collapsed: runs whose last evaluation has class "
+            f"coverage < {dg.COVERAGE_ALARM} or diversity < {dg.DIVERSITY_ALARM}, of the runs that measured them."
+        )
+        + _measures_features(study)
+    )
+
+
+def measure_features(study: dict) -> List[str]:
+    """The feature extractors the overfitting measures of ``study`` used: the ``features`` each run's
+    ``final`` records, else (runs from before it was recorded) the study's ``eval.features``, else
+    ``domain``; empty when the study has no such measures."""
+    if "overfitting" not in (study.get("measures") or ()):
+        return []
+    finals = [r.get("final") for r in study["runs"]]
+    names = [f.get("features") for f in finals if isinstance(f, dict) and isinstance(f.get("features"), str)]
+    if not names:
+        settings = study.get("eval") if isinstance(study.get("eval"), dict) else {}
+        names = [str(settings.get("features") or "domain")]
+    return list(dict.fromkeys(names))
+
+
+def _measures_features(study: dict) -> str:
+    names = measure_features(study)
+    if not names:
+        return ""
+    return (
+        " FID (train), FID (held-out), their gap and memorization (with their real controls) use the "
+        f"{' and '.join(names)} features."
     )
 
 
 def results_csv(study: dict, runs: Sequence[dict]) -> str:
     """``results.csv``: one row per run (cells as in ``trials.csv``: empty for None, exact numbers)."""
     cols = _columns(study, runs)
+    if measure_features(study):  # the extractor of the overfitting measures, per run
+        cols.append("features")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(

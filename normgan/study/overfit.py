@@ -5,9 +5,10 @@ than to unseen images of the same distribution?
     s = overfitting_scores("runs/00003-mnist5k-bce", n=1000)   # a run trained with data.holdout=0.9
     s["fid_gap"], s["memorization"], s["memorization_real"]
 
-Definitions (features ``φ`` from the run's extractor, ``domain`` by default; ``T`` = the training
-split, ``M = |T|`` images; ``A``, ``B`` = two disjoint random subsets of ``M`` held-out images each,
-drawn from one seeded permutation of the held-out split; ``G`` = ``n`` generated images):
+Definitions (features ``φ`` from the run's extractor, its ``eval.features`` by default, named in the
+result's ``features``; ``T`` = the training split, ``M = |T|`` images; ``A``, ``B`` = two disjoint
+random subsets of ``M`` held-out images each, drawn from one seeded permutation of the held-out
+split; ``G`` = ``n`` generated images):
 
 * ``fid_train   = FID(φ(T), φ(G))``
 * ``fid_heldout = FID(φ(A), φ(G))`` — the same size as ``T``, because FID is biased by the
@@ -29,12 +30,17 @@ Generation and featurization are those of the normal evaluation (:class:`normgan
 PeriodicEvaluator`): ``G(z)`` with ``z ~ N(0, I)`` drawn by ``torch.randn`` under a forked RNG seeded
 with ``seed``, in batches of 500, features in float64 under ``inference_mode``.  So with
 ``n >= M`` the generated images — and ``fid_train`` — equal those of
-``evaluate_generator(G, cfg, n=n, reference="train", seed=seed)``.
+``evaluate_generator(G, cfg, n=n, features=features, reference="train", seed=seed)``.
+
+With ``domain`` the classifier is trained on ``T`` alone: on a small ``T`` (100 digits) it is a poor
+judge.  ``domain-full`` is the classifier of the source's default split (data.holdout 0.1), which
+holds ``T`` and most held-out images alike.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -127,7 +133,7 @@ def overfitting_scores(
     run_dir: str | Path,
     *,
     n: int = 1000,
-    features: str = "domain",
+    features: Optional[str] = None,
     device="cpu",
     seed: int = 0,
     cache_dir=None,
@@ -139,8 +145,10 @@ def overfitting_scores(
     Args:
         run_dir: a finished (unconditional) run; its config gives the dataset and ``data.holdout``.
         n: generated samples (FID is biased by ``n``: compare runs at equal ``n``).
-        features: ``domain`` (classifier trained on the run's training split, cached in
-            ``cache_dir``), ``inception`` or ``package.module:ClassName``.
+        features: None (default: the run's ``eval.features``), ``domain`` (classifier trained on the
+            run's training split, cached in ``cache_dir``), ``domain-full`` (the classifier of the
+            source's default split, trained on far more images than a small run's split and on both
+            ``T`` and most held-out images alike), ``inception`` or ``package.module:ClassName``.
         device: torch device of the generator and the extractor.
         seed: seeds the noise (forked global RNG, as the evaluation) and, through a
             ``torch.Generator``, the permutation that picks the held-out subsets.
@@ -150,7 +158,7 @@ def overfitting_scores(
     Returns:
         ``fid_train``, ``fid_heldout``, ``fid_gap``, ``memorization``, ``memorization_real``,
         ``fid_gap_real`` (float or None), ``n_train`` (``M``), ``n_heldout`` (the held-out subset size, ``= M``),
-        ``n`` and ``features`` (the extractor's name).
+        ``n`` and ``features`` (the extractor's name: ``domain``, ``domain-full``, ``inception``, …).
 
     Raises:
         UserError: a paired run, a run without a held-out split, or a held-out split smaller than
@@ -162,9 +170,10 @@ def overfitting_scores(
     from normgan.metrics.evaluate import real_features
     from normgan.runtime.device import resolve_device
 
-    check_eval_args(n=n, features=features, metrics=("fid",))
     dev = resolve_device(str(device))
     G, cfg = load_generator(run_dir, ema=ema, device=str(dev))
+    features = cfg.eval.features if features is None else features
+    check_eval_args(n=n, features=features, metrics=("fid",))
     train, heldout = _reference_splits(run_dir, cfg)
     m = len(train)
     idx_a, idx_b = _heldout_subsets(len(heldout), m=m, seed=seed)

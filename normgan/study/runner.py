@@ -49,6 +49,8 @@ from normgan.study.spec import StudySpec, load_study
 
 
 def _overfitting(run_dir: Path, cfg) -> dict:
+    """The overfitting scores of a finished run with its own eval settings: ``eval.features`` (named in
+    the result's ``features``, which the study keeps), ``eval.n``, ``eval.seed``, ``eval.cache_dir``."""
     from normgan.runtime.device import resolve_device
     from normgan.study.overfit import overfitting_scores
 
@@ -77,6 +79,19 @@ def final_scores(run_dir: Path) -> dict:
     last = max(rows, key=lambda r: r["step"])
     out = {k[len("eval/") :]: v for k, v in last.items() if k.startswith("eval/") and isinstance(v, (int, float))}
     out["step"] = int(last["step"])
+    return out
+
+
+def stored_scores(scores: dict) -> dict:
+    """What a run's trial keeps of its final ``scores``: the numbers (``step`` an int, the others floats)
+    and ``features``, the name of the extractor the overfitting measures used (a str)."""
+    out = {
+        k: (int(v) if k == "step" else float(v))
+        for k, v in scores.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    if isinstance(scores.get("features"), str):
+        out["features"] = scores["features"]
     return out
 
 
@@ -201,11 +216,7 @@ class Study(TicketWorker):
             with contextlib.suppress(Exception):
                 retry(trial.study, trial)
             raise
-        scores = {
-            k: (int(v) if k == "step" else float(v))
-            for k, v in scores.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
+        scores = stored_scores(scores)
         trial.set_user_attr("final", scores)
         value = scores.get(self.spec_obj.metric)
         if value is None or not math.isfinite(value):
