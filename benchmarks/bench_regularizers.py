@@ -3,8 +3,9 @@
     python benchmarks/bench_regularizers.py [--steps 320] [--warmup 20] [--chunk 16] [--threads 0]
 
 The default model is normgan/configs/mnist.yaml without its wd_g term (regularizers = {}) and with
-D's normalization off (as in every config that uses a gradient penalty). Every
-configuration is built in this one process and timed with ``Trainer.train_step`` directly (no file
+D's normalization off (as in every config that uses a gradient penalty); the rows are terms,
+spectral norm, the consistency terms bCR and zCR, and D's inputs augmented by DiffAugment (alone and
+with R1) and by ADA at p = 0.5. Every configuration is built in this one process and timed with ``Trainer.train_step`` directly (no file
 I/O), interleaved in chunks of ``--chunk`` steps (16, so each chunk holds exactly one lazy R1/16
 phase) to spread machine noise over all of them. Prints one JSON object with the ratio of total
 throughputs and the median over rounds of the per-round ratios (robust to noise bursts).
@@ -31,6 +32,23 @@ CONFIGS = {
     "wgan_gp": ({"gp": {"term": "grad", "net": "D", "at": "interpolates", "center": 1, "weight": 10.0}}, {}),
     "spectral_d": ({}, {"sn": {"kind": "spectral", "net": "D"}}),
     "l0_gates": ({"l0": {"term": "weights", "net": "G", "norm": "l0", "weight": 1.0e-3}}, {}),
+    # consistency terms (bCR: two extra D forwards; zCR on D and G: two extra G forwards, one D)
+    "bcr": ({"bcr": {"term": "bcr", "net": "D", "weight": 10.0}}, {}),
+    "zcr": (
+        {"zcr_d": {"term": "zcr", "net": "D", "weight": 20.0}, "zcr_g": {"term": "zcr", "net": "G", "weight": 0.5}},
+        {},
+    ),
+}
+#: the augment section of each configuration (DiffAugment's policy; ADA's ops at a constant p of 0.5)
+AUGMENT = {
+    "diffaugment": {"kind": "diffaugment"},
+    "diffaugment_r1": {"kind": "diffaugment"},
+    "ada_p05": {"kind": "ada", "p": 0.5},
+}
+CONFIGS |= {
+    "diffaugment": ({}, {}),
+    "diffaugment_r1": (CONFIGS["r1_every_1"][0], {}),
+    "ada_p05": ({}, {}),
 }
 
 
@@ -53,6 +71,8 @@ def main() -> None:
         for name, (regs, cons) in CONFIGS.items():
             cfg = normgan.load_config(packaged_config_dir() / "mnist.yaml", overrides=overrides)
             cfg.regularizers, cfg.constraints = regs, cons
+            for key, value in AUGMENT.get(name, {}).items():
+                setattr(cfg.augment, key, value)
             validate(cfg)
             tr = normgan.Trainer(cfg, runs_dir=tmp, progress=False)
             for s in range(args.warmup):

@@ -38,7 +38,9 @@ class _Recorder:
 
 
 def test_d_sees_augmented_images_in_every_phase_and_g_outputs_are_untouched(tmp_path):
-    tr = Trainer(_cfg("augment.kind=diffaugment", "augment.ops=[translation]"), runs_dir=tmp_path, name="r", progress=False)
+    tr = Trainer(
+        _cfg("augment.kind=diffaugment", "augment.ops=[translation]"), runs_dir=tmp_path, name="r", progress=False
+    )
     rec = _Recorder(tr.D)
     torch.manual_seed(5)
     batch_before = tr.task.batches.state_dict()
@@ -63,7 +65,9 @@ def test_paired_run_augments_the_pair_jointly(tmp_path):
     """edges2digit's D sees cat(x, y): with translation + cutout one draw moves both halves alike,
     so the zero border and the cut square are at the same pixels in x and y."""
     small = ["train.steps=2", "data.batch_size=8", "train.num_samples=4", "train.tensorboard=false"]
-    cfg = load_config("edges2digit", overrides=[*small, "augment.kind=diffaugment", "augment.ops=[translation, cutout]"])
+    cfg = load_config(
+        "edges2digit", overrides=[*small, "augment.kind=diffaugment", "augment.ops=[translation, cutout]"]
+    )
     tr = Trainer(cfg, runs_dir=tmp_path, name="p", progress=False)
     rec = _Recorder(tr.D)
     tr.train_step(0)
@@ -71,7 +75,9 @@ def test_paired_run_augments_the_pair_jointly(tmp_path):
     for seen in rec.seen:
         x, y = seen[:, :1], seen[:, 1:]
         zeros_x, zeros_y = (x == 0).all(dim=1), (y == 0).all(dim=1)  # the images have no exact 0 of their own
-        assert torch.equal(zeros_x, zeros_y) and zeros_x.flatten(1).sum(1).min() >= 8 * 8  # a cut square clipped at a corner: 8 × 8
+        assert (
+            torch.equal(zeros_x, zeros_y) and zeros_x.flatten(1).sum(1).min() >= 8 * 8
+        )  # a cut square clipped at a corner: 8 × 8
 
 
 def test_augmented_critic_uses_one_draw_for_both_halves_of_a_pair():
@@ -171,7 +177,10 @@ def test_scheduled_p_follows_its_schedule(tmp_path):
         (["augment.kind=ada", "augment.speed=0"], "augment.speed"),
         (["augment.kind=ada", "augment.interval=0"], "augment.interval"),
         (["augment.penalty=both"], "augment.penalty"),
-        (["data.name=edges2digit", "model.generator.name=unet", "augment.kind=ada", "augment.penalty=augmented"], "augment.penalty"),
+        (
+            ["data.name=edges2digit", "model.generator.name=unet", "augment.kind=ada", "augment.penalty=augmented"],
+            "augment.penalty",
+        ),
     ],
 )
 def test_bad_augment_config_is_one_line(overrides, words):

@@ -39,6 +39,10 @@ CASES = {
         "regularizers.r1={term: grad, net: D, at: real, weight: 1.0}",
         "regularizers.r2={term: grad, net: D, at: fake, weight: 1.0}",
     ],  # u, v buffers: equal on every rank and to one process
+    # D's inputs augmented: each rank keeps its rows of the global batch's draws; R1 through T
+    "diffaugment_r1": ["augment.kind=diffaugment", "regularizers.r1={term: grad, net: D, at: real, weight: 1.0}"],
+    # adaptive p: r_t summed over the ranks, the same p everywhere (it moves every step here)
+    "ada_adaptive": ["augment.kind=ada", "augment.interval=1", "augment.speed=100"],
 }
 STEPS = 3
 
@@ -61,6 +65,8 @@ def _steps(overrides, run_dir):
     state = {f"G.{k}": v for k, v in tr.G.state_dict().items()} | {f"D.{k}": v for k, v in tr.D.state_dict().items()}
     state |= {f"ema.{k}": v for k, v in tr.G_ema.state_dict().items()}
     state |= {f"reg.{r.name}.{k}": v for r in tr.regs for k, v in r.state_dict().items()}
+    if tr.augment is not None:
+        state["augment.p"] = torch.tensor(tr.augment.p, dtype=torch.float64)
     return losses, state
 
 

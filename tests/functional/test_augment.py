@@ -101,7 +101,9 @@ def test_diffaugment_draws_follow_diffaugment_ranges():
     assert 0.26 < q["cut"].double().mean().item() < 0.34
     assert 0.12 < q["flip"].double().mean().item() < 0.18  # a flip is itself a coin: p/2
     x = _x(b=5, s=8)
-    torch.testing.assert_close(diffaugment(x, ["color", "translation", "cutout", "xflip"], p=0.0), x, atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        diffaugment(x, ["color", "translation", "cutout", "xflip"], p=0.0), x, atol=1e-12, rtol=0
+    )
 
 
 def test_unknown_op_is_one_line():
