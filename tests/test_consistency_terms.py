@@ -2,15 +2,13 @@
 
 Every expected value is computed here independently, in numpy, from the formulas of
 docs/regularizers.md. ``bcr``'s augmentation T comes from ``normgan.functional.augment``; these
-tests put a deterministic T (a flip of the width) in its place (tests/augment_stub.py), and the
-training runs use the real module where it exists, else a random per-sample flip.
+tests put a deterministic T (a flip of the width) in its place (monkeypatching the name the term
+calls), and the training runs use the real DiffAugment.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,13 +16,11 @@ import torch
 from torch import nn
 
 import normgan
+import normgan.regularizers.terms as terms_module
 from normgan.config import validate
 from normgan.errors import ConfigError
 from normgan.functional.penalties import consistency_penalty, zcr_generator_penalty
 from normgan.regularizers import TERMS, TermContext, build_regularizers
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import augment_stub  # noqa: E402
 
 DT = torch.float64
 
@@ -46,7 +42,7 @@ def flip_T(monkeypatch):
         calls.append(list(ops))
         return x.flip(-1)
 
-    augment_stub.install(monkeypatch, diffaugment)
+    monkeypatch.setattr(terms_module, "diffaugment", diffaugment)
     return calls
 
 
@@ -138,7 +134,7 @@ def test_bcr_gradient_passes_gradcheck():
 
     def f(w):
         with pytest.MonkeyPatch.context() as mp:
-            augment_stub.install(mp, T)
+            mp.setattr(terms_module, "diffaugment", T)
             term = _bcr(real_weight=2.0, fake_weight=0.5)
             return term(
                 TermContext(G=None, D=None, critic=lambda x: torch.tanh(x.flatten(1) @ w), real=real, fake=fake)
@@ -344,7 +340,6 @@ def _cfg(steps, every, extra=()):
 
 @pytest.mark.parametrize("every", [1, 2], ids=["main-phases", "lazy-phases"])
 def test_training_with_both_terms_logs_finite_raw_values(tmp_path, monkeypatch, every):
-    augment_stub.ensure(monkeypatch)
     run = normgan.Trainer(_cfg(4, every), runs_dir=tmp_path, progress=False).fit()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
@@ -358,7 +353,6 @@ def test_training_with_both_terms_logs_finite_raw_values(tmp_path, monkeypatch, 
 
 def test_paired_training_with_both_terms(tmp_path, monkeypatch):
     """A paired run: D is conditional (T and G(x + Δx) enter as the image next to the condition)."""
-    augment_stub.ensure(monkeypatch)
     paired = [
         "data.name=edges2digit",
         "data.resolution=32",
@@ -386,7 +380,6 @@ def test_paired_training_with_both_terms(tmp_path, monkeypatch):
 
 def test_resume_with_both_terms_is_exact(tmp_path, monkeypatch):
     """Δz and T are drawn from torch's default generator, which the checkpoint restores."""
-    augment_stub.ensure(monkeypatch)
     full = normgan.Trainer(_cfg(4, 1), runs_dir=tmp_path, name="full", progress=False)
     full.fit()
     normgan.Trainer(_cfg(2, 1), runs_dir=tmp_path, name="split", progress=False).fit()

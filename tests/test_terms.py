@@ -7,7 +7,6 @@ import copy
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,6 @@ from normgan.errors import ConfigError
 from normgan.functional.norms import residual_norm
 from normgan.functional.penalties import r1_penalty
 from normgan.regularizers import TERMS, TermContext, build_regularizers
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import augment_stub  # noqa: E402
 
 TINY = [
     "train.steps=20",
@@ -75,9 +71,7 @@ def _fit(tmp_path, regularizers, extra=()):
 
 
 @pytest.mark.parametrize("name,options", _cases())
-def test_every_term_trains_20_steps_with_finite_logs(tmp_path, monkeypatch, name, options):
-    if name == "bcr":
-        augment_stub.ensure(monkeypatch)  # a stand-in T until normgan.functional.augment exists
+def test_every_term_trains_20_steps_with_finite_logs(tmp_path, name, options):
     rows = _fit(tmp_path, {"t": {"term": name, "weight": 0.5, **options}})
     assert [r["step"] for r in rows] == [5, 10, 15, 20]
     for row in rows:

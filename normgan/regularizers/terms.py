@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from normgan.errors import ConfigError, UserError
+from normgan.functional.augment import DIFFAUGMENT_OPS, diffaugment
 from normgan.functional.gates import HardConcreteGate
 from normgan.functional.norms import NORMS, sum_scale
 from normgan.functional.penalties import (
@@ -360,14 +361,6 @@ class LeCamTerm(Term):
 # ----------------------------------------------------------------------------- consistency
 
 
-def _augment_api():
-    """``(DIFFAUGMENT_OPS, diffaugment)`` of :mod:`normgan.functional.augment`, imported when a
-    ``bcr`` term is built or run (not when this module is imported)."""
-    from normgan.functional.augment import DIFFAUGMENT_OPS, diffaugment
-
-    return DIFFAUGMENT_OPS, diffaugment
-
-
 @TERMS.register("bcr")
 class BCRTerm(Term):
     """Balanced consistency regularization (bCR, Zhao et al. 2021), on D:
@@ -395,7 +388,7 @@ class BCRTerm(Term):
         self.fake_weight = _check_number("fake_weight", fake_weight)
         if self.real_weight == 0 and self.fake_weight == 0:
             raise ConfigError("real_weight: bad value 0 with fake_weight 0; give one of them a weight > 0")
-        known, _ = _augment_api()
+        known = DIFFAUGMENT_OPS
         if isinstance(ops, str) or not isinstance(ops, (list, tuple)) or not ops:
             raise ConfigError(f"ops: bad value {ops!r}; give a non-empty list of: {', '.join(known)}")
         for op in ops:
@@ -403,7 +396,7 @@ class BCRTerm(Term):
         self.ops = list(ops)
 
     def forward(self, ctx: TermContext) -> Tensor:
-        _, augment = _augment_api()
+        augment = diffaugment
         D, total = ctx.D_of, None
         if self.real_weight > 0:
             real = ctx.real.detach()
