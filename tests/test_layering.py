@@ -46,6 +46,7 @@ LAYERS = [
         "normgan.tasks.builtin",
         "normgan.inference.sample",
         "normgan.inference.translate",
+        "normgan.inference.export",
     ],
     ["normgan.eval.evaluation", "normgan.eval.paired"],
     ["normgan.eval.diagnostics", "normgan.study.overfit"],
@@ -65,6 +66,7 @@ BELOW_TRAINING = [
     "normgan.eval.paired",
     "normgan.inference.sample",
     "normgan.inference.translate",
+    "normgan.inference.export",
     "normgan.metrics",
     "normgan.report",
 ]

@@ -69,6 +69,7 @@ def test_the_task_declares_its_contract(name):
         "check_eval_args",
         "check_best_metric",
         "format_result",
+        "generator_inputs",
     ):
         assert defined_in(cls, method) not in (Task, TaskInfo), f"{name} does not implement {method}"
     metrics, best = cls.eval_defaults

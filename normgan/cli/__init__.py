@@ -3,6 +3,7 @@
     normgan train [CONFIG] [key=value ...] [--dry-run] [--runs-dir DIR] [--name NAME] [--resume RUN]
     normgan sample RUN --n 1000 --out DIR [--seed S]
     normgan translate RUN --input DIR --out DIR [--mode resize|tile]
+    normgan export RUN --format torchscript|onnx --out FILE [--checkpoint best.pt]
     normgan eval RUN [--n 5000] [--features domain|domain-full|inception|pkg.mod:Class]
     normgan compare RUN [RUN ...] [--out DIR]
     normgan diagnose RUN
@@ -29,7 +30,7 @@ from normgan.errors import Interrupted, SignalExit, UserError
 
 #: the commands in the order ``normgan --help`` lists them; each is a module of this package whose
 #: ``add_parser(subparsers)`` registers it (its ``cmd_<name>(args)`` runs it and returns the exit code)
-COMMANDS = ("train", "sample", "translate", "eval", "compare", "diagnose", "search", "report", "study")
+COMMANDS = ("train", "sample", "translate", "export", "eval", "compare", "diagnose", "search", "report", "study")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +103,7 @@ def _raise_on_sigterm(signum, frame) -> None:
 
 
 #: commands that load torch; their heavy imports run with Ctrl-C/SIGTERM held back
-TORCH_COMMANDS = ("train", "sample", "translate", "eval", "compare", "search", "study")
+TORCH_COMMANDS = ("train", "sample", "translate", "export", "eval", "compare", "search", "study")
 
 
 def _import_holding_signals() -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 import torch
 from torchvision.utils import make_grid, save_image
@@ -18,13 +19,41 @@ from normgan.runtime.paths import write_error
 from normgan.runtime.resources import format_bytes
 
 
-def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str = "last.pt"):
-    """The (EMA by default) generator of a run, in eval mode, and the run's config.
+@dataclass
+class LoadedGenerator:
+    """A run's generator as :func:`load_generator_checkpoint` loads it, with what the checkpoint says of it.
 
-    The checkpoint must hold ``config``, ``image_shape`` ``[C, H, W]`` and ``generator_ema``
-    (``generator`` with ``ema=False``) whose shapes match the generator built from that config;
-    otherwise a one-line :class:`UserError` names the missing entry or the first mismatching key
-    with both shapes.
+    ``G`` (in eval mode, on the device asked for), ``cfg`` (the run's config), ``path`` (the
+    checkpoint file), ``step`` (the training step it was written at; None in a checkpoint without
+    one), ``image_shape`` (C, H, W of G's output) and ``in_channels`` (G's input image channels,
+    None when G maps noise).
+    """
+
+    G: torch.nn.Module
+    cfg: Any
+    path: Path
+    step: Optional[int]
+    image_shape: Tuple[int, int, int]
+    in_channels: Optional[int]
+
+
+def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str = "last.pt"):
+    """The (EMA by default) generator of a run, in eval mode, and the run's config: ``(G, cfg)`` of
+    :func:`load_generator_checkpoint`."""
+    loaded = load_generator_checkpoint(run, ema=ema, device=device, checkpoint=checkpoint)
+    return loaded.G, loaded.cfg
+
+
+def load_generator_checkpoint(
+    run: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str = "last.pt"
+) -> LoadedGenerator:
+    """The (EMA by default) generator of a run (a run folder, its ``checkpoints/<checkpoint>``, or a
+    .pt file), in eval mode, with its config, step and shapes (:class:`LoadedGenerator`).
+
+    The checkpoint (loaded with ``weights_only=True``) must hold ``config``, ``image_shape``
+    ``[C, H, W]`` and ``generator_ema`` (``generator`` with ``ema=False``) whose shapes match the
+    generator built from that config; otherwise a one-line :class:`UserError` names the missing
+    entry or the first mismatching key with both shapes. Each call builds a new generator.
     """
     path = find_checkpoint(run, checkpoint)
     state = load_checkpoint(path, map_location="cpu")
@@ -55,7 +84,15 @@ def load_generator(run: str | Path, *, ema: bool = True, device: str = "cpu", ch
         "'normgan train' (or --no-ema / --checkpoint for another file)"
     )
     load_module_state(G, state[key], what="EMA generator" if ema else "generator", path=path, fix=fix)
-    return G.to(resolve_device(device)).eval(), cfg
+    step = state.get("step")
+    return LoadedGenerator(
+        G=G.to(resolve_device(device)).eval(),
+        cfg=cfg,
+        path=path,
+        step=int(step) if isinstance(step, int) else None,
+        image_shape=(channels, resolution, resolution),
+        in_channels=in_channels,
+    )
 
 
 @torch.no_grad()

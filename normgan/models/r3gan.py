@@ -112,7 +112,7 @@ class Resample(nn.Module):
         self.register_buffer("kernel", lowpass_kernel() * (4.0 if up else 1.0), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        c = x.shape[1]
+        c = int(x.shape[1])  # a constant when traced: ONNX needs the depthwise kernel's shape known
         k = self.kernel.to(x.dtype).expand(c, 1, *self.kernel.shape)
         if self.up:
             return F.conv_transpose2d(x, k, stride=2, padding=1, groups=c)

@@ -120,7 +120,9 @@ class Task(TaskInfo):
     subclass registered in :mod:`normgan.tasks.info` (its declarations, torch-free); a subclass of
     it and of :class:`Task` registered in :data:`TASKS` (the methods above); and a
     :class:`~normgan.eval.evaluation.TaskEvaluation` registered in ``EVALUATIONS``. The loop, the
-    evaluation entry points, search, study and report need no new branch.
+    evaluation entry points, search, study, report and ``normgan export`` (which calls
+    ``G(*inputs)`` for the inputs :meth:`~normgan.tasks.info.TaskInfo.generator_inputs` declares)
+    need no new branch.
     """
 
     #: G's input image channels (None: G maps noise)

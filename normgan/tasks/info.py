@@ -59,6 +59,33 @@ def auto_task(dataset: str) -> str:
     return next(n for n in task_names() if TASK_INFO.get(n).fits_dataset(dataset))
 
 
+#: the value range of the images G takes and makes (pixels p in [0, 255] map to p / 127.5 - 1)
+IMAGE_RANGE = (-1.0, 1.0)
+
+
+def noise_spec(z_dim: int, *, name: str = "z") -> dict:
+    """The spec of a noise input: (batch, ``z_dim``) float32 drawn from N(0, I)."""
+    return {
+        "name": name,
+        "shape": ["batch", int(z_dim)],
+        "dtype": "float32",
+        "distribution": "normal",
+        "mean": 0.0,
+        "std": 1.0,
+    }
+
+
+def image_spec(name: str, *, channels: int, resolution: int) -> dict:
+    """The spec of an image input or output: (batch, C, R, R) float32 (NCHW) in [-1, 1]."""
+    return {
+        "name": name,
+        "shape": ["batch", int(channels), int(resolution), int(resolution)],
+        "dtype": "float32",
+        "range": list(IMAGE_RANGE),
+        "layout": "NCHW",
+    }
+
+
 class TaskInfo:
     """The declarations of a task, all class attributes and classmethods (nothing is built).
 
@@ -69,6 +96,8 @@ class TaskInfo:
       config check), ``image_input`` (G maps an image rather than noise: the generator check, G's
       input channels, ``normgan translate``), ``generator_mismatch``; :meth:`checkpoint_in_channels`
       (G's input channels from a checkpoint, for ``normgan sample`` / ``eval``);
+      :meth:`generator_inputs` (what G takes, in order: the exported file's inputs and contract,
+      ``normgan export``);
     * its evaluation: ``scores`` (what ``eval`` produces and a search/study may optimize),
       ``eval_defaults`` (eval.metrics, eval.best_metric), :meth:`check_eval_args`,
       :meth:`check_best_metric`, :meth:`metric_group`, :meth:`trial_eval` (a search trial's eval
@@ -113,6 +142,18 @@ class TaskInfo:
     def checkpoint_in_channels(cls, state: dict, *, path) -> Optional[int]:
         """G's input channels from a checkpoint's entries (None: G maps noise)."""
         return None
+
+    @classmethod
+    def generator_inputs(
+        cls, *, z_dim: Optional[int], in_channels: Optional[int], resolution: int, classes: Optional[int] = None
+    ) -> Tuple[dict, ...]:
+        """G's inputs in the order G takes them (``G(*inputs)``), one spec each: ``name``, ``shape``
+        (``"batch"`` first: the batch dimension is dynamic), ``dtype`` and the values it expects
+        (``distribution`` for noise, ``range`` [low, high] for images and, inclusive, for integer
+        labels). ``normgan export`` names the exported file's inputs after them and writes them into
+        the contract; a task whose G takes several inputs (class-conditional: z and y) lists each.
+        ``classes``: the number of classes of a class-conditional G (None otherwise)."""
+        raise NotImplementedError
 
     @classmethod
     def apply_eval_defaults(cls, e, *, schema: Tuple[list, str]) -> None:
@@ -173,6 +214,12 @@ class UnconditionalInfo(TaskInfo):
         return not is_paired(dataset)
 
     @classmethod
+    def generator_inputs(
+        cls, *, z_dim: Optional[int], in_channels: Optional[int], resolution: int, classes: Optional[int] = None
+    ) -> Tuple[dict, ...]:
+        return (noise_spec(z_dim),)
+
+    @classmethod
     def dataset_error(cls, dataset: str) -> ConfigError:
         return ConfigError(
             f"task: bad value {cls.name!r}; data.name={dataset} is a paired dataset; use task: paired (or auto)"
@@ -229,6 +276,12 @@ class PairedInfo(TaskInfo):
             f"data.name: bad value {dataset!r}; task=paired needs a paired dataset: "
             f"{', '.join(sorted(PAIRED_DATASETS.names()))}"
         )
+
+    @classmethod
+    def generator_inputs(
+        cls, *, z_dim: Optional[int], in_channels: Optional[int], resolution: int, classes: Optional[int] = None
+    ) -> Tuple[dict, ...]:
+        return (image_spec("x", channels=in_channels, resolution=resolution),)
 
     @classmethod
     def checkpoint_in_channels(cls, state: dict, *, path) -> Optional[int]:
