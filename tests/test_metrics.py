@@ -261,7 +261,7 @@ def test_import_path_extractors(monkeypatch):
 
 
 def test_unknown_name_lists_choices():
-    with pytest.raises(ConfigError, match="domain, inception.*package.module:ClassName"):
+    with pytest.raises(ConfigError, match="domain, domain-full, inception.*package.module:ClassName"):
         build_feature_extractor("vgg", data=None)
 
 
