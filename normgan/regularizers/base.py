@@ -29,6 +29,9 @@ class TermContext:
     ``critic`` is D as a function of the image alone, ``y ↦ D(y)`` or, for a conditional D,
     ``y ↦ D(cat(x, y))`` (the condition is a constant input, so input-gradient penalties are taken
     w.r.t. the image only); None means ``D`` itself. Paired runs add ``cond`` (x) and ``target`` (y).
+    Class-conditional runs add ``labels`` (the real images' classes y), ``g_labels`` (the classes G
+    was given) and ``fake_critic`` (``x ↦ D(x, g_labels)``, for G's images; ``critic`` is
+    ``x ↦ D(x, labels)``); :attr:`D_of_fake` and :meth:`generate` use them.
     ``D`` and ``G`` are always the raw modules (weight norms read their parameters).
     """
 
@@ -42,11 +45,23 @@ class TermContext:
     cond: Optional[Tensor] = None
     target: Optional[Tensor] = None
     critic: Optional[Callable[[Tensor], Tensor]] = None
+    fake_critic: Optional[Callable[[Tensor], Tensor]] = None
+    labels: Optional[Tensor] = None
+    g_labels: Optional[Tensor] = None
 
     @property
     def D_of(self) -> Callable[[Tensor], Tensor]:
         """D as a function of the image: ``critic`` when set, else ``D``."""
         return self.critic if self.critic is not None else self.D
+
+    @property
+    def D_of_fake(self) -> Callable[[Tensor], Tensor]:
+        """D as a function of G's images: ``fake_critic`` when set (class-conditional), else :attr:`D_of`."""
+        return self.fake_critic if self.fake_critic is not None else self.D_of
+
+    def generate(self, z: Tensor) -> Tensor:
+        """G(z), or G(z, g_labels[:n]) for the n rows of ``z`` when G is class-conditional."""
+        return self.G(z) if self.g_labels is None else self.G(z, self.g_labels[: z.shape[0]])
 
     def d_input(self, y: Tensor) -> Tensor:
         """What D's layers see for image ``y``: ``cat(cond, y)`` along the channels in a paired run

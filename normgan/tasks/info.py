@@ -54,9 +54,12 @@ def task_names() -> Tuple[str, ...]:
     return tuple(_ORDER)
 
 
-def auto_task(dataset: str) -> str:
-    """``task: auto``: the first registered task whose :meth:`TaskInfo.fits_dataset` accepts ``dataset``."""
-    return next(n for n in task_names() if TASK_INFO.get(n).fits_dataset(dataset))
+def auto_task(dataset: str, *, conditioned: bool = False) -> str:
+    """``task: auto``: the first registered task whose :meth:`TaskInfo.fits_dataset` accepts ``dataset``
+    among those whose ``conditioned`` is ``conditioned`` (class conditioning set in the models); when
+    none fits, the first of those (its :meth:`TaskInfo.dataset_error` then names the problem)."""
+    names = [n for n in task_names() if TASK_INFO.get(n).conditioned == conditioned]
+    return next((n for n in names if TASK_INFO.get(n).fits_dataset(dataset)), names[0])
 
 
 #: the value range of the images G takes and makes (pixels p in [0, 255] map to p / 127.5 - 1)
@@ -75,6 +78,11 @@ def noise_spec(z_dim: int, *, name: str = "z") -> dict:
     }
 
 
+def label_spec(classes: int, *, name: str = "y") -> dict:
+    """The spec of a class-label input: (batch,) int64 in [0, ``classes`` − 1] (inclusive)."""
+    return {"name": name, "shape": ["batch"], "dtype": "int64", "range": [0, int(classes) - 1]}
+
+
 def image_spec(name: str, *, channels: int, resolution: int) -> dict:
     """The spec of an image input or output: (batch, C, R, R) float32 (NCHW) in [-1, 1]."""
     return {
@@ -91,7 +99,9 @@ class TaskInfo:
 
     A new task subclasses this (registered with :func:`register`) and sets or overrides:
 
-    * what it is: ``name`` (set by :func:`register`), ``run_kind`` (how messages name its runs);
+    * what it is: ``name`` (set by :func:`register`), ``run_kind`` (how messages name its runs),
+      ``conditioned`` (G and D take class labels: ``model.*.conditioning`` is set; ``task: auto``
+      and the config check, :meth:`conditioning_error`);
     * its data and generator: :meth:`fits_dataset` / :meth:`dataset_error` (``task: auto`` and the
       config check), ``image_input`` (G maps an image rather than noise: the generator check, G's
       input channels, ``normgan translate``), ``generator_mismatch``; :meth:`checkpoint_in_channels`
@@ -111,6 +121,7 @@ class TaskInfo:
 
     name: str = ""
     run_kind: str = ""
+    conditioned: bool = False
     image_input: bool = False
     generator_mismatch: str = ""
     noise_samples: bool = True
@@ -132,6 +143,14 @@ class TaskInfo:
     def dataset_error(cls, dataset: str) -> ConfigError:
         """The one-line error for a ``dataset`` this task cannot train on."""
         raise NotImplementedError
+
+    @classmethod
+    def conditioning_error(cls) -> ConfigError:
+        """The one-line error when ``model.*.conditioning`` does not match :attr:`conditioned`."""
+        return ConfigError(
+            f"task: bad value {cls.name!r}; model.generator/discriminator.conditioning is set (a class-conditional "
+            "run): use task: conditional (or auto) on a labelled dataset, or set the conditioning to null"
+        )
 
     @classmethod
     def config_in_channels(cls, channels: int) -> Optional[int]:
@@ -304,3 +323,35 @@ class PairedInfo(TaskInfo):
     @classmethod
     def format_result(cls, res: dict, *, metrics=None) -> str:
         return format_paired(res)
+
+
+@register("conditional")
+class ConditionalInfo(UnconditionalInfo):
+    """Class-conditional synthesis: G(z, y) and D(x, y) for the class labels y of a labelled dataset
+    (built-in datasets, a folder with class sub-folders, an IDX file with its labels file). Its
+    scores are the unconditional ones, of samples with an equal share of every class."""
+
+    run_kind = "class-conditional (its generator maps noise and a class label to images)"
+    conditioned = True
+    grid_caption = "each grid: the EMA generator's images, one row per class, the same fixed noise in each column"
+
+    @classmethod
+    def generator_inputs(
+        cls, *, z_dim: Optional[int], in_channels: Optional[int], resolution: int, classes: Optional[int] = None
+    ) -> Tuple[dict, ...]:
+        return (noise_spec(z_dim), label_spec(classes))
+
+    @classmethod
+    def dataset_error(cls, dataset: str) -> ConfigError:
+        return ConfigError(
+            f"data.name: bad value {dataset!r}; class conditioning (model.*.conditioning) needs a labelled dataset "
+            "and a paired dataset has none: use a built-in one (mnist5k, …), a folder with class sub-folders, "
+            "or set the conditioning to null"
+        )
+
+    @classmethod
+    def conditioning_error(cls) -> ConfigError:
+        return ConfigError(
+            "task: bad value 'conditional'; set model.generator.conditioning (cbn, concat) and/or "
+            "model.discriminator.conditioning (projection, ac)"
+        )

@@ -256,9 +256,14 @@ class Trainer:
             resolution=self.task.resolution,
             channels=self.task.channels,
             in_channels=self.task.in_channels,
+            classes=self.task.classes,
         )
         G, D, regs, self.constraints = build_networks(
-            cfg, resolution=self.task.resolution, channels=self.task.channels, in_channels=self.task.in_channels
+            cfg,
+            resolution=self.task.resolution,
+            channels=self.task.channels,
+            in_channels=self.task.in_channels,
+            classes=self.task.classes,
         )
         self.regs: List[Regularizer] = regs
         self.G, self.D = G.to(self.device), D.to(self.device)
