@@ -344,7 +344,7 @@ class ConditionalInfo(UnconditionalInfo):
     @classmethod
     def dataset_error(cls, dataset: str) -> ConfigError:
         return ConfigError(
-            f"data.name: bad value {dataset!r}; class conditioning (model.*.conditioning) needs a labelled dataset "
+            f"data.name: bad value {dataset!r}; class conditioning (model.*.conditioning) needs class labels "
             "and a paired dataset has none: use a built-in one (mnist5k, …), a folder with class sub-folders, "
             "or set the conditioning to null"
         )
