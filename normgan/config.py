@@ -703,6 +703,8 @@ def _validate_augment(cfg: Config) -> None:
     _check(0.0 <= a.target < 1.0, "augment.target", a.target, "r_t's target is in [0, 1) (ADA: 0.6)")
     _check(a.speed > 0, "augment.speed", a.speed, "images for p to move by 1; must be > 0 (ADA: 500000)")
     _check(a.interval >= 1, "augment.interval", a.interval, "steps between adjustments; must be >= 1")
+    # task branch kept here (tests/test_tasks.py): the restriction is the augmentation's (a paired D sees
+    # T(cat(x, y)) with one draw), checked with the rest of the augment section
     if a.penalty == "augmented" and cfg.paired:
         raise ConfigError(
             "augment.penalty: augmented is built for unconditional runs; a paired run takes penalties "
