@@ -147,6 +147,10 @@ def test_auto_picks_conditional_when_conditioning_is_set_on_a_labelled_dataset()
         load_config(overrides=COND + ["data.name=edges2digit"])
     with pytest.raises(ConfigError, match="model.discriminator.conditioning"):
         load_config(overrides=COND + ["model.discriminator.conditioning=nope"])
+    with pytest.raises(ConfigError, match="regularizers.ac: this term needs D's class head"):
+        load_config(overrides=COND + ["regularizers.ac={term: ac, net: G}"])  # a projection D has none
+    with pytest.raises(ConfigError, match="model.generator.conditioning: bad value 'cbn'; unet"):
+        load_config(overrides=COND + ["model.generator.name=unet"])
     spec = TASK_INFO.get("conditional").generator_inputs(z_dim=8, in_channels=None, resolution=32, classes=10)
     assert [s["name"] for s in spec] == ["z", "y"] and spec[1]["range"] == [0, 9] and spec[1]["dtype"] == "int64"
 

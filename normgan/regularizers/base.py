@@ -85,7 +85,9 @@ class Term(nn.Module):
       D norm (BatchNorm) is refused (``config.check_per_sample_penalties``);
     * ``shares_real_forward``: the term can reuse the D step's forward on the real batch (R1);
     * ``shares_fake_forward``: the term can reuse the D step's forward on the generated batch (R2);
-    * ``needs_gates``: the generator must be built with hard-concrete gates (L0 weights term).
+    * ``needs_gates``: the generator must be built with hard-concrete gates (L0 weights term);
+    * ``needs_class_head``: the discriminator must have an auxiliary classifier
+      (``model.discriminator.conditioning: ac``, checked by :func:`validate_regularizers`).
     """
 
     nets: tuple[str, ...] = ("G", "D")
@@ -94,6 +96,7 @@ class Term(nn.Module):
     shares_real_forward: bool = False
     shares_fake_forward: bool = False
     needs_gates: bool = False
+    needs_class_head: bool = False
 
     def __init__(self, *, net: str) -> None:
         super().__init__()
@@ -163,5 +166,12 @@ def validate_regularizers(cfg) -> None:
     """Build the terms once, and check the constraints, to validate them before training starts."""
     from normgan.regularizers.constraints import validate_constraints
 
-    build_regularizers(cfg.regularizers, paired=cfg.paired)
+    regs = build_regularizers(cfg.regularizers, paired=cfg.paired)
     validate_constraints(cfg.constraints)
+    conditioning = cfg.model.discriminator.conditioning
+    for r in regs:
+        if r.term.needs_class_head and conditioning != "ac":
+            raise ConfigError(
+                f"regularizers.{r.name}: this term needs D's class head; set model.discriminator.conditioning: ac "
+                f"(it is {conditioning!r}) on a labelled dataset"
+            )

@@ -467,6 +467,7 @@ class ACTerm(Term):
     """
 
     nets = ("D", "G")
+    needs_class_head = True  # validate_regularizers: model.discriminator.conditioning must be ac
 
     def forward(self, ctx: TermContext) -> Tensor:
         if ctx.g_labels is None:
