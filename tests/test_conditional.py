@@ -49,6 +49,25 @@ def test_projection_logits_equal_a_hand_computation():
     assert not torch.allclose(D(x, y), D(x, (y + 1) % 5))
 
 
+def test_r3gan_projection_and_concat_equal_hand_computations():
+    from normgan.models.r3gan import R3GANDiscriminator, R3GANGenerator
+
+    torch.manual_seed(7)
+    D = R3GANDiscriminator(resolution=32, channels=1, width=16, conditioning="projection", classes=4)
+    x, y = torch.randn(5, 1, 32, 32), torch.tensor([0, 1, 2, 3, 1])
+    phi = _np(D.head.basis(D.body(x)).flatten(1))  # φ(x): the depthwise basis conv's (B, C) output
+    psi = phi @ _np(D.head.linear.weight)[0]
+    want = psi + (_np(D.embed.weight).T[y.numpy()] * phi).sum(axis=1)
+    np.testing.assert_allclose(_np(D(x, y)), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_np(D(x)), psi, rtol=1e-5, atol=1e-5)
+    G = R3GANGenerator(resolution=32, channels=1, z_dim=8, width=16, conditioning="concat", classes=4)
+    z = torch.randn(5, 8)
+    joined = torch.cat([z, G.embed.weight[y]], dim=1)  # z ⊕ embed(y)
+    torch.testing.assert_close(G(z, y), torch.tanh(G.to_image(G.body(joined))))
+    with pytest.raises(ConfigError, match="model.generator.conditioning: bad value 'cbn'"):
+        R3GANGenerator(resolution=32, channels=1, conditioning="cbn", classes=4)
+
+
 def test_conditional_batchnorm_equals_a_per_class_affine_on_normalized_inputs():
     torch.manual_seed(1)
     cbn = ConditionalBatchNorm2d(3, classes=4)

@@ -26,6 +26,7 @@ from normgan.functional.gates import HardConcreteGate
 from normgan.models.layers import (
     ConditionalBatchNorm2d,
     balanced_labels,
+    check_conditioning,
     dcgan_init,
     make_norm,
     run_conditioned,
@@ -44,18 +45,6 @@ def _geometry(resolution: int) -> tuple[int, int]:
 
 G_CONDITIONING = ("cbn", "concat")
 D_CONDITIONING = ("projection", "ac")
-
-
-def check_conditioning(key: str, conditioning, classes, choices) -> None:
-    """A one-line ConfigError unless ``conditioning`` is None or one of ``choices`` with ``classes`` ≥ 1."""
-    if conditioning is None:
-        return
-    if conditioning not in choices:
-        raise ConfigError(
-            f"{key}.conditioning: bad value {conditioning!r}; choose one of: {', '.join(choices)} (or null)"
-        )
-    if not isinstance(classes, int) or classes < 1:
-        raise ConfigError(f"{key}.conditioning: {conditioning} needs a labelled dataset (classes: {classes!r})")
 
 
 class DCGANGenerator(nn.Module):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from normgan.errors import ConfigError
 from normgan.registry import Registry
 
 NORM_LAYERS = Registry("normalization")
@@ -85,3 +86,15 @@ def balanced_labels(n: int, *, classes: int, device) -> Tensor:
     """Labels 0, 1, …, classes − 1, 0, 1, … (n of them): a conditional G's default when called as
     ``G(z)`` (sampling, evaluation), an equal share of every class."""
     return torch.arange(n, device=device) % classes
+
+
+def check_conditioning(key: str, conditioning, classes, choices) -> None:
+    """A one-line ConfigError unless ``conditioning`` is None or one of ``choices`` with ``classes`` ≥ 1."""
+    if conditioning is None:
+        return
+    if conditioning not in choices:
+        raise ConfigError(
+            f"{key}.conditioning: bad value {conditioning!r}; choose one of: {', '.join(choices)} (or null)"
+        )
+    if not isinstance(classes, int) or classes < 1:
+        raise ConfigError(f"{key}.conditioning: {conditioning} needs a labelled dataset (classes: {classes!r})")
