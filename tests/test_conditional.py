@@ -231,6 +231,12 @@ def test_resume_is_exact(tmp_path, extra):
         for k in sa:
             torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
     assert torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)["classes"] == 10
+    from normgan.inference.sample import load_generator  # the checkpoint's classes rebuild G without the data
+
+    G, _ = load_generator(tmp_path / "full")
+    torch.testing.assert_close(G.state_dict(), full.G_ema.state_dict())
+    z, y = torch.randn(3, 64), torch.tensor([0, 5, 9])
+    torch.testing.assert_close(G(z, y), full.G_ema.eval()(z, y))
 
 
 # ------------------------------------------------------------------------------------------- bad input

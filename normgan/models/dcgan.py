@@ -72,6 +72,7 @@ class DCGANGenerator(nn.Module):
             )
         self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
         self.conditioning, self.classes = conditioning, classes if conditioning else None
+        self.num_classes = self.classes  # what normgan export reads (the y input's range)
         cbn = classes if conditioning == "cbn" else None
         z_in = 2 * z_dim if conditioning == "concat" else z_dim  # z ⊕ embed(y), embed(y) ∈ R^z_dim
         c = width * 2 ** (stages - 1)

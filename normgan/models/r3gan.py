@@ -224,6 +224,7 @@ class R3GANGenerator(nn.Module):
         base, stages = geometry(resolution)
         self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
         self.classes = classes if conditioning else None
+        self.num_classes = self.classes  # what normgan export reads (the y input's range)
         widths = stage_widths(width, stages)
         self.total_blocks = stages * blocks
         kw = {"expansion": expansion, "group_size": group_size, "total_blocks": self.total_blocks}

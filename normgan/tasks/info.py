@@ -105,7 +105,8 @@ class TaskInfo:
     * its data and generator: :meth:`fits_dataset` / :meth:`dataset_error` (``task: auto`` and the
       config check), ``image_input`` (G maps an image rather than noise: the generator check, G's
       input channels, ``normgan translate``), ``generator_mismatch``; :meth:`checkpoint_in_channels`
-      (G's input channels from a checkpoint, for ``normgan sample`` / ``eval``);
+      (G's input channels from a checkpoint, for ``normgan sample`` / ``eval``), :meth:`checkpoint_classes`
+      (a class-conditional G's number of classes, likewise);
       :meth:`generator_inputs` (what G takes, in order: the exported file's inputs and contract,
       ``normgan export``);
     * its evaluation: ``scores`` (what ``eval`` produces and a search/study may optimize),
@@ -160,6 +161,11 @@ class TaskInfo:
     @classmethod
     def checkpoint_in_channels(cls, state: dict, *, path) -> Optional[int]:
         """G's input channels from a checkpoint's entries (None: G maps noise)."""
+        return None
+
+    @classmethod
+    def checkpoint_classes(cls, state: dict, *, path) -> Optional[int]:
+        """The number of classes of a class-conditional G from a checkpoint's entries (None: not conditional)."""
         return None
 
     @classmethod
@@ -348,6 +354,16 @@ class ConditionalInfo(UnconditionalInfo):
             "and a paired dataset has none: use a built-in one (mnist5k, …), a folder with class sub-folders, "
             "or set the conditioning to null"
         )
+
+    @classmethod
+    def checkpoint_classes(cls, state: dict, *, path) -> Optional[int]:
+        try:
+            return int(state["classes"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(
+                f"checkpoint '{path}' of a class-conditional run has no valid 'classes' entry; "
+                "it was not written by 'normgan train'"
+            ) from None
 
     @classmethod
     def conditioning_error(cls) -> ConfigError:
