@@ -239,6 +239,22 @@ def test_resume_is_exact(tmp_path, extra):
     torch.testing.assert_close(G(z, y), full.G_ema.eval()(z, y))
 
 
+def test_terms_that_run_G_or_D_themselves_see_the_labels(tmp_path):
+    """Lazy R1 and R2 (the fake side's critic), zCR and path length (G(z, y_g) via ctx.generate) and
+    DiffAugment (T before D(·, y)) train a conditional run with finite logs."""
+    import json
+
+    regs = (
+        "regularizers={r1: {term: grad, at: real, every: 2}, r2: {term: grad, at: fake, weight: 0.5},"
+        " zcr: {term: zcr, net: G, weight: 0.5}, pl: {term: jacobian, net: G, every: 2}}"
+    )
+    extra = [regs, "augment.kind=diffaugment", "model.discriminator.norm=none", "train.steps=4"]
+    run = normgan.Trainer(load_config(overrides=COND + extra), runs_dir=tmp_path, progress=False).fit()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all(np.isfinite(v) for r in rows for k, v in r.items() if k.startswith(("loss/", "reg/")))
+    assert {"reg/r1/raw", "reg/r2/raw", "reg/zcr/raw", "reg/pl/raw"} <= set(rows[-1])
+
+
 # ------------------------------------------------------------------------------------------- bad input
 def test_conditional_config_on_unlabelled_data_is_one_line_exit_2(tmp_path):
     from PIL import Image
