@@ -26,7 +26,7 @@ from normgan.tasks.info import TASK_INFO, auto_task, task_names
 
 RESOLUTIONS = (28, 32, 64, 128, 256)
 #: ``task: auto`` becomes the first task that fits data.name (normgan.tasks.info.auto_task: ``paired`` for a
-#: paired dataset, else ``unconditional``)
+#: paired dataset, else ``unconditional``; ``conditional`` when model.*.conditioning is set)
 TASK_CHOICES = ("auto",) + task_names()
 DIRECTIONS = ("AtoB", "BtoA")
 

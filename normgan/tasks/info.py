@@ -5,7 +5,7 @@ A leaf like :mod:`normgan.eval.metric_info` (standard library, :mod:`normgan.err
 lower layer than the tasks), the run report (which loads no torch) and the search/study planners
 can ask a task what it is without building it:
 
-    info = TASK_INFO.get(cfg.task)          # UnconditionalInfo or PairedInfo (normgan.tasks.builtin subclasses them)
+    info = TASK_INFO.get(cfg.task)          # UnconditionalInfo, PairedInfo or ConditionalInfo (builtin subclasses them)
     info.scores, info.eval_defaults, info.check_eval_args(metrics=...), info.format_result(res)
 
 :class:`TaskInfo` states this part of the contract; :class:`normgan.tasks.builtin.Task` adds the part that
