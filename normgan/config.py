@@ -26,7 +26,7 @@ from normgan.tasks.info import TASK_INFO, auto_task, task_names
 
 RESOLUTIONS = (28, 32, 64, 128, 256)
 #: ``task: auto`` becomes the first task that fits data.name (normgan.tasks.info.auto_task: ``paired`` for a
-#: paired dataset, else ``unconditional``)
+#: paired dataset, else ``unconditional``; ``conditional`` when model.*.conditioning is set)
 TASK_CHOICES = ("auto",) + task_names()
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -49,6 +49,7 @@ class DataConfig:
     fold: int = 0  # with data.folds: which fold (0..folds-1) is held out as the evaluation reference / validation set
     stream: str = "auto"  # folder only: true decodes images per batch in DataLoader workers; auto: when they need > 1/4 of free memory
     workers: int = 2  # streaming: DataLoader worker processes decoding images (0: in the main process)
+    label_sampling: str = "uniform"  # conditional: G's classes uniform, or histogram (the training split's frequencies)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class GeneratorConfig:
     width: int = 32
     norm: str = "batch"  # batch | instance | layer | none
     dropout: float = 0.0
+    conditioning: Optional[str] = None  # class-conditional G: cbn (conditional BatchNorm) | concat (z ⊕ embed(y))
     options: Dict[str, Any] = field(
         default_factory=dict
     )  # architecture options (unet: depth, test_dropout; resnet: blocks)
@@ -69,6 +71,7 @@ class DiscriminatorConfig:
     width: int = 32
     norm: str = "batch"  # use "none" with per-sample gradient penalties (R1, WGAN-GP)
     dropout: float = 0.0
+    conditioning: Optional[str] = None  # class-conditional D: projection | ac (auxiliary classifier, term 'ac')
     options: Dict[str, Any] = field(default_factory=dict)  # architecture options (patchgan: layers)
 
 
@@ -148,7 +151,9 @@ class AugmentConfig:
 
 @dataclass
 class Config:
-    task: str = "auto"  # auto | unconditional (z -> image) | paired (image x -> image y); auto follows data.name
+    # auto | unconditional (z -> image) | paired (image x -> image y) | conditional ((z, class) -> image);
+    # auto follows data.name, and model.*.conditioning (set: conditional)
+    task: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: str = "bce"
@@ -743,6 +748,36 @@ def check_data_source(cfg: Config) -> None:
         )
 
 
+LABEL_SAMPLING = ("uniform", "histogram")
+
+
+def _check_conditioning(cfg: Config) -> bool:
+    """True when ``model.generator.conditioning`` or ``model.discriminator.conditioning`` is set (a
+    class-conditional run); a one-line ConfigError when the named network has no such option, or
+    ``data.label_sampling`` is unknown."""
+    from normgan.models.registry import DISCRIMINATORS, GENERATORS, declares
+
+    _check(
+        cfg.data.label_sampling in LABEL_SAMPLING,
+        "data.label_sampling",
+        cfg.data.label_sampling,
+        f"choose one of: {', '.join(LABEL_SAMPLING)}",
+    )
+    out = False
+    for key, net, registry in (
+        ("model.generator", cfg.model.generator, GENERATORS),
+        ("model.discriminator", cfg.model.discriminator, DISCRIMINATORS),
+    ):
+        if net.conditioning is None:
+            continue
+        if not declares(registry, net.name, "conditioning"):
+            raise ConfigError(
+                f"{key}.conditioning: bad value {net.conditioning!r}; {net.name} takes no class condition"
+            )
+        out = True
+    return out
+
+
 def _resolve_task(cfg: Config) -> None:
     """Resolve ``task: auto`` from ``data.name`` and check that data, models and terms fit the task.
 
@@ -759,16 +794,23 @@ def _resolve_task(cfg: Config) -> None:
     if d.name not in DATASETS and d.name not in PAIRED_DATASETS:
         names = sorted(DATASETS.names()) + sorted(PAIRED_DATASETS.names())
         raise ConfigError(f"data.name: unknown dataset {d.name!r}; choose one of: {', '.join(names)}")
+    conditioned = _check_conditioning(cfg)
     if cfg.task == "auto":
-        cfg.task = auto_task(d.name)
+        cfg.task = auto_task(d.name, conditioned=conditioned)
     task = TASK_INFO.get(cfg.task)
     if not task.fits_dataset(d.name):
         raise task.dataset_error(d.name)
+    if conditioned != task.conditioned:
+        raise task.conditioning_error()
     g_name = cfg.model.generator.name
     if takes_image_input(g_name) != task.image_input:
         raise ConfigError(f"model.generator.name: {g_name} {task.generator_mismatch}")
     c = d.channels or 3  # the source's channels are known only once it is loaded
-    check_models(cfg.model, resolution=d.resolution, channels=c, in_channels=task.config_in_channels(c))
+    # a conditional run's class count is known once its data is loaded: 1 checks the options here
+    classes = 1 if conditioned else None
+    check_models(
+        cfg.model, resolution=d.resolution, channels=c, in_channels=task.config_in_channels(c), classes=classes
+    )
     _check(d.direction in DIRECTIONS, "data.direction", d.direction, "use AtoB or BtoA")
     if d.load_size is not None:
         _check(

@@ -43,6 +43,18 @@ CASES = {
     "diffaugment_r1": ["augment.kind=diffaugment", "regularizers.r1={term: grad, net: D, at: real, weight: 1.0}"],
     # adaptive p: r_t summed over the ranks, the same p everywhere (it moves every step here)
     "ada_adaptive": ["augment.kind=ada", "augment.interval=1", "augment.speed=100"],
+    # class-conditional: G's labels drawn for the global batch, each rank its rows; R1 w.r.t. x with y fixed
+    "conditional_r1": [
+        "model.generator.conditioning=concat",
+        "model.discriminator.conditioning=projection",
+        "regularizers.r1={term: grad, net: D, at: real, weight: 1.0}",
+    ],
+    "conditional_ac": [
+        "model.generator.conditioning=concat",
+        "model.discriminator.conditioning=ac",
+        "regularizers.ac_d={term: ac, net: D, weight: 1.0}",
+        "regularizers.ac_g={term: ac, net: G, weight: 1.0}",
+    ],
 }
 STEPS = 3
 

@@ -38,6 +38,8 @@ CONFIGS = {
         "train.tensorboard=false",
         "regularizers={}",
     ],
+    "conditional": TINY
+    + ["train.tensorboard=false", "model.generator.conditioning=cbn", "model.discriminator.conditioning=projection"],
 }
 
 
@@ -87,11 +89,12 @@ def test_the_task_declares_its_contract(name):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_the_task_resolves_its_config_and_eval_defaults(name):
     cfg = load_config(overrides=CONFIGS[name])
-    assert cfg.task == name == auto_task(cfg.data.name)
     cls = TASKS.get(name)
+    assert cfg.task == name == auto_task(cfg.data.name, conditioned=cls.conditioned)
     assert cfg.eval.metrics == list(cls.eval_defaults[0]) and cfg.eval.best_metric == cls.eval_defaults[1]
     assert cls.fits_dataset(cfg.data.name)
-    others = [n for n in task_names() if n != name]
+    # tasks that differ in conditioning are told apart by model.*.conditioning, not by the dataset
+    others = [n for n in task_names() if n != name and TASK_INFO.get(n).conditioned == cls.conditioned]
     for other in others:  # the same dataset under another task: one-line error from that task
         assert not TASK_INFO.get(other).fits_dataset(cfg.data.name)
         assert str(TASK_INFO.get(other).dataset_error(cfg.data.name)).count("\n") == 0
@@ -100,7 +103,8 @@ def test_the_task_resolves_its_config_and_eval_defaults(name):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_a_built_task_gives_batches_grids_and_state(name):
     cfg = load_config(overrides=CONFIGS[name])
-    task = TASKS.get(name)(cfg, device=CPU)
+    cls = TASKS.get(name)
+    task = cls(cfg, device=CPU)
     try:
         b = task.next_batch()
         assert isinstance(b, Batch)
@@ -111,14 +115,17 @@ def test_a_built_task_gives_batches_grids_and_state(name):
         assert (task.in_channels is not None) == TASK_INFO.get(name).image_input
         from normgan.models.build import build_networks
 
-        G, D, _, _ = build_networks(cfg, resolution=r, channels=task.channels, in_channels=task.in_channels)
-        fake = G(b.g_in)
+        G, D, _, _ = build_networks(
+            cfg, resolution=r, channels=task.channels, in_channels=task.in_channels, classes=task.classes
+        )
+        fake = G(*b.g_args)
         assert fake.shape == b.real.shape
-        assert task.critic(D, b)(fake).shape[0] == n
+        assert task.critic(D, b)(fake).shape[0] == n and task.critic(D, b, fake=True)(fake).shape[0] == n
+        assert (b.g_labels is None) == (b.labels is None) == (task.classes is None) == (not cls.conditioned)
         grid = task.sample_grid(G.eval())
         assert grid.dim() == 3 and 0.0 <= float(grid.min()) and float(grid.max()) <= 1.0
         entries = task.checkpoint_entries()
-        assert entries["image_shape"] == [task.channels, r, r]
+        assert entries["image_shape"] == [task.channels, r, r] and entries.get("classes") == task.classes
         assert TASK_INFO.get(name).checkpoint_in_channels(entries, path="x.pt") == task.in_channels
         state = task.state_dict()
         task.load_state_dict(state)

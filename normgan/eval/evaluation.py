@@ -734,3 +734,10 @@ class UnconditionalEvaluation(TaskEvaluation):
             seed=cfg.eval.seed,
             cache_dir=cfg.eval.cache_dir,
         )
+
+
+@EVALUATIONS.register("conditional")
+class ConditionalEvaluation(UnconditionalEvaluation):
+    """The unconditional scores (FID/KID/PR/IS) of a class-conditional G's samples: ``G(z)`` gives
+    every class an equal share (balanced labels, :func:`normgan.models.layers.balanced_labels`).
+    Conditional accuracy and intra-class FID (issue 23, item 2) are not yet built."""

@@ -77,8 +77,9 @@ def load_generator_checkpoint(
         ) from None
     from normgan.tasks.info import TASK_INFO
 
-    in_channels = TASK_INFO.get(cfg.task).checkpoint_in_channels(state, path=path)
-    G = build_generator_for(cfg, resolution=resolution, channels=channels, in_channels=in_channels)
+    info = TASK_INFO.get(cfg.task)
+    in_channels, classes = info.checkpoint_in_channels(state, path=path), info.checkpoint_classes(state, path=path)
+    G = build_generator_for(cfg, resolution=resolution, channels=channels, in_channels=in_channels, classes=classes)
     fix = (
         "the weights were not written with the checkpoint's own config; use a checkpoint written by "
         "'normgan train' (or --no-ema / --checkpoint for another file)"

@@ -8,11 +8,12 @@ from normgan.models import build_discriminator, build_generator
 from normgan.regularizers import build_constraints, build_regularizers
 
 
-def build_networks(cfg, *, resolution: int, channels: int, in_channels: int | None = None):
+def build_networks(cfg, *, resolution: int, channels: int, in_channels: int | None = None, classes: int | None = None):
     """(G, D, regularizers, constraints) for ``cfg``.
 
     ``in_channels``: the input image's channels of a paired run; G then maps it to ``channels``
     and D is conditional, seeing ``in_channels + channels`` (the condition and the image).
+    ``classes``: the number of classes of a class-conditional run (``model.*.conditioning``).
 
     G gets hard-concrete gates when an L0 weights term asks for them, and the constraints'
     parametrizations (spectral normalization) are applied, so state dict keys match checkpoints.
@@ -20,16 +21,25 @@ def build_networks(cfg, *, resolution: int, channels: int, in_channels: int | No
     regs = build_regularizers(cfg.regularizers, paired=cfg.paired)
     gates = any(r.term.needs_gates for r in regs)
     G = build_generator(
-        cfg.model.generator, resolution=resolution, channels=channels, in_channels=in_channels, gates=gates
+        cfg.model.generator,
+        resolution=resolution,
+        channels=channels,
+        in_channels=in_channels,
+        gates=gates,
+        classes=classes,
     )
-    D = build_discriminator(cfg.model.discriminator, resolution=resolution, channels=channels + (in_channels or 0))
+    D = build_discriminator(
+        cfg.model.discriminator, resolution=resolution, channels=channels + (in_channels or 0), classes=classes
+    )
     constraints = build_constraints(cfg.constraints, G=G, D=D)
     return G, D, regs, constraints
 
 
-def build_generator_for(cfg, *, resolution: int, channels: int, in_channels: int | None = None) -> nn.Module:
+def build_generator_for(
+    cfg, *, resolution: int, channels: int, in_channels: int | None = None, classes: int | None = None
+) -> nn.Module:
     """Only the generator of ``cfg`` (with its gates and G constraints), for loading checkpoints."""
-    return build_networks(cfg, resolution=resolution, channels=channels, in_channels=in_channels)[0]
+    return build_networks(cfg, resolution=resolution, channels=channels, in_channels=in_channels, classes=classes)[0]
 
 
 def _meta_size(module: nn.Module, x) -> tuple[int, int]:
@@ -56,7 +66,12 @@ def _meta_size(module: nn.Module, x) -> tuple[int, int]:
 
 
 def estimate_training_bytes(
-    cfg, *, resolution: int | None = None, channels: int | None = None, in_channels: int | None = None
+    cfg,
+    *,
+    resolution: int | None = None,
+    channels: int | None = None,
+    in_channels: int | None = None,
+    classes: int | None = None,
 ) -> dict:
     """Bytes a training run of ``cfg`` needs at least, from its config alone (networks built on the
     ``meta`` device: no memory, no compute): G's weights, gradients, two Adam moments and EMA copy
@@ -73,8 +88,9 @@ def estimate_training_bytes(
     cin = in_channels if in_channels is not None else TASK_INFO.get(cfg.task).config_in_channels(c)
     b = cfg.data.batch_size
     with torch.device("meta"):
-        G = build_generator(cfg.model.generator, resolution=res, channels=c, in_channels=cin)
-        D = build_discriminator(cfg.model.discriminator, resolution=res, channels=c + (cin or 0))
+        k = classes or 1  # a conditional run's class count (its embeddings are small either way)
+        G = build_generator(cfg.model.generator, resolution=res, channels=c, in_channels=cin, classes=k)
+        D = build_discriminator(cfg.model.discriminator, resolution=res, channels=c + (cin or 0), classes=k)
         g_in = torch.empty(b, cin, res, res) if cin else torch.empty(b, cfg.model.generator.z_dim)
         g_params, g_acts = _meta_size(G, g_in)
         d_params, d_acts = _meta_size(D, torch.empty(b, c + (cin or 0), res, res))
@@ -88,7 +104,13 @@ def estimate_training_bytes(
 
 
 def check_memory(
-    cfg, *, device="cpu", resolution: int | None = None, channels: int | None = None, in_channels: int | None = None
+    cfg,
+    *,
+    device="cpu",
+    resolution: int | None = None,
+    channels: int | None = None,
+    in_channels: int | None = None,
+    classes: int | None = None,
 ) -> None:
     """A one-line ConfigError, before anything is allocated, when the estimated training memory
     (:func:`estimate_training_bytes`) exceeds what ``device`` has free, naming the key to lower."""
@@ -96,7 +118,9 @@ def check_memory(
     from normgan.runtime.device import resolve_device
     from normgan.runtime.resources import device_memory, format_bytes
 
-    est = estimate_training_bytes(cfg, resolution=resolution, channels=channels, in_channels=in_channels)
+    est = estimate_training_bytes(
+        cfg, resolution=resolution, channels=channels, in_channels=in_channels, classes=classes
+    )
     total = est["generator"] + est["discriminator"] + est["activations"]
     dev = resolve_device(device)
     avail, where = device_memory(dev)

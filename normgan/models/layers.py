@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from normgan.errors import ConfigError
 from normgan.registry import Registry
 
 NORM_LAYERS = Registry("normalization")
@@ -49,3 +51,50 @@ class KeepDropout(nn.Dropout):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, keep={self.keep}"
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Class-conditional BatchNorm (de Vries et al. 2017; Miyato & Koyama 2018; BigGAN): BatchNorm's
+    affine replaced by one (γ_k, β_k) per class k,
+
+        out[b, c] = γ_{y_b, c} · x̂[b, c] + β_{y_b, c},   x̂ = (x − μ_c) / √(σ²_c + ε)
+
+    with μ_c, σ²_c the batch statistics over (B, H, W) in training mode (running ones in eval
+    mode), as ``nn.BatchNorm2d(affine=False)``. γ starts at 1 and β at 0 (plain BatchNorm at init).
+    ``forward(x, y)``: x (B, C, H, W), y (B,) int64 classes in [0, classes).
+    """
+
+    def __init__(self, channels: int, *, classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gamma, self.beta = nn.Embedding(classes, channels), nn.Embedding(classes, channels)
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.bn(x) * self.gamma(y)[:, :, None, None] + self.beta(y)[:, :, None, None]
+
+
+def run_conditioned(body: nn.Sequential, x: Tensor, y) -> Tensor:
+    """``body(x)`` with ``y`` handed to each :class:`ConditionalBatchNorm2d` (the other layers get x only)."""
+    for layer in body:
+        x = layer(x, y) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+    return x
+
+
+def balanced_labels(n: int, *, classes: int, device) -> Tensor:
+    """Labels 0, 1, …, classes − 1, 0, 1, … (n of them): a conditional G's default when called as
+    ``G(z)`` (sampling, evaluation), an equal share of every class."""
+    return torch.arange(n, device=device) % classes
+
+
+def check_conditioning(key: str, conditioning, classes, choices) -> None:
+    """A one-line ConfigError unless ``conditioning`` is None or one of ``choices`` with ``classes`` ≥ 1."""
+    if conditioning is None:
+        return
+    if conditioning not in choices:
+        raise ConfigError(
+            f"{key}.conditioning: bad value {conditioning!r}; choose one of: {', '.join(choices)} (or null)"
+        )
+    if not isinstance(classes, int) or classes < 1:
+        raise ConfigError(f"{key}.conditioning: {conditioning} needs a labelled dataset (classes: {classes!r})")

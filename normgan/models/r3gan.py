@@ -22,6 +22,9 @@ Registered names: generator ``r3gan``, discriminator ``r3gan``.
   normgan's images are in [-1, 1] and every normgan generator ends in tanh).
 * D: a 1×1 conv from ``channels``, the stages down to s × s, then a depthwise s × s conv to (B, C)
   and a linear map to one logit per image, shape (B,).
+* Class conditioning (R3GAN's conditional models): G ``concat`` — z ⊕ embed(y) into the basis's
+  linear map; D ``projection`` — D(x, y) = ψ(φ) + ⟨embed(y), φ⟩ with φ the depthwise conv's (B, C)
+  output and ψ the final linear map (embed: a Linear on one-hot labels, so spectral norm reaches it).
 
 Geometry: resolution = s · 2^k with s ∈ {4, 7} and k ≥ 1 (32, 64, 128, 256 px; 28 px with s = 7).
 Stage widths, from the base (s × s) stage up: 2w at every resolution up to R/4, w at R/2 and w/2 at R
@@ -38,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normgan.errors import ConfigError
+from normgan.models.layers import balanced_labels, check_conditioning
 from normgan.models.registry import DISCRIMINATORS, GENERATORS
 
 SLOPE = 0.2
@@ -210,27 +214,39 @@ class R3GANGenerator(nn.Module):
         blocks: int = 2,
         expansion: int = 2,
         group_size: int = 16,
+        conditioning: str | None = None,
+        classes: int | None = None,
     ) -> None:
         super().__init__()
         _options(channels=channels, width=width, blocks=blocks, expansion=expansion, group_size=group_size)
         _check_int("z_dim", z_dim, 1)
+        check_conditioning("model.generator", conditioning, classes, ("concat",))
         base, stages = geometry(resolution)
         self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
+        self.classes = classes if conditioning else None
+        self.num_classes = self.classes  # what normgan export reads (the y input's range)
         widths = stage_widths(width, stages)
         self.total_blocks = stages * blocks
         kw = {"expansion": expansion, "group_size": group_size, "total_blocks": self.total_blocks}
-        layers: list[nn.Module] = [GenerativeBasis(z_dim, widths[0], base), *_blocks(widths[0], blocks, **kw)]
+        z_in = 2 * z_dim if conditioning else z_dim  # concat: z ⊕ embed(y), embed(y) ∈ R^z_dim ~ N(0, 1) at init
+        layers: list[nn.Module] = [GenerativeBasis(z_in, widths[0], base), *_blocks(widths[0], blocks, **kw)]
         for c_in, c in zip(widths, widths[1:]):
             layers += [_transition(c_in, c, up=True), *_blocks(c, blocks, **kw)]
         self.body = nn.Sequential(*layers)
         self.to_image = _conv1x1(widths[-1], channels)
+        if conditioning:
+            self.embed = nn.Embedding(classes, z_dim)
 
     @property
     def last_layer(self) -> Tensor:
         """The weight of the output layer (for gradient-ratio adaptive weights)."""
         return self.to_image.weight
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """G(z), or G(z, y) = G(z ⊕ embed(y)) for int64 classes y (B,) (y None: balanced labels)."""
+        if self.classes is not None:
+            y = balanced_labels(z.shape[0], classes=self.classes, device=z.device) if y is None else y
+            z = torch.cat([z, self.embed(y).to(z.dtype)], dim=1)
         return torch.tanh(self.to_image(self.body(z)))
 
 
@@ -245,8 +261,11 @@ class DiscriminativeBasis(nn.Module):
         msr_init_(self.basis.weight)
         msr_init_(self.linear.weight)
 
-    def forward(self, h: Tensor) -> Tensor:
-        return self.linear(self.basis(h).flatten(1)).view(-1)
+    def forward(self, h: Tensor, embedding: Tensor | None = None) -> Tensor:
+        """ψ(φ) = linear(φ), φ = basis(h) (N, C); plus ⟨embedding, φ⟩ when given (projection)."""
+        phi = self.basis(h).flatten(1)
+        out = self.linear(phi).view(-1)
+        return out if embedding is None else out + (embedding.to(phi.dtype) * phi).sum(dim=1)
 
 
 class R3GANDiscriminator(nn.Module):
@@ -262,9 +281,13 @@ class R3GANDiscriminator(nn.Module):
         blocks: int = 2,
         expansion: int = 2,
         group_size: int = 16,
+        conditioning: str | None = None,
+        classes: int | None = None,
     ) -> None:
         super().__init__()
         _options(channels=channels, width=width, blocks=blocks, expansion=expansion, group_size=group_size)
+        check_conditioning("model.discriminator", conditioning, classes, ("projection",))
+        self.classes = classes if conditioning else None
         base, stages = geometry(resolution)
         widths = stage_widths(width, stages)[::-1]  # full resolution first
         self.total_blocks = stages * blocks
@@ -275,16 +298,25 @@ class R3GANDiscriminator(nn.Module):
         layers += _blocks(widths[-1], blocks, **kw)
         self.body = nn.Sequential(*layers)
         self.head = DiscriminativeBasis(widths[-1], base)
+        if conditioning:  # embed(y) = W·onehot(y) ∈ R^C: a Linear, so constraints (SN) select it
+            self.embed = nn.Linear(classes, widths[-1], bias=False)
+            msr_init_(self.embed.weight)
 
     def features(self, x: Tensor) -> Tensor:
         return self.body(x).flatten(1)
 
-    def forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.body(x)
-        return self.head(h), h.flatten(1)
+    def _embedding(self, y: Tensor | None) -> Tensor | None:
+        if self.classes is None or y is None:
+            return None
+        return self.embed(nn.functional.one_hot(y, self.classes).to(self.embed.weight.dtype))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(x))
+    def forward_with_features(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h = self.body(x)
+        return self.head(h, self._embedding(y)), h.flatten(1)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """D(x) (B,), or with projection D(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩, φ the basis output (B, C)."""
+        return self.head(self.body(x), self._embedding(y))
 
 
 # the classes themselves: their keyword-only signatures are the options Registry.create checks

@@ -2,7 +2,7 @@
 
 A factory is registered under a config name and declares its options as keyword-only parameters.
 The builders pass it the shared fields of ``model.generator`` / ``model.discriminator`` (``width``,
-``norm``, ``dropout``, ``z_dim``) that it declares, plus ``options`` (architecture-specific, e.g.
+``norm``, ``dropout``, ``z_dim``, ``conditioning``) that it declares, plus ``options`` (architecture-specific, e.g.
 ``unet``'s ``depth``); an option the factory does not declare is a one-line ConfigError.
 """
 
@@ -20,7 +20,7 @@ GENERATORS = Registry("generator")
 DISCRIMINATORS = Registry("discriminator")
 
 #: fields of the model configs that every factory may declare (passed when it does)
-SHARED_FIELDS = ("z_dim", "width", "norm", "dropout")
+SHARED_FIELDS = ("z_dim", "width", "norm", "dropout", "conditioning")
 
 
 def _parameters(factory) -> list[str]:
@@ -38,19 +38,26 @@ def takes_image_input(name: str) -> bool:
     return "in_channels" in _parameters(GENERATORS.get(name, key="model.generator.name"))
 
 
-def check_models(model_cfg, *, resolution: int, channels: int, in_channels: int | None) -> None:
+def check_models(
+    model_cfg, *, resolution: int, channels: int, in_channels: int | None, classes: int | None = None
+) -> None:
     """Build G and D on the ``meta`` device (no memory, no compute) so that bad options and sizes
     (an unknown option, a U-Net deeper than the resolution allows, a PatchGAN with no patch left)
     are one-line ConfigErrors before any data is loaded."""
     import torch
 
     for key, net, build, kwargs in (
-        ("model.generator", model_cfg.generator, build_generator, {"channels": channels, "in_channels": in_channels}),
+        (
+            "model.generator",
+            model_cfg.generator,
+            build_generator,
+            {"channels": channels, "in_channels": in_channels, "classes": classes},
+        ),
         (
             "model.discriminator",
             model_cfg.discriminator,
             build_discriminator,
-            {"channels": channels + (in_channels or 0)},
+            {"channels": channels + (in_channels or 0), "classes": classes},
         ),
     ):
         try:
@@ -76,13 +83,20 @@ def _build(registry: Registry, cfg, *, key: str, fixed: Dict[str, Any]) -> nn.Mo
 
 
 def build_generator(
-    cfg, *, resolution: int, channels: int, in_channels: int | None = None, gates: bool = False
+    cfg,
+    *,
+    resolution: int,
+    channels: int,
+    in_channels: int | None = None,
+    gates: bool = False,
+    classes: int | None = None,
 ) -> nn.Module:
     """The generator named by ``cfg.name`` (a GeneratorConfig) for ``channels``-channel images.
 
     ``in_channels``: the input image's channels of an image-to-image generator (paired runs).
     ``gates``: insert hard-concrete L0 gates on hidden channels (set by the loop when an L0 weights
-    term asks for them).
+    term asks for them). ``classes``: the number of classes of a class-conditional run (passed
+    only when ``cfg.conditioning`` is set).
     """
     return _build(
         GENERATORS,
@@ -93,13 +107,14 @@ def build_generator(
             "channels": channels,
             "in_channels": in_channels,
             "gates": True if gates else None,
+            "classes": classes if getattr(cfg, "conditioning", None) else None,
         },
     )
 
 
-def build_discriminator(cfg, *, resolution: int, channels: int) -> nn.Module:
+def build_discriminator(cfg, *, resolution: int, channels: int, classes: int | None = None) -> nn.Module:
     """The discriminator named by ``cfg.name`` for ``channels`` input channels (condition + image
-    for a conditional D)."""
-    return _build(
-        DISCRIMINATORS, cfg, key="model.discriminator", fixed={"resolution": resolution, "channels": channels}
-    )
+    for a paired D); ``classes`` as for :func:`build_generator`."""
+    fixed = {"resolution": resolution, "channels": channels}
+    fixed["classes"] = classes if getattr(cfg, "conditioning", None) else None
+    return _build(DISCRIMINATORS, cfg, key="model.discriminator", fixed=fixed)

@@ -29,6 +29,9 @@ class TermContext:
     ``critic`` is D as a function of the image alone, ``y ↦ D(y)`` or, for a conditional D,
     ``y ↦ D(cat(x, y))`` (the condition is a constant input, so input-gradient penalties are taken
     w.r.t. the image only); None means ``D`` itself. Paired runs add ``cond`` (x) and ``target`` (y).
+    Class-conditional runs add ``labels`` (the real images' classes y), ``g_labels`` (the classes G
+    was given) and ``fake_critic`` (``x ↦ D(x, g_labels)``, for G's images; ``critic`` is
+    ``x ↦ D(x, labels)``); :attr:`D_of_fake` and :meth:`generate` use them.
     ``D`` and ``G`` are always the raw modules (weight norms read their parameters).
     """
 
@@ -42,11 +45,23 @@ class TermContext:
     cond: Optional[Tensor] = None
     target: Optional[Tensor] = None
     critic: Optional[Callable[[Tensor], Tensor]] = None
+    fake_critic: Optional[Callable[[Tensor], Tensor]] = None
+    labels: Optional[Tensor] = None
+    g_labels: Optional[Tensor] = None
 
     @property
     def D_of(self) -> Callable[[Tensor], Tensor]:
         """D as a function of the image: ``critic`` when set, else ``D``."""
         return self.critic if self.critic is not None else self.D
+
+    @property
+    def D_of_fake(self) -> Callable[[Tensor], Tensor]:
+        """D as a function of G's images: ``fake_critic`` when set (class-conditional), else :attr:`D_of`."""
+        return self.fake_critic if self.fake_critic is not None else self.D_of
+
+    def generate(self, z: Tensor) -> Tensor:
+        """G(z), or G(z, g_labels[:n]) for the n rows of ``z`` when G is class-conditional."""
+        return self.G(z) if self.g_labels is None else self.G(z, self.g_labels[: z.shape[0]])
 
     def d_input(self, y: Tensor) -> Tensor:
         """What D's layers see for image ``y``: ``cat(cond, y)`` along the channels in a paired run
@@ -70,7 +85,9 @@ class Term(nn.Module):
       D norm (BatchNorm) is refused (``config.check_per_sample_penalties``);
     * ``shares_real_forward``: the term can reuse the D step's forward on the real batch (R1);
     * ``shares_fake_forward``: the term can reuse the D step's forward on the generated batch (R2);
-    * ``needs_gates``: the generator must be built with hard-concrete gates (L0 weights term).
+    * ``needs_gates``: the generator must be built with hard-concrete gates (L0 weights term);
+    * ``needs_class_head``: the discriminator must have an auxiliary classifier
+      (``model.discriminator.conditioning: ac``, checked by :func:`validate_regularizers`).
     """
 
     nets: tuple[str, ...] = ("G", "D")
@@ -79,6 +96,7 @@ class Term(nn.Module):
     shares_real_forward: bool = False
     shares_fake_forward: bool = False
     needs_gates: bool = False
+    needs_class_head: bool = False
 
     def __init__(self, *, net: str) -> None:
         super().__init__()
@@ -148,5 +166,12 @@ def validate_regularizers(cfg) -> None:
     """Build the terms once, and check the constraints, to validate them before training starts."""
     from normgan.regularizers.constraints import validate_constraints
 
-    build_regularizers(cfg.regularizers, paired=cfg.paired)
+    regs = build_regularizers(cfg.regularizers, paired=cfg.paired)
     validate_constraints(cfg.constraints)
+    conditioning = cfg.model.discriminator.conditioning
+    for r in regs:
+        if r.term.needs_class_head and conditioning != "ac":
+            raise ConfigError(
+                f"regularizers.{r.name}: this term needs D's class head; set model.discriminator.conditioning: ac "
+                f"(it is {conditioning!r}) on a labelled dataset"
+            )

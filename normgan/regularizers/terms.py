@@ -51,7 +51,7 @@ def _fake(ctx: TermContext) -> Tensor:
     """G's output in this phase (lazy G phases have none: generate it from G's input ``z``)."""
     if ctx.fake is not None:
         return ctx.fake
-    return ctx.G(ctx.z)
+    return ctx.generate(ctx.z)
 
 
 def _net(ctx: TermContext, net: str) -> nn.Module:
@@ -194,7 +194,7 @@ class GradTerm(Term):
         return self.at == "fake" and self.center == 0
 
     def forward(self, ctx: TermContext) -> Tensor:
-        D = ctx.D_of
+        D = ctx.D_of_fake if self.at == "fake" else ctx.D_of  # class-conditional: G's images with G's classes
         if self.shares_real_forward and ctx.d_real is not None and ctx.real.requires_grad:
             return r1_from_logits(ctx.d_real, ctx.real, half=self.half)
         if self.shares_fake_forward and ctx.d_fake is not None and ctx.fake.requires_grad:
@@ -238,7 +238,7 @@ class JacobianTerm(Term):
     def forward(self, ctx: TermContext) -> Tensor:
         z = ctx.z.detach()
         z = z[: max(1, int(round(z.shape[0] * self.batch_fraction)))]
-        penalty, mean_length = path_length_penalty(ctx.G, z, target=self.target, decay=self.decay)
+        penalty, mean_length = path_length_penalty(ctx.generate, z, target=self.target, decay=self.decay)
         self.target.copy_(path_length_target_update(self.target, mean_length, decay=self.decay))
         return penalty
 
@@ -348,7 +348,7 @@ class LeCamTerm(Term):
 
     def forward(self, ctx: TermContext) -> Tensor:
         d_real = ctx.d_real if ctx.d_real is not None else ctx.D_of(ctx.real)
-        d_fake = ctx.d_fake if ctx.d_fake is not None else ctx.D_of(ctx.fake.detach())
+        d_fake = ctx.d_fake if ctx.d_fake is not None else ctx.D_of_fake(ctx.fake.detach())
         t = int(self.updates)
         self.anchor_real.copy_(lecam_anchor_update(self.anchor_real, d_real, decay=self.decay, count=t))
         self.anchor_fake.copy_(lecam_anchor_update(self.anchor_fake, d_fake, decay=self.decay, count=t))
@@ -404,6 +404,7 @@ class BCRTerm(Term):
             total = self.real_weight * consistency_penalty(d_real, D(augment(real, self.ops)))
         if self.fake_weight > 0:
             fake = ctx.fake.detach()
+            D = ctx.D_of_fake
             d_fake = ctx.d_fake if ctx.d_fake is not None else D(fake)
             part = self.fake_weight * consistency_penalty(d_fake, D(augment(fake, self.ops)))
             total = part if total is None else total + part
@@ -438,13 +439,46 @@ class ZCRTerm(Term):
         z_eps = z + self.sigma * torch.randn(z.shape, dtype=z.dtype, device=z.device)
         if self.net == "G":
             fake = _fake(ctx)
-            return zcr_generator_penalty(fake, ctx.G(z_eps).to(fake.dtype))
+            return zcr_generator_penalty(fake, ctx.generate(z_eps).to(fake.dtype))
         with torch.no_grad():
-            fake_eps = ctx.G(z_eps)
-            fake = ctx.fake if ctx.fake is not None else ctx.G(z)
+            fake_eps = ctx.generate(z_eps)
+            fake = ctx.fake if ctx.fake is not None else ctx.generate(z)
         fake, fake_eps = fake.detach(), fake_eps.to(fake.dtype)
-        d_fake = ctx.d_fake if ctx.d_fake is not None else ctx.D_of(fake)
-        return consistency_penalty(d_fake, ctx.D_of(fake_eps))
+        d_fake = ctx.d_fake if ctx.d_fake is not None else ctx.D_of_fake(fake)
+        return consistency_penalty(d_fake, ctx.D_of_fake(fake_eps))
+
+
+# ----------------------------------------------------------------------------- class conditioning
+
+
+@TERMS.register("ac")
+class ACTerm(Term):
+    """AC-GAN's auxiliary classification loss (Odena et al. 2017), with D's class logits
+    c(x) = ``D.class_logits(x)`` (a discriminator with ``conditioning: ac``) and CE(c, y) =
+    −mean_b log softmax(c_b)[y_b]:
+
+    * on D: CE(c(x_real), y) + CE(c(x_fake), y_g), y the real images' classes, y_g the classes G was
+      given, G's images detached;
+    * on G: CE(c(G(z, y_g)), y_g) (the phase's ``fake``, or a new G forward in a lazy phase).
+
+    Class-conditional runs only (``ctx.labels``/``g_labels``). One extra D forward per side (the
+    adversarial logits do not share it), of the raw D: augmentation does not reach this term.
+    Reduction: the batch mean of each cross-entropy (D: the sum of the two means).
+    """
+
+    nets = ("D", "G")
+    needs_class_head = True  # validate_regularizers: model.discriminator.conditioning must be ac
+
+    def forward(self, ctx: TermContext) -> Tensor:
+        if ctx.g_labels is None:
+            raise ConfigError("regularizers: term 'ac' needs a class-conditional run (model.*.conditioning set)")
+        classify = getattr(ctx.D, "class_logits", None)
+        if classify is None:
+            raise ConfigError(f"regularizers: term 'ac' needs class logits; {type(ctx.D).__name__} has none")
+        if self.net == "G":
+            return nn.functional.cross_entropy(classify(_fake(ctx)).float(), ctx.g_labels)
+        real = nn.functional.cross_entropy(classify(ctx.real.detach()).float(), ctx.labels)
+        return real + nn.functional.cross_entropy(classify(ctx.fake.detach()).float(), ctx.g_labels)
 
 
 # ----------------------------------------------------------------------------- reconstruction

@@ -1,4 +1,5 @@
-"""Tasks: what differs between unconditional (z -> image) and paired (x -> y) synthesis.
+"""Tasks: what differs between unconditional (z -> image), paired (x -> y) and class-conditional
+((z, y) -> image) synthesis.
 
 ``info`` declares each task without torch (config validation, metric names, eval defaults, report
 labels); ``builtin`` holds the runtime contract (:class:`~normgan.tasks.builtin.Task`) and the

@@ -12,7 +12,7 @@ class (see :class:`Task` for the contract and for what a new task implements).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -29,25 +29,36 @@ from normgan.data import (
     should_stream,
 )
 from normgan.data.batches import EpochBatches
+from normgan.errors import ConfigError
 from normgan.registry import Registry
 from normgan.runtime.distributed import Dist
-from normgan.tasks.info import PairedInfo, TaskInfo, UnconditionalInfo
+from normgan.tasks.info import ConditionalInfo, PairedInfo, TaskInfo, UnconditionalInfo
 
 TASKS = Registry("task")
 
 #: pairs shown in a paired run's sample grid (one column each: input, output, target)
 GRID_PAIRS = 8
+#: classes shown in a conditional run's sample grid (one row each; evenly spaced when there are more)
+GRID_CLASSES = 10
 
 
 @dataclass
 class Batch:
     """One training batch: ``real`` (what D sees as real), ``g_in`` (G's input), ``cond`` (D's
-    condition, paired only) and ``target`` (G's reconstruction target y = ``real``, paired only)."""
+    condition, paired only), ``target`` (G's reconstruction target y = ``real``, paired only),
+    ``labels`` (the classes of ``real``) and ``g_labels`` (the classes G is asked for; conditional only)."""
 
     real: Tensor
     g_in: Tensor
     cond: Optional[Tensor] = None
     target: Optional[Tensor] = None
+    labels: Optional[Tensor] = None
+    g_labels: Optional[Tensor] = None
+
+    @property
+    def g_args(self) -> tuple:
+        """G's arguments: ``(g_in,)``, or ``(g_in, g_labels)`` for a class-conditional G."""
+        return (self.g_in,) if self.g_labels is None else (self.g_in, self.g_labels)
 
 
 class ConditionalCritic:
@@ -67,6 +78,31 @@ class ConditionalCritic:
 
     def features(self, y: Tensor) -> Tensor:
         return self.D.features(self.join(y))
+
+
+class Critics(NamedTuple):
+    """D as a function of the image for one batch: for its real images and for G's (``fake``; they
+    differ for a class-conditional D), each eager (for terms) and maybe compiled (``_fwd``, forwards)."""
+
+    real: Callable[[Tensor], Tensor]
+    real_fwd: Callable[[Tensor], Tensor]
+    fake: Callable[[Tensor], Tensor]
+    fake_fwd: Callable[[Tensor], Tensor]
+
+
+class LabelledCritic:
+    """A class-conditional D as a function of the image: ``x ↦ D(x, y)`` with the classes ``labels``
+    (y, int64 (B,)) fixed, so input-gradient penalties are taken w.r.t. the image only.
+    ``features(x)`` is ``D.features(x)`` (φ(x), which does not depend on y)."""
+
+    def __init__(self, D: nn.Module, labels: Tensor) -> None:
+        self.D, self.labels = D, labels
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.D(x, self.labels)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.D.features(x)
 
 
 def fold_of(data, d, part: str):
@@ -99,7 +135,9 @@ class Task(TaskInfo):
       ``resolution``, ``channels`` and ``in_channels`` (G's input image channels, None for noise)
       size the networks;
     * D's condition: :meth:`critic` — D as a function of the image: ``D`` itself, or
-      ``y ↦ D(cat(x, y))`` (pix2pix's conditional D; gradient penalties are then w.r.t. y only);
+      ``y ↦ D(cat(x, y))`` (pix2pix's conditional D; gradient penalties are then w.r.t. y only), or
+      ``x ↦ D(x, labels)`` (class-conditional; ``fake=True``: with the classes G was given);
+      ``classes`` (None unless class-conditional) sizes the class embeddings;
     * the sample grids: ``fixed`` (G's fixed input) and :meth:`sample_grid` (one [0, 1] image);
     * the checkpoint: :meth:`checkpoint_entries` (shapes that rebuild G without the data),
       :meth:`state_dict` / :meth:`load_state_dict` (the data position; resume is exact);
@@ -127,6 +165,8 @@ class Task(TaskInfo):
 
     #: G's input image channels (None: G maps noise)
     in_channels: Optional[int] = None
+    #: the number of classes of a class-conditional run (None otherwise)
+    classes: Optional[int] = None
 
     def __init__(self, cfg, *, device: torch.device, dist: Optional[Dist] = None) -> None:
         raise NotImplementedError
@@ -137,7 +177,8 @@ class Task(TaskInfo):
     def fresh_input(self, batch: Optional[Batch]) -> Tensor:
         raise NotImplementedError
 
-    def critic(self, D: nn.Module, batch: Batch) -> Callable[[Tensor], Tensor]:
+    def critic(self, D: nn.Module, batch: Batch, *, fake: bool = False) -> Callable[[Tensor], Tensor]:
+        """D as a function of the image for ``batch``'s real images, or (``fake``) for G's."""
         raise NotImplementedError
 
     def sample_grid(self, G: nn.Module) -> Tensor:
@@ -209,7 +250,7 @@ class UnconditionalTask(UnconditionalInfo, Task):
         """This rank's part of new global noise (every rank draws the same ``data.batch_size`` rows)."""
         return self.dist.shard(torch.randn(self.batch_size, self.z_dim, device=self.device))
 
-    def critic(self, D: nn.Module, batch: Batch) -> Callable[[Tensor], Tensor]:
+    def critic(self, D: nn.Module, batch: Batch, *, fake: bool = False) -> Callable[[Tensor], Tensor]:
         return D
 
     @torch.no_grad()
@@ -311,8 +352,8 @@ class PairedTask(PairedInfo, Task):
     def fresh_input(self, batch: Batch) -> Tensor:
         return batch.g_in
 
-    def critic(self, D: nn.Module, batch: Batch) -> ConditionalCritic:
-        return ConditionalCritic(D, batch.cond)
+    def critic(self, D: nn.Module, batch: Batch, *, fake: bool = False) -> ConditionalCritic:
+        return ConditionalCritic(D, batch.cond)  # the same x conditions y and G(x)
 
     @torch.no_grad()
     def sample_grid(self, G: nn.Module) -> Tensor:
@@ -341,3 +382,73 @@ class PairedTask(PairedInfo, Task):
                 seed=cfg.train.seed,
             )
         )
+
+
+@TASKS.register("conditional")
+class ConditionalTask(ConditionalInfo, UnconditionalTask):
+    """G(z, y_g) and D(x, y): class-conditional synthesis on a labelled dataset (in memory).
+
+    A batch is the real images with their classes y and G's input: noise z ~ N(0, I) and classes y_g,
+    drawn after z from the run's torch RNG for the GLOBAL batch (every rank the same draw, each keeping
+    its rows; the RNG is in the checkpoint, so resume is exact): uniform over the ``classes`` classes
+    (``data.label_sampling: uniform``) or from the training split's class frequencies (``histogram``).
+    D sees real images with y and G's images with y_g (:meth:`critic`). ``classes`` = max label + 1 of
+    the training split. The sample grid has one row per class (at most :data:`GRID_CLASSES`, evenly
+    spaced), the same fixed noise in each column.
+    """
+
+    def __init__(self, cfg, *, device: torch.device, dist: Optional[Dist] = None) -> None:
+        d, t = cfg.data, cfg.train
+        if should_stream(d.stream, name=d.name, root=d.root, resolution=d.resolution):
+            raise ConfigError("data.stream: a class-conditional run keeps images and labels in memory; set false")
+        self.device, self.batch_size, self.z_dim = device, d.batch_size, cfg.model.generator.z_dim
+        self.dist, self.streaming = dist or Dist(), False
+        self.data = fold_of(training_split(cfg, streaming=False), d, "fit")
+        if self.data.labels is None:
+            raise ConfigError(
+                f"data.name: {d.name} ({d.root}) has no class labels (a folder needs one sub-folder per class, an "
+                "IDX file its labels file); class conditioning (model.*.conditioning) needs them, or set it to null"
+            )
+        self.batches = EpochBatches(self.data.images, batch_size=d.batch_size, seed=t.seed, device=device)
+        self.labels = self.data.labels.to(device)
+        self.classes = int(self.data.labels.max()) + 1
+        counts = torch.bincount(self.data.labels, minlength=self.classes).double()
+        self.label_probs = (counts / counts.sum()).float().to(device) if d.label_sampling == "histogram" else None
+        self.resolution, self.channels, self.in_channels = self.data.resolution, self.data.channels, None
+        rows = torch.linspace(0, self.classes - 1, min(self.classes, GRID_CLASSES)).round().long()
+        self.grid_k = max(1, t.num_samples // rows.numel())
+        z = torch.randn(self.grid_k, self.z_dim, generator=torch.Generator().manual_seed(t.seed + 12345))
+        self.fixed = z.repeat(rows.numel(), 1).to(device)
+        self.fixed_labels = rows.repeat_interleave(self.grid_k).to(device)
+
+    def draw_labels(self) -> Tensor:
+        """This rank's part of G's classes for a new global batch (torch's default generator)."""
+        n = self.batch_size
+        if self.label_probs is None:
+            y = torch.randint(self.classes, (n,), device=self.device)
+        else:
+            y = torch.multinomial(self.label_probs, n, replacement=True)
+        return self.dist.shard(y)
+
+    def next_batch(self) -> Batch:
+        """This rank's part of the next global batch: images, their classes, z, then G's classes."""
+        idx = self.batches.next_indices()
+        real = batch_to_float(self.dist.shard(self.batches.images.index_select(0, idx)))
+        labels = self.dist.shard(self.labels.index_select(0, idx))
+        z = self.fresh_input(None)
+        return Batch(real=real, g_in=z, labels=labels, g_labels=self.draw_labels())
+
+    def critic(self, D: nn.Module, batch: Batch, *, fake: bool = False) -> LabelledCritic:
+        """``x ↦ D(x, y)``: y the real images' classes, or (``fake``) the classes G was given."""
+        return LabelledCritic(D, batch.g_labels if fake else batch.labels)
+
+    @torch.no_grad()
+    def sample_grid(self, G: nn.Module) -> Tensor:
+        """G's images for the fixed noise, one row per shown class, as one grid in [0, 1]."""
+        return grid01(G(self.fixed, self.fixed_labels), nrow=self.grid_k)
+
+    def checkpoint_entries(self) -> dict:
+        return {"image_shape": [self.channels, self.resolution, self.resolution], "classes": self.classes}
+
+    def close(self) -> None:
+        """Nothing to release (in memory)."""

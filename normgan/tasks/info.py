@@ -5,7 +5,7 @@ A leaf like :mod:`normgan.eval.metric_info` (standard library, :mod:`normgan.err
 lower layer than the tasks), the run report (which loads no torch) and the search/study planners
 can ask a task what it is without building it:
 
-    info = TASK_INFO.get(cfg.task)          # UnconditionalInfo or PairedInfo (normgan.tasks.builtin subclasses them)
+    info = TASK_INFO.get(cfg.task)          # UnconditionalInfo, PairedInfo or ConditionalInfo (builtin subclasses them)
     info.scores, info.eval_defaults, info.check_eval_args(metrics=...), info.format_result(res)
 
 :class:`TaskInfo` states this part of the contract; :class:`normgan.tasks.builtin.Task` adds the part that
@@ -54,9 +54,12 @@ def task_names() -> Tuple[str, ...]:
     return tuple(_ORDER)
 
 
-def auto_task(dataset: str) -> str:
-    """``task: auto``: the first registered task whose :meth:`TaskInfo.fits_dataset` accepts ``dataset``."""
-    return next(n for n in task_names() if TASK_INFO.get(n).fits_dataset(dataset))
+def auto_task(dataset: str, *, conditioned: bool = False) -> str:
+    """``task: auto``: the first registered task whose :meth:`TaskInfo.fits_dataset` accepts ``dataset``
+    among those whose ``conditioned`` is ``conditioned`` (class conditioning set in the models); when
+    none fits, the first of those (its :meth:`TaskInfo.dataset_error` then names the problem)."""
+    names = [n for n in task_names() if TASK_INFO.get(n).conditioned == conditioned]
+    return next((n for n in names if TASK_INFO.get(n).fits_dataset(dataset)), names[0])
 
 
 #: the value range of the images G takes and makes (pixels p in [0, 255] map to p / 127.5 - 1)
@@ -75,6 +78,11 @@ def noise_spec(z_dim: int, *, name: str = "z") -> dict:
     }
 
 
+def label_spec(classes: int, *, name: str = "y") -> dict:
+    """The spec of a class-label input: (batch,) int64 in [0, ``classes`` − 1] (inclusive)."""
+    return {"name": name, "shape": ["batch"], "dtype": "int64", "range": [0, int(classes) - 1]}
+
+
 def image_spec(name: str, *, channels: int, resolution: int) -> dict:
     """The spec of an image input or output: (batch, C, R, R) float32 (NCHW) in [-1, 1]."""
     return {
@@ -91,11 +99,14 @@ class TaskInfo:
 
     A new task subclasses this (registered with :func:`register`) and sets or overrides:
 
-    * what it is: ``name`` (set by :func:`register`), ``run_kind`` (how messages name its runs);
+    * what it is: ``name`` (set by :func:`register`), ``run_kind`` (how messages name its runs),
+      ``conditioned`` (G and D take class labels: ``model.*.conditioning`` is set; ``task: auto``
+      and the config check, :meth:`conditioning_error`);
     * its data and generator: :meth:`fits_dataset` / :meth:`dataset_error` (``task: auto`` and the
       config check), ``image_input`` (G maps an image rather than noise: the generator check, G's
       input channels, ``normgan translate``), ``generator_mismatch``; :meth:`checkpoint_in_channels`
-      (G's input channels from a checkpoint, for ``normgan sample`` / ``eval``);
+      (G's input channels from a checkpoint, for ``normgan sample`` / ``eval``), :meth:`checkpoint_classes`
+      (a class-conditional G's number of classes, likewise);
       :meth:`generator_inputs` (what G takes, in order: the exported file's inputs and contract,
       ``normgan export``);
     * its evaluation: ``scores`` (what ``eval`` produces and a search/study may optimize),
@@ -111,6 +122,7 @@ class TaskInfo:
 
     name: str = ""
     run_kind: str = ""
+    conditioned: bool = False
     image_input: bool = False
     generator_mismatch: str = ""
     noise_samples: bool = True
@@ -134,6 +146,14 @@ class TaskInfo:
         raise NotImplementedError
 
     @classmethod
+    def conditioning_error(cls) -> ConfigError:
+        """The one-line error when ``model.*.conditioning`` does not match :attr:`conditioned`."""
+        return ConfigError(
+            f"task: bad value {cls.name!r}; model.generator/discriminator.conditioning is set (a class-conditional "
+            "run): use task: conditional (or auto) on a labelled dataset, or set the conditioning to null"
+        )
+
+    @classmethod
     def config_in_channels(cls, channels: int) -> Optional[int]:
         """G's input channels known from the config alone (``channels``: the data's)."""
         return channels if cls.image_input else None
@@ -141,6 +161,11 @@ class TaskInfo:
     @classmethod
     def checkpoint_in_channels(cls, state: dict, *, path) -> Optional[int]:
         """G's input channels from a checkpoint's entries (None: G maps noise)."""
+        return None
+
+    @classmethod
+    def checkpoint_classes(cls, state: dict, *, path) -> Optional[int]:
+        """The number of classes of a class-conditional G from a checkpoint's entries (None: not conditional)."""
         return None
 
     @classmethod
@@ -304,3 +329,45 @@ class PairedInfo(TaskInfo):
     @classmethod
     def format_result(cls, res: dict, *, metrics=None) -> str:
         return format_paired(res)
+
+
+@register("conditional")
+class ConditionalInfo(UnconditionalInfo):
+    """Class-conditional synthesis: G(z, y) and D(x, y) for the class labels y of a labelled dataset
+    (built-in datasets, a folder with class sub-folders, an IDX file with its labels file). Its
+    scores are the unconditional ones, of samples with an equal share of every class."""
+
+    run_kind = "class-conditional (its generator maps noise and a class label to images)"
+    conditioned = True
+    grid_caption = "each grid: the EMA generator's images, one row per class, the same fixed noise in each column"
+
+    @classmethod
+    def generator_inputs(
+        cls, *, z_dim: Optional[int], in_channels: Optional[int], resolution: int, classes: Optional[int] = None
+    ) -> Tuple[dict, ...]:
+        return (noise_spec(z_dim), label_spec(classes))
+
+    @classmethod
+    def dataset_error(cls, dataset: str) -> ConfigError:
+        return ConfigError(
+            f"data.name: bad value {dataset!r}; class conditioning (model.*.conditioning) needs class labels "
+            "and a paired dataset has none: use a built-in one (mnist5k, …), a folder with class sub-folders, "
+            "or set the conditioning to null"
+        )
+
+    @classmethod
+    def checkpoint_classes(cls, state: dict, *, path) -> Optional[int]:
+        try:
+            return int(state["classes"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(
+                f"checkpoint '{path}' of a class-conditional run has no valid 'classes' entry; "
+                "it was not written by 'normgan train'"
+            ) from None
+
+    @classmethod
+    def conditioning_error(cls) -> ConfigError:
+        return ConfigError(
+            "task: bad value 'conditional'; set model.generator.conditioning (cbn, concat) and/or "
+            "model.discriminator.conditioning (projection, ac)"
+        )

@@ -250,16 +250,11 @@ class Trainer:
         """Networks, terms, optimizers (with their lr/β2/EMA schedules), the step's phases and its objective."""
         cfg, t = self.cfg, self.cfg.train
         # sizes against free memory before allocating (one line naming the key, not the allocator's message)
-        check_memory(
-            cfg,
-            device=self.device,
-            resolution=self.task.resolution,
-            channels=self.task.channels,
-            in_channels=self.task.in_channels,
-        )
-        G, D, regs, self.constraints = build_networks(
-            cfg, resolution=self.task.resolution, channels=self.task.channels, in_channels=self.task.in_channels
-        )
+        task = self.task
+        shapes = {"resolution": task.resolution, "channels": task.channels, "in_channels": task.in_channels}
+        shapes["classes"] = task.classes
+        check_memory(cfg, device=self.device, **shapes)
+        G, D, regs, self.constraints = build_networks(cfg, **shapes)
         self.regs: List[Regularizer] = regs
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.G_ema = make_ema(self.G)

@@ -19,29 +19,28 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor
 from torch.nn.utils import parametrize
 
 from normgan.regularizers import TermContext, WeightContext
-from normgan.tasks.builtin import Batch
+from normgan.tasks.builtin import Batch, Critics
 from normgan.train.phases import Phase, frozen
 
 
 @dataclass
 class Carry:
     """What the D phase hands on: its batch, the real images (detached), G's output (with its graph
-    after the last D phase), D's detached real logits, and D as a function of the image (``critic``
-    eager, for terms; ``critic_fwd`` maybe compiled, for the adversarial forwards)."""
+    after the last D phase), D's detached real logits, and D as a function of the image (``critics``:
+    of real and of G's images, eager for terms and maybe compiled for the adversarial forwards)."""
 
     batch: Batch
     real: Tensor
     fake: Tensor
     d_real: Tensor
-    critic: Callable[[Tensor], Tensor]
-    critic_fwd: Callable[[Tensor], Tensor]
+    critics: Critics
 
     @property
     def target(self) -> Optional[Tensor]:  # G's reconstruction target y (paired), constant; None unconditional
@@ -100,19 +99,19 @@ class Objective:
     def generate(self, batch: Batch, *, keep_graph: bool) -> Tensor:
         """G's output for the batch (float32), with its graph only when ``keep_graph``."""
         with contextlib.nullcontext() if keep_graph else torch.no_grad():
-            return self.G_fwd(batch.g_in).float()
+            return self.G_fwd(*batch.g_args).float()
 
-    def critics(self, batch: Batch, *, augment: bool = True):
-        """D as a function of the image for this batch (eager, for terms; maybe compiled), of T(·) if augmenting."""
-        pair = self.task.critic(self.D, batch), self.task.critic(self.D_fwd, batch)
-        return tuple(map(self.augment.critic, pair)) if self.augment is not None and augment else pair
+    def critics(self, batch: Batch, *, augment: bool = True) -> Critics:
+        """D as a function of the image for this batch's real and G's images, of T(·) if augmenting."""
+        crit = [self.task.critic(D, batch, fake=f) for f in (False, True) for D in (self.D, self.D_fwd)]
+        return Critics(*map(self.augment.critic, crit)) if self.augment is not None and augment else Critics(*crit)
 
     # ---------------------------------------------------------------- the phases
     def d_main(self, step: int, carry: Optional[Carry], keep_graph: bool):
         b = self.task.next_batch()
         pre = self.augment is not None and self.augment.before_d  # penalties' inputs are T(x): augment here
         augmented = self.critics(b)
-        critic, critic_fwd = self.critics(b, augment=False) if pre else augmented
+        crit = self.critics(b, augment=False) if pre else augmented
         real = self.augment.penalty_input(b.real) if pre else b.real
         real = real.requires_grad_(True) if self.share_real_forward else real  # R1 reuses D(real)
         with self.autocast():
@@ -122,45 +121,46 @@ class Objective:
             # parametrized weights (spectral norm) are computed once per D step: one power iteration
             # per update, and the same normalized weights for real, fake and penalty forwards
             with parametrize.cached():
-                d_real, d_fake = critic_fwd(real), critic_fwd(fake_d)
+                d_real, d_fake = crit.real_fwd(real), crit.fake_fwd(fake_d)
                 loss = self.loss.d(d_real, d_fake)
                 ctx = self.context(
-                    b, critic, real=real, fake=fake_d, z=b.g_in, d_real=d_real, d_fake=d_fake, target=b.target
+                    b, crit, real=real, fake=fake_d, z=b.g_in, d_real=d_real, d_fake=d_fake, target=b.target
                 )
                 extra = self.terms("D", ctx, step, lazy=False, adv_loss=loss)
         self.stats.update({"loss/D": loss.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()})
-        return total(loss, extra), Carry(b, b.real.detach(), fake, d_real.detach(), *augmented)  # G sees T(·) too
+        return total(loss, extra), Carry(b, b.real.detach(), fake, d_real.detach(), augmented)  # G sees T(·) too
 
     def d_lazy(self, step: int, c: Carry, keep_graph: bool):
         b = c.batch
-        real, fake, critic = c.real, c.fake.detach(), c.critic
+        real, fake, crit = c.real, c.fake.detach(), c.critics
         if self.augment is not None and self.augment.before_d:  # the penalties' inputs are T(x)
-            real, fake, critic = *map(self.augment.penalty_input, (real, fake)), self.critics(b, augment=False)[0]
-        ctx = self.context(b, critic, real=real, fake=fake, z=b.g_in, target=b.target)
+            real, fake, crit = *map(self.augment.penalty_input, (real, fake)), self.critics(b, augment=False)
+        ctx = self.context(b, crit, real=real, fake=fake, z=b.g_in, target=b.target)
         with self.autocast():
             return self.terms("D", ctx, step, lazy=True, d_real=c.d_real).float(), c
 
     def g_main(self, step: int, c: Carry, keep_graph: bool):
         b = c.batch
         with self.autocast():
-            d_fake = c.critic_fwd(c.fake)
-            loss = self.loss.g(d_fake, c.critic_fwd(c.real)) if self.loss.g_real else self.loss.g(d_fake)
-            ctx = self.context(b, c.critic, real=c.real, fake=c.fake, z=b.g_in, d_fake=d_fake, target=c.target)
+            d_fake = c.critics.fake_fwd(c.fake)
+            loss = self.loss.g(d_fake, c.critics.real_fwd(c.real)) if self.loss.g_real else self.loss.g(d_fake)
+            ctx = self.context(b, c.critics, real=c.real, fake=c.fake, z=b.g_in, d_fake=d_fake, target=c.target)
             extra = self.terms("G", ctx, step, lazy=False, adv_loss=loss)
         self.stats["loss/G"] = loss.detach()
         return total(loss, extra), c
 
     def g_lazy(self, step: int, c: Carry, keep_graph: bool):
         b = c.batch
-        ctx = self.context(b, c.critic, real=c.real, z=self.task.fresh_input(b), target=c.target)
+        ctx = self.context(b, c.critics, real=c.real, z=self.task.fresh_input(b), target=c.target)
         with self.autocast():
             return self.terms("G", ctx, step, lazy=True).float(), c
 
     # ---------------------------------------------------------------- terms and precision
-    def context(self, b: Batch, critic, **fields) -> TermContext:
-        """What the terms see in a phase: G and D (raw modules), the batch's condition, D as a
-        function of the image (``critic``) and the phase's ``fields`` (real, fake, z, logits, target)."""
-        return TermContext(G=self.G, D=self.D, cond=b.cond, critic=critic, **fields)
+    def context(self, b: Batch, crit: Critics, **fields) -> TermContext:
+        """What the terms see in a phase: G and D (raw modules), the batch's condition and classes, D
+        as a function of real and of G's images (eager), and the phase's ``fields`` (real, fake, z, logits, target)."""
+        labels = {"labels": b.labels, "g_labels": b.g_labels}
+        return TermContext(G=self.G, D=self.D, cond=b.cond, critic=crit.real, fake_critic=crit.fake, **labels, **fields)
 
     def terms(
         self, net: str, ctx: TermContext, step: int, *, lazy: bool, adv_loss=None, d_real=None
