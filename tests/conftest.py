@@ -44,6 +44,30 @@ TINY = [
 ]
 
 
+#: a tiny paired (edges2digit) model: U-Net G, 2-layer PatchGAN D with instance norm, batch 4
+TINY_PAIRED = [
+    "data.name=edges2digit",
+    "data.resolution=32",
+    "data.batch_size=4",
+    "model.generator.name=unet",
+    "model.generator.width=4",
+    "model.discriminator.name=patchgan",
+    "model.discriminator.width=4",
+    "model.discriminator.norm=instance",
+    "+model.discriminator.options.layers=2",
+]
+
+
+def assert_same_weights(*pairs):
+    """Every state-dict entry of each (a, b) module pair is bit-identical (resume exactness)."""
+    import torch
+
+    for a, b in pairs:
+        sb = b.state_dict()
+        for k, v in a.state_dict().items():
+            torch.testing.assert_close(v, sb[k], rtol=0, atol=0, msg=k)
+
+
 def run_cli(*args, timeout=300, **kwargs):
     """Run ``python -m normgan ARGS`` in a subprocess; returns CompletedProcess with text output."""
     return subprocess.run(

@@ -50,8 +50,6 @@ def test_d_sees_augmented_images_in_every_phase_and_g_outputs_are_untouched(tmp_
     tr.task.batches.load_state_dict(batch_before)
     real = tr.task.next_batch().real
     assert not torch.equal(rec.seen[0], real)  # translated (a zero border where shifted)
-    shifted = [torch.equal(a, b) for a, b in zip(rec.seen[0], real)]
-    assert not all(shifted)
     # the sample grid and the evaluation see G's images as they are (no augmentation in G or G_ema)
     grid = tr.sample_grid()
     from normgan.tasks.builtin import grid01

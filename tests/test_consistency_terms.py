@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_PAIRED, assert_same_weights
 from torch import nn
 
 import normgan
@@ -354,15 +355,7 @@ def test_training_with_both_terms_logs_finite_raw_values(tmp_path, monkeypatch, 
 def test_paired_training_with_both_terms(tmp_path, monkeypatch):
     """A paired run: D is conditional (T and G(x + Δx) enter as the image next to the condition)."""
     paired = [
-        "data.name=edges2digit",
-        "data.resolution=32",
-        "data.batch_size=4",
-        "model.generator.name=unet",
-        "model.generator.width=4",
-        "model.discriminator.name=patchgan",
-        "model.discriminator.width=4",
-        "model.discriminator.norm=instance",
-        "+model.discriminator.options.layers=2",
+        *TINY_PAIRED,
         "train.steps=2",
         "train.log_every=2",
         "train.tensorboard=false",
@@ -385,7 +378,4 @@ def test_resume_with_both_terms_is_exact(tmp_path, monkeypatch):
     normgan.Trainer(_cfg(2, 1), runs_dir=tmp_path, name="split", progress=False).fit()
     resumed = normgan.Trainer.resume(tmp_path / "split", overrides=["train.steps=4"], progress=False)
     resumed.fit()
-    for a, b in [(full.G, resumed.G), (full.D, resumed.D)]:
-        sa, sb = a.state_dict(), b.state_dict()
-        for k in sa:
-            torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
+    assert_same_weights((full.G, resumed.G), (full.D, resumed.D))

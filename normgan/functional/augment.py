@@ -256,17 +256,20 @@ def _geometric_inverse(n: int, ops: tuple, *, p: float, size: int, device, gener
             g = g @ where(_coin(n, p, device, generator), scale2d(1 / s, 1 / s))
         elif op == "rotate":
             g = g @ _rotation(n, p_rot, device, generator, where)
-            if "aniso" in ops:
-                s = torch.exp2(torch.randn(n, device=device, generator=generator) * ANISO_STD)
-                g = g @ where(_coin(n, p, device, generator), scale2d(1 / s, s))
+            if "aniso" in ops:  # ADA's order: rotation, anisotropic scaling, rotation
+                g = g @ _aniso(n, p, device, generator, where)
             g = g @ _rotation(n, p_rot, device, generator, where)
         elif op == "aniso" and "rotate" not in ops:
-            s = torch.exp2(torch.randn(n, device=device, generator=generator) * ANISO_STD)
-            g = g @ where(_coin(n, p, device, generator), scale2d(1 / s, s))
+            g = g @ _aniso(n, p, device, generator, where)
         elif op == "xfrac":
             t = torch.randn(n, 2, device=device, generator=generator) * XFRAC_STD * size * px
             g = g @ where(_coin(n, p, device, generator), translate2d(-t[:, 0], -t[:, 1]))
     return g
+
+
+def _aniso(n: int, p: float, device, generator, where) -> Tensor:
+    s = torch.exp2(torch.randn(n, device=device, generator=generator) * ANISO_STD)
+    return where(_coin(n, p, device, generator), scale2d(1 / s, s))
 
 
 def _rotation(n: int, p_rot: float, device, generator, where) -> Tensor:

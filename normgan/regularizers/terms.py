@@ -388,25 +388,23 @@ class BCRTerm(Term):
         self.fake_weight = _check_number("fake_weight", fake_weight)
         if self.real_weight == 0 and self.fake_weight == 0:
             raise ConfigError("real_weight: bad value 0 with fake_weight 0; give one of them a weight > 0")
-        known = DIFFAUGMENT_OPS
         if isinstance(ops, str) or not isinstance(ops, (list, tuple)) or not ops:
-            raise ConfigError(f"ops: bad value {ops!r}; give a non-empty list of: {', '.join(known)}")
+            raise ConfigError(f"ops: bad value {ops!r}; give a non-empty list of: {', '.join(DIFFAUGMENT_OPS)}")
         for op in ops:
-            _check_choice("ops", op, known)
+            _check_choice("ops", op, DIFFAUGMENT_OPS)
         self.ops = list(ops)
 
     def forward(self, ctx: TermContext) -> Tensor:
-        augment = diffaugment
         D, total = ctx.D_of, None
         if self.real_weight > 0:
             real = ctx.real.detach()
             d_real = ctx.d_real if ctx.d_real is not None else D(real)
-            total = self.real_weight * consistency_penalty(d_real, D(augment(real, self.ops)))
+            total = self.real_weight * consistency_penalty(d_real, D(diffaugment(real, self.ops)))
         if self.fake_weight > 0:
             fake = ctx.fake.detach()
             D = ctx.D_of_fake
             d_fake = ctx.d_fake if ctx.d_fake is not None else D(fake)
-            part = self.fake_weight * consistency_penalty(d_fake, D(augment(fake, self.ops)))
+            part = self.fake_weight * consistency_penalty(d_fake, D(diffaugment(fake, self.ops)))
             total = part if total is None else total + part
         return total
 
